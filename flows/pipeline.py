@@ -1,0 +1,123 @@
+"""The main DAG: prep → train → evaluate → register, one Prefect task per stage.
+
+Each task's cache key is the stage key (params section + upstream manifest digests + code
+version), offered to Prefect only while the stage's output on disk still verifies, so a rerun with
+the same params shows the completed stages as ``Cached`` and a deleted or tampered output is rebuilt.
+One MLflow parent run spans the flow; each stage logs a nested run. Ray is started once here (or
+joined through ``RAY_ADDRESS``) and reused by every stage that fans out.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "repflow")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.context import TaskRunContext  # noqa: E402
+
+from repflow import tracking  # noqa: E402
+from repflow.cluster import ensure_ray  # noqa: E402
+from repflow.config import Params, load_params  # noqa: E402
+from repflow.manifest import atomic_write_text  # noqa: E402
+from repflow.report import markdown_table  # noqa: E402
+from repflow.stage import Workspace, current_output, lineage, stage_key  # noqa: E402
+from tasks import evaluate, prep, register, train  # noqa: E402
+
+INPUT_NAMES = {"prep": (), "train": ("shards",), "evaluate": ("shards", "encoder_dir"),
+               "register": ("encoder_dir", "eval_dir")}
+LINEAGE_NAMES = {"shards": "shards", "encoder_dir": "encoder", "eval_dir": "evaluation"}
+
+
+def _cache_key(stage: str):
+    """Prefect cache key = the stage key, but only while the output it names is on disk and verifies."""
+
+    def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+        params: Params = parameters["params"]
+        inputs = {LINEAGE_NAMES[n]: Path(parameters[n]) for n in INPUT_NAMES[stage]}
+        lin = lineage(stage, params, inputs)
+        if stage == "register":
+            import mlflow
+            lin = {**lin, "registry": mlflow.get_tracking_uri()}
+        key = stage_key(stage, lin)
+        return f"repflow-{stage}-{key}" if current_output(Path(parameters["out"]), stage, key) else None
+
+    return key_fn
+
+
+def _stage_task(stage: str, fn):
+    return task(fn, name=stage, cache_key_fn=_cache_key(stage), persist_result=True)
+
+
+prep_task = _stage_task("prep", prep.run)
+train_task = _stage_task("train", train.run)
+evaluate_task = _stage_task("evaluate", evaluate.run)
+register_task = _stage_task("register", register.run)
+
+
+def run_report(ws: Workspace, params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, Any]]:
+    """Markdown summary of one pipeline run, and the numbers in it."""
+    metrics = json.loads((paths["evaluate"] / "metrics.json").read_text())
+    reg = json.loads((paths["register"] / "register.json").read_text())
+    rows = [{"ε (×1/255)": f"{float(e) * 255:.1f}", "robust accuracy": a} for e, a in metrics["robust_acc"].items()]
+    summary = {"clean_acc": metrics["clean_acc"], "robust_acc_mean": metrics["robust_acc_mean"],
+               "robust_acc": metrics["robust_acc"], "model": reg["uri"], "champion": reg["alias_moved"]}
+    tracking_uri = reg["tracking_uri"]
+    md = [
+        "# repflow run report", "",
+        f"Source **{params.prep.source}**, encoder **{params.train.encoder}** ({params.train.method}, "
+        f"{params.train.epochs} epochs), seed {params.seed}.", "",
+        f"- clean accuracy (linear probe, test split): **{metrics['clean_acc']:.4f}**",
+        f"- PGD-{params.evaluate.pgd_steps} robust accuracy, mean over ε: **{metrics['robust_acc_mean']:.4f}** "
+        f"({metrics['attacked_images']} test images)", "",
+        markdown_table(rows), "",
+        f"Registered `{reg['uri']}`; alias `{reg['alias']}` "
+        + ("moved to it." if reg["alias_moved"] else f"kept (its {reg['criterion']} {reg['score']:.4f} did not beat "
+                                                    f"{reg['previous_champion_score']:.4f})."), "",
+        "## Artifacts",
+        *(f"- {name}: `{p}`" for name, p in paths.items()),
+        f"- plots: `{paths['evaluate'] / 'robust_accuracy.png'}`, `{paths['train'] / 'loss.png'}`, "
+        f"`{paths['prep'] / 'samples.png'}`", "",
+        "## Look at it",
+        f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` → http://127.0.0.1:5000",
+        "- Prefect UI: `prefect server start --host 127.0.0.1 --port 4200`, then run with "
+        "`PREFECT_API_URL=http://127.0.0.1:4200/api` → http://127.0.0.1:4200",
+        f"- load the model: `mlflow.pytorch.load_model('models:/{reg['model']}@{reg['alias']}')`",
+    ]
+    return "\n".join(md) + "\n", summary
+
+
+@flow(name="repflow-main", log_prints=True)
+def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
+              workdir: str = ".") -> dict[str, Any]:
+    """prep → train → evaluate → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    logger = get_run_logger()
+    ws = Workspace.at(workdir)
+    params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
+                         overrides or [])
+    tracking.configure(ws.root)
+    ensure_ray()
+    with tracking.flow_run("main", params.model_dump(mode="json"),
+                           tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
+                                 "repflow.git_commit": tracking.git_commit(ws.root)}) as parent:
+        shards = prep_task(params, ws.out("prep"))
+        encoder_dir = train_task(params, shards, ws.out("train"))
+        eval_dir = evaluate_task(params, shards, encoder_dir, ws.out("evaluate"))
+        reg_dir = register_task(params, encoder_dir, eval_dir, ws.out("register"))
+        paths = {"prep": Path(shards), "train": Path(encoder_dir), "evaluate": Path(eval_dir),
+                 "register": Path(reg_dir)}
+        md, summary = run_report(ws, params, paths)
+        report_path = ws.root / "reports" / "run-report.md"
+        atomic_write_text(report_path, md)
+        import mlflow
+        mlflow.log_artifact(str(report_path))
+        mlflow.log_metrics({"clean_acc": summary["clean_acc"], "robust_acc_mean": summary["robust_acc_mean"]})
+        create_markdown_artifact(key="run-report", markdown=md, description="repflow main flow report")
+        summary.update(report=str(report_path), mlflow_run_id=parent.info.run_id)
+    logger.info("report written to %s", report_path)
+    return summary

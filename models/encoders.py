@@ -1,0 +1,121 @@
+"""Image encoders for inputs in [0, 1] of any channel count and size.
+
+Each encoder normalises its input itself (per-channel mean/std stored as buffers), so attacks and
+users work in [0, 1] pixel space and a registered model needs no separate preprocessing.
+``encoder.out_dim`` is the size of the representation ``encoder(x)`` returns, shape (N, out_dim).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["SmallCNN", "ResNet18", "ProjectionHead", "ProbedEncoder", "ENCODERS", "build_encoder"]
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU blocks (width, 2w, 4w), each halving resolution, then global average pool."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        self.normalize = _Normalize(mean or [0.5] * in_channels, std or [0.25] * in_channels)
+        chans = [in_channels, width, 2 * width, 4 * width]
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2, ceil_mode=True)]
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = 4 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(self.normalize(x))).flatten(1)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18: 3x3 stem without max-pool, four stages of two basic blocks."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        self.normalize = _Normalize(mean or [0.5] * in_channels, std or [0.25] * in_channels)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        layers, c = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            c_out = width * mult
+            stride = 1 if i == 0 else 2
+            layers += [_BasicBlock(c, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+            c = c_out
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.layers(self.stem(self.normalize(x)))).flatten(1)
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR's MLP head g(h) = W2 ReLU(BN(W1 h)); the contrastive loss is applied to its output."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None):
+        super().__init__()
+        hidden = hidden_dim or in_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, out_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class ProbedEncoder(nn.Module):
+    """Encoder followed by a linear classifier: the model attacked end to end in evaluation."""
+
+    def __init__(self, encoder: nn.Module, probe: nn.Linear):
+        super().__init__()
+        self.encoder = encoder
+        self.probe = probe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probe(self.encoder(x))
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "resnet18": ResNet18}
+
+
+def build_encoder(config: dict[str, Any]) -> nn.Module:
+    """Build from ``{"name", "in_channels", "width", "mean", "std"}`` (the JSON saved with a checkpoint)."""
+    name = config.get("name")
+    if name not in ENCODERS:
+        raise ValueError(f"encoder {name!r} unknown; allowed: {sorted(ENCODERS)}")
+    kwargs = {k: config[k] for k in ("in_channels", "width", "mean", "std") if k in config}
+    return ENCODERS[name](**kwargs)

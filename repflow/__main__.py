@@ -1,0 +1,3 @@
+from repflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Model checkpoints as safetensors + JSON, never pickles.
+
+``save_module`` / ``load_module`` store a module's state dict with its builder config. A training
+state (optimizer tensors, step counters, RNG state) is flattened into the same tensor file under
+``optim/...`` and ``rng/...`` keys, with the non-tensor parts in JSON, so a resumed run needs no
+pickle either.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from repflow.manifest import atomic_write_text
+
+__all__ = ["CheckpointError", "save_tensors", "load_tensors", "load_state_strict", "load_encoder",
+           "flatten_optimizer", "unflatten_optimizer"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the model it is loaded into."""
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` through temporary files."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(config, indent=1, sort_keys=True))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    cfg_path = path.with_suffix(".json")
+    for p in (path, cfg_path):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: checkpoint file missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    return tensors, config
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], origin: str | Path) -> None:
+    """Load a state dict, naming missing/unexpected keys and shape mismatches in one error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        raise CheckpointError(f"{origin}: does not fit {type(module).__name__}: " + ", ".join(parts))
+    module.load_state_dict(state)
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "optim/") -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (safetensors) and JSON (param groups, scalars)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}{pid}/{k}"] = v
+            else:
+                scalars[f"{pid}/{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "optim/") -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix):
+            pid, name = key[len(prefix):].split("/", 1)
+            state.setdefault(int(pid), {})[name] = v
+    for key, v in meta.get("scalars", {}).items():
+        pid, name = key.split("/", 1)
+        state.setdefault(int(pid), {})[name] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def load_encoder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The encoder of a verified ``train`` output folder, in eval mode, with its builder config."""
+    from models import build_encoder
+    from repflow.manifest import read_manifest
+
+    folder = Path(folder)
+    read_manifest(folder, stage="train")
+    state, config = load_tensors(folder / "encoder.safetensors")
+    try:
+        encoder = build_encoder(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / 'encoder.json'}: cannot build an encoder from it ({exc})") from None
+    load_state_strict(encoder, state, folder / "encoder.safetensors")
+    return encoder.eval(), config

@@ -1,0 +1,114 @@
+"""``repflow`` command line: run flows, run single stages (DVC's entry point), inspect the registry."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from repflow.config import ParamsError, load_params
+
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from repflow.checkpoints import CheckpointError
+    from repflow.cluster import ClusterError
+    from repflow.manifest import OutputError
+    from repflow.sources import SourceError
+    from repflow.tracking import RegistryError
+
+    return (ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if not verbose else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "mlflow.store", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    ws_root = Path(args.workdir).resolve()
+    params_file = Path(args.params) if Path(args.params).is_absolute() else ws_root / args.params
+    load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
+    from flows.pipeline import main_flow
+
+    summary = main_flow(params_file=str(params_file), overrides=args.P, workdir=str(ws_root))
+    print(Path(summary["report"]).read_text())
+    print(f"report: {summary['report']}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from repflow import tracking
+    from repflow.stage import Workspace
+    from tasks import STAGES
+
+    ws = Workspace.at(args.workdir)
+    params = load_params(Path(args.params) if Path(args.params).is_absolute() else ws.root / args.params, args.P)
+    tracking.configure(ws.root)
+    out = STAGES[args.name].run_in(ws, params)
+    print(f"{args.name}: {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from repflow import tracking
+
+    tracking.configure(args.workdir)
+    if args.action == "show":
+        print(tracking.describe_model(args.ref))
+    else:
+        client = mlflow.MlflowClient()
+        for m in client.search_registered_models():
+            aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m.aliases.items())) or "-"
+            latest = max((int(v.version) for v in client.search_model_versions(f"name='{m.name}'")), default=0)
+            print(f"{m.name}  latest v{latest}  aliases: {aliases}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repflow", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--params", default="params.yaml", help="params file (relative to --workdir)")
+        sp.add_argument("-P", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, e.g. -P train.epochs=3 (repeatable)")
+        sp.add_argument("--workdir", default=".", help="project folder holding params, outputs and mlflow.db")
+
+    r = sub.add_parser("run", help="run a flow (default: the main pipeline)")
+    r.add_argument("--flow", default="main", choices=["main"])
+    common(r)
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("stage", help="run one stage on the workspace's standard folders (what dvc.yaml calls)")
+    s.add_argument("name", choices=["prep", "train", "evaluate", "register"])
+    common(s)
+    s.set_defaults(func=cmd_stage)
+
+    m = sub.add_parser("models", help="the MLflow model registry")
+    m.add_argument("action", choices=["show", "list"])
+    m.add_argument("ref", nargs="?", default="repflow-encoder@champion", help="NAME@ALIAS, NAME/VERSION or NAME")
+    m.add_argument("--workdir", default=".")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        return args.func(args)
+    except _user_errors() as exc:
+        print(f"repflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The single schema of ``params.yaml``: one typed section per stage, shared by Prefect and DVC.
+
+Every stage reads its section through :func:`load_params`, so a wrong key, type or value is
+reported once, before any work starts, naming the key, the value given and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["Params", "ParamsError", "load_params", "apply_overrides", "section_digest"]
+
+
+class ParamsError(ValueError):
+    """A params file or override that does not fit the schema (one line per problem)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrepParams(_Section):
+    """Turn a source on disk into train / val / test WebDataset shards."""
+
+    source: Literal["fashion-mnist", "mnist5k", "cifar10", "imagefolder"] = "fashion-mnist"
+    path: str | None = Field(None, description="source folder or file; null = the source's default")
+    per_class: int | None = Field(None, ge=1, description="train images kept per class; null = all")
+    test_per_class: int | None = Field(None, ge=1, description="test images kept per class; null = all")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="test share for sources without a test split")
+    shard_size: int = Field(2000, ge=1, description="samples per shard")
+
+
+class AugmentParams(_Section):
+    """SimCLR view augmentations, applied on tensors so they run batched on any device."""
+
+    crop_scale_min: float = Field(0.5, gt=0.0, le=1.0)
+    flip: bool = True
+    brightness: float = Field(0.4, ge=0.0, le=1.0)
+    contrast: float = Field(0.4, ge=0.0, le=1.0)
+    noise_std: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainParams(_Section):
+    method: Literal["simclr"] = "simclr"
+    encoder: Literal["small_cnn", "resnet18"] = "small_cnn"
+    width: int = Field(32, ge=4, le=512, description="channels of the first block")
+    proj_dim: int = Field(64, ge=2, description="projection head output size")
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-6, ge=0.0)
+    temperature: float = Field(0.5, gt=0.0, le=10.0)
+    augment: AugmentParams = AugmentParams()
+    checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints")
+
+
+class EvaluateParams(_Section):
+    probe_epochs: int = Field(30, ge=1)
+    probe_lr: float = Field(1e-2, gt=0.0)
+    probe_batch_size: int = Field(256, ge=1)
+    eps: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
+    pgd_steps: int = Field(10, ge=1)
+    pgd_step_ratio: float = Field(2.5, gt=0.0, description="step size = ratio * eps / steps")
+    max_test: int | None = Field(1000, ge=1, description="test images attacked; null = all")
+    attack_batch_size: int = Field(250, ge=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_in_range(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("needs at least one epsilon")
+        bad = [e for e in v if not 0.0 < e <= 1.0]
+        if bad:
+            raise ValueError(f"every epsilon must be in (0, 1] (inputs are in [0, 1]); got {bad}")
+        return sorted(set(v))
+
+
+class RegisterParams(_Section):
+    model_name: str = Field("repflow-encoder", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc"] = "robust_acc_mean"
+
+
+with warnings.catch_warnings():  # "register" is also ABCMeta.register; instances still read the field
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class Params(_Section):
+        """The whole ``params.yaml``."""
+
+        seed: int = Field(0, ge=0)
+        device: Literal["auto", "cpu", "cuda"] = "auto"
+        prep: PrepParams = PrepParams()
+        train: TrainParams = TrainParams()
+        evaluate: EvaluateParams = EvaluateParams()
+        register: RegisterParams = RegisterParams()
+
+
+STAGES = ("prep", "train", "evaluate", "register")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = Params
+        for part in err["loc"][:-1]:
+            field = parent.model_fields.get(str(part))
+            parent = field.annotation if field is not None else None
+            if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+                break
+        allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        return f"{key}: unknown key; allowed here: {', '.join(allowed)}"
+    given = err.get("input")
+    msg = err["msg"]
+    if err["type"] == "literal_error":
+        msg = msg.replace("Input should be", "allowed:")
+    return f"{key} = {given!r}: {msg}"
+
+
+def parse_params(raw: dict[str, Any], origin: str = "params") -> Params:
+    """Validate a params mapping; raise :class:`ParamsError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ParamsError(f"{origin}: " + ("\n  " if len(lines) > 1 else "") + "\n  ".join(lines)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML) to a raw params mapping."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ParamsError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ParamsError(f"override {item!r}: empty key part in {key!r}")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(apply_overrides(raw, overrides or []), origin=str(path))
+
+
+def section_digest(section: BaseModel | dict[str, Any] | Any) -> str:
+    """sha256 of a params section's canonical JSON; the stage cache keys are built from it."""
+    data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

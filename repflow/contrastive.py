@@ -1,0 +1,72 @@
+"""SimCLR: NT-Xent loss and the contrastive training loop (tensors and modules in, history out)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repflow.augment import random_views
+from repflow.progress import progress
+
+__all__ = ["nt_xent_loss", "train_simclr"]
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Normalised-temperature cross-entropy (SimCLR eq. 1), averaged over all 2N anchors.
+
+    ``z1[i]`` and ``z2[i]`` are projections of two views of image i, shape (N, d). For anchor i the
+    positive is its other view; the 2N-2 views of other images are the negatives.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"expected two (N, d) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+def train_simclr(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int,
+                 lr: float, weight_decay: float, temperature: float, augment: dict[str, Any],
+                 device: torch.device, seed: int, optimizer_state: dict | None = None, start_epoch: int = 0,
+                 on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
+                 ) -> list[dict[str, float]]:
+    """Train ``encoder`` + ``head`` with NT-Xent on two random views of uint8 ``images`` (N,C,H,W).
+
+    Epoch e shuffles and augments with a generator seeded from (seed, e), so a run resumed at
+    ``start_epoch`` sees exactly the batches an uninterrupted run would. ``on_epoch(epoch, stats,
+    optimizer)`` is called after every epoch (checkpointing and logging live with the caller).
+    """
+    if len(images) < 2:
+        raise ValueError(f"SimCLR needs at least 2 images, got {len(images)}")
+    encoder.to(device).train()
+    head.to(device).train()
+    params = list(encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    history = []
+    bs = min(batch_size, len(images))
+    for epoch in range(start_epoch, epochs):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(images), generator=g)
+        total, count = 0.0, 0
+        steps = range(0, len(images) - bs + 1, bs)  # drop the ragged last batch: BN and NT-Xent need full batches
+        for start in progress(steps, desc=f"simclr epoch {epoch + 1}/{epochs}", unit="batch"):
+            x = images[order[start:start + bs]].to(device, non_blocking=True).float().div_(255)
+            v1 = random_views(x, g, **augment)
+            v2 = random_views(x, g, **augment)
+            loss = nt_xent_loss(head(encoder(v1)), head(encoder(v2)), temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x)
+            count += len(x)
+        stats = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, stats, opt)
+    return history

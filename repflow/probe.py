@@ -1,0 +1,41 @@
+"""Linear evaluation of a frozen encoder: features, then a softmax-regression probe."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["embed", "fit_linear_probe"]
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512,
+          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Features of uint8 (N,C,H,W) images from ``encoder`` in eval mode, returned on CPU (N, out_dim)."""
+    was_training = encoder.training
+    encoder.eval()
+    feats = [encoder(images[i:i + batch_size].to(device).float().div_(255)).cpu()
+             for i in range(0, len(images), batch_size)]
+    encoder.train(was_training)
+    return torch.cat(feats) if feats else torch.empty(0)
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int, lr: float,
+                     batch_size: int, seed: int, weight_decay: float = 0.0) -> nn.Linear:
+    """Train a linear classifier with Adam + cross-entropy on fixed features (standard linear evaluation)."""
+    g = torch.Generator().manual_seed(seed)
+    probe = nn.Linear(features.shape[1], num_classes)
+    with torch.no_grad():
+        w = torch.randn(probe.weight.shape, generator=g) * (1.0 / features.shape[1] ** 0.5)
+        probe.weight.copy_(w)
+        probe.bias.zero_()
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        order = torch.randperm(len(features), generator=g)
+        for i in range(0, len(features), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(probe(features[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return probe

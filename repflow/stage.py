@@ -1,0 +1,94 @@
+"""What every stage shares: its output location, its cache key, and the "already done" check.
+
+A stage's key is sha256 over (stage name, the params sections it reads, the manifest digests of
+its inputs, the code version). The key is written into the output's manifest; a rerun whose key
+matches a verified output reuses it. Prefect's cache and DVC's lock agree with this because all
+three are derived from the same params, inputs and code.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repflow.config import Params, section_digest
+from repflow.manifest import OutputError, read_manifest
+
+__all__ = ["Workspace", "code_version", "stage_key", "lineage", "current_output", "params_for", "STAGE_PARAMS"]
+
+log = logging.getLogger("repflow.stage")
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "prep": ("seed", "prep"),
+    "train": ("seed", "device", "train"),
+    "evaluate": ("seed", "device", "evaluate"),
+    "register": ("register",),
+}
+
+STAGE_OUTPUTS = {"prep": "data/prep", "train": "artifacts/train", "evaluate": "reports/evaluate",
+                 "register": "reports/register"}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A project folder: ``params.yaml``, ``mlflow.db`` and every stage output live under ``root``."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path = ".") -> "Workspace":
+        return cls(Path(root).resolve())
+
+    def out(self, stage: str) -> Path:
+        return self.root / STAGE_OUTPUTS[stage]
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 (first 16 hex) of the project's Python sources that stages execute."""
+    h = hashlib.sha256()
+    for pkg in ("repflow", "models", "tasks"):
+        for p in sorted((PACKAGE_ROOT / pkg).rglob("*.py")):
+            h.update(p.relative_to(PACKAGE_ROOT).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def params_for(stage: str, params: Params) -> dict[str, Any]:
+    """The part of ``params`` a stage reads (its section plus shared keys such as ``seed``)."""
+    dumped = params.model_dump(mode="json")
+    return {name: dumped[name] for name in STAGE_PARAMS[stage]}
+
+
+def lineage(stage: str, params: Params, inputs: dict[str, Path]) -> dict[str, Any]:
+    """Params digest, input manifest digests and code version of one stage execution."""
+    digests = {}
+    for name, folder in inputs.items():
+        digests[name] = read_manifest(folder, verify=False)["digest"]
+    return {"params_digest": section_digest(params_for(stage, params)), "inputs": digests,
+            "code_version": code_version()}
+
+
+def stage_key(stage: str, lin: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({"stage": stage, **lin}, sort_keys=True).encode()).hexdigest()
+
+
+def current_output(out: Path, stage: str, key: str) -> bool:
+    """True when ``out`` holds a verified output of ``stage`` made with exactly ``key``."""
+    try:
+        manifest = read_manifest(out, verify=True, stage=stage)
+    except OutputError as exc:
+        if (Path(out) / "manifest.json").exists():
+            log.warning("%s: existing output is not usable (%s); rebuilding", stage, exc)
+        return False
+    return manifest.get("stage_key") == key

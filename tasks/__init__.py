@@ -1,0 +1,7 @@
+"""Stages: each module has ``run(params, <input folders>, out) -> out`` (the Prefect task body and the
+DVC stage command) and ``run_in(workspace, params)``, which wires the workspace's standard folders."""
+from tasks import evaluate, prep, register, train
+
+STAGES = {"prep": prep, "train": train, "evaluate": evaluate, "register": register}
+
+__all__ = ["STAGES"]

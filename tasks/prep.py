@@ -1,0 +1,95 @@
+"""prep: read an image source on disk, split it, write train / val / test shards with a manifest."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+
+from repflow import tracking
+from repflow.config import Params
+from repflow.manifest import staged_output
+from repflow.report import class_grid
+from repflow.shards import write_image_split
+from repflow.sources import SourceError, read_source
+from repflow.stage import Workspace, current_output, lineage, params_for, stage_key
+
+log = logging.getLogger("repflow.prep")
+
+
+def stratified_subsample(labels: np.ndarray, per_class: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of at most ``per_class`` random samples of every class."""
+    if per_class is None:
+        return np.arange(len(labels))
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, held out) with ``fraction`` of every class held out (rounded)."""
+    held = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        held.append(idx[:int(round(fraction * len(idx)))])
+    held_idx = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[held_idx] = False
+    return np.flatnonzero(mask), held_idx
+
+
+def run(params: Params, out: Path) -> Path:
+    out = Path(out)
+    lin = lineage("prep", params, {})
+    key = stage_key("prep", lin)
+    if current_output(out, "prep", key):
+        log.info("prep: %s is up to date (same params and code); reusing it", out)
+        return out
+    cfg = params.prep
+    src = read_source(cfg.source, cfg.path)
+    rng = np.random.default_rng(params.seed)
+    x_all, y_all = src.images, src.labels
+    if src.test_images is None:
+        train_idx, test_idx = stratified_split(y_all, cfg.test_fraction, rng)
+        x_tr, y_tr, x_te, y_te = x_all[train_idx], y_all[train_idx], x_all[test_idx], y_all[test_idx]
+    else:
+        x_tr, y_tr, x_te, y_te = x_all, y_all, src.test_images, src.test_labels
+    if len(x_te) == 0:
+        raise SourceError(f"{cfg.source}: test split is empty; raise prep.test_fraction or add data")
+    keep = stratified_subsample(y_tr, cfg.per_class, rng)
+    x_tr, y_tr = x_tr[keep], y_tr[keep]
+    tr_idx, val_idx = stratified_split(y_tr, cfg.val_fraction, rng)
+    keep_te = stratified_subsample(y_te, cfg.test_per_class, rng)
+    splits = {"train": (x_tr[tr_idx], y_tr[tr_idx]), "val": (x_tr[val_idx], y_tr[val_idx]),
+              "test": (x_te[keep_te], y_te[keep_te])}
+    if len(splits["train"][0]) < 2:
+        raise SourceError(f"{cfg.source}: only {len(splits['train'][0])} training images after prep.per_class / "
+                          "prep.val_fraction; need at least 2")
+    h, w = x_tr.shape[1:3]
+    channels = 1 if x_tr.ndim == 3 else x_tr.shape[3]
+    train_f = splits["train"][0].reshape(-1, h, w, channels).astype(np.float32) / 255.0
+    mean, std = train_f.mean(axis=(0, 1, 2)).tolist(), train_f.std(axis=(0, 1, 2)).tolist()
+    meta = {"source": cfg.source, "origin": src.origin, "classes": list(src.classes), "shape": [channels, h, w],
+            "mean": [round(m, 6) for m in mean], "std": [round(max(s, 1e-3), 6) for s in std],
+            "skipped": src.skipped, "splits": {}}
+    with tracking.stage_run("prep", params_for("prep", params), lin), \
+            staged_output(out, stage="prep", stage_key=key, lineage=lin, meta=meta) as tmp:
+        for name, (x, y) in splits.items():
+            meta["splits"][name] = write_image_split(tmp, name, x, y, shard_size=cfg.shard_size, show_progress=True)
+            mlflow.log_metric(f"{name}_count", len(x))
+        x_show = torch.from_numpy(splits["train"][0])
+        x_show = x_show.unsqueeze(1) if x_show.ndim == 3 else x_show.permute(0, 3, 1, 2)
+        grid = class_grid(x_show, torch.from_numpy(splits["train"][1]), src.classes, tmp / "samples.png",
+                          title=f"{cfg.source}: train samples")
+        mlflow.log_artifact(str(grid))
+        mlflow.log_metric("skipped_files", len(src.skipped))
+        if src.skipped:
+            log.warning("prep: skipped %d unreadable files (listed in the manifest), e.g. %s", len(src.skipped),
+                        src.skipped[0]["file"])
+    log.info("prep: wrote %s (%s)", out, {k: v["count"] for k, v in meta["splits"].items()})
+    return out
+
+
+def run_in(ws: Workspace, params: Params) -> Path:
+    return run(params, ws.out("prep"))

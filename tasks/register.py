@@ -1,0 +1,80 @@
+"""register: put the encoder into the MLflow registry; move the alias only when it beats the holder.
+
+The registered artifact is the ``pt2`` (torch.export) format: loading it runs no pickled code and
+needs neither this package nor its classes, only torch and mlflow; its dynamic batch dimension
+embeds any batch. The safetensors checkpoint and its config are logged beside it (``checkpoint/``)
+for users who need the ``nn.Module`` class back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+
+from repflow import tracking
+from repflow.checkpoints import load_encoder
+from repflow.config import Params
+from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.stage import Workspace, current_output, lineage, params_for, stage_key
+
+log = logging.getLogger("repflow.register")
+
+
+def run(params: Params, encoder_dir: Path, eval_dir: Path, out: Path) -> Path:
+    out, encoder_dir, eval_dir = Path(out), Path(encoder_dir), Path(eval_dir)
+    tracking_uri = mlflow.get_tracking_uri()
+    lin = lineage("register", params, {"encoder": encoder_dir, "evaluation": eval_dir})
+    key = stage_key("register", {**lin, "registry": tracking_uri})
+    if current_output(out, "register", key):
+        log.info("register: %s is up to date (this encoder and evaluation are registered); reusing it", out)
+        return out
+    cfg = params.register
+    read_manifest(eval_dir, stage="evaluate")
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    score = float(metrics[cfg.criterion])
+    encoder, enc_config = load_encoder(encoder_dir)
+    train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
+    with tracking.stage_run("register", params_for("register", params), lin) as run, \
+            staged_output(out, stage="register", stage_key=key, lineage=lin) as tmp:
+        example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)
+        info = mlflow.pytorch.log_model(encoder, name="encoder", input_example=example, serialization_format="pt2",
+                                        registered_model_name=cfg.model_name,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        for f in ("encoder.safetensors", "encoder.json"):
+            mlflow.log_artifact(str(encoder_dir / f), artifact_path="checkpoint")
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        tags = {"repflow.score": score, "repflow.criterion": cfg.criterion,
+                "repflow.params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
+                "repflow.git_commit": tracking.git_commit(),
+                "repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
+                "repflow.register_run_id": run.info.run_id,
+                "repflow.input.encoder": lin["inputs"]["encoder"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
+                "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", ""),
+                "repflow.code_version": lin["code_version"]}
+        tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
+        for k, v in tags.items():
+            client.set_model_version_tag(cfg.model_name, version, k, str(v))
+        previous = tracking.champion_score(cfg.model_name, cfg.alias)
+        moved = previous is None or score > previous
+        if moved:
+            client.set_registered_model_alias(cfg.model_name, cfg.alias, version)
+            log.info("register: %s version %s is the new %s (%s %.4f > %s)", cfg.model_name, version, cfg.alias,
+                     cfg.criterion, score, "none" if previous is None else f"{previous:.4f}")
+        else:
+            log.info("register: %s version %s kept out of %s (%s %.4f <= %.4f)", cfg.model_name, version, cfg.alias,
+                     cfg.criterion, score, previous)
+        mlflow.log_metrics({"score": score, "alias_moved": float(moved)})
+        result = {"model": cfg.model_name, "version": version, "alias": cfg.alias, "alias_moved": moved,
+                  "criterion": cfg.criterion, "score": score, "previous_champion_score": previous,
+                  "uri": f"models:/{cfg.model_name}/{version}", "tracking_uri": tracking_uri}
+        atomic_write_text(tmp / "register.json", json.dumps(result, indent=1))
+    return out
+
+
+def run_in(ws: Workspace, params: Params) -> Path:
+    return run(params, ws.out("train"), ws.out("evaluate"), ws.out("register"))
