@@ -73,7 +73,7 @@ def _decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
             raise OutputError(f"{sample.get('__url__')}: sample {sample['__key__']!r} has member {name!r}; "
                               f"allowed extensions: {sorted(ALLOWED_MEMBERS)}")
         if ext in ("png", "jpg", "jpeg"):
-            arr = np.asarray(Image.open(io.BytesIO(raw)))
+            arr = np.array(Image.open(io.BytesIO(raw)))
             out[name] = torch.from_numpy(arr[:, :, None] if arr.ndim == 2 else arr).permute(2, 0, 1).contiguous()
         elif ext == "cls":
             out[name] = int(raw)

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from repflow.config import Params, section_digest
-from repflow.manifest import OutputError, read_manifest
+from repflow.manifest import OutputError, atomic_write_text, read_manifest
 
-__all__ = ["Workspace", "code_version", "stage_key", "lineage", "current_output", "params_for", "STAGE_PARAMS"]
+__all__ = ["Workspace", "code_version", "stage_key", "lineage", "current_output", "params_for", "export_metrics",
+           "STAGE_PARAMS"]
 
 log = logging.getLogger("repflow.stage")
 
@@ -92,3 +93,10 @@ def current_output(out: Path, stage: str, key: str) -> bool:
             log.warning("%s: existing output is not usable (%s); rebuilding", stage, exc)
         return False
     return manifest.get("stage_key") == key
+
+
+def export_metrics(out: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``<out>.metrics.json`` beside a stage output: the small, git-tracked file DVC reads as metrics."""
+    path = Path(out).with_name(Path(out).name + ".metrics.json")
+    atomic_write_text(path, json.dumps(metrics, indent=1, sort_keys=True))
+    return path

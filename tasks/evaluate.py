@@ -24,7 +24,7 @@ from repflow.manifest import atomic_write_text, staged_output
 from repflow.probe import embed, fit_linear_probe
 from repflow.report import line_plot, markdown_table
 from repflow.shards import ShardSet
-from repflow.stage import Workspace, current_output, lineage, params_for, stage_key
+from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
 
 log = logging.getLogger("repflow.evaluate")
 
@@ -50,6 +50,7 @@ def run(params: Params, shards: Path, encoder_dir: Path, out: Path) -> Path:
     key = stage_key("evaluate", lin)
     if current_output(out, "evaluate", key):
         log.info("evaluate: %s is up to date (same params, inputs and code); reusing it", out)
+        export_metrics(out, json.loads((out / "metrics.json").read_text()))
         return out
     cfg = params.evaluate
     data = ShardSet(shards)
@@ -110,6 +111,7 @@ def run(params: Params, shards: Path, encoder_dir: Path, out: Path) -> Path:
         mlflow.log_artifact(str(tmp / "robust_accuracy.png"))
         mlflow.log_artifact(str(tmp / "metrics.json"))
     log.info("evaluate: clean %.4f, robust (mean over ε) %.4f", metrics["clean_acc"], metrics["robust_acc_mean"])
+    export_metrics(out, metrics)
     return out
 
 

@@ -25,7 +25,7 @@ from repflow.contrastive import train_simclr
 from repflow.manifest import atomic_write_text, staged_output
 from repflow.report import line_plot
 from repflow.shards import ShardSet
-from repflow.stage import Workspace, current_output, lineage, params_for, stage_key
+from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
 
 log = logging.getLogger("repflow.train")
 
@@ -66,7 +66,7 @@ def run(params: Params, shards: Path, out: Path) -> Path:
     key = stage_key("train", lin)
     if current_output(out, "train", key):
         log.info("train: %s is up to date (same params, inputs and code); reusing it", out)
-        return out
+        return _export(out)
     cfg = params.train
     data = ShardSet(shards)
     images, _ = data.load("train")  # labels are not used: self-supervised
@@ -112,6 +112,12 @@ def run(params: Params, shards: Path, out: Path) -> Path:
                   xlabel="epoch", ylabel="loss", title=f"{cfg.method} / {cfg.encoder}")
         mlflow.log_artifact(str(tmp / "loss.png"))
     shutil.rmtree(progress_dir, ignore_errors=True)
+    return _export(out)
+
+
+def _export(out: Path) -> Path:
+    summary = json.loads((out / "history.json").read_text())
+    export_metrics(out, {"final_loss": summary["final_loss"], "epochs": len(summary["history"])})
     return out
 
 

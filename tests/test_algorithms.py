@@ -1,0 +1,148 @@
+"""Pure algorithms: NT-Xent, view augmentation, PGD, linear probe, SimCLR training."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from models import ProbedEncoder, ProjectionHead, build_encoder
+from repflow.attacks import PGD, accuracy, robust_accuracy
+from repflow.augment import random_views
+from repflow.contrastive import nt_xent_loss, train_simclr
+from repflow.probe import embed, fit_linear_probe
+
+
+def nt_xent_direct(z1, z2, t):
+    """SimCLR's loss written out anchor by anchor, as in the paper."""
+    z = torch.cat([z1, z2])
+    z = z / z.norm(dim=1, keepdim=True)
+    n2 = len(z)
+    total = 0.0
+    for i in range(n2):
+        pos = (i + n2 // 2) % n2
+        num = math.exp(float(z[i] @ z[pos]) / t)
+        den = sum(math.exp(float(z[i] @ z[k]) / t) for k in range(n2) if k != i)
+        total += -math.log(num / den)
+    return total / n2
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 1.0])
+def test_nt_xent_matches_direct_computation(t):
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    assert nt_xent_loss(z1, z2, t).item() == pytest.approx(nt_xent_direct(z1, z2, t), rel=1e-5)
+
+
+def test_nt_xent_prefers_aligned_views():
+    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+    assert nt_xent_loss(z, z + 0.01 * torch.randn_like(z)) < nt_xent_loss(z, torch.randn_like(z))
+
+
+def test_random_views_are_seeded_and_in_range():
+    x = torch.rand(5, 3, 16, 16)
+    a = random_views(x, torch.Generator().manual_seed(3), noise_std=0.05)
+    b = random_views(x, torch.Generator().manual_seed(3), noise_std=0.05)
+    c = random_views(x, torch.Generator().manual_seed(4), noise_std=0.05)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def classifier(in_ch=1, seed=0):
+    torch.manual_seed(seed)
+    enc = build_encoder({"name": "small_cnn", "in_channels": in_ch, "width": 4})
+    return ProbedEncoder(enc, nn.Linear(enc.out_dim, 3)).eval()
+
+
+def test_pgd_stays_in_ball_and_raises_loss():
+    model = classifier()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 1, 12, 12, generator=g), torch.randint(0, 3, (16,), generator=g)
+    eps = 4 / 255
+    x_adv = PGD(model, eps=eps, steps=5)(x, y)
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    ce = nn.functional.cross_entropy
+    with torch.no_grad():
+        assert ce(model(x_adv), y) > ce(model(x), y)
+
+
+def test_pgd_restores_training_mode_and_is_seeded():
+    model = classifier().train()
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    a = PGD(model, eps=0.1, steps=2, seed=5)(x, y)
+    assert model.training
+    b = PGD(model, eps=0.1, steps=2, seed=5)(x, y)
+    assert torch.equal(a, b)
+
+
+def test_pgd_rejects_bad_eps():
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        PGD(classifier(), eps=0.0)
+
+
+def test_pgd_agrees_with_torchattack():
+    """Robust accuracy of our PGD vs torchattack's PGD on the same model and inputs (no random start)."""
+    torchattack = pytest.importorskip("torchattack")
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(144, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 1, 12, 12, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # all clean-correct, so robust accuracy is the attack's failure rate
+    eps, steps, alpha = 0.03, 10, 0.0075
+    ours = robust_accuracy(model, PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False), x, y)
+    theirs_atk = torchattack.PGD(model, normalize=None, device=torch.device("cpu"), eps=eps, steps=steps,
+                                 alpha=alpha, random_start=False)
+    x_theirs = theirs_atk(x, y)
+    with torch.no_grad():
+        theirs = (model(x_theirs).argmax(1) == y).float().mean().item()
+    assert ours < 0.9  # the attack does something here
+    assert abs(ours - theirs) <= 0.01
+
+
+def test_linear_probe_learns_separable_features():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 8, generator=g) * 4
+    y = torch.randint(0, 3, (300,), generator=g)
+    feats = centers[y] + torch.randn(300, 8, generator=g)
+    probe = fit_linear_probe(feats, y, 3, epochs=30, lr=0.05, batch_size=64, seed=0)
+    assert (probe(feats).argmax(1) == y).float().mean() > 0.95
+
+
+def test_simclr_lowers_the_loss_and_is_deterministic():
+    images = torch.randint(0, 256, (64, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def fit(epochs):
+        torch.manual_seed(0)
+        enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
+        head = ProjectionHead(enc.out_dim, 8)
+        hist = train_simclr(enc, head, images, epochs=epochs, batch_size=32, lr=3e-3, weight_decay=0.0,
+                            temperature=0.5, augment={"crop_scale_min": 0.6}, device=torch.device("cpu"), seed=1)
+        return enc, hist
+
+    enc_a, hist = fit(6)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    enc_b, _ = fit(6)
+    for (k, a), b in zip(enc_a.state_dict().items(), enc_b.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert embed(enc_a, images).shape == (64, enc_a.out_dim)
+
+
+@pytest.mark.parametrize("name, channels, size", [("small_cnn", 1, 28), ("small_cnn", 3, 32), ("resnet18", 3, 32),
+                                                  ("resnet18", 1, 20)])
+def test_encoders_take_any_channels_and_size(name, channels, size):
+    enc = build_encoder({"name": name, "in_channels": channels, "width": 8}).eval()
+    assert enc(torch.rand(2, channels, size, size)).shape == (2, enc.out_dim)
+
+
+def test_unknown_encoder_lists_allowed():
+    with pytest.raises(ValueError, match="allowed: \\['resnet18', 'small_cnn'\\]"):
+        build_encoder({"name": "vit"})
+
+
+def test_accuracy_of_constant_model():
+    class Const(nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, 1.0]]).repeat(len(x), 1)
+
+    assert accuracy(Const(), torch.rand(4, 1, 2, 2), torch.tensor([1, 1, 0, 1])) == 0.75
