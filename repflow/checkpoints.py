@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,28 +27,36 @@ class CheckpointError(ValueError):
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` through temporary files."""
+    """Write ``path`` (.safetensors) atomically, ``config`` embedded in its header.
+
+    A readable copy of ``config`` goes to ``path.with_suffix('.json')``; loading uses the embedded
+    one, so a crash between the two writes can never pair tensors with another step's config.
+    """
     path = Path(path)
+    text = json.dumps(config, indent=1, sort_keys=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata={"config": text})
     tmp.replace(path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(config, indent=1, sort_keys=True))
+    atomic_write_text(path.with_suffix(".json"), text)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and the config embedded by :func:`save_tensors` (no pickle involved)."""
     path = Path(path)
-    cfg_path = path.with_suffix(".json")
-    for p in (path, cfg_path):
-        if not p.is_file():
-            raise CheckpointError(f"{p}: checkpoint file missing")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file missing")
     try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if "config" not in header:
+        raise CheckpointError(f"{path}: no embedded config (not written by repflow)")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(header["config"])
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+        raise CheckpointError(f"{path}: embedded config is not valid JSON ({exc})") from None
     return tensors, config
 
 

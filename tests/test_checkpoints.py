@@ -1,0 +1,96 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from models import ProjectionHead, build_encoder
+from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
+                                 unflatten_optimizer)
+from tests.conftest import write_params
+
+
+def test_tensors_and_config_round_trip(tmp_path):
+    enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
+    save_tensors(tmp_path / "m.safetensors", enc.state_dict(), {"name": "small_cnn", "width": 4})
+    state, cfg = load_tensors(tmp_path / "m.safetensors")
+    assert cfg == {"name": "small_cnn", "width": 4}
+    other = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
+    load_state_strict(other, state, "m")
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), other.state_dict().values()))
+
+
+def test_mismatched_checkpoint_names_both_shapes(tmp_path):
+    save_tensors(tmp_path / "m.safetensors", build_encoder({"name": "small_cnn", "in_channels": 3, "width": 4}).state_dict(), {})
+    state, _ = load_tensors(tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match=r"m.safetensors: does not fit SmallCNN: .*shape mismatch "
+                                              r"features.0.weight: checkpoint \(4, 3, 3, 3\) vs model \(4, 1, 3, 3\)"):
+        load_state_strict(build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4}), state,
+                          tmp_path / "m.safetensors")
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"\x80\x04 pickled? no")
+    with pytest.raises(CheckpointError, match="x.safetensors: not a readable safetensors file"):
+        load_tensors(tmp_path / "x.safetensors")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_tensors(tmp_path / "absent.safetensors")
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
+    head = ProjectionHead(enc.out_dim, 4)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=0.01)
+    head(enc(torch.rand(4, 1, 8, 8))).pow(2).sum().backward()
+    opt.step()
+    tensors, meta = flatten_optimizer(opt)
+    save_tensors(tmp_path / "o.safetensors", tensors, meta)
+    t2, m2 = load_tensors(tmp_path / "o.safetensors")
+    opt2 = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=0.5)
+    opt2.load_state_dict(unflatten_optimizer(t2, m2))
+    assert opt2.param_groups[0]["lr"] == 0.01
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            assert torch.equal(opt2.state_dict()["state"][pid][k], v)
+
+
+@pytest.mark.integration
+def test_killed_training_resumes_from_its_checkpoint(tmp_path):
+    """SIGKILL `repflow stage train` after its first epoch checkpoint; the rerun continues from it and ends
+    with the same weights as an uninterrupted run."""
+    sections = {"prep": {"per_class": 80, "test_per_class": 5}, "train": {"epochs": 5, "width": 16}}
+    env = {**os.environ, "REPFLOW_PROGRESS": "0"}
+    cli = [sys.executable, "-m", "repflow", "stage"]
+    for ws in (tmp_path / "killed", tmp_path / "straight"):
+        write_params(ws, **sections)
+        subprocess.run(cli + ["prep", "--workdir", str(ws)], check=True, env=env, capture_output=True, timeout=300)
+
+    ws = tmp_path / "killed"
+    progress = ws / "artifacts" / ".train.progress" / "last.safetensors"
+    proc = subprocess.Popen(cli + ["train", "--workdir", str(ws)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed; make it slower"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (ws / "artifacts" / "train").exists()
+    _, meta = load_tensors(progress)
+    assert 1 <= meta["epoch"] < 5
+
+    rerun = subprocess.run(cli + ["train", "--workdir", str(ws)], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming from epoch {meta['epoch']}" in rerun.stderr
+    assert not progress.parent.exists()
+
+    straight = tmp_path / "straight"
+    subprocess.run(cli + ["train", "--workdir", str(straight)], check=True, env=env, capture_output=True, timeout=300)
+    a, _ = load_tensors(ws / "artifacts" / "train" / "encoder.safetensors")
+    b, _ = load_tensors(straight / "artifacts" / "train" / "encoder.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k

@@ -1,0 +1,62 @@
+"""`dvc repro` runs the same stages; a second repro does nothing; `dvc exp run -S` works."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_params
+
+pytestmark = pytest.mark.integration
+
+PROJECT_FILES = ["repflow", "models", "tasks", "flows", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
+                 "data/.gitignore", "artifacts/.gitignore", "reports/.gitignore", ".gitignore"]
+
+
+def sh(cmd, cwd, env, check=True):
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def test_dvc_repro_and_experiments(tmp_path):
+    repo = tmp_path / "repo"
+    for rel in PROJECT_FILES:
+        src, dst = REPO / rel, repo / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    sh(["git", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "init"], repo, env)
+
+    first = sh(["dvc", "repro"], repo, env)
+    for stage in ("prep", "train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in first.stdout
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prep", "train", "evaluate", "register"}
+    metrics = json.loads((repo / "reports" / "evaluate.metrics.json").read_text())
+    assert 0 <= metrics["robust_acc_mean"] <= 1
+
+    second = sh(["dvc", "repro"], repo, env)
+    assert "Running stage" not in second.stdout
+    assert "Data and pipelines are up to date" in second.stdout
+
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "baseline"], repo, env)
+    exp = sh(["dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs"], repo, env)
+    assert "Running stage 'train'" in exp.stdout and "Running stage 'prep'" not in exp.stdout
+    show = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    names = json.dumps(show)
+    assert "three-epochs" in names
+    assert json.loads((repo / "artifacts" / "train.metrics.json").read_text())["epochs"] == 3

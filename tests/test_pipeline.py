@@ -1,0 +1,89 @@
+"""The main flow under a real Prefect server, Ray and MLflow (sqlite), on tiny params."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from repflow.shards import ShardSet
+from tests.conftest import write_params
+
+pytestmark = pytest.mark.integration
+
+
+def task_states(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+def run_flow(ws, overrides=None):
+    from flows.pipeline import main_flow
+
+    state = main_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
+    assert state.is_completed(), state
+    return state.result(), state.state_details.flow_run_id
+
+
+def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatch):
+    import mlflow
+
+    ws = tmp_path / "ws"
+    write_params(ws)
+    monkeypatch.chdir(ws)
+
+    summary, fr1 = run_flow(ws)
+    assert 0.0 <= summary["robust_acc_mean"] <= summary["clean_acc"] <= 1.0
+    assert summary["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
+    assert ShardSet(ws / "data" / "prep").count("train") > 0
+    assert (ws / "reports" / "run-report.md").read_text().startswith("# repflow run report")
+    assert (ws / "reports" / "evaluate.metrics.json").exists() and (ws / "artifacts" / "train.metrics.json").exists()
+    assert set(task_states(fr1).values()) == {"Completed"}
+
+    runs = mlflow.search_runs(experiment_names=["repflow"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and sorted(r.info.run_name for r in children) == ["evaluate", "prep", "register", "train"]
+    train_run = next(r for r in children if r.info.run_name == "train")
+    assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
+    assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
+    assert mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version == "1"
+
+    # same params: every stage is a Prefect cache hit and nothing on disk is rewritten
+    stamp = (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns
+    _, fr2 = run_flow(ws)
+    assert set(task_states(fr2).values()) == {"Cached"}
+    assert (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns == stamp
+
+    # a stronger attack: train is reused, a weaker version is registered but the champion alias stays
+    summary3, fr3 = run_flow(ws, ["evaluate.eps=[0.5]", "evaluate.pgd_steps=5"])
+    states = task_states(fr3)
+    assert states["prep"] == "Cached" and states["train"] == "Cached" and states["evaluate"] == "Completed"
+    reg = json.loads((ws / "reports" / "register" / "register.json").read_text())
+    assert reg["version"] == "2" and not reg["alias_moved"]
+    assert mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version == "1"
+
+    # a deleted output is rebuilt, not taken from Prefect's cache
+    import shutil
+    shutil.rmtree(ws / "reports" / "evaluate")
+    run_flow(ws, ["evaluate.eps=[0.5]", "evaluate.pgd_steps=5"])
+    assert (ws / "reports" / "evaluate" / "metrics.json").exists()
+
+    # the registered champion loads in a new process and embeds a batch
+    code = ("import mlflow, torch; m = mlflow.pytorch.load_model('models:/repflow-encoder@champion'); "
+            "print(tuple(m(torch.rand(5, 1, 28, 28)).shape))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ws, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "(5, 32)"  # small_cnn width 8 → 4 * 8 features
+
+    show = subprocess.run([sys.executable, "-m", "repflow", "models", "show", "repflow-encoder@champion",
+                           "--workdir", str(ws)], capture_output=True, text=True, timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    assert "version 1  aliases: champion" in show.stdout and "robust_acc_mean" in show.stdout
+    assert "input.shards" in show.stdout and "git_commit" in show.stdout and "train.epochs" in show.stdout
+    missing = subprocess.run([sys.executable, "-m", "repflow", "models", "show", "repflow-encoder@nope",
+                              "--workdir", str(ws)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no alias 'nope'" in missing.stderr and "Traceback" not in missing.stderr
