@@ -1,15 +1,15 @@
 """The main DAG: prep → train → evaluate → register, one Prefect task per stage.
 
 Each task's cache key is the stage key (params section + upstream manifest digests + code
-version), offered to Prefect only while the stage's output on disk still verifies, so a rerun with
-the same params shows the completed stages as ``Cached`` and a deleted or tampered output is rebuilt.
+version); the cached result is used only while the stage's output on disk still verifies, so a rerun
+with the same params shows the completed stages as ``Cached`` and a deleted or tampered output is
+rebuilt.
 One MLflow parent run spans the flow; each stage logs a nested run. Ray is started once here (or
 joined through ``RAY_ADDRESS``) and reused by every stage that fans out.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -34,30 +34,34 @@ INPUT_NAMES = {"prep": (), "train": ("shards",), "evaluate": ("shards", "encoder
 LINEAGE_NAMES = {"shards": "shards", "encoder_dir": "encoder", "eval_dir": "evaluation"}
 
 
-def _cache_key(stage: str):
-    """Prefect cache key = the stage key, but only while the output it names is on disk and verifies."""
-
-    def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-        params: Params = parameters["params"]
-        inputs = {LINEAGE_NAMES[n]: Path(parameters[n]) for n in INPUT_NAMES[stage]}
-        lin = lineage(stage, params, inputs)
-        if stage == "register":
-            import mlflow
-            lin = {**lin, "registry": mlflow.get_tracking_uri()}
-        key = stage_key(stage, lin)
-        return f"repflow-{stage}-{key}" if current_output(Path(parameters["out"]), stage, key) else None
-
-    return key_fn
+def _stage_key(stage: str, parameters: dict[str, Any]) -> str:
+    params: Params = parameters["params"]
+    lin = lineage(stage, params, {LINEAGE_NAMES[n]: Path(parameters[n]) for n in INPUT_NAMES[stage]})
+    if stage == "register":
+        import mlflow
+        lin = {**lin, "registry": mlflow.get_tracking_uri()}
+    return stage_key(stage, lin)
 
 
 def _stage_task(stage: str, fn):
-    return task(fn, name=stage, cache_key_fn=_cache_key(stage), persist_result=True)
+    def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        return f"repflow-{stage}-{_stage_key(stage, parameters)}"
+
+    return task(fn, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
 prep_task = _stage_task("prep", prep.run)
 train_task = _stage_task("train", train.run)
 evaluate_task = _stage_task("evaluate", evaluate.run)
 register_task = _stage_task("register", register.run)
+
+
+def _run(stage_task, stage: str, params: Params, *inputs: Path, out: Path) -> Path:
+    """Call a stage task; Prefect's cached result is used only while the output it names still verifies,
+    otherwise the stage recomputes and its new result replaces the cache entry."""
+    parameters = {"params": params, "out": out, **dict(zip(INPUT_NAMES[stage], inputs))}
+    fresh = current_output(Path(out), stage, _stage_key(stage, parameters))
+    return Path(stage_task.with_options(refresh_cache=not fresh)(params, *inputs, out))
 
 
 def run_report(ws: Workspace, params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, Any]]:
@@ -105,12 +109,11 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
     with tracking.flow_run("main", params.model_dump(mode="json"),
                            tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
                                  "repflow.git_commit": tracking.git_commit(ws.root)}) as parent:
-        shards = prep_task(params, ws.out("prep"))
-        encoder_dir = train_task(params, shards, ws.out("train"))
-        eval_dir = evaluate_task(params, shards, encoder_dir, ws.out("evaluate"))
-        reg_dir = register_task(params, encoder_dir, eval_dir, ws.out("register"))
-        paths = {"prep": Path(shards), "train": Path(encoder_dir), "evaluate": Path(eval_dir),
-                 "register": Path(reg_dir)}
+        shards = _run(prep_task, "prep", params, out=ws.out("prep"))
+        encoder_dir = _run(train_task, "train", params, shards, out=ws.out("train"))
+        eval_dir = _run(evaluate_task, "evaluate", params, shards, encoder_dir, out=ws.out("evaluate"))
+        reg_dir = _run(register_task, "register", params, encoder_dir, eval_dir, out=ws.out("register"))
+        paths = {"prep": shards, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
         md, summary = run_report(ws, params, paths)
         report_path = ws.root / "reports" / "run-report.md"
         atomic_write_text(report_path, md)

@@ -50,7 +50,7 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     train_run = next(r for r in children if r.info.run_name == "train")
     assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
     assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
-    assert mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version == "1"
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
 
     # same params: every stage is a Prefect cache hit and nothing on disk is rewritten
     stamp = (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns
@@ -64,7 +64,7 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     assert states["prep"] == "Cached" and states["train"] == "Cached" and states["evaluate"] == "Completed"
     reg = json.loads((ws / "reports" / "register" / "register.json").read_text())
     assert reg["version"] == "2" and not reg["alias_moved"]
-    assert mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version == "1"
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
 
     # a deleted output is rebuilt, not taken from Prefect's cache
     import shutil
