@@ -117,7 +117,7 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     tracking.configure(tmp_path)
-    paths = {"fashion-mnist": lambda: fashion_fixture(tmp_path / "fm"), "cifar10": lambda: cifar_fixture(tmp_path / "c"),
+    paths = {"fashion-mnist": lambda: fashion_fixture(tmp_path / "fm"), "cifar10": lambda: cifar_fixture(tmp_path / "c", per_batch=20),
              "mnist5k": lambda: None}
     if source == "imagefolder":
         root = tmp_path / "imgs"
@@ -129,7 +129,8 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
         paths["imagefolder"] = lambda: root
     folder = paths[source]()
     params = parse_params(tiny_params(prep={"source": source, "path": str(folder) if folder else None,
-                                            "per_class": 4, "test_per_class": 2, "val_fraction": 0.25}))
+                                            "per_class": 4, "test_per_class": 2, "val_fraction": 0.25,
+                                            "test_fraction": 0.34}))
     out = prep.run(params, tmp_path / "data" / "prep")
     ds = ShardSet(out)
     n_classes = {"imagefolder": 3}.get(source, 10)
