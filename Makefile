@@ -1,6 +1,8 @@
 # make run   — set up (venv + data) and run the main flow on the embedded default data
 # make test  — set up and run the whole test suite (what .ci/run calls)
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
@@ -16,8 +18,8 @@ setup: $(VENV)/.installed $(FMNIST)
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
 	touch $@
 
 # The default data set is a Debian package (Fashion-MNIST, MIT). Root installs it; others are told how.

@@ -26,41 +26,28 @@ from repflow.cluster import ensure_ray  # noqa: E402
 from repflow.config import Params, load_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
-from repflow.stage import Workspace, current_output, lineage, stage_key  # noqa: E402
+from repflow.stage import Workspace, current_output  # noqa: E402
 from tasks import evaluate, prep, register, train  # noqa: E402
 
-INPUT_NAMES = {"prep": (), "train": ("shards",), "evaluate": ("shards", "encoder_dir"),
-               "register": ("encoder_dir", "eval_dir")}
-LINEAGE_NAMES = {"shards": "shards", "encoder_dir": "encoder", "eval_dir": "evaluation"}
 
+def _stage_task(module):
+    stage = module.__name__.rsplit(".", 1)[-1]
 
-def _stage_key(stage: str, parameters: dict[str, Any]) -> str:
-    params: Params = parameters["params"]
-    lin = lineage(stage, params, {LINEAGE_NAMES[n]: Path(parameters[n]) for n in INPUT_NAMES[stage]})
-    if stage == "register":
-        import mlflow
-        lin = {**lin, "registry": mlflow.get_tracking_uri()}
-    return stage_key(stage, lin)
-
-
-def _stage_task(stage: str, fn):
     def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        return f"repflow-{stage}-{_stage_key(stage, parameters)}"
+        inputs = [v for k, v in parameters.items() if k not in ("params", "out")]
+        return f"repflow-{stage}-{module.plan(parameters['params'], *inputs)[1]}"
 
-    return task(fn, name=stage, cache_key_fn=key_fn, persist_result=True)
-
-
-prep_task = _stage_task("prep", prep.run)
-train_task = _stage_task("train", train.run)
-evaluate_task = _stage_task("evaluate", evaluate.run)
-register_task = _stage_task("register", register.run)
+    return task(module.run, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
-def _run(stage_task, stage: str, params: Params, *inputs: Path, out: Path) -> Path:
-    """Call a stage task; Prefect's cached result is used only while the output it names still verifies,
-    otherwise the stage recomputes and its new result replaces the cache entry."""
-    parameters = {"params": params, "out": out, **dict(zip(INPUT_NAMES[stage], inputs))}
-    fresh = current_output(Path(out), stage, _stage_key(stage, parameters))
+STAGE_TASKS = {module: _stage_task(module) for module in (prep, train, evaluate, register)}
+
+
+def _run(module, params: Params, *inputs: Path, out: Path) -> Path:
+    """Run a stage as its Prefect task. Prefect's cached result is used only while the output it names
+    still verifies; otherwise the stage recomputes and its new result replaces the cache entry."""
+    stage_task = STAGE_TASKS[module]
+    fresh = current_output(Path(out), stage_task.name, module.plan(params, *inputs)[1])
     return Path(stage_task.with_options(refresh_cache=not fresh)(params, *inputs, out))
 
 
@@ -109,10 +96,10 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
     with tracking.flow_run("main", params.model_dump(mode="json"),
                            tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
                                  "repflow.git_commit": tracking.git_commit(ws.root)}) as parent:
-        shards = _run(prep_task, "prep", params, out=ws.out("prep"))
-        encoder_dir = _run(train_task, "train", params, shards, out=ws.out("train"))
-        eval_dir = _run(evaluate_task, "evaluate", params, shards, encoder_dir, out=ws.out("evaluate"))
-        reg_dir = _run(register_task, "register", params, encoder_dir, eval_dir, out=ws.out("register"))
+        shards = _run(prep, params, out=ws.out("prep"))
+        encoder_dir = _run(train, params, shards, out=ws.out("train"))
+        eval_dir = _run(evaluate, params, shards, encoder_dir, out=ws.out("evaluate"))
+        reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
         paths = {"prep": shards, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
         md, summary = run_report(ws, params, paths)
         report_path = ws.root / "reports" / "run-report.md"

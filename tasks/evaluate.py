@@ -44,10 +44,15 @@ def robust_accuracy_job(encoder_config: dict, state: dict[str, torch.Tensor], x:
     return {"eps": eps, "robust_acc": acc, "seconds": time.perf_counter() - t0}
 
 
+def plan(params: Params, shards: Path, encoder_dir: Path) -> tuple[dict, str]:
+    """(lineage, stage key): evaluate params, shard and encoder digests, code version."""
+    lin = lineage("evaluate", params, {"shards": Path(shards), "encoder": Path(encoder_dir)})
+    return lin, stage_key("evaluate", lin)
+
+
 def run(params: Params, shards: Path, encoder_dir: Path, out: Path) -> Path:
     out, shards, encoder_dir = Path(out), Path(shards), Path(encoder_dir)
-    lin = lineage("evaluate", params, {"shards": shards, "encoder": encoder_dir})
-    key = stage_key("evaluate", lin)
+    lin, key = plan(params, shards, encoder_dir)
     if current_output(out, "evaluate", key):
         log.info("evaluate: %s is up to date (same params, inputs and code); reusing it", out)
         export_metrics(out, json.loads((out / "metrics.json").read_text()))

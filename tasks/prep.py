@@ -39,10 +39,15 @@ def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
     return np.flatnonzero(mask), held_idx
 
 
+def plan(params: Params) -> tuple[dict, str]:
+    """(lineage, stage key) of a prep run: the params it reads and the code version."""
+    lin = lineage("prep", params, {})
+    return lin, stage_key("prep", lin)
+
+
 def run(params: Params, out: Path) -> Path:
     out = Path(out)
-    lin = lineage("prep", params, {})
-    key = stage_key("prep", lin)
+    lin, key = plan(params)
     if current_output(out, "prep", key):
         log.info("prep: %s is up to date (same params and code); reusing it", out)
         return out

@@ -24,11 +24,17 @@ from repflow.stage import Workspace, current_output, lineage, params_for, stage_
 log = logging.getLogger("repflow.register")
 
 
+def plan(params: Params, encoder_dir: Path, eval_dir: Path) -> tuple[dict, str]:
+    """(lineage, stage key): register params, encoder and evaluation digests, code version, and the
+    registry it writes to (registering into another store is not the same output)."""
+    lin = lineage("register", params, {"encoder": Path(encoder_dir), "evaluation": Path(eval_dir)})
+    return lin, stage_key("register", {**lin, "registry": mlflow.get_tracking_uri()})
+
+
 def run(params: Params, encoder_dir: Path, eval_dir: Path, out: Path) -> Path:
     out, encoder_dir, eval_dir = Path(out), Path(encoder_dir), Path(eval_dir)
     tracking_uri = mlflow.get_tracking_uri()
-    lin = lineage("register", params, {"encoder": encoder_dir, "evaluation": eval_dir})
-    key = stage_key("register", {**lin, "registry": tracking_uri})
+    lin, key = plan(params, encoder_dir, eval_dir)
     if current_output(out, "register", key):
         log.info("register: %s is up to date (this encoder and evaluation are registered); reusing it", out)
         return out

@@ -60,10 +60,15 @@ def _load_progress(folder: Path, key: str, encoder, head):
         return None
 
 
+def plan(params: Params, shards: Path) -> tuple[dict, str]:
+    """(lineage, stage key): train params, the shards' manifest digest, code version."""
+    lin = lineage("train", params, {"shards": Path(shards)})
+    return lin, stage_key("train", lin)
+
+
 def run(params: Params, shards: Path, out: Path) -> Path:
     out, shards = Path(out), Path(shards)
-    lin = lineage("train", params, {"shards": shards})
-    key = stage_key("train", lin)
+    lin, key = plan(params, shards)
     if current_output(out, "train", key):
         log.info("train: %s is up to date (same params, inputs and code); reusing it", out)
         return _export(out)
