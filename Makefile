@@ -39,8 +39,8 @@ test: setup
 	pytest
 
 bench: setup
-	python benchmarks/loading.py
-	python benchmarks/flow_overhead.py
+	python -m benchmarks.loading
+	python -m benchmarks.flow_overhead
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock).
 lock:

@@ -3,7 +3,7 @@ directly, in one run, each in a fresh work folder (so nothing is cached), altern
 times. Also reported: the one-off start of Prefect's temporary server and of Ray, and a fully
 cached rerun of the flow.
 
-    python benchmarks/flow_overhead.py [--repeats 3]
+    python -m benchmarks.flow_overhead [--repeats 3]
 """
 from __future__ import annotations
 

@@ -113,3 +113,45 @@ def test_pickle_members_are_refused(tmp_path):
 def test_split_names_with_dots_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="may not contain"):
         write_image_split(tmp_path, "train.v2", rng_images(2), np.zeros(2, int), shard_size=4)
+
+
+def test_same_inputs_give_byte_identical_shards(tmp_path):
+    x, y = rng_images(12), np.arange(12) % 3
+    a = ShardSet(make_set(tmp_path / "a", x, y)).manifest["files"]
+    b = ShardSet(make_set(tmp_path / "b", x, y)).manifest["files"]
+    assert a == b
+
+
+def _raw_shard_set(folder, members, fmt=tarfile.USTAR_FORMAT):
+    """A shard folder whose single tar holds ``members`` [(TarInfo, payload)] written by Python's tarfile."""
+    meta = {"classes": ["a"], "shape": [1, 2, 2], "splits": {"train": {"count": 1, "per_class": {"0": 1},
+                                                                        "shards": ["train-000000.tar"]}}}
+    with staged_output(folder, stage="prep", meta=meta) as tmp:
+        with tarfile.open(tmp / "train-000000.tar", "w", format=fmt) as tar:
+            for info, payload in members:
+                tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    return ShardSet(folder)
+
+
+def _member(name, payload=b"", kind=tarfile.REGTYPE):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(payload) if kind == tarfile.REGTYPE else 0
+    return info, (payload if kind == tarfile.REGTYPE else None)
+
+
+def test_reader_accepts_pax_headers_from_other_writers(tmp_path):
+    png = io.BytesIO()
+    from PIL import Image
+    Image.fromarray(np.full((2, 2), 7, np.uint8)).save(png, format="PNG")
+    long_key = "cl\u00e4ss/" + "k" * 120  # non-ASCII and > 100 characters: needs a PAX path record
+    ds = _raw_shard_set(tmp_path / "s", [_member(f"{long_key}.png", png.getvalue()), _member(f"{long_key}.cls", b"0")],
+                        fmt=tarfile.PAX_FORMAT)
+    x, y = ds.load("train")
+    assert x.shape == (1, 1, 2, 2) and int(x.max()) == 7 and y.tolist() == [0]
+
+
+def test_links_inside_shards_are_refused(tmp_path):
+    ds = _raw_shard_set(tmp_path / "s", [_member("k0.cls", b"0"), _member("k0.png", kind=tarfile.SYMTYPE)])
+    with pytest.raises(OutputError, match=r"train-000000.tar: tar member 'k0.png' has type b'2'"):
+        ds.load("train")
