@@ -51,7 +51,7 @@ def _run(module, params: Params, *inputs: Path, out: Path) -> Path:
     return Path(stage_task.with_options(refresh_cache=not fresh)(params, *inputs, out))
 
 
-def run_report(ws: Workspace, params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, Any]]:
+def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, Any]]:
     """Markdown summary of one pipeline run, and the numbers in it."""
     metrics = json.loads((paths["evaluate"] / "metrics.json").read_text())
     reg = json.loads((paths["register"] / "register.json").read_text())
@@ -95,13 +95,13 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
     ensure_ray()
     with tracking.flow_run("main", params.model_dump(mode="json"),
                            tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
-                                 "repflow.git_commit": tracking.git_commit(ws.root)}) as parent:
+                                 "repflow.git_commit": tracking.git_commit()}) as parent:
         shards = _run(prep, params, out=ws.out("prep"))
         encoder_dir = _run(train, params, shards, out=ws.out("train"))
         eval_dir = _run(evaluate, params, shards, encoder_dir, out=ws.out("evaluate"))
         reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
         paths = {"prep": shards, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
-        md, summary = run_report(ws, params, paths)
+        md, summary = run_report(params, paths)
         report_path = ws.root / "reports" / "run-report.md"
         atomic_write_text(report_path, md)
         import mlflow

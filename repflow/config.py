@@ -103,9 +103,6 @@ with warnings.catch_warnings():  # "register" is also ABCMeta.register; instance
         register: RegisterParams = RegisterParams()
 
 
-STAGES = ("prep", "train", "evaluate", "register")
-
-
 def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":

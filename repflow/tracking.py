@@ -50,8 +50,11 @@ def configure(root: str | Path = ".") -> str:
     return exp_id
 
 
-def git_commit(root: str | Path = ".") -> str:
-    """Commit of the project checkout, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
+CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: str | Path = CODE_ROOT) -> str:
+    """Commit of the checkout holding the code (``-dirty`` when tracked files changed); ``unknown`` outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:

@@ -32,7 +32,8 @@ log = logging.getLogger("repflow.evaluate")
 def robust_accuracy_job(encoder_config: dict, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                         eps: float, steps: int, alpha: float, seed: int, batch_size: int, device: str) -> dict:
     """One grid cell, runnable in a Ray worker: rebuild encoder + probe, attack ``x`` with PGD at ``eps``."""
-    torch.set_num_threads(1) if device == "cpu" else None
+    if device == "cpu":
+        torch.set_num_threads(1)  # one Ray CPU per task; torch would otherwise oversubscribe the cores
     encoder = build_encoder(encoder_config)
     probe = torch.nn.Linear(state["probe.weight"].shape[1], state["probe.weight"].shape[0])
     model = ProbedEncoder(encoder, probe)
