@@ -1,4 +1,4 @@
-"""The main DAG: prep → train → evaluate → register, one Prefect task per stage.
+"""The main DAG: prep → generate → train → evaluate → register, one Prefect task per stage.
 
 Each task's cache key is the stage key (params section + upstream manifest digests + code
 version); the cached result is used only while the stage's output on disk still verifies, so a rerun
@@ -27,7 +27,7 @@ from repflow.config import Params, load_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
 from repflow.stage import Workspace, current_output  # noqa: E402
-from tasks import evaluate, prep, register, train  # noqa: E402
+from tasks import evaluate, generate, prep, register, train  # noqa: E402
 
 
 def _stage_task(module):
@@ -40,7 +40,7 @@ def _stage_task(module):
     return task(module.run, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
-STAGE_TASKS = {module: _stage_task(module) for module in (prep, train, evaluate, register)}
+STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, train, evaluate, register)}
 
 
 def _run(module, params: Params, *inputs: Path, out: Path) -> Path:
@@ -59,10 +59,14 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
     summary = {"clean_acc": metrics["clean_acc"], "robust_acc_mean": metrics["robust_acc_mean"],
                "robust_acc": metrics["robust_acc"], "model": reg["uri"], "champion": reg["alias_moved"]}
     tracking_uri = reg["tracking_uri"]
+    quality = json.loads((paths["generate"] / "quality.json").read_text())
     md = [
         "# repflow run report", "",
-        f"Source **{params.prep.source}**, encoder **{params.train.encoder}** ({params.train.method}, "
-        f"{params.train.epochs} epochs), seed {params.seed}.", "",
+        f"Source **{params.prep.source}**, encoder **{params.train.encoder}** ({params.train.method} on "
+        f"{params.train.data} data, {params.train.epochs} epochs), seed {params.seed}.", "",
+        f"- generator: Fréchet distance {quality['frechet_distance']:.3f} in the judge's feature space "
+        f"(real vs real {quality['frechet_distance_real_vs_real']:.3f}); judge accuracy on generated samples "
+        f"{quality['judge_acc']:.3f} (on real {quality['judge_acc_real']:.3f})",
         f"- clean accuracy (linear probe, test split): **{metrics['clean_acc']:.4f}**",
         f"- PGD-{params.evaluate.pgd_steps} robust accuracy, mean over ε: **{metrics['robust_acc_mean']:.4f}** "
         f"({metrics['attacked_images']} test images)", "",
@@ -73,7 +77,8 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
         "## Artifacts",
         *(f"- {name}: `{p}`" for name, p in paths.items()),
         f"- plots: `{paths['evaluate'] / 'robust_accuracy.png'}`, `{paths['train'] / 'loss.png'}`, "
-        f"`{paths['prep'] / 'samples.png'}`", "",
+        f"`{paths['prep'] / 'samples.png'}`, `{paths['generate'] / 'samples.png'}`, "
+        f"`{paths['generate'] / 'views.png'}`", "",
         "## Look at it",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` → http://127.0.0.1:5000",
         "- Prefect UI: `prefect server start --host 127.0.0.1 --port 4200`, then run with "
@@ -86,7 +91,7 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
-    """prep → train → evaluate → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    """prep → generate → train → evaluate → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
     logger = get_run_logger()
     ws = Workspace.at(workdir)
     params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
@@ -97,10 +102,11 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
                            tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
                                  "repflow.git_commit": tracking.git_commit()}) as parent:
         shards = _run(prep, params, out=ws.out("prep"))
-        encoder_dir = _run(train, params, shards, out=ws.out("train"))
+        views = _run(generate, params, shards, out=ws.out("generate"))
+        encoder_dir = _run(train, params, shards, views, out=ws.out("train"))
         eval_dir = _run(evaluate, params, shards, encoder_dir, out=ws.out("evaluate"))
         reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
-        paths = {"prep": shards, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
+        paths = {"prep": shards, "generate": views, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
         md, summary = run_report(params, paths)
         report_path = ws.root / "reports" / "run-report.md"
         atomic_write_text(report_path, md)

@@ -1,4 +1,6 @@
 """torch.nn.Modules only. Encoders are built from a JSON-able config (see :func:`build_encoder`)."""
 from models.encoders import ENCODERS, ProbedEncoder, ProjectionHead, build_encoder
+from models.generator import ConditionalEncoder, ConditionalGenerator, GeneratorSampler
 
-__all__ = ["ENCODERS", "ProbedEncoder", "ProjectionHead", "build_encoder"]
+__all__ = ["ENCODERS", "ProbedEncoder", "ProjectionHead", "build_encoder", "ConditionalGenerator", "ConditionalEncoder",
+           "GeneratorSampler"]

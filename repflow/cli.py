@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage on the workspace's standard folders (what dvc.yaml calls)")
-    s.add_argument("name", choices=["prep", "train", "evaluate", "register"])
+    s.add_argument("name", choices=["prep", "generate", "train", "evaluate", "register"])
     common(s)
     s.set_defaults(func=cmd_stage)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["Params", "ParamsError", "load_params", "apply_overrides", "section_digest"]
 
@@ -48,8 +48,32 @@ class AugmentParams(_Section):
     noise_std: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class GenerateParams(_Section):
+    """Train (or load) a class-conditional generator, judge it, and write GenRep multiview shards."""
+
+    checkpoint: str | None = Field(None, description="folder of an earlier generate output to reuse its generator")
+    z_dim: int = Field(32, ge=2, le=1024)
+    w_dim: int = Field(64, ge=2, le=1024)
+    channels: int = Field(64, ge=8, le=1024)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    beta: float = Field(1.0, gt=0.0, description="weight of the VAE's KL term")
+    patience: int = Field(3, ge=1, description="epochs without a better Fréchet distance before stopping")
+    judge_epochs: int = Field(3, ge=1, description="epochs of the real-data classifier that scores samples")
+    quality_samples: int = Field(1000, ge=20, description="generated images per quality check")
+    anchors: int = Field(2000, ge=1, description="N: anchor latents (balanced over classes)")
+    views: int = Field(4, ge=1, description="K: positive views per anchor")
+    sigma: float = Field(0.5, gt=0.0, le=10.0, description="std of the latent neighbourhood (GenRep's σ)")
+    truncation: float = Field(1.0, gt=0.0, le=10.0)
+    mode: Literal["gaussian", "independent"] = "gaussian"
+    shard_size: int = Field(2000, ge=1)
+
+
 class TrainParams(_Section):
-    method: Literal["simclr"] = "simclr"
+    method: Literal["simclr", "genrep"] = "simclr"
+    data: Literal["real", "generated", "both"] = "real"
+    loss: Literal["ntxent", "supcon"] = "ntxent"
     encoder: Literal["small_cnn", "resnet18"] = "small_cnn"
     width: int = Field(32, ge=4, le=512, description="channels of the first block")
     proj_dim: int = Field(64, ge=2, description="projection head output size")
@@ -60,6 +84,12 @@ class TrainParams(_Section):
     temperature: float = Field(0.5, gt=0.0, le=10.0)
     augment: AugmentParams = AugmentParams()
     checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints")
+
+    @model_validator(mode="after")
+    def _genrep_needs_generated_data(self) -> "TrainParams":
+        if self.method == "genrep" and self.data == "real":
+            raise ValueError("method 'genrep' learns from generated views: set data to 'generated' or 'both'")
+        return self
 
 
 class EvaluateParams(_Section):
@@ -98,6 +128,7 @@ with warnings.catch_warnings():  # "register" is also ABCMeta.register; instance
         seed: int = Field(0, ge=0)
         device: Literal["auto", "cpu", "cuda"] = "auto"
         prep: PrepParams = PrepParams()
+        generate: GenerateParams = GenerateParams()
         train: TrainParams = TrainParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()
@@ -115,7 +146,9 @@ def _describe(err: dict[str, Any]) -> str:
         allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
         return f"{key}: unknown key; allowed here: {', '.join(allowed)}"
     given = err.get("input")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(given, dict):  # a rule across keys of one section
+        return f"{key}: {msg}"
     if err["type"] == "literal_error":
         msg = msg.replace("Input should be", "allowed:")
     return f"{key} = {given!r}: {msg}"

@@ -10,7 +10,7 @@ from torch import nn
 from repflow.augment import random_views
 from repflow.progress import progress
 
-__all__ = ["nt_xent_loss", "train_simclr"]
+__all__ = ["nt_xent_loss", "supcon_loss", "train_simclr"]
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -29,12 +29,30 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -
     return F.cross_entropy(sim, targets)
 
 
+def supcon_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L^sup_out) over the 2N views: every other view
+    with the same label is a positive. With all labels distinct it equals :func:`nt_xent_loss`."""
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    y = torch.cat([labels, labels])
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.t() / temperature).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (y[:, None] == y[None, :]) & ~self_mask
+    return -(log_prob.masked_fill(~positives, 0).sum(1) / positives.sum(1)).mean()
+
+
 def train_simclr(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int,
                  lr: float, weight_decay: float, temperature: float, augment: dict[str, Any],
-                 device: torch.device, seed: int, optimizer_state: dict | None = None, start_epoch: int = 0,
+                 device: torch.device, seed: int, partners: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, optimizer_state: dict | None = None, start_epoch: int = 0,
                  on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
                  ) -> list[dict[str, float]]:
-    """Train ``encoder`` + ``head`` with NT-Xent on two random views of uint8 ``images`` (N,C,H,W).
+    """Train ``encoder`` + ``head`` contrastively on uint8 ``images`` (N,C,H,W).
+
+    Without ``partners`` the two views of image i are two pixel augmentations of it (SimCLR). With
+    ``partners`` (N,K,C,H,W) the second view is a random one of image i's K partners, augmented too
+    (GenRep: latent-space neighbours). With ``labels`` the loss is SupCon, else NT-Xent.
 
     Epoch e shuffles and augments with a generator seeded from (seed, e), so a run resumed at
     ``start_epoch`` sees exactly the batches an uninterrupted run would. ``on_epoch(epoch, stats,
@@ -55,11 +73,19 @@ def train_simclr(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, e
         order = torch.randperm(len(images), generator=g)
         total, count = 0.0, 0
         steps = range(0, len(images) - bs + 1, bs)  # drop the ragged last batch: BN and NT-Xent need full batches
-        for start in progress(steps, desc=f"simclr epoch {epoch + 1}/{epochs}", unit="batch"):
-            x = images[order[start:start + bs]].to(device, non_blocking=True).float().div_(255)
-            v1 = random_views(x, g, **augment)
-            v2 = random_views(x, g, **augment)
-            loss = nt_xent_loss(head(encoder(v1)), head(encoder(v2)), temperature)
+        for start in progress(steps, desc=f"contrastive epoch {epoch + 1}/{epochs}", unit="batch"):
+            idx = order[start:start + bs]
+            x = images[idx].to(device, non_blocking=True).float().div_(255)
+            if partners is not None:
+                pick = torch.randint(0, partners.shape[1], (len(idx),), generator=g)
+                x2 = partners[idx, pick].to(device, non_blocking=True).float().div_(255)
+            else:
+                x2 = x
+            z1, z2 = head(encoder(random_views(x, g, **augment))), head(encoder(random_views(x2, g, **augment)))
+            if labels is not None:
+                loss = supcon_loss(z1, z2, labels[idx].to(device), temperature)
+            else:
+                loss = nt_xent_loss(z1, z2, temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -178,8 +178,11 @@ class ShardSet:
     def urls(self, split: str) -> list[str]:
         return [str(self.folder / name) for name in self._split(split)["shards"]]
 
-    def dataset(self, split: str, *, shuffle_buffer: int = 0, seed: int = 0) -> wds.DataPipeline:
-        """Stream ``(image uint8 CxHxW, label)`` pairs, split by node and by DataLoader worker.
+    def dataset(self, split: str, *, shuffle_buffer: int = 0, seed: int = 0,
+                extras: tuple[str, ...] = ()) -> wds.DataPipeline:
+        """Stream ``(image uint8 CxHxW, label, *extras)`` tuples, split by node and by DataLoader worker.
+
+        ``extras`` names further members to return, e.g. ``("latent.npy", "json")``.
 
         With a shuffle buffer, shard order and samples are shuffled from ``seed`` (reproducible).
         """
@@ -188,7 +191,7 @@ class ShardSet:
                              wds.split_by_node, wds.split_by_worker, _shard_samples]
         if shuffle_buffer:
             stages.append(wds.shuffle(shuffle_buffer, seed=seed))
-        stages += [wds.map(_decode_sample), wds.map(lambda s: (s["png"], s["cls"]))]
+        stages += [wds.map(_decode_sample), wds.map(lambda s: (s["png"], s["cls"], *(s[e] for e in extras)))]
         return wds.DataPipeline(*stages)
 
     def loader(self, split: str, *, batch_size: int, num_workers: int = 0, shuffle_buffer: int = 0,
@@ -199,22 +202,26 @@ class ShardSet:
         ds.append(wds.batched(batch_size, partial=True))
         return wds.WebLoader(ds, batch_size=None, num_workers=workers)
 
-    def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole split, in write order: images uint8 (N,C,H,W), labels int64 (N,)."""
+    def load(self, split: str, extras: tuple[str, ...] = ()) -> tuple[Any, ...]:
+        """The whole split, in write order: images uint8 (N,C,H,W), labels int64 (N,), then one list per
+        name in ``extras``."""
         n = self.count(split)
         x = torch.empty((n, *self.shape), dtype=torch.uint8)
         y = torch.empty(n, dtype=torch.int64)
+        more: list[list[Any]] = [[] for _ in extras]
         i = 0
-        for img, label in self.dataset(split):
+        for img, label, *rest in self.dataset(split, extras=extras):
             if i >= n:
                 break
+            for store, value in zip(more, rest):
+                store.append(value)
             if tuple(img.shape) != self.shape:
                 raise OutputError(f"{self.folder}: {split} sample {i} has shape {tuple(img.shape)}, manifest says {self.shape}")
             x[i], y[i] = img, label
             i += 1
         if i != n:
             raise OutputError(f"{self.folder}: split {split!r} has {i} samples, manifest says {n}")
-        return x, y
+        return (x, y, *more)
 
     def __repr__(self) -> str:
         counts = {s: self.count(s) for s in self.splits()}

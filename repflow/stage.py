@@ -27,12 +27,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "prep": ("seed", "prep"),
+    "generate": ("seed", "device", "generate"),
     "train": ("seed", "device", "train"),
     "evaluate": ("seed", "device", "evaluate"),
     "register": ("register",),
 }
 
-STAGE_OUTPUTS = {"prep": "data/prep", "train": "artifacts/train", "evaluate": "reports/evaluate",
+STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "train": "artifacts/train", "evaluate": "reports/evaluate",
                  "register": "reports/register"}
 
 

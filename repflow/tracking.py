@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
-           "RegistryError", "get_model_version", "champion_score", "describe_model"]
+           "RegistryError", "get_model_version", "champion_score", "describe_model", "register_model"]
 
 EXPERIMENT = "repflow"
 _parent_run_id: str | None = None
@@ -171,6 +171,29 @@ def champion_score(name: str, alias: str) -> float | None:
         return None
     score = mv.tags.get("repflow.score")
     return float(score) if score is not None else None
+
+
+def register_model(module: Any, name: str, input_example: Any, tags: dict[str, Any],
+                   checkpoint_files: tuple[Path, ...] = ()) -> str:
+    """Log ``module`` in the active run as a pt2 (torch.export) model, register it as ``name``, tag the
+    new version, and log ``checkpoint_files`` beside it under ``checkpoint/``. Returns the version.
+
+    pt2 loads without running pickled code and without this package; the safetensors files let a
+    user rebuild the original ``nn.Module``.
+    """
+    import mlflow
+    import torch
+
+    info = mlflow.pytorch.log_model(module, name=name.replace("repflow-", ""), input_example=input_example,
+                                    serialization_format="pt2", registered_model_name=name,
+                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    for f in checkpoint_files:
+        mlflow.log_artifact(str(f), artifact_path="checkpoint")
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, str(v))
+    return version
 
 
 def describe_model(ref: str) -> str:

@@ -1,7 +1,8 @@
-"""Stages: each module has ``run(params, <input folders>, out) -> out`` (the Prefect task body and the
-DVC stage command) and ``run_in(workspace, params)``, which wires the workspace's standard folders."""
-from tasks import evaluate, prep, register, train
+"""Stages: each module has ``plan(params, <input folders>)`` → (lineage, stage key),
+``run(params, <input folders>, out) -> out`` (the Prefect task body and the DVC stage command) and
+``run_in(workspace, params)``, which wires the workspace's standard folders."""
+from tasks import evaluate, generate, prep, register, train
 
-STAGES = {"prep": prep, "train": train, "evaluate": evaluate, "register": register}
+STAGES = {"prep": prep, "generate": generate, "train": train, "evaluate": evaluate, "register": register}
 
 __all__ = ["STAGES"]

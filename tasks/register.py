@@ -13,7 +13,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import torch
 
 from repflow import tracking
 from repflow.checkpoints import load_encoder
@@ -47,13 +46,6 @@ def run(params: Params, encoder_dir: Path, eval_dir: Path, out: Path) -> Path:
     with tracking.stage_run("register", params_for("register", params), lin) as run, \
             staged_output(out, stage="register", stage_key=key, lineage=lin) as tmp:
         example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)
-        info = mlflow.pytorch.log_model(encoder, name="encoder", input_example=example, serialization_format="pt2",
-                                        registered_model_name=cfg.model_name,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-        for f in ("encoder.safetensors", "encoder.json"):
-            mlflow.log_artifact(str(encoder_dir / f), artifact_path="checkpoint")
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
         tags = {"repflow.score": score, "repflow.criterion": cfg.criterion,
                 "repflow.params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
                 "repflow.git_commit": tracking.git_commit(),
@@ -63,8 +55,9 @@ def run(params: Params, encoder_dir: Path, eval_dir: Path, out: Path) -> Path:
                 "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", ""),
                 "repflow.code_version": lin["code_version"]}
         tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
-        for k, v in tags.items():
-            client.set_model_version_tag(cfg.model_name, version, k, str(v))
+        version = tracking.register_model(encoder, cfg.model_name, example, tags,
+                                          (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"))
+        client = mlflow.MlflowClient()
         previous = tracking.champion_score(cfg.model_name, cfg.alias)
         moved = previous is None or score > previous
         if moved:

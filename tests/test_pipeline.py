@@ -46,11 +46,14 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     runs = mlflow.search_runs(experiment_names=["repflow"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(parents) == 1 and sorted(r.info.run_name for r in children) == ["evaluate", "prep", "register", "train"]
+    assert len(parents) == 1
+    assert sorted(r.info.run_name for r in children) == ["evaluate", "generate", "prep", "register", "train"]
     train_run = next(r for r in children if r.info.run_name == "train")
     assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
     assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
+    assert mlflow.MlflowClient().get_registered_model("repflow-generator").name == "repflow-generator"
+    assert "Fréchet distance" in (ws / "reports" / "run-report.md").read_text()
 
     # same params: every stage is a Prefect cache hit and nothing on disk is rewritten
     stamp = (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns
@@ -61,7 +64,7 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     # a stronger attack: train is reused, a weaker version is registered but the champion alias stays
     summary3, fr3 = run_flow(ws, ["evaluate.eps=[0.5]", "evaluate.pgd_steps=5"])
     states = task_states(fr3)
-    assert states["prep"] == "Cached" and states["train"] == "Cached" and states["evaluate"] == "Completed"
+    assert states["prep"] == states["generate"] == states["train"] == "Cached" and states["evaluate"] == "Completed"
     reg = json.loads((ws / "reports" / "register" / "register.json").read_text())
     assert reg["version"] == "2" and not reg["alias_moved"]
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"

@@ -1,0 +1,171 @@
+"""Generator model, GenRep latent views, VAE training, Fréchet distance, SupCon, and the generate stage."""
+import json
+
+import pytest
+import torch
+
+from models import ConditionalGenerator, GeneratorSampler
+from repflow.checkpoints import CheckpointError
+from repflow.config import parse_params
+from repflow.contrastive import nt_xent_loss, supcon_loss
+from repflow.generative import frechet_distance, genrep_latents, train_cvae, truncated_normal
+from repflow.shards import ShardSet
+from tests.conftest import tiny_params
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_generator_stops_and_restarts_at_every_layer(shape):
+    torch.manual_seed(0)
+    gen = ConditionalGenerator(5, shape, z_dim=8, w_dim=16, channels=16).eval()
+    z, c = torch.randn(4, 8), torch.tensor([0, 1, 2, 4])
+    x = gen(z, c)
+    assert x.shape == (4, *shape) and x.min() >= 0 and x.max() <= 1
+    w = gen.mapping(z, c)
+    assert w.shape == (4, gen.num_layers, 16)
+    sizes = []
+    for layer in gen.layers:
+        feat = gen.features(w, layer)
+        sizes.append(feat.shape[-1])
+        assert torch.allclose(gen.render_from(feat, w, layer), x, atol=1e-6)
+    assert sizes == [shape[2] // 4, shape[2] // 4, shape[2] // 2, shape[2]]
+    assert torch.allclose(GeneratorSampler(gen)(torch.cat([z, c[:, None].float()], 1)), x)
+
+
+def test_editing_styles_after_the_split_changes_the_image():
+    gen = ConditionalGenerator(3, (1, 8, 8), z_dim=4, w_dim=8, channels=8).eval()
+    w = gen.mapping(torch.randn(2, 4), torch.tensor([0, 1])).clone()
+    feat = gen.features(w, 1)
+    w2 = w.clone()
+    w2[:, 2:] += 1.0
+    assert not torch.allclose(gen.render_from(feat, w, 1), gen.render_from(feat, w2, 1))
+
+
+def test_unknown_layer_lists_valid_ones():
+    gen = ConditionalGenerator(3, (1, 8, 8), z_dim=4, w_dim=8, channels=8)
+    with pytest.raises(ValueError, match=r"no layer 7; valid layers: \[0, 1, 2, 3\]"):
+        gen.features(gen.mapping(torch.randn(1, 4), torch.tensor([0])), 7)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ConditionalGenerator(3, (1, 10, 10))
+
+
+def test_truncated_normal_is_bounded_and_seeded():
+    a = truncated_normal((5000,), torch.Generator().manual_seed(0))
+    assert a.abs().max() <= 2.0 and 0.7 < a.std() < 0.95
+    assert torch.equal(a, truncated_normal((5000,), torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("sigma", [0.1, 1.0])
+def test_gaussian_views_stay_in_the_anchor_neighbourhood(sigma):
+    z = genrep_latents(200, 3, 16, sigma=sigma, g=torch.Generator().manual_seed(0), truncation=0.8)
+    assert z.shape == (200, 4, 16)
+    delta = z[:, 1:] - z[:, :1]
+    assert delta.abs().max() <= 2 * sigma * 0.8 + 1e-6
+    assert delta.std().item() == pytest.approx(0.8 * sigma * 0.88, rel=0.1)  # std of TN(-2, 2) ≈ 0.88
+
+
+def test_independent_views_are_not_neighbours():
+    z = genrep_latents(200, 3, 16, sigma=0.1, g=torch.Generator().manual_seed(0), mode="independent")
+    assert (z[:, 1:] - z[:, :1]).std() > 1.0
+    with pytest.raises(ValueError, match="allowed: gaussian, independent"):
+        genrep_latents(2, 1, 4, sigma=0.1, g=torch.Generator(), mode="steer")
+
+
+def test_frechet_distance_matches_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 2, generator=g)
+    b = torch.randn(20000, 2, generator=g) * 2 + torch.tensor([1.0, 0.0])
+    # N(0, I) vs N((1, 0), 4I): |Δμ|² + Σ_d (σa - σb)² = 1 + 2 · (1 - 2)² = 3
+    assert frechet_distance(a, b) == pytest.approx(3.0, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_supcon_reduces_to_nt_xent_and_uses_labels():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    assert supcon_loss(z1, z2, torch.arange(8), 0.5).item() == pytest.approx(nt_xent_loss(z1, z2, 0.5).item(), rel=1e-6)
+    # same-class samples pulled together: a batch whose classes cluster scores lower than one that does not
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    clustered = torch.cat([torch.ones(4, 4), -torch.ones(4, 4)]) + 0.1 * torch.randn(8, 4, generator=g)
+    assert supcon_loss(clustered, clustered, labels) < supcon_loss(z1, z2, labels)
+
+
+def test_cvae_training_lowers_the_loss():
+    from repflow.sources import read_source
+
+    src = read_source("mnist5k")
+    x = torch.from_numpy(src.images[::25]).unsqueeze(1)
+    y = torch.from_numpy(src.labels[::25])
+    torch.manual_seed(0)
+    from models import ConditionalEncoder
+
+    gen, enc = ConditionalGenerator(10, (1, 28, 28), 8, 16, 16), ConditionalEncoder(10, (1, 28, 28), 8, 16)
+    hist = train_cvae(gen, enc, x, y, epochs=4, batch_size=50, lr=3e-3, beta=1.0, device=torch.device("cpu"), seed=0)
+    assert hist[-1]["loss"] < hist[0]["loss"] * 0.9
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_shards, tmp_path_factory):
+    from repflow import tracking
+    from tasks import generate
+
+    root = tmp_path_factory.mktemp("gen")
+    tracking.configure(root)
+    params = parse_params(tiny_params())
+    return params, generate.run(params, tiny_shards, root / "data" / "generate")
+
+
+def test_generate_stage_writes_views_with_latents(generated):
+    params, out = generated
+    views = ShardSet(out)
+    cfg = params.generate
+    assert views.count("views") == cfg.anchors * (cfg.views + 1)
+    x, y, latents, metas = views.load("views", extras=("latent.npy", "json"))
+    assert metas[0] == {"anchor": 0, "view": 0} and metas[cfg.views + 1] == {"anchor": 1, "view": 0}
+    z = torch.from_numpy(__import__("numpy").stack(latents)).view(cfg.anchors, cfg.views + 1, cfg.z_dim)
+    assert (z[:, 1:] - z[:, :1]).abs().max() <= 2 * cfg.sigma * cfg.truncation + 1e-5
+    assert (y.view(cfg.anchors, -1) == y.view(cfg.anchors, -1)[:, :1]).all()  # views share their anchor's class
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["frechet_distance"] >= 0 and len(quality["judge_acc_per_class"]) == 10
+    assert (out / "views.png").exists() and (out / "samples.png").exists()
+    assert views.meta["registered"].startswith("models:/repflow-generator/")
+
+
+def test_generator_checkpoint_must_fit_the_data(generated):
+    from tasks.generate import load_generator
+
+    _, out = generated
+    gen, config = load_generator(out, (1, 28, 28), 10)
+    assert config["num_classes"] == 10
+    with pytest.raises(CheckpointError, match=r"makes images of shape \(1, 28, 28\), the data has shape \(3, 32, 32\)"):
+        load_generator(out, (3, 32, 32), 10)
+    with pytest.raises(CheckpointError, match="trained on 10 classes, the data has 4"):
+        load_generator(out, (1, 28, 28), 4)
+
+
+def test_generate_reuses_a_given_checkpoint(generated, tiny_shards, tmp_path):
+    from tasks import generate
+
+    params, out = generated
+    p2 = parse_params(tiny_params(generate={"checkpoint": str(out), "sigma": 1.5}))
+    out2 = generate.run(p2, tiny_shards, tmp_path / "g2")
+    a, _ = __import__("repflow.checkpoints", fromlist=["load_tensors"]).load_tensors(out / "generator.safetensors")
+    b, _ = __import__("repflow.checkpoints", fromlist=["load_tensors"]).load_tensors(out2 / "generator.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out2 / "history.json").read_text()) == []  # no training
+
+
+@pytest.mark.parametrize("method, data, loss", [("genrep", "generated", "ntxent"), ("genrep", "both", "supcon"),
+                                                ("simclr", "generated", "ntxent")])
+def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data, loss):
+    from tasks import train
+
+    _, views = generated
+    p = parse_params(tiny_params(train={"method": method, "data": data, "loss": loss, "epochs": 1}))
+    out = train.run(p, tiny_shards, views, tmp_path / "train")
+    meta = ShardSet.__new__(ShardSet)  # only the manifest is needed here
+    from repflow.manifest import read_manifest
+
+    meta = read_manifest(out)["meta"]
+    n_real = ShardSet(tiny_shards).count("train")
+    assert meta["images"] == {"generated": 60, "both": 60 + n_real}[data]
+    assert "views" in read_manifest(out)["lineage"]["inputs"]
