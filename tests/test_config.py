@@ -44,6 +44,10 @@ def test_unknown_section(tmp_path):
     ("evaluate.eps=[0.5, 2.0]", "(0, 1]"),
     ("evaluate.eps=[]", "at least one epsilon"),
     ("device=tpu", "device = 'tpu'"),
+    ("generate.sigma=0", "generate.sigma = 0"),
+    ("generate.views=0", "generate.views = 0"),
+    ("generate.mode=steer", "allowed: 'gaussian' or 'independent'"),
+    ("train.method=genrep", "train: method 'genrep' learns from generated views"),
 ])
 def test_bad_values_are_named(override, fragment):
     with pytest.raises(ParamsError) as e:
