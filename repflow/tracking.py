@@ -21,6 +21,9 @@ __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPER
 
 EXPERIMENT = "repflow"
 _parent_run_id: str | None = None
+# The user's MLFLOW_TRACKING_URI, read before anything here runs: mlflow.set_tracking_uri() also
+# writes that variable (so subprocesses inherit it), which must not pin later configure() calls.
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def _quiet_env() -> None:
@@ -35,7 +38,7 @@ def configure(root: str | Path = ".") -> str:
     import mlflow
 
     root = Path(root).resolve()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    uri = _USER_TRACKING_URI or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
     if exp is None:

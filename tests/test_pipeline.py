@@ -90,3 +90,13 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     missing = subprocess.run([sys.executable, "-m", "repflow", "models", "show", "repflow-encoder@nope",
                               "--workdir", str(ws)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no alias 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):
+    import mlflow
+
+    from repflow import tracking
+
+    tracking.configure(tmp_path / "a")
+    tracking.configure(tmp_path / "b")  # mlflow.set_tracking_uri exported the first URI to the environment
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
