@@ -1,13 +1,15 @@
 """Generator model, GenRep latent views, VAE training, Fréchet distance, SupCon, and the generate stage."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from models import ConditionalGenerator, GeneratorSampler
-from repflow.checkpoints import CheckpointError
+from repflow.checkpoints import CheckpointError, load_tensors
 from repflow.config import parse_params
 from repflow.contrastive import nt_xent_loss, supcon_loss
+from repflow.manifest import read_manifest
 from repflow.generative import frechet_distance, genrep_latents, train_cvae, truncated_normal
 from repflow.shards import ShardSet
 from tests.conftest import tiny_params
@@ -121,7 +123,7 @@ def test_generate_stage_writes_views_with_latents(generated):
     assert views.count("views") == cfg.anchors * (cfg.views + 1)
     x, y, latents, metas = views.load("views", extras=("latent.npy", "json"))
     assert metas[0] == {"anchor": 0, "view": 0} and metas[cfg.views + 1] == {"anchor": 1, "view": 0}
-    z = torch.from_numpy(__import__("numpy").stack(latents)).view(cfg.anchors, cfg.views + 1, cfg.z_dim)
+    z = torch.from_numpy(np.stack(latents)).view(cfg.anchors, cfg.views + 1, cfg.z_dim)
     assert (z[:, 1:] - z[:, :1]).abs().max() <= 2 * cfg.sigma * cfg.truncation + 1e-5
     assert (y.view(cfg.anchors, -1) == y.view(cfg.anchors, -1)[:, :1]).all()  # views share their anchor's class
     quality = json.loads((out / "quality.json").read_text())
@@ -148,8 +150,8 @@ def test_generate_reuses_a_given_checkpoint(generated, tiny_shards, tmp_path):
     params, out = generated
     p2 = parse_params(tiny_params(generate={"checkpoint": str(out), "sigma": 1.5}))
     out2 = generate.run(p2, tiny_shards, tmp_path / "g2")
-    a, _ = __import__("repflow.checkpoints", fromlist=["load_tensors"]).load_tensors(out / "generator.safetensors")
-    b, _ = __import__("repflow.checkpoints", fromlist=["load_tensors"]).load_tensors(out2 / "generator.safetensors")
+    a, _ = load_tensors(out / "generator.safetensors")
+    b, _ = load_tensors(out2 / "generator.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((out2 / "history.json").read_text()) == []  # no training
 
@@ -162,9 +164,6 @@ def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data
     _, views = generated
     p = parse_params(tiny_params(train={"method": method, "data": data, "loss": loss, "epochs": 1}))
     out = train.run(p, tiny_shards, views, tmp_path / "train")
-    meta = ShardSet.__new__(ShardSet)  # only the manifest is needed here
-    from repflow.manifest import read_manifest
-
     meta = read_manifest(out)["meta"]
     n_real = ShardSet(tiny_shards).count("train")
     assert meta["images"] == {"generated": 60, "both": 60 + n_real}[data]
