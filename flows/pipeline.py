@@ -1,4 +1,4 @@
-"""The main DAG: prep → generate → train → evaluate → register, one Prefect task per stage.
+"""The main DAG: prep → generate → select → train → evaluate → register, one Prefect task per stage.
 
 Each task's cache key is the stage key (params section + upstream manifest digests + code
 version); the cached result is used only while the stage's output on disk still verifies, so a rerun
@@ -27,7 +27,7 @@ from repflow.config import Params, load_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
 from repflow.stage import Workspace, current_output  # noqa: E402
-from tasks import evaluate, generate, prep, register, train  # noqa: E402
+from tasks import evaluate, generate, prep, register, select, train  # noqa: E402
 
 
 def _stage_task(module):
@@ -40,7 +40,7 @@ def _stage_task(module):
     return task(module.run, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
-STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, train, evaluate, register)}
+STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, select, train, evaluate, register)}
 
 
 def _run(module, params: Params, *inputs: Path, out: Path) -> Path:
@@ -91,7 +91,7 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
-    """prep → generate → train → evaluate → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    """prep → generate → select → train → evaluate → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
     logger = get_run_logger()
     ws = Workspace.at(workdir)
     params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
@@ -103,10 +103,11 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
                                  "repflow.git_commit": tracking.git_commit()}) as parent:
         shards = _run(prep, params, out=ws.out("prep"))
         views = _run(generate, params, shards, out=ws.out("generate"))
-        encoder_dir = _run(train, params, shards, views, out=ws.out("train"))
+        selection = _run(select, params, shards, views, out=ws.out("select"))
+        encoder_dir = _run(train, params, shards, views, selection, out=ws.out("train"))
         eval_dir = _run(evaluate, params, shards, encoder_dir, out=ws.out("evaluate"))
         reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
-        paths = {"prep": shards, "generate": views, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
+        paths = {"prep": shards, "generate": views, "select": selection, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
         md, summary = run_report(params, paths)
         report_path = ws.root / "reports" / "run-report.md"
         atomic_write_text(report_path, md)

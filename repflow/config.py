@@ -70,8 +70,19 @@ class GenerateParams(_Section):
     shard_size: int = Field(2000, ge=1)
 
 
+class AdversarialParams(_Section):
+    """ACL / DynACL: the PGD that makes adversarial views, and DynACL's schedule."""
+
+    eps: float = Field(8 / 255, gt=0.0, le=1.0, description="l-inf radius in [0, 1] pixel units")
+    alpha: float = Field(2 / 255, gt=0.0, le=1.0, description="PGD step size")
+    steps: int = Field(5, ge=1, le=100)
+    anneal_period: int = Field(2, ge=1, description="DynACL: epochs between augmentation-strength drops (K)")
+    reweight: float = Field(2 / 3, ge=0.0, le=1.0, description="DynACL: λ in w = λ(1 − strength)")
+    inference_bn: Literal["clean", "adv"] = Field("adv", description="batch-norm branch the saved encoder uses")
+
+
 class TrainParams(_Section):
-    method: Literal["simclr", "genrep"] = "simclr"
+    method: Literal["simclr", "genrep", "acl", "dynacl"] = "simclr"
     data: Literal["real", "generated", "both"] = "real"
     loss: Literal["ntxent", "supcon"] = "ntxent"
     encoder: Literal["small_cnn", "resnet18"] = "small_cnn"
@@ -83,13 +94,40 @@ class TrainParams(_Section):
     weight_decay: float = Field(1e-6, ge=0.0)
     temperature: float = Field(0.5, gt=0.0, le=10.0)
     augment: AugmentParams = AugmentParams()
+    adversarial: AdversarialParams = AdversarialParams()
     checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints")
 
     @model_validator(mode="after")
-    def _genrep_needs_generated_data(self) -> "TrainParams":
+    def _method_fits_data_and_loss(self) -> "TrainParams":
         if self.method == "genrep" and self.data == "real":
             raise ValueError("method 'genrep' learns from generated views: set data to 'generated' or 'both'")
+        if self.method in ("acl", "dynacl") and self.loss != "ntxent":
+            raise ValueError(f"method {self.method!r} trains with NT-Xent: set loss to 'ntxent'")
         return self
+
+    @property
+    def adversarial_training(self) -> bool:
+        return self.method in ("acl", "dynacl")
+
+
+class SelectParams(_Section):
+    """Coreset selection (RCS) and its schedule: ``warmup_epochs`` of training on all images, then a
+    coreset re-selected every ``every`` epochs. ``full`` trains on everything (the reference)."""
+
+    method: Literal["full", "random", "rcs"] = "full"
+    fraction: float = Field(0.2, gt=0.0, le=1.0, description="coreset size as a share of the training images")
+    warmup_epochs: int = Field(0, ge=0, description="epochs on the full data before the first selection")
+    every: int = Field(2, ge=1, description="re-select every F epochs")
+    val_size: int = Field(256, ge=1, description="unlabeled validation images U drawn from the training images")
+    candidate_batch: int = Field(64, ge=2, description="images per candidate minibatch")
+    rd_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="radius of the divergence attack on U")
+    rd_steps: int = Field(3, ge=1, le=100)
+    head_lr: float = Field(0.01, gt=0.0, description="greedy step size on the projection head")
+    workers: int = Field(1, ge=1, le=64, description="Ray tasks computing candidate gradients (1 = in process)")
+
+    @property
+    def rd(self) -> dict[str, float]:
+        return {"eps": self.rd_eps, "alpha": 1.25 * self.rd_eps / self.rd_steps, "steps": self.rd_steps}
 
 
 class EvaluateParams(_Section):
@@ -97,10 +135,15 @@ class EvaluateParams(_Section):
     probe_lr: float = Field(1e-2, gt=0.0)
     probe_batch_size: int = Field(256, ge=1)
     eps: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
-    pgd_steps: int = Field(10, ge=1)
+    pgd_steps: int = Field(20, ge=1)
     pgd_step_ratio: float = Field(2.5, gt=0.0, description="step size = ratio * eps / steps")
     max_test: int | None = Field(1000, ge=1, description="test images attacked; null = all")
     attack_batch_size: int = Field(250, ge=1)
+    alf: bool = Field(True, description="also adversarial linear finetuning (ALF) of the probe")
+    alf_epochs: int = Field(5, ge=1)
+    alf_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="PGD radius while finetuning the probe")
+    alf_steps: int = Field(5, ge=1, le=100, description="PGD steps while finetuning the probe")
+    rd_steps: int = Field(3, ge=1, le=100, description="attack steps of the held-out representational divergence")
 
     @field_validator("eps")
     @classmethod
@@ -116,7 +159,7 @@ class EvaluateParams(_Section):
 class RegisterParams(_Section):
     model_name: str = Field("repflow-encoder", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
-    criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc"] = "robust_acc_mean"
+    criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc", "alf_robust_acc_mean"] = "robust_acc_mean"
 
 
 with warnings.catch_warnings():  # "register" is also ABCMeta.register; instances still read the field
@@ -129,9 +172,19 @@ with warnings.catch_warnings():  # "register" is also ABCMeta.register; instance
         device: Literal["auto", "cpu", "cuda"] = "auto"
         prep: PrepParams = PrepParams()
         generate: GenerateParams = GenerateParams()
+        select: SelectParams = SelectParams()
         train: TrainParams = TrainParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()
+
+        @model_validator(mode="after")
+        def _schedule_fits(self) -> "Params":
+            if self.select.warmup_epochs >= self.train.epochs and self.select.method != "full":
+                raise ValueError(f"select.warmup_epochs = {self.select.warmup_epochs}: must be below train.epochs "
+                                 f"({self.train.epochs}) so that some epochs train on the coreset")
+            if self.register.criterion.startswith("alf_") and not self.evaluate.alf:
+                raise ValueError(f"register.criterion = {self.register.criterion!r} needs evaluate.alf = true")
+            return self
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -147,8 +200,8 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{key}: unknown key; allowed here: {', '.join(allowed)}"
     given = err.get("input")
     msg = err["msg"].removeprefix("Value error, ")
-    if isinstance(given, dict):  # a rule across keys of one section
-        return f"{key}: {msg}"
+    if isinstance(given, dict):  # a rule across keys of one section (or across sections: no key)
+        return f"{key}: {msg}" if key else msg
     if err["type"] == "literal_error":
         msg = msg.replace("Input should be", "allowed:")
     return f"{key} = {given!r}: {msg}"

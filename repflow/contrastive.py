@@ -1,7 +1,8 @@
-"""SimCLR: NT-Xent loss and the contrastive training loop (tensors and modules in, history out)."""
+"""Contrastive losses (NT-Xent, SupCon) and the one contrastive training loop (SimCLR, GenRep views,
+ACL/DynACL through an adversary object, coreset epochs); tensors and modules in, history out."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,17 @@ from torch import nn
 from repflow.augment import random_views
 from repflow.progress import progress
 
-__all__ = ["nt_xent_loss", "supcon_loss", "train_simclr"]
+__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary"]
+
+
+class Adversary(Protocol):
+    """What the loop needs from an adversarial method (:class:`repflow.acl.ACL`): per-epoch view
+    augmentation and the batch loss, given the two natural views."""
+
+    def augment(self, base: dict[str, Any], epoch: int) -> dict[str, Any]: ...
+
+    def loss(self, encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *, temperature: float,
+             epoch: int, generator: torch.Generator) -> torch.Tensor: ...
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -42,24 +53,31 @@ def supcon_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temper
     return -(log_prob.masked_fill(~positives, 0).sum(1) / positives.sum(1)).mean()
 
 
-def train_simclr(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int,
-                 lr: float, weight_decay: float, temperature: float, augment: dict[str, Any],
-                 device: torch.device, seed: int, partners: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, optimizer_state: dict | None = None, start_epoch: int = 0,
-                 on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
-                 ) -> list[dict[str, float]]:
+def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int,
+                      lr: float, weight_decay: float, temperature: float, augment: dict[str, Any],
+                      device: torch.device, seed: int, partners: torch.Tensor | None = None,
+                      labels: torch.Tensor | None = None, adversary: Adversary | None = None,
+                      epoch_indices: Callable[[int], torch.Tensor] | None = None,
+                      optimizer_state: dict | None = None, start_epoch: int = 0,
+                      on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
+                      ) -> list[dict[str, float]]:
     """Train ``encoder`` + ``head`` contrastively on uint8 ``images`` (N,C,H,W).
 
     Without ``partners`` the two views of image i are two pixel augmentations of it (SimCLR). With
     ``partners`` (N,K,C,H,W) the second view is a random one of image i's K partners, augmented too
-    (GenRep: latent-space neighbours). With ``labels`` the loss is SupCon, else NT-Xent.
+    (GenRep: latent-space neighbours). With ``labels`` the loss is SupCon, else NT-Xent. With an
+    ``adversary`` (ACL / DynACL) the adversary sets each epoch's augmentation and computes the loss.
+    ``epoch_indices(epoch)`` (0-based epoch) returns the images an epoch trains on — a coreset — else
+    every image; it is called before the epoch's batches, so it may re-select from the current model.
 
     Epoch e shuffles and augments with a generator seeded from (seed, e), so a run resumed at
     ``start_epoch`` sees exactly the batches an uninterrupted run would. ``on_epoch(epoch, stats,
     optimizer)`` is called after every epoch (checkpointing and logging live with the caller).
     """
     if len(images) < 2:
-        raise ValueError(f"SimCLR needs at least 2 images, got {len(images)}")
+        raise ValueError(f"contrastive training needs at least 2 images, got {len(images)}")
+    if adversary is not None and labels is not None:
+        raise ValueError("adversarial contrastive training uses NT-Xent; class labels (SupCon) are not supported")
     encoder.to(device).train()
     head.to(device).train()
     params = list(encoder.parameters()) + list(head.parameters())
@@ -67,12 +85,18 @@ def train_simclr(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, e
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
     history = []
-    bs = min(batch_size, len(images))
     for epoch in range(start_epoch, epochs):
+        active = epoch_indices(epoch) if epoch_indices is not None else torch.arange(len(images))
+        encoder.train()
+        head.train()
+        if len(active) < 2:
+            raise ValueError(f"epoch {epoch + 1}: {len(active)} training images selected; need at least 2")
+        bs = min(batch_size, len(active))
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(len(images), generator=g)
+        order = active[torch.randperm(len(active), generator=g)]
+        aug = adversary.augment(augment, epoch + 1) if adversary is not None else augment
         total, count = 0.0, 0
-        steps = range(0, len(images) - bs + 1, bs)  # drop the ragged last batch: BN and NT-Xent need full batches
+        steps = range(0, len(order) - bs + 1, bs)  # drop the ragged last batch: BN and NT-Xent need full batches
         for start in progress(steps, desc=f"contrastive epoch {epoch + 1}/{epochs}", unit="batch"):
             idx = order[start:start + bs]
             x = images[idx].to(device, non_blocking=True).float().div_(255)
@@ -81,17 +105,19 @@ def train_simclr(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, e
                 x2 = partners[idx, pick].to(device, non_blocking=True).float().div_(255)
             else:
                 x2 = x
-            z1, z2 = head(encoder(random_views(x, g, **augment))), head(encoder(random_views(x2, g, **augment)))
-            if labels is not None:
-                loss = supcon_loss(z1, z2, labels[idx].to(device), temperature)
+            v1, v2 = random_views(x, g, **aug), random_views(x2, g, **aug)
+            if adversary is not None:
+                loss = adversary.loss(encoder, head, v1, v2, temperature=temperature, epoch=epoch + 1, generator=g)
+            elif labels is not None:
+                loss = supcon_loss(head(encoder(v1)), head(encoder(v2)), labels[idx].to(device), temperature)
             else:
-                loss = nt_xent_loss(z1, z2, temperature)
+                loss = nt_xent_loss(head(encoder(v1)), head(encoder(v2)), temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(x)
             count += len(x)
-        stats = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+        stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": len(active)}
         history.append(stats)
         if on_epoch is not None:
             on_epoch(epoch + 1, stats, opt)

@@ -28,13 +28,14 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "prep": ("seed", "prep"),
     "generate": ("seed", "device", "generate"),
-    "train": ("seed", "device", "train"),
+    "select": ("seed", "device", "train", "select"),
+    "train": ("seed", "device", "train", "select"),
     "evaluate": ("seed", "device", "evaluate"),
     "register": ("register",),
 }
 
-STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "train": "artifacts/train", "evaluate": "reports/evaluate",
-                 "register": "reports/register"}
+STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "select": "data/select", "train": "artifacts/train",
+                 "evaluate": "reports/evaluate", "register": "reports/register"}
 
 
 @dataclass(frozen=True)

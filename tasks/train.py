@@ -1,74 +1,71 @@
-"""train: contrastive encoder training, resumable from its last epoch.
+"""train: contrastive encoder training (SimCLR, GenRep, ACL, DynACL), on all images or on a coreset
+re-selected every ``select.every`` epochs, resumable from its last epoch.
 
 ``method: simclr``: positives are two pixel augmentations of one image. ``method: genrep``: for a
 generated anchor the second view is one of its latent-space neighbours from the generate stage
-(GenRep), pixel-augmented too. ``data`` picks real images, generated anchors, or both; ``loss:
+(GenRep), pixel-augmented too. ``method: acl`` / ``dynacl``: adversarial contrastive learning with a
+dual-BN encoder (repflow.acl). ``data`` picks real images, generated anchors, or both; ``loss:
 supcon`` uses class labels (real labels / the generator's classes) as extra positives.
 
+Training starts from the select stage's state (its warm-up epochs and first coreset); from then on a
+coreset method re-selects with the current model every ``select.every`` epochs, timed apart from the
+training itself.
+
 Output folder: ``encoder.safetensors`` + ``encoder.json`` (builder config), the projection head,
-``history.json`` (loss per epoch, also DVC metrics) and ``loss.png``. While training, a progress
-checkpoint sits in ``.<out>.progress/``; a run killed mid-way and started with the same key
-continues from it.
+``history.json`` (loss per epoch, training and selection seconds), ``coresets.parquet`` (the
+images of every selection round) and ``loss.png``. While training, a progress checkpoint sits in
+``.<out>.progress/``; a run killed mid-way and started with the same key continues from it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import mlflow
+import polars as pl
 import torch
 
-from models import ProjectionHead, build_encoder
 from repflow import tracking
-from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
-                                 unflatten_optimizer)
+from repflow.checkpoints import CheckpointError, save_tensors
 from repflow.cluster import choose_device
 from repflow.config import Params
-from repflow.contrastive import train_simclr
-from repflow.manifest import OutputError, atomic_write_text, staged_output
+from repflow.contrastive import train_contrastive
+from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
 from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
+from tasks._contrastive import (adversary, choose_coreset, load_training_state, new_models, save_training_state,
+                                training_set)
 
 log = logging.getLogger("repflow.train")
 
 
-def _progress_dir(out: Path) -> Path:
-    return out.with_name(f".{out.name}.progress")
+def _progress_file(out: Path) -> Path:
+    return out.with_name(f".{out.name}.progress") / "last.safetensors"
 
 
-def _save_progress(folder: Path, key: str, epoch: int, encoder, head, opt, history) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    opt_tensors, opt_meta = flatten_optimizer(opt)
-    tensors = {**{f"encoder/{k}": v for k, v in encoder.state_dict().items()},
-               **{f"head/{k}": v for k, v in head.state_dict().items()}, **opt_tensors}
-    save_tensors(folder / "last.safetensors", tensors,
-                 {"stage_key": key, "epoch": epoch, "optimizer": opt_meta, "history": history})
-
-
-def _load_progress(folder: Path, key: str, encoder, head):
-    """(start_epoch, optimizer_state, history) from a progress checkpoint made with ``key``, else None."""
-    if not (folder / "last.safetensors").is_file():
+def _resume(path: Path, key: str, encoder, head):
+    """(meta, optimizer state, extra tensors) of a progress checkpoint made with ``key``, else None."""
+    if not path.is_file():
         return None
     try:
-        tensors, meta = load_tensors(folder / "last.safetensors")
-        if meta.get("stage_key") != key:
-            log.info("train: ignoring progress checkpoint from other params or code in %s", folder)
-            return None
-        load_state_strict(encoder, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder/")}, folder)
-        load_state_strict(head, {k[5:]: v for k, v in tensors.items() if k.startswith("head/")}, folder)
-        return meta["epoch"], unflatten_optimizer(tensors, meta["optimizer"]), meta["history"]
-    except (CheckpointError, KeyError, ValueError) as exc:
-        log.warning("train: progress checkpoint in %s unusable (%s); starting from scratch", folder, exc)
+        meta, opt_state, extra = load_training_state(path, encoder, head)
+    except CheckpointError as exc:
+        log.warning("train: progress checkpoint %s unusable (%s); starting from the select stage's state", path, exc)
         return None
+    if meta.get("stage_key") != key:
+        log.info("train: ignoring progress checkpoint from other params or code in %s", path.parent)
+        return None
+    return meta, opt_state, extra
 
 
-def plan(params: Params, shards: Path, views: Path | None = None) -> tuple[dict, str]:
-    """(lineage, stage key): train params, the shards' digest (and the generated views' digest when the
-    training data uses them), code version."""
-    inputs = {"shards": Path(shards)}
+def plan(params: Params, shards: Path, views: Path | None, selection: Path) -> tuple[dict, str]:
+    """(lineage, stage key): train + select params, the shards' and the selection's digests (and the
+    generated views' when the training data uses them), code version."""
+    inputs = {"shards": Path(shards), "selection": Path(selection)}
     if params.train.data != "real":
         if views is None:
             raise ValueError(f"train.data={params.train.data!r} needs the generate stage's views")
@@ -77,94 +74,107 @@ def plan(params: Params, shards: Path, views: Path | None = None) -> tuple[dict,
     return lin, stage_key("train", lin)
 
 
-def training_set(params: Params, data: ShardSet, views: Path | None):
-    """(images, partners or None, labels or None) for the configured method, data and loss."""
-    cfg = params.train
-    parts = []
-    if cfg.data in ("real", "both"):
-        x, y = data.load("train")
-        parts.append((x, x.unsqueeze(1), y))
-    if cfg.data in ("generated", "both"):
-        gen = ShardSet(views)
-        if tuple(gen.shape) != tuple(data.shape) or gen.num_classes != data.num_classes:
-            raise OutputError(f"{views}: generated views have shape {gen.shape} and {gen.num_classes} classes, "
-                              f"the real shards {data.shape} and {data.num_classes}")
-        xg, yg = gen.load("views")
-        k1 = gen.meta["views"]["k"] + 1
-        grouped, labels = xg.view(-1, k1, *xg.shape[1:]), yg.view(-1, k1)[:, 0]
-        anchors = grouped[:, 0]
-        partners = grouped[:, 1:] if cfg.method == "genrep" else anchors.unsqueeze(1)
-        parts.append((anchors, partners, labels))
-    if len(parts) == 2 and parts[0][1].shape[1] != parts[1][1].shape[1]:  # real images: partners = themselves
-        k = parts[1][1].shape[1]
-        parts[0] = (parts[0][0], parts[0][1].expand(-1, k, *parts[0][1].shape[2:]), parts[0][2])
-    images = torch.cat([p[0] for p in parts])
-    partners = torch.cat([p[1] for p in parts])
-    labels = torch.cat([p[2] for p in parts]) if cfg.loss == "supcon" else None
-    return images, (None if cfg.method == "simclr" and cfg.data == "real" else partners), labels
-
-
-def run(params: Params, shards: Path, views: Path | None, out: Path) -> Path:
-    out, shards = Path(out), Path(shards)
-    lin, key = plan(params, shards, views)
+def run(params: Params, shards: Path, views: Path | None, selection: Path, out: Path) -> Path:
+    out, shards, selection = Path(out), Path(shards), Path(selection)
+    lin, key = plan(params, shards, views, selection)
     if current_output(out, "train", key):
         log.info("train: %s is up to date (same params, inputs and code); reusing it", out)
         return _export(out)
-    cfg = params.train
+    cfg, scfg = params.train, params.select
     data = ShardSet(shards)
     images, partners, labels = training_set(params, data, views)
+    sel_manifest = read_manifest(selection, stage="select")
+    if sel_manifest["meta"]["images"] != len(images):
+        raise OutputError(f"{selection}: selection made over {sel_manifest['meta']['images']} images, "
+                          f"the training set has {len(images)}; rerun the select stage")
     if len(images) < cfg.batch_size:
         log.warning("train: batch_size %d > %d training images; using %d", cfg.batch_size, len(images), len(images))
     device = choose_device(params.device)
-    torch.manual_seed(params.seed)
-    enc_config = {"name": cfg.encoder, "in_channels": data.shape[0], "width": cfg.width,
-                  "mean": data.meta["mean"], "std": data.meta["std"], "input_shape": list(data.shape)}
-    encoder = build_encoder(enc_config)
-    head = ProjectionHead(encoder.out_dim, cfg.proj_dim)
-    progress_dir = _progress_dir(out)
-    resumed = _load_progress(progress_dir, key, encoder, head)
-    start_epoch, opt_state, history = resumed if resumed else (0, None, [])
+    encoder, head, enc_config, head_config = new_models(params, data)
+    progress_file = _progress_file(out)
+    resumed = _resume(progress_file, key, encoder, head)
     if resumed:
-        log.info("train: resuming from epoch %d checkpoint in %s", start_epoch, progress_dir)
+        meta, opt_state, extra = resumed
+        log.info("train: resuming from epoch %d checkpoint in %s", meta["epoch"], progress_file.parent)
+    else:
+        meta, opt_state, _ = load_training_state(selection / "warmup.safetensors", encoder, head)
+        table = pl.read_parquet(selection / "coreset.parquet")
+        extra = {"coreset": torch.tensor(table.filter(pl.col("selected"))["index"].to_list(), dtype=torch.long)}
+        meta = {"epoch": meta["epoch"], "history": meta["history"],
+                "rounds": [{"epoch": meta["epoch"], "size": len(extra["coreset"]), "seconds": 0.0}],
+                "selection_seconds": 0.0, "train_seconds": 0.0}
+    start_epoch, history, rounds = meta["epoch"], meta["history"], meta["rounds"]
+    state = {"coreset": extra["coreset"], "selection_seconds": meta["selection_seconds"],
+             "train_seconds": meta["train_seconds"]}
+    coresets = {r["epoch"]: extra.get(f"round/{r['epoch']}") for r in rounds}
+
+    def epoch_indices(epoch: int) -> torch.Tensor:
+        due = scfg.method != "full" and epoch > scfg.warmup_epochs and (epoch - scfg.warmup_epochs) % scfg.every == 0
+        if due and not any(r["epoch"] == epoch for r in rounds):
+            coreset, seconds = choose_coreset(params, encoder, head, enc_config, head_config, images, epoch=epoch,
+                                              device=device)
+            state["coreset"] = coreset.indices
+            state["selection_seconds"] += seconds
+            rounds.append({"epoch": epoch, "size": len(coreset.indices), "seconds": seconds})
+            mlflow.log_metric("selection_seconds", seconds, step=epoch)
+            log.info("train: epoch %d re-selected %d images (%s) in %.1f s", epoch + 1, len(coreset.indices),
+                     scfg.method, seconds)
+        coresets[rounds[-1]["epoch"]] = state["coreset"]
+        state["epoch_start"] = time.perf_counter()
+        return state["coreset"]
 
     with tracking.stage_run("train", params_for("train", params), lin), \
             staged_output(out, stage="train", stage_key=key, lineage=lin,
                           meta={"method": cfg.method, "data": cfg.data, "loss": cfg.loss, "images": len(images),
-                                "encoder": enc_config, "out_dim": encoder.out_dim}) as tmp:
+                                "coreset": scfg.method, "encoder": enc_config, "out_dim": encoder.out_dim}) as tmp:
         mlflow.set_tag("repflow.resumed_from_epoch", str(start_epoch))
         for h in history:
             mlflow.log_metric("loss", h["loss"], step=h["epoch"])
 
         def on_epoch(epoch: int, stats: dict, opt) -> None:
+            state["train_seconds"] += time.perf_counter() - state["epoch_start"]
             history.append(stats)
             mlflow.log_metric("loss", stats["loss"], step=epoch)
-            log.info("train: epoch %d/%d loss %.4f", epoch, cfg.epochs, stats["loss"])
+            log.info("train: epoch %d/%d loss %.4f on %d images", epoch, cfg.epochs, stats["loss"], stats["images"])
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                _save_progress(progress_dir, key, epoch, encoder, head, opt, history)
+                save_training_state(progress_file, encoder, head, opt,
+                                    {"stage_key": key, "epoch": epoch, "history": history, "rounds": rounds,
+                                     "selection_seconds": state["selection_seconds"],
+                                     "train_seconds": state["train_seconds"]},
+                                    extra={"coreset": state["coreset"],
+                                           **{f"round/{e}": idx for e, idx in coresets.items() if idx is not None}})
 
-        train_simclr(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                     weight_decay=cfg.weight_decay, temperature=cfg.temperature,
-                     augment=cfg.augment.model_dump(), device=device, seed=params.seed,
-                     partners=partners, labels=labels, optimizer_state=opt_state, start_epoch=start_epoch,
-                     on_epoch=on_epoch)
+        train_contrastive(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                          weight_decay=cfg.weight_decay, temperature=cfg.temperature,
+                          augment=cfg.augment.model_dump(), device=device, seed=params.seed,
+                          partners=partners, labels=labels if cfg.loss == "supcon" else None,
+                          adversary=adversary(params), epoch_indices=epoch_indices,
+                          optimizer_state=opt_state, start_epoch=start_epoch, on_epoch=on_epoch)
         encoder.cpu().eval()
         save_tensors(tmp / "encoder.safetensors", encoder.state_dict(), enc_config)
-        save_tensors(tmp / "head.safetensors", head.cpu().state_dict(),
-                     {"in_dim": encoder.out_dim, "out_dim": cfg.proj_dim})
-        atomic_write_text(tmp / "history.json", json.dumps({"history": history, "final_loss": history[-1]["loss"]},
-                                                           indent=1))
+        save_tensors(tmp / "head.safetensors", head.cpu().state_dict(), head_config)
+        summary = {"history": history, "final_loss": history[-1]["loss"], "rounds": rounds,
+                   "selection_seconds": state["selection_seconds"], "train_seconds": state["train_seconds"]}
+        atomic_write_text(tmp / "history.json", json.dumps(summary, indent=1))
+        pl.DataFrame({"epoch": [e for e, idx in coresets.items() if idx is not None for _ in range(len(idx))],
+                      "index": [i for idx in coresets.values() if idx is not None for i in idx.tolist()]},
+                     schema={"epoch": pl.Int64, "index": pl.Int64}).write_parquet(tmp / "coresets.parquet")
         line_plot([h["epoch"] for h in history], {cfg.loss: [h["loss"] for h in history]}, tmp / "loss.png",
-                  xlabel="epoch", ylabel="loss", title=f"{cfg.method} on {cfg.data} data / {cfg.encoder}")
+                  xlabel="epoch", ylabel="loss", title=f"{cfg.method} on {cfg.data} data / {cfg.encoder}"
+                                                       + ("" if scfg.method == "full" else f", {scfg.method} coreset"))
+        mlflow.log_metrics({"train_seconds": state["train_seconds"], "selection_seconds": state["selection_seconds"]})
         mlflow.log_artifact(str(tmp / "loss.png"))
-    shutil.rmtree(progress_dir, ignore_errors=True)
+    shutil.rmtree(progress_file.parent, ignore_errors=True)
     return _export(out)
 
 
 def _export(out: Path) -> Path:
     summary = json.loads((out / "history.json").read_text())
-    export_metrics(out, {"final_loss": summary["final_loss"], "epochs": len(summary["history"])})
+    export_metrics(out, {"final_loss": summary["final_loss"], "epochs": len(summary["history"]),
+                         "train_seconds": summary["train_seconds"], "selection_seconds": summary["selection_seconds"]})
     return out
 
 
 def run_in(ws: Workspace, params: Params) -> Path:
-    return run(params, ws.out("prep"), ws.out("generate"), ws.out("train"))
+    views = ws.out("generate") if params.train.data != "real" else None
+    return run(params, ws.out("prep"), views, ws.out("select"), ws.out("train"))

@@ -8,7 +8,7 @@ from torch import nn
 from models import ProbedEncoder, ProjectionHead, build_encoder
 from repflow.attacks import PGD, accuracy, robust_accuracy
 from repflow.augment import random_views
-from repflow.contrastive import nt_xent_loss, train_simclr
+from repflow.contrastive import nt_xent_loss, train_contrastive
 from repflow.probe import embed, fit_linear_probe
 
 
@@ -119,7 +119,7 @@ def test_simclr_lowers_the_loss_and_is_deterministic():
         torch.manual_seed(0)
         enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
         head = ProjectionHead(enc.out_dim, 8)
-        hist = train_simclr(enc, head, images, epochs=epochs, batch_size=64, lr=3e-3, weight_decay=0.0,
+        hist = train_contrastive(enc, head, images, epochs=epochs, batch_size=64, lr=3e-3, weight_decay=0.0,
                             temperature=0.5, augment={"crop_scale_min": 0.6}, device=torch.device("cpu"), seed=1)
         return enc, hist
 

@@ -66,7 +66,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     cli = [sys.executable, "-m", "repflow", "stage"]
     for ws in (tmp_path / "killed", tmp_path / "straight"):
         write_params(ws, **sections)
-        subprocess.run(cli + ["prep", "--workdir", str(ws)], check=True, env=env, capture_output=True, timeout=300)
+        for stage in ("prep", "select"):
+            subprocess.run(cli + [stage, "--workdir", str(ws)], check=True, env=env, capture_output=True, timeout=300)
 
     ws = tmp_path / "killed"
     progress = ws / "artifacts" / ".train.progress" / "last.safetensors"

@@ -41,10 +41,10 @@ def test_dvc_repro_and_experiments(tmp_path):
     sh(["git", "commit", "-qm", "init"], repo, env)
 
     first = sh(["dvc", "repro"], repo, env)
-    for stage in ("prep", "generate", "train", "evaluate", "register"):
+    for stage in ("prep", "generate", "select", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first.stdout
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prep", "generate", "train", "evaluate", "register"}
+    assert set(lock["stages"]) == {"prep", "generate", "select", "train", "evaluate", "register"}
     metrics = json.loads((repo / "reports" / "evaluate.metrics.json").read_text())
     assert 0 <= metrics["robust_acc_mean"] <= 1
 

@@ -159,11 +159,12 @@ def test_generate_reuses_a_given_checkpoint(generated, tiny_shards, tmp_path):
 @pytest.mark.parametrize("method, data, loss", [("genrep", "generated", "ntxent"), ("genrep", "both", "supcon"),
                                                 ("simclr", "generated", "ntxent")])
 def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data, loss):
-    from tasks import train
+    from tasks import select, train
 
     _, views = generated
     p = parse_params(tiny_params(train={"method": method, "data": data, "loss": loss, "epochs": 1}))
-    out = train.run(p, tiny_shards, views, tmp_path / "train")
+    selection = select.run(p, tiny_shards, views, tmp_path / "select")
+    out = train.run(p, tiny_shards, views, selection, tmp_path / "train")
     meta = read_manifest(out)["meta"]
     n_real = ShardSet(tiny_shards).count("train")
     assert meta["images"] == {"generated": 60, "both": 60 + n_real}[data]

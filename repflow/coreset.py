@@ -1,0 +1,195 @@
+"""RCS: robustness-aware coreset selection for adversarial contrastive learning (Xu et al., NeurIPS 2023).
+
+The problem (paper eq. 4): pick the subset S, |S| ≤ k, whose ACL training minimises the
+representational divergence on a small unlabeled validation set U,
+
+    L_RD(U; θ) = Σ_{x∈U} KL( p(x) ‖ p(x̃) ),   x̃ = argmax_{‖x̃ − x‖∞ ≤ ε} KL( p(x) ‖ p(x̃) ),
+    p(·) = softmax(g∘f(·))  (projection head g on encoder f).
+
+With one gradient step standing in for training on S, the marginal gain of a candidate minibatch b is
+approximately ⟨∇_θ L_RD(U; θ_S), ∇_θ L_ACL(b; θ_S)⟩ (first-order Taylor expansion): a batch whose
+descent direction also lowers the divergence. As in the official code, gradients are taken with
+respect to the projection head only (the "last-layer" approximation), candidates are minibatches,
+and the greedy loop takes one SGD step on the head with the picked batch's gradient and recomputes
+the validation gradient (re-attacking U) before the next pick. The head is restored afterwards.
+
+Everything here is a function of modules and tensors; callers put the modules in eval mode.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.encoders import bn_branch
+from repflow.acl import pgd_contrastive
+from repflow.augment import random_views
+from repflow.contrastive import nt_xent_loss
+from repflow.progress import progress
+
+__all__ = ["Coreset", "representational_divergence", "candidate_batches", "candidate_gradients",
+           "validation_gradient", "select_coreset_rcs", "select_coreset_random", "coreset_budget"]
+
+
+@dataclass
+class Coreset:
+    """A selection over N images: ``indices`` (k,) sorted; for RCS also the candidate minibatches,
+    the candidate ids in pick order and the gain ⟨g_b, g_val⟩ of each pick when it was made."""
+
+    indices: torch.Tensor
+    batches: list[torch.Tensor] | None = None
+    picked: torch.Tensor | None = None
+    gains: torch.Tensor | None = None
+
+
+def coreset_budget(n: int, fraction: float) -> int:
+    """k = round(fraction · n) images; an empty or one-image coreset is an error (no contrastive pair)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"coreset fraction {fraction} is outside (0, 1]")
+    k = round(fraction * n)
+    if k < 2:
+        raise ValueError(f"coreset fraction {fraction} of {n} images selects {k} image(s); "
+                         f"need at least 2 (one contrastive pair): raise the fraction")
+    return k
+
+
+def _rd_attack(encoder: nn.Module, head: nn.Module, x: torch.Tensor, *, eps: float, alpha: float, steps: int,
+               generator: torch.Generator) -> torch.Tensor:
+    """x̃ maximising KL(p(x) ‖ p(x̃)) by PGD from a small Gaussian start (as in TRADES: at x̃ = x the
+    KL gradient is zero), natural inputs through the clean BN branch, x̃ through the adversarial one."""
+    with torch.no_grad(), bn_branch("clean", encoder, head):
+        log_p = F.log_softmax(head(encoder(x)), dim=1)
+    x_adv = (x + 1e-3 * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
+    with bn_branch("adv", encoder, head):
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            kl = F.kl_div(F.log_softmax(head(encoder(x_adv)), dim=1), log_p, log_target=True, reduction="sum")
+            (grad,) = torch.autograd.grad(kl, x_adv)
+            with torch.no_grad():
+                x_adv = x_adv + alpha * grad.sign()
+                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def representational_divergence(encoder: nn.Module, head: nn.Module, x: torch.Tensor, *, eps: float, alpha: float,
+                                steps: int, generator: torch.Generator, head_only: bool = False) -> torch.Tensor:
+    """L_RD averaged over the images ``x`` (N, C, H, W) in [0, 1]: KL(p(x) ‖ p(x̃)) per image, in nats.
+
+    Differentiable with respect to the head's parameters (and the encoder's unless ``head_only``,
+    which computes the features without a graph: what selection needs, at a fraction of the cost).
+    """
+    x_adv = _rd_attack(encoder, head, x, eps=eps, alpha=alpha, steps=steps, generator=generator)
+    with torch.set_grad_enabled(not head_only), bn_branch("clean", encoder, head):
+        f_nat = encoder(x)
+    with torch.set_grad_enabled(not head_only), bn_branch("adv", encoder, head):
+        f_adv = encoder(x_adv)
+    with bn_branch("clean", encoder, head):
+        log_p = F.log_softmax(head(f_nat), dim=1)
+    with bn_branch("adv", encoder, head):
+        log_q = F.log_softmax(head(f_adv), dim=1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def _flat_grad(loss: torch.Tensor, params: list[nn.Parameter]) -> torch.Tensor:
+    """Gradient of ``loss`` w.r.t. ``params`` as one vector; parameters the loss does not use (the other
+    batch-norm branch) contribute zeros."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+
+
+def candidate_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """A seeded random partition of range(n) into minibatches of ``batch_size`` (the last may be smaller)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(order.split(batch_size))
+
+
+def candidate_gradients(encoder: nn.Module, head: nn.Module, images: torch.Tensor, batches: list[torch.Tensor],
+                        ids: list[int], *, augment: dict[str, Any], temperature: float,
+                        adversarial: dict[str, float] | None, seed: int, device: torch.device | str = "cpu",
+                        desc: str = "RCS candidate gradients") -> torch.Tensor:
+    """∇_head L_ACL(b) for each candidate minibatch (uint8 ``images[batches[i]]``), flattened: (len(ids), P).
+
+    ``adversarial`` = {eps, alpha, steps} gives the ACL loss ½[NT-Xent(clean) + NT-Xent(adv)]; None the
+    plain NT-Xent loss (SimCLR). Candidate ``ids[i]`` draws its views and attack start from a generator
+    seeded by (seed, id), so the result does not depend on how candidates are split across workers.
+    """
+    params = list(head.parameters())
+    rows = []
+    for cid, idx in progress(list(zip(ids, batches)), desc=desc, unit="batch"):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + cid)
+        x = images[idx].to(device).float().div_(255)
+        v1, v2 = random_views(x, g, **augment), random_views(x, g, **augment)
+        with torch.no_grad(), bn_branch("clean", encoder, head):
+            f1, f2 = encoder(v1), encoder(v2)
+        with bn_branch("clean", encoder, head):
+            loss = nt_xent_loss(head(f1), head(f2), temperature)
+        if adversarial is not None:
+            a1, a2 = pgd_contrastive(encoder, head, v1, v2, temperature=temperature, generator=g, **adversarial)
+            with torch.no_grad(), bn_branch("adv", encoder, head):
+                fa1, fa2 = encoder(a1), encoder(a2)
+            with bn_branch("adv", encoder, head):
+                loss = (loss + nt_xent_loss(head(fa1), head(fa2), temperature)) / 2
+        rows.append(_flat_grad(loss, params).cpu())
+    return torch.stack(rows) if rows else torch.empty(0, sum(p.numel() for p in params))
+
+
+def validation_gradient(encoder: nn.Module, head: nn.Module, val: torch.Tensor, *, rd: dict[str, float],
+                        seed: int) -> tuple[torch.Tensor, float]:
+    """(∇_head L_RD(U), L_RD(U)) for float validation images ``val`` (already on the modules' device)."""
+    g = torch.Generator().manual_seed(seed)
+    loss = representational_divergence(encoder, head, val, generator=g, head_only=True, **rd)
+    return _flat_grad(loss, list(head.parameters())).cpu(), loss.item()
+
+
+def select_coreset_rcs(encoder: nn.Module, head: nn.Module, images: torch.Tensor, val: torch.Tensor, *,
+                       budget: int, batch_size: int, augment: dict[str, Any], temperature: float,
+                       adversarial: dict[str, float] | None, rd: dict[str, float], head_lr: float, seed: int,
+                       device: torch.device | str = "cpu", gradients: torch.Tensor | None = None) -> Coreset:
+    """Greedy RCS over minibatch candidates of uint8 ``images`` (N, C, H, W) until ``budget`` images.
+
+    ``val``: uint8 validation images U. ``rd`` = {eps, alpha, steps} of the divergence attack.
+    ``gradients``: candidate gradients already computed (e.g. in parallel by :func:`candidate_gradients`
+    over the same ``candidate_batches(N, batch_size, seed)``); computed here when None.
+    Rounds = round(budget / batch_size) (at least one); each picks r = argmax_b ⟨g_b, g_val⟩.
+    """
+    batches = candidate_batches(len(images), batch_size, seed)
+    if gradients is None:
+        gradients = candidate_gradients(encoder, head, images, batches, list(range(len(batches))), augment=augment,
+                                        temperature=temperature, adversarial=adversarial, seed=seed, device=device)
+    if gradients.shape[0] != len(batches):
+        raise ValueError(f"{gradients.shape[0]} candidate gradients for {len(batches)} candidate batches")
+    rounds = min(len(batches), max(1, round(budget / batch_size)))
+    params = list(head.parameters())
+    saved = [p.detach().clone() for p in params]
+    u = val.to(device).float().div(255)
+    remaining = torch.ones(len(batches), dtype=torch.bool)
+    picked, gains = [], []
+    try:
+        for r in progress(range(rounds), desc="RCS greedy selection", unit="pick"):
+            g_val, _ = validation_gradient(encoder, head, u, rd=rd, seed=seed)
+            scores = (gradients @ g_val).masked_fill(~remaining, -math.inf)
+            best = int(scores.argmax())
+            picked.append(best)
+            gains.append(float(scores[best]))
+            remaining[best] = False
+            with torch.no_grad():  # θ_S ← θ_S − η ∇L_ACL(b): the one-step stand-in for training on S
+                offset = 0
+                for p in params:
+                    p -= head_lr * gradients[best, offset:offset + p.numel()].view_as(p).to(p.device)
+                    offset += p.numel()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+    indices = torch.cat([batches[i] for i in picked]).sort().values
+    return Coreset(indices=indices, batches=batches, picked=torch.tensor(picked), gains=torch.tensor(gains))
+
+
+def select_coreset_random(n: int, budget: int, seed: int) -> Coreset:
+    """The baseline: ``budget`` images drawn uniformly without replacement."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return Coreset(indices=order[:budget].sort().values)

@@ -1,0 +1,194 @@
+"""What the select and train stages share: the training images, the encoder + head they start from, the
+adversary (ACL / DynACL), resumable training states, and one coreset selection under the params.
+
+Not a stage: ``select`` (warm-up + first coreset) and ``train`` (coreset epochs with re-selection)
+both call these so that the two halves of one schedule cannot drift apart.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models import ProjectionHead, build_encoder
+from repflow.acl import ACL
+from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
+                                 unflatten_optimizer)
+from repflow.cluster import ensure_ray
+from repflow.config import Params
+from repflow.coreset import (Coreset, candidate_batches, candidate_gradients, coreset_budget, select_coreset_random,
+                             select_coreset_rcs)
+from repflow.manifest import OutputError
+from repflow.shards import ShardSet
+
+
+def training_set(params: Params, data: ShardSet, views: Path | None):
+    """(images, partners or None, labels or None) for the configured method, data and loss."""
+    cfg = params.train
+    parts = []
+    if cfg.data in ("real", "both"):
+        x, y = data.load("train")
+        parts.append((x, x.unsqueeze(1), y))
+    if cfg.data in ("generated", "both"):
+        gen = ShardSet(views)
+        if tuple(gen.shape) != tuple(data.shape) or gen.num_classes != data.num_classes:
+            raise OutputError(f"{views}: generated views have shape {gen.shape} and {gen.num_classes} classes, "
+                              f"the real shards {data.shape} and {data.num_classes}")
+        xg, yg = gen.load("views")
+        k1 = gen.meta["views"]["k"] + 1
+        grouped, labels = xg.view(-1, k1, *xg.shape[1:]), yg.view(-1, k1)[:, 0]
+        anchors = grouped[:, 0]
+        partners = grouped[:, 1:] if cfg.method == "genrep" else anchors.unsqueeze(1)
+        parts.append((anchors, partners, labels))
+    if len(parts) == 2 and parts[0][1].shape[1] != parts[1][1].shape[1]:  # real images: partners = themselves
+        k = parts[1][1].shape[1]
+        parts[0] = (parts[0][0], parts[0][1].expand(-1, k, *parts[0][1].shape[2:]), parts[0][2])
+    images = torch.cat([p[0] for p in parts])
+    partners = torch.cat([p[1] for p in parts])
+    labels = torch.cat([p[2] for p in parts])
+    return images, (None if cfg.method in ("simclr", "acl", "dynacl") and cfg.data == "real" else partners), labels
+
+
+def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:
+    """(encoder, head, encoder config, head config), initialised from ``params.seed``. ACL methods get
+    dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``."""
+    cfg = params.train
+    torch.manual_seed(params.seed)
+    enc_config = {"name": cfg.encoder, "in_channels": data.shape[0], "width": cfg.width,
+                  "mean": data.meta["mean"], "std": data.meta["std"], "input_shape": list(data.shape)}
+    if cfg.adversarial_training:
+        enc_config.update(dual_bn=True, bn_branch=cfg.adversarial.inference_bn)
+    encoder = build_encoder(enc_config)
+    head_config = {"in_dim": encoder.out_dim, "out_dim": cfg.proj_dim, "dual_bn": cfg.adversarial_training}
+    head = ProjectionHead(encoder.out_dim, cfg.proj_dim, dual_bn=cfg.adversarial_training)
+    return encoder, head, enc_config, head_config
+
+
+def adversary(params: Params) -> ACL | None:
+    cfg = params.train
+    if not cfg.adversarial_training:
+        return None
+    a = cfg.adversarial
+    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=cfg.epochs,
+               anneal_period=a.anneal_period if cfg.method == "dynacl" else None, reweight=a.reweight)
+
+
+def save_training_state(path: Path, encoder: nn.Module, head: nn.Module, opt: torch.optim.Optimizer,
+                        meta: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Encoder, head and optimizer tensors in one safetensors file; ``meta`` (JSON) must hold ``epoch``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opt_tensors, opt_meta = flatten_optimizer(opt)
+    tensors = {**{f"encoder/{k}": v for k, v in encoder.state_dict().items()},
+               **{f"head/{k}": v for k, v in head.state_dict().items()}, **opt_tensors,
+               **{f"extra/{k}": v.clone() for k, v in (extra or {}).items()}}
+    save_tensors(path, tensors, {**meta, "optimizer": opt_meta})
+
+
+def load_training_state(path: Path, encoder: nn.Module, head: nn.Module
+                        ) -> tuple[dict[str, Any], dict, dict[str, torch.Tensor]]:
+    """Load a :func:`save_training_state` file into ``encoder`` and ``head``; returns (meta, optimizer
+    state dict, extra tensors). Raises CheckpointError naming the file when it does not fit."""
+    tensors, meta = load_tensors(path)
+    load_state_strict(encoder, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder/")}, path)
+    load_state_strict(head, {k[5:]: v for k, v in tensors.items() if k.startswith("head/")}, path)
+    if "optimizer" not in meta or "epoch" not in meta:
+        raise CheckpointError(f"{path}: not a training state (no optimizer or epoch in its config)")
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra/")}
+    return meta, unflatten_optimizer(tensors, meta["optimizer"]), extra
+
+
+def validation_indices(params: Params, n_images: int) -> torch.Tensor:
+    """The unlabeled validation images U (indices into the training images), fixed by the seed."""
+    size = params.select.val_size
+    if size > n_images:
+        raise ValueError(f"select.val_size = {size}: larger than the {n_images} training images")
+    g = torch.Generator().manual_seed(params.seed * 7919 + 1)
+    return torch.randperm(n_images, generator=g)[:size].sort().values
+
+
+def check_schedule(params: Params, n_images: int) -> None:
+    """Bad selection params against the actual data, before any training starts."""
+    if params.select.method == "full":
+        return
+    try:
+        coreset_budget(n_images, params.select.fraction)
+    except ValueError as exc:
+        raise ValueError(f"select.fraction = {params.select.fraction}: {exc}") from None
+    validation_indices(params, n_images)
+
+
+def _gradients_on_ray(params: Params, encoder, head, enc_config, head_config, images, batches, augment, adversarial,
+                      seed, device) -> torch.Tensor:
+    ray = ensure_ray()
+    chunks = [list(range(i, len(batches), params.select.workers)) for i in range(params.select.workers)]
+    state_ref = ray.put(({k: v.cpu() for k, v in encoder.state_dict().items()},
+                         {k: v.cpu() for k, v in head.state_dict().items()}))
+    images_ref = ray.put(images)
+    job = ray.remote(candidate_gradients_job).options(num_cpus=1, num_gpus=1 if device.type == "cuda" else 0)
+    futures = [job.remote(enc_config, head_config, state_ref, images_ref, [batches[i] for i in ids], ids, augment,
+                          params.train.temperature, adversarial, seed, device.type) for ids in chunks if ids]
+    grads = torch.empty(len(batches), 0)
+    for ids, rows in zip([c for c in chunks if c], ray.get(futures)):
+        if grads.shape[1] == 0:
+            grads = torch.empty(len(batches), rows.shape[1])
+        grads[ids] = rows
+    return grads
+
+
+def candidate_gradients_job(enc_config: dict, head_config: dict, states: tuple[dict, dict], images: torch.Tensor,
+                            batches: list[torch.Tensor], ids: list[int], augment: dict, temperature: float,
+                            adversarial: dict | None, seed: int, device: str) -> torch.Tensor:
+    """One Ray task: rebuild encoder + head from their configs and states, score a share of the candidates."""
+    if device == "cpu":
+        torch.set_num_threads(1)
+    encoder = build_encoder(enc_config)
+    head = ProjectionHead(head_config["in_dim"], head_config["out_dim"], dual_bn=head_config["dual_bn"])
+    encoder.load_state_dict(states[0])
+    head.load_state_dict(states[1])
+    encoder.to(device).eval()
+    head.to(device).eval()
+    return candidate_gradients(encoder, head, images, batches, ids, augment=augment, temperature=temperature,
+                               adversarial=adversarial, seed=seed, device=device,
+                               desc=f"RCS candidates {ids[0]}..{ids[-1]}")
+
+
+def choose_coreset(params: Params, encoder: nn.Module, head: nn.Module, enc_config: dict, head_config: dict,
+                   images: torch.Tensor, *, epoch: int, device: torch.device) -> tuple[Coreset, float]:
+    """One selection under ``params.select`` with the current model (left unchanged) at 0-based ``epoch``:
+    (coreset, seconds). ``full`` returns every image."""
+    cfg = params.select
+    t0 = time.perf_counter()
+    seed = params.seed * 1009 + epoch
+    if cfg.method == "full":
+        return Coreset(indices=torch.arange(len(images))), 0.0
+    budget = coreset_budget(len(images), cfg.fraction)
+    if cfg.method == "random":
+        return select_coreset_random(len(images), budget, seed), time.perf_counter() - t0
+    a = params.train.adversarial
+    adversarial = {"eps": a.eps, "alpha": a.alpha, "steps": a.steps} if params.train.adversarial_training else None
+    augment = params.train.augment.model_dump()
+    was_training = encoder.training, head.training
+    encoder.eval()
+    head.eval()
+    frozen = [p.requires_grad for p in encoder.parameters()]
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    try:
+        gradients = None
+        if cfg.workers > 1:
+            batches = candidate_batches(len(images), cfg.candidate_batch, seed)
+            gradients = _gradients_on_ray(params, encoder, head, enc_config, head_config, images, batches, augment,
+                                          adversarial, seed, device)
+        val = images[validation_indices(params, len(images))]
+        coreset = select_coreset_rcs(encoder, head, images, val, budget=budget, batch_size=cfg.candidate_batch,
+                                     augment=augment, temperature=params.train.temperature, adversarial=adversarial,
+                                     rd=cfg.rd, head_lr=cfg.head_lr, seed=seed, device=device, gradients=gradients)
+    finally:
+        for p, f in zip(encoder.parameters(), frozen):
+            p.requires_grad_(f)
+        encoder.train(was_training[0])
+        head.train(was_training[1])
+    return coreset, time.perf_counter() - t0

@@ -1,0 +1,232 @@
+"""ACL / DynACL and RCS: the pieces (dual BN, contrastive PGD, DynACL schedule, divergence, greedy
+selection) and the select → train → evaluate stages on the tiny digits."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import torch
+
+from models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
+from repflow.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
+from repflow.config import ParamsError, parse_params
+from repflow.contrastive import nt_xent_loss
+from repflow.coreset import (candidate_batches, candidate_gradients, coreset_budget, representational_divergence,
+                             select_coreset_random, select_coreset_rcs, validation_gradient)
+from repflow.manifest import read_manifest
+from repflow.shards import ShardSet
+from tests.conftest import tiny_params
+
+RD = {"eps": 8 / 255, "alpha": 4 / 255, "steps": 2}
+ADV = {"eps": 8 / 255, "alpha": 4 / 255, "steps": 2}
+AUG = {"crop_scale_min": 0.6, "flip": True, "brightness": 0.2, "contrast": 0.2, "noise_std": 0.0}
+
+
+def _dual_models(seed: int = 0):
+    torch.manual_seed(seed)
+    enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4, "dual_bn": True})
+    return enc, ProjectionHead(enc.out_dim, 8, dual_bn=True)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from repflow.sources import read_source
+
+    x = torch.from_numpy(read_source("mnist5k").images[::25]).unsqueeze(1)[:, :, ::2, ::2].contiguous()
+    return x  # 200 uint8 digits, 14×14
+
+
+def test_dual_batch_norm_keeps_two_sets_of_statistics():
+    enc, head = _dual_models()
+    x = torch.rand(16, 1, 14, 14)
+    enc.train()
+    with bn_branch("adv", enc, head):
+        enc(x * 0.1)
+    bns = [m for m in enc.modules() if isinstance(m, DualBatchNorm)]
+    assert bns and all(m.branch == "clean" for m in bns)  # restored
+    first = bns[0]
+    assert not torch.allclose(first.adv.running_mean, first.clean.running_mean)
+    assert torch.equal(first.clean.running_mean, torch.zeros_like(first.clean.running_mean))
+    adv_enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4, "dual_bn": True, "bn_branch": "adv"})
+    adv_enc.load_state_dict(enc.state_dict())
+    enc.eval(), adv_enc.eval()
+    with bn_branch("adv", enc):
+        assert torch.allclose(adv_enc(x), enc(x))
+    assert not torch.allclose(adv_enc(x), enc(x))
+    with pytest.raises(ValueError, match="allowed: \\['clean', 'adv'\\]"):
+        with bn_branch("robust", enc):
+            pass
+
+
+def test_contrastive_pgd_stays_in_the_ball_and_raises_the_loss():
+    enc, head = _dual_models()
+    x = torch.rand(12, 1, 14, 14)
+    g = torch.Generator().manual_seed(0)
+    v1, v2 = x, (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    a1, a2 = pgd_contrastive(enc, head, v1, v2, eps=8 / 255, alpha=2 / 255, steps=5, temperature=0.5,
+                             generator=torch.Generator().manual_seed(1))
+    for v, a in ((v1, a1), (v2, a2)):
+        assert (a - v).abs().max() <= 8 / 255 + 1e-6 and a.min() >= 0 and a.max() <= 1
+    enc.train(), head.train()
+    with bn_branch("adv", enc, head):
+        clean = nt_xent_loss(head(enc(v1)), head(enc(v2))).item()
+        adv = nt_xent_loss(head(enc(a1)), head(enc(a2))).item()
+    assert adv > clean
+    assert all(p.grad is None for p in enc.parameters())
+
+
+def test_acl_loss_is_the_mean_and_dynacl_reweights():
+    enc, head = _dual_models()
+    enc.eval(), head.eval()
+    v1, v2, a1, a2 = (torch.rand(6, 1, 14, 14) for _ in range(4))
+    clean = nt_xent_loss(head(enc(v1)), head(enc(v2)))
+    with bn_branch("adv", enc, head):
+        adv = nt_xent_loss(head(enc(a1)), head(enc(a2)))
+    assert acl_loss(enc, head, v1, v2, a1, a2, temperature=0.5).item() == pytest.approx(((clean + adv) / 2).item())
+    w = 0.4
+    assert acl_loss(enc, head, v1, v2, a1, a2, temperature=0.5, adv_weight=w).item() == pytest.approx(
+        ((1 - w) * clean + (1 + w) * adv).item() / 2)
+
+
+def test_dynacl_schedule():
+    assert [dynacl_strength(e, 10, 2) for e in range(1, 11)] == pytest.approx(
+        [1.0, 1.0, 0.8, 0.8, 0.6, 0.6, 0.4, 0.4, 0.2, 0.2])
+    assert dynacl_weight(1.0, 2 / 3) == 0.0 and dynacl_weight(0.4, 0.5) == pytest.approx(0.3)
+    aug = dynacl_augment(AUG, 0.5)
+    assert aug["crop_scale_min"] == pytest.approx(0.8) and aug["brightness"] == pytest.approx(0.1) and aug["flip"]
+    acl = ACL(eps=0.1, alpha=0.01, steps=1, epochs=10, anneal_period=2)
+    assert acl.augment(AUG, 1) == AUG and acl.augment(AUG, 9)["contrast"] == pytest.approx(0.04)
+    assert ACL(eps=0.1, alpha=0.01, steps=1, epochs=10).augment(AUG, 9) == AUG
+
+
+def test_representational_divergence_grows_with_the_radius():
+    enc, head = _dual_models()
+    enc.eval(), head.eval()
+    x = torch.rand(16, 1, 14, 14)
+    rd = [representational_divergence(enc, head, x, eps=e, alpha=e / 2, steps=3,
+                                      generator=torch.Generator().manual_seed(0)).item() for e in (1e-4, 8 / 255, 0.3)]
+    assert 0 <= rd[0] < rd[1] < rd[2]
+
+
+def test_candidate_gradients_do_not_depend_on_how_candidates_are_split(digits):
+    enc, head = _dual_models()
+    enc.eval(), head.eval()
+    batches = candidate_batches(len(digits), 32, seed=3)
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(digits)))
+    ids = list(range(len(batches)))
+    kw = dict(augment=AUG, temperature=0.5, adversarial=ADV, seed=3)
+    whole = candidate_gradients(enc, head, digits, batches, ids, **kw)
+    halves = torch.cat([candidate_gradients(enc, head, digits, batches[:3], ids[:3], **kw),
+                        candidate_gradients(enc, head, digits, batches[3:], ids[3:], **kw)])
+    assert whole.shape == (len(batches), sum(p.numel() for p in head.parameters()))
+    assert torch.allclose(whole, halves)
+    plain = candidate_gradients(enc, head, digits, batches, ids, **{**kw, "adversarial": None})
+    assert not torch.allclose(whole, plain)
+
+
+def test_rcs_greedy_picks_the_best_aligned_batch_and_restores_the_head(digits):
+    enc, head = _dual_models()
+    enc.eval(), head.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    val = digits[:40]
+    kw = dict(budget=64, batch_size=16, augment=AUG, temperature=0.5, adversarial=ADV, rd=RD, head_lr=0.5, seed=5)
+    core = select_coreset_rcs(enc, head, digits, val, **kw)
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    assert len(core.picked) == 4 and len(set(core.picked.tolist())) == 4
+    assert torch.equal(core.indices, torch.cat([core.batches[i] for i in core.picked.tolist()]).sort().values)
+    grads = candidate_gradients(enc, head, digits, core.batches, list(range(len(core.batches))), augment=AUG,
+                                temperature=0.5, adversarial=ADV, seed=5)
+    g_val, _ = validation_gradient(enc, head, val.float() / 255, rd=RD, seed=5)
+    scores = grads @ g_val
+    assert core.picked[0] == scores.argmax() and core.gains[0] == pytest.approx(scores.max().item(), rel=1e-4)
+    again = select_coreset_rcs(enc, head, digits, val, **kw)
+    assert torch.equal(again.indices, core.indices)
+    # without the head step between picks, greedy degenerates to the top-k scores
+    no_update = select_coreset_rcs(enc, head, digits, val, **{**kw, "head_lr": 0.0})
+    assert torch.equal(no_update.picked, scores.topk(4).indices)
+
+
+def test_budget_and_random_baseline():
+    assert coreset_budget(1000, 0.1) == 100
+    with pytest.raises(ValueError, match="selects 0 image"):
+        coreset_budget(10, 0.01)
+    with pytest.raises(ValueError, match="outside \\(0, 1\\]"):
+        coreset_budget(10, 1.5)
+    r = select_coreset_random(100, 20, seed=1)
+    assert len(r.indices) == 20 == len(set(r.indices.tolist()))
+    assert torch.equal(r.indices, select_coreset_random(100, 20, seed=1).indices)
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"select": {"fraction": 0}}, "select.fraction = 0: Input should be greater than 0"),
+    ({"select": {"fraction": 1.2}}, "select.fraction = 1.2"),
+    ({"select": {"method": "rcs", "warmup_epochs": 2}}, "select.warmup_epochs = 2: must be below train.epochs"),
+    ({"train": {"method": "acl", "loss": "supcon"}}, "method 'acl' trains with NT-Xent"),
+    ({"select": {"method": "greedy"}}, "select.method = 'greedy'"),
+])
+def test_bad_selection_params(section, match):
+    with pytest.raises(ParamsError, match=match):
+        parse_params(tiny_params(**section))
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"select": {"method": "rcs", "val_size": 10_000}}, "select.val_size = 10000: larger than the 190 training"),
+    ({"select": {"method": "random", "fraction": 0.005}}, "select.fraction = 0.005: .*selects 1 image"),
+])
+def test_selection_that_does_not_fit_the_data_fails_before_training(tiny_shards, tmp_path, section, match):
+    from tasks import select
+
+    p = parse_params(tiny_params(**section))
+    with pytest.raises(ValueError, match=match):
+        select.run(p, tiny_shards, None, tmp_path / "select")
+    assert not (tmp_path / "select").exists()
+
+
+@pytest.mark.integration
+def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_session):
+    """Warm-up + RCS selection, DynACL on the coreset with one re-selection, then SLF/ALF evaluation."""
+    from tasks import evaluate, select, train
+
+    p = parse_params(tiny_params(
+        select={"method": "rcs", "fraction": 0.25, "warmup_epochs": 1, "every": 1, "val_size": 32,
+                "candidate_batch": 19, "workers": 2},
+        train={"method": "dynacl", "epochs": 3, "adversarial": {"steps": 2, "anneal_period": 1}}))
+    sel = select.run(p, tiny_shards, None, tmp_path / "select")
+    table = pl.read_parquet(sel / "coreset.parquet")
+    n = ShardSet(tiny_shards).count("train")
+    assert n == 190 and table.height == n
+    assert table["selected"].sum() == 57  # budget round(0.25 · 190) = 48 → round(48 / 19) = 3 batches of 19
+    assert table.filter(pl.col("selected"))["pick_round"].n_unique() == 3
+    summary = json.loads((sel / "selection.json").read_text())
+    assert summary["selection_seconds"] > 0 and sum(summary["class_counts"].values()) == 57
+    assert (sel / "coreset.png").stat().st_size > 10_000
+
+    # the Ray-parallel candidate scoring (workers=2) selects exactly what the in-process one does
+    from tasks._contrastive import choose_coreset, load_training_state, new_models
+    enc, head, ec, hc = new_models(p, ShardSet(tiny_shards))
+    load_training_state(sel / "warmup.safetensors", enc, head)
+    images, _ = ShardSet(tiny_shards).load("train")
+    serial = parse_params(tiny_params(select={**p.select.model_dump(), "workers": 1},
+                                      train=p.train.model_dump(mode="json")))
+    core, _ = choose_coreset(serial, enc, head, ec, hc, images, epoch=1, device=torch.device("cpu"))
+    assert torch.equal(core.indices, torch.tensor(table.filter(pl.col("selected"))["index"].to_list()))
+
+    out = train.run(p, tiny_shards, None, sel, tmp_path / "train")
+    hist = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in hist["rounds"]] == [1, 2]
+    assert [h["images"] for h in hist["history"]] == [190, 57, 57]
+    assert hist["selection_seconds"] > 0 and hist["train_seconds"] > 0
+    rounds = pl.read_parquet(out / "coresets.parquet")
+    assert rounds.group_by("epoch").len().sort("epoch")["len"].to_list() == [57, 57]
+    enc_cfg = json.loads((out / "encoder.json").read_text())
+    assert enc_cfg["dual_bn"] and enc_cfg["bn_branch"] == "adv"
+
+    ev = evaluate.run(p, tiny_shards, out, tmp_path / "evaluate")
+    m = json.loads((ev / "metrics.json").read_text())
+    for key in ("clean_acc", "robust_acc_mean", "alf_clean_acc", "alf_robust_acc_mean", "representational_divergence"):
+        assert key in m, key
+    assert m["representational_divergence"] > 0
+    assert read_manifest(ev)["files"].keys() >= {"probe.safetensors", "probe_alf.safetensors", "robust_accuracy.png"}
