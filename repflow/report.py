@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["class_grid", "line_plot", "markdown_table"]
+__all__ = ["class_grid", "coreset_plot", "line_plot", "markdown_table"]
 
 
 def class_grid(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], path: Path,
@@ -67,3 +67,35 @@ def markdown_table(rows: list[dict], floatfmt: str = "{:.4f}") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def coreset_plot(labels: torch.Tensor, selected: torch.Tensor, features: torch.Tensor, classes: Sequence[str],
+                 path: Path, title: str = "") -> Path:
+    """Two panels: each class's share of all images vs of the coreset, and a 2-D PCA projection of
+    ``features`` (N, d) with selected (N,) bool images highlighted."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    k = len(classes)
+    share_all = torch.bincount(labels, minlength=k).float() / max(len(labels), 1)
+    share_sel = torch.bincount(labels[selected], minlength=k).float() / max(int(selected.sum()), 1)
+    pos = np.arange(k)
+    ax1.bar(pos - 0.2, share_all.numpy(), 0.4, label="all images")
+    ax1.bar(pos + 0.2, share_sel.numpy(), 0.4, label=f"coreset ({int(selected.sum())})")
+    ax1.set_xticks(pos, [str(c) for c in classes], rotation=45, ha="right", fontsize=8)
+    ax1.set_ylabel("share of images")
+    ax1.set_title("class balance")
+    ax1.legend()
+    centred = features.float() - features.float().mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    xy = (centred @ v[:, :2]).numpy()
+    sel = selected.numpy()
+    ax2.scatter(xy[~sel, 0], xy[~sel, 1], s=3, c="lightgray", label="not selected")
+    ax2.scatter(xy[sel, 0], xy[sel, 1], s=4, c="tab:red", label="selected")
+    ax2.set_title("encoder features, PCA")
+    ax2.set_xticks([]), ax2.set_yticks([])
+    ax2.legend(markerscale=3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
