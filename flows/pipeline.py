@@ -1,4 +1,6 @@
-"""The main DAG: prep → generate → select → train → evaluate → register, one Prefect task per stage.
+"""The main DAG: prep → generate → select → train → evaluate → zoo → transfer → register, one Prefect
+task per stage, except the transfer-attack grid: a subflow whose cells are Prefect tasks on Ray
+(prefect-ray's RayTaskRunner), so the UI shows every (attack, fusion, ε) cell.
 
 Each task's cache key is the stage key (params section + upstream manifest digests + code
 version); the cached result is used only while the stage's output on disk still verifies, so a rerun
@@ -17,9 +19,12 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "repflow")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
+from prefect_ray import RayTaskRunner  # noqa: E402
+from prefect_ray.context import remote_options  # noqa: E402
 
 from repflow import tracking  # noqa: E402
 from repflow.cluster import ensure_ray  # noqa: E402
@@ -27,7 +32,7 @@ from repflow.config import Params, load_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
 from repflow.stage import Workspace, current_output  # noqa: E402
-from tasks import evaluate, generate, prep, register, select, train  # noqa: E402
+from tasks import evaluate, generate, prep, register, select, train, transfer, zoo  # noqa: E402
 
 
 def _stage_task(module):
@@ -40,7 +45,28 @@ def _stage_task(module):
     return task(module.run, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
-STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, select, train, evaluate, register)}
+STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, select, train, evaluate, zoo, register)}
+
+
+@task(name="attack-cell", cache_policy=NO_CACHE)
+def attack_cell_task(cell: dict, models: dict, x, y, params: Params, device: str) -> list[dict]:
+    return transfer.attack_cell(cell, models, x, y, params, device)
+
+
+@flow(name="transfer-grid", task_runner=RayTaskRunner(), log_prints=True)
+def transfer_grid_flow(cells: list[dict], models: dict, x, y, params: Params, device: str) -> list[dict]:
+    """One Prefect task per grid cell, executed by Ray (on a GPU node when the stage uses CUDA)."""
+    with remote_options(num_cpus=1, num_gpus=1 if device == "cuda" else 0):
+        futures = attack_cell_task.map(cells, unmapped(models), unmapped(x), unmapped(y), unmapped(params),
+                                       unmapped(device))
+    return [row for f in futures for row in f.result()]
+
+
+def _run_transfer(params: Params, shards: Path, zoo_dir: Path, encoder_dir: Path, eval_dir: Path, out: Path) -> Path:
+    """The transfer stage with its grid fanned out through :func:`transfer_grid_flow`."""
+    return transfer.run(params, shards, zoo_dir, encoder_dir, eval_dir, out,
+                        fan_out=lambda cells, models, x, y, p, device: transfer_grid_flow(cells, models, x, y, p,
+                                                                                           device))
 
 
 def _run(module, params: Params, *inputs: Path, out: Path) -> Path:
@@ -60,6 +86,18 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
                "robust_acc": metrics["robust_acc"], "model": reg["uri"], "champion": reg["alias_moved"]}
     tracking_uri = reg["tracking_uri"]
     quality = json.loads((paths["generate"] / "quality.json").read_text())
+    sel = json.loads((paths["select"] / "selection.json").read_text())
+    tm = json.loads((paths["transfer"] / "metrics.json").read_text())
+    summary["transfer"] = tm
+    alf = (f"- ALF (probe finetuned on PGD-{params.evaluate.alf_steps} examples): clean {metrics['alf_clean_acc']:.4f}, "
+           f"robust mean over ε {metrics['alf_robust_acc_mean']:.4f}" if "alf_clean_acc" in metrics else "")
+    rd = (f"- representational divergence on held-out images: {metrics['representational_divergence']:.4f}"
+          if "representational_divergence" in metrics else "")
+    transfer_lines = [f"- transfer attacks from the zoo's surrogate at ε = {tm['eps_max']:g}: mean success on black-box "
+                      f"targets {tm.get('mean_transfer_success_base', float('nan')):.3f} without SVD fusion, "
+                      f"{tm.get('mean_transfer_success_svd', float('nan')):.3f} with; on this encoder + probe "
+                      f"{tm.get('encoder_transfer_success_base', float('nan')):.3f} / "
+                      f"{tm.get('encoder_transfer_success_svd', float('nan')):.3f}"]
     md = [
         "# repflow run report", "",
         f"Source **{params.prep.source}**, encoder **{params.train.encoder}** ({params.train.method} on "
@@ -67,9 +105,13 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
         f"- generator: Fréchet distance {quality['frechet_distance']:.3f} in the judge's feature space "
         f"(real vs real {quality['frechet_distance_real_vs_real']:.3f}); judge accuracy on generated samples "
         f"{quality['judge_acc']:.3f} (on real {quality['judge_acc_real']:.3f})",
+        f"- coreset: {sel['method']}, {sel['selected']} of {sel['images']} training images after "
+        f"{sel['warmup_epochs']} warm-up epochs",
         f"- clean accuracy (linear probe, test split): **{metrics['clean_acc']:.4f}**",
         f"- PGD-{params.evaluate.pgd_steps} robust accuracy, mean over ε: **{metrics['robust_acc_mean']:.4f}** "
-        f"({metrics['attacked_images']} test images)", "",
+        f"({metrics['attacked_images']} test images)",
+        *[line for line in (alf, rd) if line],
+        *transfer_lines, "",
         markdown_table(rows), "",
         f"Registered `{reg['uri']}`; alias `{reg['alias']}` "
         + ("moved to it." if reg["alias_moved"] else f"kept (its {reg['criterion']} {reg['score']:.4f} did not beat "
@@ -78,7 +120,8 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
         *(f"- {name}: `{p}`" for name, p in paths.items()),
         f"- plots: `{paths['evaluate'] / 'robust_accuracy.png'}`, `{paths['train'] / 'loss.png'}`, "
         f"`{paths['prep'] / 'samples.png'}`, `{paths['generate'] / 'samples.png'}`, "
-        f"`{paths['generate'] / 'views.png'}`", "",
+        f"`{paths['generate'] / 'views.png'}`, `{paths['select'] / 'coreset.png'}`, "
+        f"`{paths['transfer'] / 'heatmap.png'}`, `{paths['transfer'] / 'success_vs_eps.png'}`", "",
         "## Look at it",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` → http://127.0.0.1:5000",
         "- Prefect UI: `prefect server start --host 127.0.0.1 --port 4200`, then run with "
@@ -91,7 +134,7 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
-    """prep → generate → select → train → evaluate → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    """prep → generate → select → train → evaluate → zoo → transfer → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
     logger = get_run_logger()
     ws = Workspace.at(workdir)
     params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
@@ -106,8 +149,11 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
         selection = _run(select, params, shards, views, out=ws.out("select"))
         encoder_dir = _run(train, params, shards, views, selection, out=ws.out("train"))
         eval_dir = _run(evaluate, params, shards, encoder_dir, out=ws.out("evaluate"))
+        zoo_dir = _run(zoo, params, shards, out=ws.out("zoo"))
+        transfer_dir = _run_transfer(params, shards, zoo_dir, encoder_dir, eval_dir, ws.out("transfer"))
         reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
-        paths = {"prep": shards, "generate": views, "select": selection, "train": encoder_dir, "evaluate": eval_dir, "register": reg_dir}
+        paths = {"prep": shards, "generate": views, "select": selection, "train": encoder_dir, "evaluate": eval_dir,
+                 "zoo": zoo_dir, "transfer": transfer_dir, "register": reg_dir}
         md, summary = run_report(params, paths)
         report_path = ws.root / "reports" / "run-report.md"
         atomic_write_text(report_path, md)

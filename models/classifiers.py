@@ -104,9 +104,12 @@ CLASSIFIERS = {"convnet": convnet, "mlp": mlp, "resnet": resnet}
 
 def build_classifier(config: dict[str, Any]) -> Classifier:
     """Build from a JSON-able config: ``{"arch", "in_shape": [C, H, W], "num_classes"}`` plus the
-    architecture's own options (``width``, ``depth``, ``norm``, ``mean``, ``std``)."""
+    architecture's own options (``width``, ``depth``, ``norm``, ``mean``, ``std``). The result keeps the
+    config as ``model.config``."""
     arch = config.get("arch")
     if arch not in CLASSIFIERS:
         raise ValueError(f"classifier arch {arch!r} unknown; allowed: {sorted(CLASSIFIERS)}")
     kwargs = {k: v for k, v in config.items() if k not in ("arch", "in_shape", "num_classes")}
-    return CLASSIFIERS[arch](tuple(config["in_shape"]), int(config["num_classes"]), **kwargs)
+    model = CLASSIFIERS[arch](tuple(config["in_shape"]), int(config["num_classes"]), **kwargs)
+    model.config = dict(config)  # what rebuilds it: saved beside its weights
+    return model

@@ -156,6 +156,63 @@ class EvaluateParams(_Section):
         return sorted(set(v))
 
 
+ZOO_MEMBERS = ("convnet", "convnet_seed1", "mlp", "wide_cnn_bn", "resnet8", "convnet_pgd")
+ATTACK_NAMES = ("fgsm", "pgd", "pgd_l2", "mifgsm", "di", "ti", "ssa")
+
+
+class ZooParams(_Section):
+    """Supervised classifiers trained on the prep shards: the transfer attacks' surrogate and targets
+    (specs in repflow/zoo.py)."""
+
+    members: list[Literal[ZOO_MEMBERS]] = Field(default_factory=lambda: list(ZOO_MEMBERS))  # type: ignore[valid-type]
+    surrogate: Literal[ZOO_MEMBERS] = "convnet"  # type: ignore[valid-type]
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(128, ge=2)
+    register_models: bool = Field(True, description="register every member in MLflow as repflow-zoo-<name>")
+
+    @model_validator(mode="after")
+    def _surrogate_is_a_member(self) -> "ZooParams":
+        if self.surrogate not in self.members:
+            raise ValueError(f"surrogate {self.surrogate!r} is not among members {self.members}")
+        if len(set(self.members)) < 2:
+            raise ValueError("needs the surrogate and at least one target")
+        return self
+
+
+class TransferParams(_Section):
+    """The transfer-attack grid: attack × SVD logit fusion on/off × ε, crafted on the zoo's surrogate and
+    scored on every target (the other zoo members and the trained encoder + its linear probe)."""
+
+    attacks: list[Literal[ATTACK_NAMES]] = Field(default_factory=lambda: ["mifgsm", "di", "ssa"])  # type: ignore[valid-type]
+    fusion: list[bool] = Field(default_factory=lambda: [False, True], description="without / with SVD logit fusion")
+    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1])
+    steps: int = Field(10, ge=1, le=1000)
+    momentum: float = Field(1.0, ge=0.0, description="μ of the MI-FGSM-style attacks")
+    svd_layer: str = Field("block2", min_length=1, description="surrogate stage whose output is decomposed")
+    svd_beta: float = Field(0.5, ge=0.0, le=1.0, description="weight of the original logits (1 = no fusion)")
+    svd_method: Literal["power", "exact"] = "power"
+    svd_iterations: int = Field(20, ge=1, le=1000)
+    max_test: int = Field(500, ge=1, description="test images attacked")
+    batch_size: int = Field(250, ge=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_in_range(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("needs at least one epsilon")
+        bad = [e for e in v if not 0.0 < e <= 1.0]
+        if bad:
+            raise ValueError(f"every epsilon must be in (0, 1] (inputs are in [0, 1]); got {bad}")
+        return sorted(set(v))
+
+    @field_validator("attacks", "fusion")
+    @classmethod
+    def _not_empty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("needs at least one entry")
+        return list(dict.fromkeys(v))
+
+
 class RegisterParams(_Section):
     model_name: str = Field("repflow-encoder", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
@@ -175,6 +232,8 @@ with warnings.catch_warnings():  # "register" is also ABCMeta.register; instance
         select: SelectParams = SelectParams()
         train: TrainParams = TrainParams()
         evaluate: EvaluateParams = EvaluateParams()
+        zoo: ZooParams = ZooParams()
+        transfer: TransferParams = TransferParams()
         register: RegisterParams = RegisterParams()
 
         @model_validator(mode="after")

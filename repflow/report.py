@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["class_grid", "coreset_plot", "line_plot", "markdown_table"]
+__all__ = ["bar_plot", "class_grid", "coreset_plot", "heatmap", "line_plot", "markdown_table"]
 
 
 def class_grid(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], path: Path,
@@ -97,5 +97,49 @@ def coreset_plot(labels: torch.Tensor, selected: torch.Tensor, features: torch.T
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def bar_plot(groups: Sequence[str], series: dict[str, Sequence[float]], path: Path, *, ylabel: str,
+             errors: dict[str, Sequence[float]] | None = None, title: str = "") -> Path:
+    """Grouped bars: one group per entry of ``groups``, one bar per ``series`` name in each, with
+    optional ± ``errors`` (same keys and lengths) drawn as error bars."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 2), 3.8))
+    pos = np.arange(len(groups))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(pos + offset, values, width, yerr=(errors or {}).get(name), capsize=3, label=name)
+    ax.set_xticks(pos, list(groups), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str], path: Path, *,
+            title: str = "", vmin: float = 0.0, vmax: float = 1.0) -> Path:
+    """A rows × cols grid of values in [vmin, vmax], each cell annotated with its value."""
+    data = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.45 * len(rows)))
+    im = ax.imshow(data, vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if data[i, j] < (vmin + vmax) / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -31,11 +31,14 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "select": ("seed", "device", "train", "select"),
     "train": ("seed", "device", "train", "select"),
     "evaluate": ("seed", "device", "evaluate"),
+    "zoo": ("seed", "device", "zoo"),
+    "transfer": ("seed", "device", "zoo", "transfer"),
     "register": ("register",),
 }
 
 STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "select": "data/select", "train": "artifacts/train",
-                 "evaluate": "reports/evaluate", "register": "reports/register"}
+                 "evaluate": "reports/evaluate", "zoo": "artifacts/zoo", "transfer": "reports/transfer",
+                 "register": "reports/register"}
 
 
 @dataclass(frozen=True)
