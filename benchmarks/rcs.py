@@ -6,7 +6,7 @@ in total) and is evaluated with SLF and ALF (clean and PGD-20 accuracy at ε = 8
 representational divergence on held-out test images. Wall time = warm-up + training + every selection.
 A last section times RCS's candidate-gradient scoring in process vs fanned out on Ray workers.
 
-    python -m benchmarks.rcs [--seeds 3] [--per-class 150] [--epochs 10] [--warmup 2] [--every 4] [--method acl]
+    python -m benchmarks.rcs [--seeds 3] [--per-class 100] [--epochs 8] [--warmup 2] [--every 3] [--method acl]
 """
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ def arm_params(args, seed: int, method: str, fraction: float) -> dict:
         "seed": seed, "device": "cpu",
         "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": 100},
         "select": {"method": method, "fraction": fraction, "warmup_epochs": args.warmup, "every": args.every,
-                   "val_size": 128, "candidate_batch": 64},
+                   "val_size": 128, "candidate_batch": 32},
         "train": {"method": args.method, "encoder": "small_cnn", "width": 16, "proj_dim": 32, "epochs": args.epochs,
-                  "batch_size": 128, "lr": 2e-3, "adversarial": {"eps": EPS, "alpha": 2.5 * EPS / 3, "steps": 3}},
-        "evaluate": {"eps": [EPS], "pgd_steps": 20, "max_test": 1000, "alf_epochs": 3, "alf_steps": 3,
+                  "batch_size": 128, "lr": 2e-3, "adversarial": {"eps": EPS, "alpha": 2.5 * EPS / 2, "steps": 2}},
+        "evaluate": {"eps": [EPS], "pgd_steps": 20, "max_test": 500, "alf_epochs": 2, "alf_steps": 3,
                      "probe_epochs": 30},
     }
 
@@ -75,10 +75,10 @@ def ray_scoring(root: Path, shards: Path, raw: dict, workers: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--per-class", type=int, default=150)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--every", type=int, default=4)
+    ap.add_argument("--every", type=int, default=3)
     ap.add_argument("--method", default="acl", choices=["acl", "dynacl"])
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -122,9 +122,9 @@ def main() -> None:
               RESULTS / "rcs_robust.png", xlabel="coreset fraction", ylabel="ALF PGD-20 accuracy (ε=8/255)",
               title=f"{args.method.upper()} on Fashion-MNIST ({n_train} train images)")
     notes = [
-        f"{args.method.upper()} (ε 8/255, 3 PGD steps), small_cnn width 16, {args.epochs} epochs, warm-up {args.warmup}, "
+        f"{args.method.upper()} (ε 8/255, 2 PGD steps), small_cnn width 16, {args.epochs} epochs, warm-up {args.warmup}, "
         f"re-selection every {args.every}; {n_train} training images, {args.seeds} seeds (mean ± std).",
-        "slf/alf = standard / adversarial linear finetuning; *_robust = PGD-20 accuracy at ε = 8/255 on 1000 test "
+        "slf/alf = standard / adversarial linear finetuning; *_robust = PGD-20 accuracy at ε = 8/255 on 500 test "
         "images; rd = representational divergence KL(p(x) ‖ p(x̃)) on the same held-out images (lower = more robust "
         "representation).",
         "total s = warm-up + training + all selections (seconds, CPU); speed-up = full / arm.",

@@ -154,7 +154,8 @@ def select_coreset_rcs(encoder: nn.Module, head: nn.Module, images: torch.Tensor
     ``val``: uint8 validation images U. ``rd`` = {eps, alpha, steps} of the divergence attack.
     ``gradients``: candidate gradients already computed (e.g. in parallel by :func:`candidate_gradients`
     over the same ``candidate_batches(N, batch_size, seed)``); computed here when None.
-    Rounds = round(budget / batch_size) (at least one); each picks r = argmax_b ⟨g_b, g_val⟩.
+    Rounds = ⌈budget / batch_size⌉; each picks r = argmax_b ⟨g_b, g_val⟩; the coreset is the picked
+    batches' images in pick order, cut to exactly ``budget`` (so RCS and random compare at equal size).
     """
     batches = candidate_batches(len(images), batch_size, seed)
     if gradients is None:
@@ -162,7 +163,7 @@ def select_coreset_rcs(encoder: nn.Module, head: nn.Module, images: torch.Tensor
                                         temperature=temperature, adversarial=adversarial, seed=seed, device=device)
     if gradients.shape[0] != len(batches):
         raise ValueError(f"{gradients.shape[0]} candidate gradients for {len(batches)} candidate batches")
-    rounds = min(len(batches), max(1, round(budget / batch_size)))
+    rounds = min(len(batches), math.ceil(budget / batch_size))
     params = list(head.parameters())
     saved = [p.detach().clone() for p in params]
     u = val.to(device).float().div(255)
@@ -185,7 +186,7 @@ def select_coreset_rcs(encoder: nn.Module, head: nn.Module, images: torch.Tensor
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
-    indices = torch.cat([batches[i] for i in picked]).sort().values
+    indices = torch.cat([batches[i] for i in picked])[:budget].sort().values
     return Coreset(indices=indices, batches=batches, picked=torch.tensor(picked), gains=torch.tensor(gains))
 
 

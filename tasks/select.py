@@ -61,7 +61,8 @@ def coreset_table(n: int, labels: torch.Tensor, coreset) -> pl.DataFrame:
                 candidate[i] = cid
         for r, (cid, g) in enumerate(zip(coreset.picked.tolist(), coreset.gains.tolist())):
             for i in coreset.batches[cid].tolist():
-                pick_round[i], gain[i] = r, g
+                if selected[i]:  # the last pick may be cut to fit the budget
+                    pick_round[i], gain[i] = r, g
     return pl.DataFrame({"index": list(range(n)), "label": labels.tolist(), "selected": selected.tolist(),
                          "candidate": candidate, "pick_round": pick_round, "gain": gain},
                         schema={"index": pl.Int64, "label": pl.Int64, "selected": pl.Boolean, "candidate": pl.Int64,

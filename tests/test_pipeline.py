@@ -20,6 +20,16 @@ def task_states(flow_run_id):
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
 
+def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs])))
+    return [t.state.name for t in tasks if t.name.startswith(task_prefix)]
+
+
 def run_flow(ws, overrides=None):
     from flows.pipeline import main_flow
 
@@ -37,6 +47,9 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
 
     summary, fr1 = run_flow(ws)
     assert 0.0 <= summary["robust_acc_mean"] <= summary["clean_acc"] <= 1.0
+    # the transfer grid ran as one Prefect task per (attack, fusion, ε) cell on Ray: 1 attack × 2 × 1
+    assert subflow_task_states("transfer-grid", "attack-cell") == ["Completed", "Completed"]
+    assert 0.0 <= summary["transfer"]["encoder_transfer_success_svd"] <= 1.0
     assert summary["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
     assert ShardSet(ws / "data" / "prep").count("train") > 0
     assert (ws / "reports" / "run-report.md").read_text().startswith("# repflow run report")
@@ -47,12 +60,14 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == ["evaluate", "generate", "prep", "register", "select", "train"]
+    assert sorted(r.info.run_name for r in children) == ["evaluate", "generate", "prep", "register", "select", "train",
+                                                         "transfer", "zoo"]
     train_run = next(r for r in children if r.info.run_name == "train")
     assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
     assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
     assert mlflow.MlflowClient().get_registered_model("repflow-generator").name == "repflow-generator"
+    assert {m.name for m in mlflow.MlflowClient().search_registered_models()} >= {"repflow-zoo-convnet", "repflow-zoo-mlp"}
     assert "Fréchet distance" in (ws / "reports" / "run-report.md").read_text()
 
     # same params: every stage is a Prefect cache hit and nothing on disk is rewritten
