@@ -41,6 +41,9 @@ test: setup
 bench: setup
 	python -m benchmarks.loading
 	python -m benchmarks.flow_overhead
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1 2>&1 | $(QUIET_PIP)
+	python -m benchmarks.svd_transfer
+	python -m benchmarks.attack_speed
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock).
 lock:

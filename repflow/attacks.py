@@ -1,9 +1,25 @@
-"""Adversarial attacks on classifiers that take inputs in [0, 1].
+"""Adversarial attacks on classifiers that take inputs in [0, 1], and SVD logit fusion (SVD-SSA).
 
-Contract (as in torchattacks): ``attack = PGD(model, eps=..., ...)``; ``x_adv = attack(x, y)``.
-The model is put in eval mode for the attack and its previous mode is restored afterwards.
+Contract (as in torchattacks): ``attack = PGD(model, eps=..., ...)``; ``x_adv = attack(x, y)``, or by
+name: ``make_attack("ssa", model, eps=0.1, svd={"layer": "block2"})(x, y)``. Images are float
+(N, C, H, W) in [0, 1]; every x_adv lies in the ε-ball around x (ℓ∞ or ℓ2) and in [0, 1]. The model
+is put in eval mode for the attack and every submodule's previous mode is restored afterwards. All
+randomness (random start, input transforms, power-iteration starts) comes from ``torch.Generator``s
+seeded by ``seed``, so results are reproducible on CPU.
+
+One iterative core serves every attack; each step is
+
+    g_t   = (1/copies) Σ_k ∇_x CE(f(T_k(x_t)), y)       T: identity, DI resize+pad, or SSA spectrum copy
+    g_t   = W * g_t                                     TI: Gaussian smoothing of the gradient
+    m_t   = μ m_{t-1} + g_t / mean|g_t|                 MI-FGSM momentum (only when μ = decay > 0)
+    x_t+1 = Proj_{B_p(x, ε) ∩ [0,1]}(x_t + α · step_p(m_t))   step_∞ = sign, step_2 = v / ‖v‖₂
 """
 from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,48 +27,390 @@ from torch import nn
 
 from repflow.progress import progress
 
-__all__ = ["PGD", "accuracy", "robust_accuracy"]
+__all__ = ["ATTACKS", "DI", "FGSM", "MIFGSM", "PGD", "PGDL2", "SSA", "TI", "IterativeAttack", "SVDLogitFusion",
+           "accuracy", "attack_success_rate", "dct_2d", "dct_matrix", "gaussian_kernel", "idct_2d", "make_attack",
+           "rank1_approximation", "robust_accuracy"]
+
+NORMS = ("linf", "l2")
+_TINY = 1e-12
 
 
-class PGD:
-    """Projected gradient descent in the l-infinity ball (Madry et al. 2018).
+class IterativeAttack:
+    """The shared iterative core (see the module docstring); on its own it is I-FGSM (ℓ∞) or its ℓ2 twin.
 
-    x_{t+1} = Proj_{B(x, eps) ∩ [0,1]}( x_t + alpha * sign(∇_x CE(f(x_t), y)) ), from a uniform
-    random start in the ball when ``random_start``. ``seed`` makes the start reproducible.
+    ``eps``: radius of the ε-ball (pixel units of [0, 1] images; ℓ2 radius over the whole image for
+    ``norm="l2"``). ``alpha``: step size, default ``alpha_factor · eps / steps``. ``decay``: momentum μ
+    (0 = none). Subclasses change ``transform_input`` (applied ``copies`` times per step before the
+    forward pass) and ``smooth_gradient``.
     """
 
+    alpha_factor = 1.0
+    copies = 1
+
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
-                 random_start: bool = True, seed: int = 0):
-        if eps <= 0:
+                 norm: str = "linf", random_start: bool = False, decay: float = 0.0, seed: int = 0):
+        if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.model, self.eps, self.steps = model, float(eps), int(steps)
-        self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / self.steps
-        self.random_start = random_start
+        if norm not in NORMS:
+            raise ValueError(f"norm {norm!r} unknown; allowed: {list(NORMS)}")
+        if alpha is not None and not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        if decay < 0:
+            raise ValueError(f"decay must be >= 0, got {decay}")
+        self.model, self.eps, self.steps, self.norm = model, float(eps), int(steps), norm
+        self.alpha = float(alpha) if alpha is not None else self.alpha_factor * self.eps / self.steps
+        self.random_start, self.decay = bool(random_start), float(decay)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
+        modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
-            return self._attack(x.detach(), y)
+            return self.perturb(x.detach(), y)
         finally:
-            self.model.train(was_training)
+            for module, training in modes:
+                module.training = training
 
-    def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_adv = x.clone()
-        if self.random_start:
-            noise = (torch.rand(x.shape, generator=self.generator) * 2 - 1) * self.eps
-            x_adv = (x_adv + noise.to(x.device)).clamp(0, 1)
-        for _ in range(self.steps):
-            x_adv.requires_grad_(True)
-            loss = F.cross_entropy(self.model(x_adv), y)
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def smooth_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+    def loss_gradient(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """∇_x of the summed cross-entropy, averaged over ``copies`` transformed copies of ``x_adv``."""
+        x_adv = x_adv.detach().requires_grad_(True)
+        total = None
+        for _ in range(self.copies):
+            loss = F.cross_entropy(self.model(self.transform_input(x_adv)), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)
+            total = grad if total is None else total.add_(grad)
+        return total.div_(self.copies) if self.copies > 1 else total
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        box = self.feasible_box(x)
+        x_adv = self.project(x + self.random_offset(x), x, box) if self.random_start else x.clone()
+        momentum = torch.zeros_like(x)
+        for _ in range(self.steps):
+            grad = self.smooth_gradient(self.loss_gradient(x_adv, y))
             with torch.no_grad():
-                x_adv = x_adv + self.alpha * grad.sign()
-                x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+                if self.decay > 0:
+                    grad = momentum.mul_(self.decay).add_(grad / (_per_sample(grad.abs(), "mean") + _TINY))
+                if self.norm == "linf":
+                    x_adv = x_adv + self.alpha * grad.sign()
+                else:
+                    x_adv = x_adv + self.alpha * grad / (_per_sample(grad.square(), "sum").sqrt() + _TINY)
+                x_adv = self.project(x_adv, x, box)
         return x_adv.detach()
+
+    def random_offset(self, x: torch.Tensor) -> torch.Tensor:
+        """A random start: uniform in the ℓ∞ cube, or a uniform direction at a uniform radius for ℓ2."""
+        if self.norm == "linf":
+            return ((torch.rand(x.shape, generator=self.generator) * 2 - 1) * self.eps).to(x)
+        direction = torch.randn(x.shape, generator=self.generator)
+        direction /= _per_sample(direction.square(), "sum").sqrt() + _TINY
+        radius = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=self.generator) * self.eps
+        return (direction * radius).to(x)
+
+    def feasible_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel (lower, upper) bounds of [0, 1] ∩ (the ℓ∞ ball, or nothing more for ℓ2)."""
+        if self.norm == "linf":
+            return (x - self.eps).clamp_(min=0), (x + self.eps).clamp_(max=1)
+        return torch.zeros_like(x), torch.ones_like(x)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor, box: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Nearest point of B(x, ε) ∩ [0, 1] (ℓ∞: clip to ``box``); ℓ2: radial shrink into the ball, then
+        clip to [0, 1], which only moves pixels towards x and so stays in the ball."""
+        if self.norm == "l2":
+            delta = x_adv - x
+            length = _per_sample(delta.square(), "sum").sqrt()
+            x_adv = x + delta * (self.eps / (length + _TINY)).clamp(max=1.0)
+        return torch.clamp(x_adv, min=box[0], max=box[1])
+
+
+def _per_sample(values: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Sum or mean over all but the batch axis, kept broadcastable against (N, C, H, W)."""
+    dims = tuple(range(1, values.dim()))
+    return values.sum(dims, keepdim=True) if reduce == "sum" else values.mean(dims, keepdim=True)
+
+
+class FGSM(IterativeAttack):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size ε (ℓ2: ε along ∇/‖∇‖₂)."""
+
+    def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", seed: int = 0):
+        super().__init__(model, eps=eps, alpha=eps, steps=1, norm=norm, seed=seed)
+
+
+class PGD(IterativeAttack):
+    """Projected gradient descent (Madry et al. 2018) from a uniform random start in the ball.
+
+    Default step α = 2.5 ε / steps, as in Madry et al.'s recipe.
+    """
+
+    alpha_factor = 2.5
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                 random_start: bool = True, norm: str = "linf", decay: float = 0.0, seed: int = 0):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
+                         decay=decay, seed=seed)
+
+
+class PGDL2(PGD):
+    """PGD in the ℓ2 ball: steps along ∇/‖∇‖₂, projection by radial shrinking."""
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                 random_start: bool = True, decay: float = 0.0, seed: int = 0):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, norm="l2",
+                         decay=decay, seed=seed)
+
+
+class MIFGSM(IterativeAttack):
+    """Momentum iterative FGSM (Dong et al. 2018): m ← μ m + ∇ / mean|∇|, x ← x + α sign(m); α = ε / T."""
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                 decay: float = 1.0, norm: str = "linf", random_start: bool = False, seed: int = 0):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
+                         decay=decay, seed=seed)
+
+
+class DI(MIFGSM):
+    """Diverse inputs (Xie et al. 2019), on MI-FGSM unless ``decay=0``.
+
+    With probability ``diversity_prob`` per step the batch is resized (nearest neighbour) to a random
+    side in [⌊r·H⌋, H) and zero-padded at a random offset back to H × W, for ``resize_rate`` r < 1. For
+    r > 1 (the paper's 299 → [299, 330) setting) it is enlarged and padded to ⌊r·H⌋, then resized
+    back to H × W so that fixed-size classifiers accept it. One draw per step for the whole batch.
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                 decay: float = 1.0, resize_rate: float = 0.9, diversity_prob: float = 0.5, norm: str = "linf",
+                 random_start: bool = False, seed: int = 0):
+        if not resize_rate > 0 or resize_rate == 1:
+            raise ValueError(f"resize_rate must be > 0 and != 1, got {resize_rate}")
+        if not 0 <= diversity_prob <= 1:
+            raise ValueError(f"diversity_prob must be in [0, 1], got {diversity_prob}")
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, decay=decay, norm=norm,
+                         random_start=random_start, seed=seed)
+        self.resize_rate, self.diversity_prob = float(resize_rate), float(diversity_prob)
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(1, generator=self.generator).item() >= self.diversity_prob:
+            return x
+        h, w = x.shape[-2:]
+        canvas_h, canvas_w = (h, w) if self.resize_rate < 1 else (int(h * self.resize_rate), int(w * self.resize_rate))
+        side_lo, side_hi = sorted((int(h * self.resize_rate), h))
+        if side_lo == side_hi:
+            raise ValueError(f"resize_rate {self.resize_rate} changes no side of a {h}x{w} image")
+        new_h = int(torch.randint(side_lo, side_hi, (1,), generator=self.generator))
+        new_w = new_h if h == w else min(canvas_w - 1, max(1, round(new_h * w / h)))
+        top = int(torch.randint(0, max(canvas_h - new_h, 1), (1,), generator=self.generator))
+        left = int(torch.randint(0, max(canvas_w - new_w, 1), (1,), generator=self.generator))
+        resized = F.interpolate(x, size=(new_h, new_w), mode="nearest")
+        padded = F.pad(resized, (left, canvas_w - new_w - left, top, canvas_h - new_h - top))
+        if (canvas_h, canvas_w) != (h, w):
+            padded = F.interpolate(padded, size=(h, w), mode="bilinear", align_corners=False)
+        return padded
+
+
+def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    """Normalised (size, size) Gaussian with standard deviation ``sigma`` pixels."""
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    profile = torch.exp(-offsets.square() / (2 * sigma ** 2))
+    kernel = torch.outer(profile, profile)
+    return (kernel / kernel.sum()).float()
+
+
+class TI(MIFGSM):
+    """Translation-invariant attack (Dong et al. 2019), on MI-FGSM unless ``decay=0``: the gradient is
+    convolved per channel with a ``kernel_size`` Gaussian before momentum and the step.
+
+    ``kernel_sigma`` (pixels) defaults to kernel_size / 6, i.e. the kernel spans ±3σ as in the
+    reference TF code (7 × 7 in the SVD-SSA code base).
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                 decay: float = 1.0, kernel_size: int = 7, kernel_sigma: float | None = None, norm: str = "linf",
+                 random_start: bool = False, seed: int = 0):
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, decay=decay, norm=norm,
+                         random_start=random_start, seed=seed)
+        self.kernel = gaussian_kernel(kernel_size, kernel_sigma if kernel_sigma is not None else kernel_size / 6)
+
+    def smooth_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        channels = grad.shape[1]
+        weight = self.kernel.to(grad).expand(channels, 1, *self.kernel.shape)
+        return F.conv2d(grad, weight, padding=self.kernel.shape[-1] // 2, groups=channels)
+
+
+@functools.lru_cache(maxsize=32)
+def dct_matrix(n: int, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Orthonormal DCT-II matrix D (n, n): D[k, i] = c_k cos(π (2i + 1) k / 2n), D⁻¹ = Dᵀ."""
+    i = torch.arange(n, dtype=torch.float64)
+    d = torch.cos(math.pi * (2 * i[None, :] + 1) * i[:, None] / (2 * n)) * math.sqrt(2 / n)
+    d[0] /= math.sqrt(2)
+    return d.to(device=device, dtype=dtype)
+
+
+def dct_2d(x: torch.Tensor) -> torch.Tensor:
+    """2-D orthonormal DCT-II over the last two axes of (..., H, W)."""
+    h, w = x.shape[-2:]
+    return dct_matrix(h, x.device, x.dtype) @ x @ dct_matrix(w, x.device, x.dtype).T
+
+
+def idct_2d(spectrum: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`dct_2d`."""
+    h, w = spectrum.shape[-2:]
+    return dct_matrix(h, spectrum.device, spectrum.dtype).T @ spectrum @ dct_matrix(w, spectrum.device, spectrum.dtype)
+
+
+class SSA(MIFGSM):
+    """Spectrum simulation attack, S²I-FGSM (Long et al. 2022), on MI-FGSM unless ``decay=0``.
+
+    Each step averages the gradient over ``num_spectrum`` copies
+    x_idct = IDCT(DCT(x + ξ) ⊙ M), ξ ~ N(0, σ²), M ~ U[1 − ρ, 1 + ρ] elementwise; σ = ``spectrum_sigma``,
+    default ε (the official 16/255 at ε = 16/255). The DCT is orthonormal; the unnormalised DCT of the
+    reference code gives the same x_idct because the per-frequency scale cancels against the mask.
+    """
+
+    def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
+                 decay: float = 1.0, num_spectrum: int = 20, rho: float = 0.5, spectrum_sigma: float | None = None,
+                 norm: str = "linf", random_start: bool = False, seed: int = 0):
+        if num_spectrum < 1:
+            raise ValueError(f"num_spectrum must be >= 1, got {num_spectrum}")
+        if not 0 <= rho <= 1:
+            raise ValueError(f"rho must be in [0, 1], got {rho}")
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, decay=decay, norm=norm,
+                         random_start=random_start, seed=seed)
+        self.copies, self.rho = int(num_spectrum), float(rho)
+        self.spectrum_sigma = float(spectrum_sigma) if spectrum_sigma is not None else self.eps
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=self.generator).to(x) * self.spectrum_sigma
+        mask = (1 - self.rho + 2 * self.rho * torch.rand(x.shape, generator=self.generator)).to(x)
+        return idct_2d(dct_2d(x + noise) * mask)
+
+
+def rank1_approximation(features: torch.Tensor, method: str = "power", iterations: int = 20,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Best rank-1 approximation σ₁ u₁ v₁ᵀ of each matrix in ``features`` (N, C, M), differentiable.
+
+    ``method="power"``: ``iterations`` rounds of u = A v / ‖A v‖, v = Aᵀ u / ‖Aᵀ u‖ from a Gaussian v
+    drawn from ``generator`` (as in the SVD-SSA code), then A v vᵀ; the gradient flows through every
+    round. ``method="exact"``: u₁ from ``torch.linalg.svd``, differentiated implicitly (below).
+    """
+    if method not in RANK1_METHODS:
+        raise ValueError(f"rank-1 method {method!r} unknown; allowed: {list(RANK1_METHODS)}")
+    if features.dim() != 3:
+        raise ValueError(f"features must be (N, C, M), got shape {tuple(features.shape)}")
+    if method == "exact":
+        u = _top_left_singular_vector(features)
+        return u @ (u.mT @ features)
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    n, _, m = features.shape
+    v = torch.randn((n, m, 1), generator=generator).to(features)
+    for _ in range(iterations):
+        u = F.normalize(features @ v, dim=1)
+        v = F.normalize(features.mT @ u, dim=1)
+    return (features @ v) @ v.mT
+
+
+RANK1_METHODS = ("power", "exact")
+
+
+def _top_left_singular_vector(a: torch.Tensor) -> torch.Tensor:
+    """u₁ (N, C, 1) of each A (N, C, M), with the derivative of the top singular vector only.
+
+    ``torch.linalg.svd``'s backward divides by σᵢ² − σⱼ² for every pair and turns NaN whenever two
+    singular values coincide (dead channels give repeated zeros), although u₁ depends only on the gaps
+    to σ₁. From A Aᵀ u = λ u (λ = σ₁²): du = (λI − A Aᵀ)⁺ d(A Aᵀ) u on u's complement. The returned
+    u + P K⁻¹ P (A Aᵀ − λI) u, with P = I − u uᵀ, K = λI − A Aᵀ + u uᵀ and everything but A held
+    constant, has the value u and exactly that derivative (defined while σ₁ > σ₂).
+    """
+    with torch.no_grad():
+        left, singular, _ = torch.linalg.svd(a, full_matrices=False)
+        u = left[..., :1]
+        lam = singular[..., :1, None].square().clamp_min(_TINY)
+        eye = torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
+        outer = u @ u.mT
+        complement = eye - outer
+        resolvent = torch.linalg.inv(lam * eye - a @ a.mT + outer)
+        correction = complement @ resolvent @ complement
+    return u + correction @ (a @ (a.mT @ u) - lam * u)
+
+
+class SVDLogitFusion(nn.Module):
+    """Logits β·f_back(X_l) + (1 − β)·f_back(rank1(X_l)) of a classifier split at ``layer`` (SVD-SSA).
+
+    X_l = f_front(x) (N, C, H, W) is read per sample as a (C, H·W) matrix and replaced by its top
+    singular component for the second term; a 2-D feature (N, D) is a (D, 1) column, whose rank-1 part
+    is itself. ``model`` needs ``layer_names`` and ``split(layer) -> (front, back)`` (models.Classifier).
+    β = 1 is the plain model. Each forward pass of ``method="power"`` draws its start from a generator
+    seeded by ``seed``, so a sequence of calls is reproducible.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, beta: float = 0.5, method: str = "power",
+                 iterations: int = 20, seed: int = 0):
+        super().__init__()
+        if not (hasattr(model, "layer_names") and hasattr(model, "split")):
+            raise ValueError(f"SVD fusion needs a model with named split points (layer_names, split); "
+                             f"{type(model).__name__} has none")
+        layers = list(model.layer_names)[:-1]
+        if layer not in layers:
+            raise ValueError(f"split layer {layer!r} not in {type(model).__name__}; valid layers: {layers}")
+        if not 0 <= beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if method not in RANK1_METHODS:
+            raise ValueError(f"rank-1 method {method!r} unknown; allowed: {list(RANK1_METHODS)}")
+        self.model = model
+        self.front, self.back = model.split(layer)
+        self.layer, self.beta, self.method, self.iterations = layer, float(beta), method, int(iterations)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.training = model.training
+
+    def rank1_feature(self, feature: torch.Tensor) -> torch.Tensor:
+        matrices = feature.flatten(2) if feature.dim() > 2 else feature.unsqueeze(2)
+        return rank1_approximation(matrices, self.method, self.iterations, self.generator).reshape(feature.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.beta == 1:
+            return self.model(x)
+        feature = self.front(x)
+        fused = (1 - self.beta) * self.back(self.rank1_feature(feature))
+        return fused if self.beta == 0 else fused + self.beta * self.back(feature)
+
+
+ATTACKS: dict[str, type[IterativeAttack]] = {"fgsm": FGSM, "pgd": PGD, "pgd_l2": PGDL2, "mifgsm": MIFGSM,
+                                              "di": DI, "ti": TI, "ssa": SSA}
+
+
+def _keyword_params(factory: Callable[..., Any]) -> list[str]:
+    return [p.name for p in inspect.signature(factory).parameters.values() if p.kind is p.KEYWORD_ONLY
+            or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "model"))]
+
+
+def make_attack(name: str, model: nn.Module, *, svd: dict[str, Any] | None = None, **params: Any) -> IterativeAttack:
+    """The attack ``ATTACKS[name]`` on ``model`` with ``params``; with ``svd`` (``layer`` and optionally
+    ``beta``, ``method``, ``iterations``, ``seed`` — the attack's seed by default) the attack targets
+    :class:`SVDLogitFusion` of the model instead. Unknown names and params are errors listing the valid ones.
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"attack {name!r} unknown; valid attacks: {sorted(ATTACKS)}")
+    factory = ATTACKS[name]
+    allowed = _keyword_params(factory)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"attack {name!r} got unknown params {unknown}; allowed: {sorted(allowed)}")
+    if svd is not None:
+        svd_allowed = _keyword_params(SVDLogitFusion)
+        unknown = sorted(set(svd) - set(svd_allowed))
+        if unknown or "layer" not in svd:
+            raise ValueError(f"svd params {sorted(svd)} invalid: need 'layer', allowed: {sorted(svd_allowed)}")
+        model = SVDLogitFusion(model, **{"seed": params.get("seed", 0), **svd})
+    return factory(model, **params)
 
 
 @torch.no_grad()
@@ -69,7 +427,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     return correct / max(len(x), 1)
 
 
-def robust_accuracy(model: nn.Module, attack: PGD, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256,
+def robust_accuracy(model: nn.Module, attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256,
                     device: torch.device | str = "cpu", desc: str = "attack") -> float:
     """Accuracy on adversarial examples made by ``attack`` batch by batch."""
     correct = 0
@@ -80,3 +439,23 @@ def robust_accuracy(model: nn.Module, attack: PGD, x: torch.Tensor, y: torch.Ten
             model.eval()
             correct += (model(x_adv).argmax(1) == yb).sum().item()
     return correct / max(len(x), 1)
+
+
+@torch.no_grad()
+def attack_success_rate(target: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
+                        batch_size: int = 256, device: torch.device | str = "cpu") -> tuple[float, int]:
+    """(success rate, count): among the inputs ``target`` classifies correctly when clean (count of
+    them), the fraction whose adversarial version it misclassifies. Transfer attacks are scored this
+    way on the plain target, whatever model (e.g. an SVD-fused surrogate) made ``x_adv``.
+    """
+    was_training = target.training
+    target.eval()
+    fooled, clean_correct = 0, 0
+    for i in range(0, len(x), batch_size):
+        yb = y[i:i + batch_size].to(device)
+        correct = target(x[i:i + batch_size].to(device)).argmax(1) == yb
+        wrong_adv = target(x_adv[i:i + batch_size].to(device)).argmax(1) != yb
+        clean_correct += int(correct.sum())
+        fooled += int((correct & wrong_adv).sum())
+    target.train(was_training)
+    return fooled / max(clean_correct, 1), clean_correct
