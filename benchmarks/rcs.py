@@ -80,7 +80,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--every", type=int, default=3)
     ap.add_argument("--method", default="acl", choices=["acl", "dynacl"])
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (0 = torch's default; 1 keeps timings stable on a shared 2-core CPU)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     results: dict[tuple[str, float], list[dict]] = {arm: [] for arm in ARMS}
     scoring = {}
@@ -127,7 +131,8 @@ def main() -> None:
         "slf/alf = standard / adversarial linear finetuning; *_robust = PGD-20 accuracy at ε = 8/255 on 500 test "
         "images; rd = representational divergence KL(p(x) ‖ p(x̃)) on the same held-out images (lower = more robust "
         "representation).",
-        "total s = warm-up + training + all selections (seconds, CPU); speed-up = full / arm.",
+        f"total s = warm-up + training + all selections (seconds, CPU, {torch.get_num_threads()} torch thread(s)); "
+        "speed-up = full / arm.",
         f"RCS candidate scoring, one selection on the warmed-up seed-0 model: in process {scoring[1]:.1f} s, "
         f"Ray 2 workers {scoring[2]:.1f} s (ratio {scoring[1] / scoring[2]:.2f}×).",
         f"wall time of the benchmark: {(time.perf_counter() - t_start) / 60:.1f} min",

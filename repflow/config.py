@@ -188,6 +188,7 @@ class TransferParams(_Section):
     eps: list[float] = Field(default_factory=lambda: [0.05, 0.1])
     steps: int = Field(10, ge=1, le=1000)
     momentum: float = Field(1.0, ge=0.0, description="μ of the MI-FGSM-style attacks")
+    ssa_spectrum: int = Field(5, ge=1, le=100, description="SSA: spectrum-transformed copies per step (N)")
     svd_layer: str = Field("block2", min_length=1, description="surrogate stage whose output is decomposed")
     svd_beta: float = Field(0.5, ge=0.0, le=1.0, description="weight of the original logits (1 = no fusion)")
     svd_method: Literal["power", "exact"] = "power"

@@ -103,6 +103,8 @@ def attack_cell(cell: dict[str, Any], models: dict[str, dict[str, Any]], x: torc
         attack_params["decay"] = t.momentum
     if cell["attack"] == "fgsm":
         attack_params.pop("steps")
+    if cell["attack"] == "ssa":
+        attack_params["num_spectrum"] = t.ssa_spectrum
     svd = ({"layer": t.svd_layer, "beta": t.svd_beta, "method": t.svd_method, "iterations": t.svd_iterations}
            if cell["fusion"] else None)
     attack = make_attack(cell["attack"], built[surrogate_name], svd=svd, **attack_params)
