@@ -1,4 +1,4 @@
-"""The main DAG: prep → generate → select → train → evaluate → zoo → transfer → register, one Prefect
+"""The main DAG: prep → generate → distill → select → train → evaluate → zoo → transfer → register, one Prefect
 task per stage, except the transfer-attack grid: a subflow whose cells are Prefect tasks on Ray
 (prefect-ray's RayTaskRunner), so the UI shows every (attack, fusion, ε) cell.
 
@@ -32,7 +32,7 @@ from repflow.config import Params, load_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
 from repflow.stage import Workspace, current_output  # noqa: E402
-from tasks import evaluate, generate, prep, register, select, train, transfer, zoo  # noqa: E402
+from tasks import distill, evaluate, generate, prep, register, select, train, transfer, zoo  # noqa: E402
 
 
 def _stage_task(module):
@@ -45,7 +45,8 @@ def _stage_task(module):
     return task(module.run, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
-STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, select, train, evaluate, zoo, register)}
+STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, distill, select, train, evaluate,
+                                                                  zoo, register)}
 
 
 @task(name="attack-cell", cache_policy=NO_CACHE)
@@ -89,6 +90,11 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
     sel = json.loads((paths["select"] / "selection.json").read_text())
     tm = json.loads((paths["transfer"] / "metrics.json").read_text())
     summary["transfer"] = tm
+    dm = json.loads((paths["distill"] / "metrics.json").read_text())
+    summary["distill"] = {r["set"]: {"same_arch": r["same_arch"], "cross_arch": r["cross_arch"]} for r in dm["sets"]}
+    distill_line = (f"- distilled set ({dm['distilled']}, {params.distill.ipc} images per class): cross-architecture "
+                    f"accuracy {dm['cross_arch']:.3f}, same-architecture {dm['same_arch']:.3f}; "
+                    + ", ".join(f"{r['set']} {r['cross_arch']:.3f}" for r in dm["sets"][1:]))
     alf = (f"- ALF (probe finetuned on PGD-{params.evaluate.alf_steps} examples): clean {metrics['alf_clean_acc']:.4f}, "
            f"robust mean over ε {metrics['alf_robust_acc_mean']:.4f}" if "alf_clean_acc" in metrics else "")
     rd = (f"- representational divergence on held-out images: {metrics['representational_divergence']:.4f}"
@@ -111,7 +117,7 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
         f"- PGD-{params.evaluate.pgd_steps} robust accuracy, mean over ε: **{metrics['robust_acc_mean']:.4f}** "
         f"({metrics['attacked_images']} test images)",
         *[line for line in (alf, rd) if line],
-        *transfer_lines, "",
+        *transfer_lines, distill_line, "",
         markdown_table(rows), "",
         f"Registered `{reg['uri']}`; alias `{reg['alias']}` "
         + ("moved to it." if reg["alias_moved"] else f"kept (its {reg['criterion']} {reg['score']:.4f} did not beat "
@@ -121,7 +127,8 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
         f"- plots: `{paths['evaluate'] / 'robust_accuracy.png'}`, `{paths['train'] / 'loss.png'}`, "
         f"`{paths['prep'] / 'samples.png'}`, `{paths['generate'] / 'samples.png'}`, "
         f"`{paths['generate'] / 'views.png'}`, `{paths['select'] / 'coreset.png'}`, "
-        f"`{paths['transfer'] / 'heatmap.png'}`, `{paths['transfer'] / 'success_vs_eps.png'}`", "",
+        f"`{paths['transfer'] / 'heatmap.png'}`, `{paths['transfer'] / 'success_vs_eps.png'}`, "
+        f"`{paths['distill'] / 'distilled.png'}`", "",
         "## Look at it",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` → http://127.0.0.1:5000",
         "- Prefect UI: `prefect server start --host 127.0.0.1 --port 4200`, then run with "
@@ -134,7 +141,7 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
-    """prep → generate → select → train → evaluate → zoo → transfer → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    """prep → generate → distill → select → train → evaluate → zoo → transfer → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
     logger = get_run_logger()
     ws = Workspace.at(workdir)
     params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
@@ -146,13 +153,14 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
                                  "repflow.git_commit": tracking.git_commit()}) as parent:
         shards = _run(prep, params, out=ws.out("prep"))
         views = _run(generate, params, shards, out=ws.out("generate"))
+        distilled = _run(distill, params, shards, views, out=ws.out("distill"))
         selection = _run(select, params, shards, views, out=ws.out("select"))
         encoder_dir = _run(train, params, shards, views, selection, out=ws.out("train"))
         eval_dir = _run(evaluate, params, shards, encoder_dir, out=ws.out("evaluate"))
         zoo_dir = _run(zoo, params, shards, out=ws.out("zoo"))
         transfer_dir = _run_transfer(params, shards, zoo_dir, encoder_dir, eval_dir, ws.out("transfer"))
         reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
-        paths = {"prep": shards, "generate": views, "select": selection, "train": encoder_dir, "evaluate": eval_dir,
+        paths = {"prep": shards, "generate": views, "distill": distilled, "select": selection, "train": encoder_dir, "evaluate": eval_dir,
                  "zoo": zoo_dir, "transfer": transfer_dir, "register": reg_dir}
         md, summary = run_report(params, paths)
         report_path = ws.root / "reports" / "run-report.md"

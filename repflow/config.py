@@ -156,6 +156,32 @@ class EvaluateParams(_Section):
         return sorted(set(v))
 
 
+class DistillParams(_Section):
+    """GLaD: distil the training split into ``ipc`` images per class, optimising pixels, the generator's
+    latents, or a generator feature map + the styles after it; then train fresh networks of several
+    architectures on the distilled set and test them on the real test split."""
+
+    loss: Literal["dm", "dc"] = Field("dm", description="distribution matching | gradient matching")
+    param: Literal["pixel", "latent", "feature"] = "feature"
+    layer: int = Field(2, ge=0, description="generator layer whose feature map is optimised (param: feature)")
+    ipc: int = Field(10, ge=1, description="images per class")
+    iterations: int = Field(200, ge=1)
+    real_per_class: int = Field(32, ge=1, description="real images per class in each matching step")
+    eval_archs: list[Literal["convnet", "mlp", "convnet-bn", "resnet"]] = Field(
+        default_factory=lambda: ["convnet", "mlp", "convnet-bn", "resnet"],
+        description="first = the distillation architecture (same-arch); the rest give the cross-arch mean")
+    eval_seeds: int = Field(2, ge=1, description="fresh networks per architecture")
+    eval_epochs: int = Field(300, ge=1)
+    baselines: bool = Field(True, description="also evaluate random real images and unoptimised generator samples")
+
+    @field_validator("eval_archs")
+    @classmethod
+    def _distillation_net_first(cls, v: list[str]) -> list[str]:
+        if not v or v[0] != "convnet":
+            raise ValueError("must start with 'convnet', the network the set is distilled with")
+        return list(dict.fromkeys(v))
+
+
 ZOO_MEMBERS = ("convnet", "convnet_seed1", "mlp", "wide_cnn_bn", "resnet8", "convnet_pgd")
 ATTACK_NAMES = ("fgsm", "pgd", "pgd_l2", "mifgsm", "di", "ti", "ssa")
 
@@ -233,6 +259,7 @@ with warnings.catch_warnings():  # "register" is also ABCMeta.register; instance
         select: SelectParams = SelectParams()
         train: TrainParams = TrainParams()
         evaluate: EvaluateParams = EvaluateParams()
+        distill: DistillParams = DistillParams()
         zoo: ZooParams = ZooParams()
         transfer: TransferParams = TransferParams()
         register: RegisterParams = RegisterParams()

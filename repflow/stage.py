@@ -31,13 +31,14 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "select": ("seed", "device", "train", "select"),
     "train": ("seed", "device", "train", "select"),
     "evaluate": ("seed", "device", "evaluate"),
+    "distill": ("seed", "device", "distill"),
     "zoo": ("seed", "device", "zoo"),
     "transfer": ("seed", "device", "zoo", "transfer"),
     "register": ("register",),
 }
 
 STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "select": "data/select", "train": "artifacts/train",
-                 "evaluate": "reports/evaluate", "zoo": "artifacts/zoo", "transfer": "reports/transfer",
+                 "evaluate": "reports/evaluate", "distill": "data/distill", "zoo": "artifacts/zoo", "transfer": "reports/transfer",
                  "register": "reports/register"}
 
 

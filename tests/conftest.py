@@ -40,6 +40,8 @@ def tiny_params(**sections) -> dict:
         "train": {"encoder": "small_cnn", "width": 8, "proj_dim": 16, "epochs": 2, "batch_size": 64, "lr": 0.003},
         "evaluate": {"probe_epochs": 60, "probe_lr": 0.05, "eps": [0.03137255], "pgd_steps": 3, "max_test": 40,
                      "attack_batch_size": 40, "alf_epochs": 1, "alf_steps": 2},
+        "distill": {"ipc": 2, "iterations": 3, "real_per_class": 8, "eval_archs": ["convnet", "mlp"], "eval_seeds": 1,
+                    "eval_epochs": 3},
         "zoo": {"members": ["convnet", "mlp"], "epochs": 1},
         "transfer": {"attacks": ["mifgsm"], "eps": [0.1], "steps": 2, "svd_iterations": 5, "max_test": 40,
                      "batch_size": 40},

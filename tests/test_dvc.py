@@ -41,10 +41,11 @@ def test_dvc_repro_and_experiments(tmp_path):
     sh(["git", "commit", "-qm", "init"], repo, env)
 
     first = sh(["dvc", "repro"], repo, env)
-    for stage in ("prep", "generate", "select", "train", "evaluate", "zoo", "transfer", "register"):
+    for stage in ("prep", "generate", "distill", "select", "train", "evaluate", "zoo", "transfer", "register"):
         assert f"Running stage '{stage}'" in first.stdout
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prep", "generate", "select", "train", "evaluate", "zoo", "transfer", "register"}
+    assert set(lock["stages"]) == {"prep", "generate", "distill", "select", "train", "evaluate", "zoo", "transfer",
+                                   "register"}
     metrics = json.loads((repo / "reports" / "evaluate.metrics.json").read_text())
     assert 0 <= metrics["robust_acc_mean"] <= 1
 
@@ -56,7 +57,7 @@ def test_dvc_repro_and_experiments(tmp_path):
     sh(["git", "commit", "-qm", "baseline"], repo, env)
     exp = sh(["dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs"], repo, env)
     assert "Running stage 'train'" in exp.stdout
-    for reused in ("prep", "generate", "zoo"):
+    for reused in ("prep", "generate", "distill", "zoo"):
         assert f"Running stage '{reused}'" not in exp.stdout
     show = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout)
     names = json.dumps(show)

@@ -169,3 +169,46 @@ def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data
     n_real = ShardSet(tiny_shards).count("train")
     assert meta["images"] == {"generated": 60, "both": 60 + n_real}[data]
     assert "views" in read_manifest(out)["lineage"]["inputs"]
+
+
+def test_distill_stage_writes_a_loadable_set_and_its_cross_arch_table(generated, tiny_shards, tmp_path):
+    import polars as pl
+
+    from tasks import distill
+
+    params, gen_out = generated
+    p = parse_params(tiny_params(distill={"param": "latent", "ipc": 3}))
+    out = distill.run(p, tiny_shards, gen_out, tmp_path / "distill")
+    x, y = ShardSet(out).load("distilled")
+    assert x.shape == (30, 1, 28, 28) and torch.bincount(y).tolist() == [3] * 10
+    table = pl.read_parquet(out / "eval.parquet")
+    assert set(table["set"]) == {"latent-dm", "random-real", "generator-samples"}
+    assert table.height == 3 * 2 * 1  # sets × eval_archs × eval_seeds
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["distilled"] == "latent-dm" and 0 <= m["cross_arch"] <= 1
+    assert read_manifest(out)["meta"]["generator"].startswith("models:/repflow-generator/")
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"ipc": 500}, "distill.ipc = 500: ipc 500 does not fit the data"),
+    ({"param": "feature", "layer": 7}, r"distill.layer = 7: .*valid layers: \[0, 1, 2, 3\]"),
+])
+def test_distill_rejects_bad_input_before_work(generated, tiny_shards, tmp_path, section, match):
+    from tasks import distill
+
+    _, gen_out = generated
+    with pytest.raises(ValueError, match=match):
+        distill.run(parse_params(tiny_params(distill=section)), tiny_shards, gen_out, tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_distill_rejects_a_generator_of_other_classes(generated, tmp_path):
+    from repflow import tracking
+    from tasks import distill, prep
+
+    _, gen_out = generated
+    tracking.configure(tmp_path)
+    p = parse_params(tiny_params(prep={"source": "fashion-mnist", "per_class": 5, "test_per_class": 2}))
+    other = prep.run(p, tmp_path / "fashion")
+    with pytest.raises(CheckpointError, match="generator was trained on classes"):
+        distill.run(p, other, gen_out, tmp_path / "d")

@@ -60,8 +60,8 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == ["evaluate", "generate", "prep", "register", "select", "train",
-                                                         "transfer", "zoo"]
+    assert sorted(r.info.run_name for r in children) == ["distill", "evaluate", "generate", "prep", "register", "select",
+                                                         "train", "transfer", "zoo"]
     train_run = next(r for r in children if r.info.run_name == "train")
     assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
     assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
