@@ -105,14 +105,24 @@ class IterativeAttack:
                 x_adv = self.project(x_adv, x, box)
         return x_adv.detach()
 
+    def _generator_for(self, x: torch.Tensor) -> torch.Generator:
+        """The seeded generator on ``x``'s device: CPU draws stay reproducible, GPU draws need no
+        host-to-device copy (which would stall the queue at every call)."""
+        if x.device.type == "cpu":
+            return self.generator
+        if getattr(self, "_device_generator", None) is None or self._device_generator.device != x.device:
+            self._device_generator = torch.Generator(device=x.device).manual_seed(self.generator.initial_seed())
+        return self._device_generator
+
     def random_offset(self, x: torch.Tensor) -> torch.Tensor:
         """A random start: uniform in the ℓ∞ cube, or a uniform direction at a uniform radius for ℓ2."""
+        g = self._generator_for(x)
         if self.norm == "linf":
-            return ((torch.rand(x.shape, generator=self.generator) * 2 - 1) * self.eps).to(x)
-        direction = torch.randn(x.shape, generator=self.generator)
+            return (torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
+        direction = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
         direction /= _per_sample(direction.square(), "sum").sqrt() + _TINY
-        radius = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=self.generator) * self.eps
-        return (direction * radius).to(x)
+        radius = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=g, device=x.device, dtype=x.dtype) * self.eps
+        return direction * radius
 
     def feasible_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel (lower, upper) bounds of [0, 1] ∩ (the ℓ∞ ball, or nothing more for ℓ2)."""
