@@ -44,6 +44,8 @@ bench: setup
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1 2>&1 | $(QUIET_PIP)
 	python -m benchmarks.svd_transfer
 	python -m benchmarks.attack_speed
+	python -m benchmarks.rcs
+	python -m benchmarks.glad
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock).
 lock:
