@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
+from repflow.stage import STAGE_OUTPUTS
 
 
 
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage on the workspace's standard folders (what dvc.yaml calls)")
-    s.add_argument("name", choices=["prep", "generate", "train", "evaluate", "register"])
+    s.add_argument("name", choices=list(STAGE_OUTPUTS))
     common(s)
     s.set_defaults(func=cmd_stage)
 

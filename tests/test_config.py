@@ -100,3 +100,17 @@ def test_attack_and_zoo_names_match_their_registries():
 
     assert set(ATTACK_NAMES) == set(ATTACKS)
     assert set(ZOO_MEMBERS) == set(ZOO_SPECS)
+
+
+def test_every_stage_is_runnable_from_the_cli_and_listed_in_dvc_yaml():
+    import yaml
+
+    from repflow.stage import STAGE_OUTPUTS, STAGE_PARAMS
+    from tasks import STAGES
+    from tests.conftest import REPO
+
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert set(STAGES) == set(STAGE_OUTPUTS) == set(STAGE_PARAMS) == set(dvc)
+    for name, stage in dvc.items():
+        assert stage["cmd"] == f"repflow stage {name}"
+        assert STAGE_OUTPUTS[name] in [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
