@@ -37,9 +37,9 @@ from repflow.generative import truncated_normal
 from repflow.progress import progress
 
 __all__ = ["Augment", "dm_loss", "dc_loss", "gradient_distance", "Parameterization", "PixelParam", "LatentParam",
-           "FeatureParam", "initial_latents", "check_ipc", "distill", "DISTILL_NET", "EVAL_ARCHITECTURES",
-           "DEFAULT_LR", "random_real_subset", "generator_samples", "train_and_test", "evaluate_distilled",
-           "summarize"]
+           "FeatureParam", "initial_latents", "check_ipc", "check_compatible", "distill", "DISTILL_NET",
+           "EVAL_ARCHITECTURES", "DEFAULT_LR", "random_real_subset", "generator_samples", "train_and_test",
+           "evaluate_distilled", "summarize"]
 
 
 # ---------------------------------------------------------------- differentiable augmentation
