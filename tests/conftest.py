@@ -37,6 +37,7 @@ def tiny_params(**sections) -> dict:
         "prep": {"source": "mnist5k", "per_class": 24, "test_per_class": 10, "val_fraction": 0.2, "shard_size": 64},
         "generate": {"epochs": 2, "batch_size": 64, "channels": 16, "judge_epochs": 2, "quality_samples": 100,
                      "anchors": 60, "views": 2, "shard_size": 100},
+        "select": {"method": "full"},
         "train": {"encoder": "small_cnn", "width": 8, "proj_dim": 16, "epochs": 2, "batch_size": 64, "lr": 0.003},
         "evaluate": {"probe_epochs": 60, "probe_lr": 0.05, "eps": [0.03137255], "pgd_steps": 3, "max_test": 40,
                      "attack_batch_size": 40, "alf_epochs": 1, "alf_steps": 2},
