@@ -1,5 +1,5 @@
-"""The main DAG: prep → generate → distill → select → train → evaluate → zoo → transfer → register, one Prefect
-task per stage, except the transfer-attack grid: a subflow whose cells are Prefect tasks on Ray
+"""The main DAG: prep → generate → distill → select → train → evaluate → zoo → transfer → register, one
+Prefect task per stage, except the transfer-attack grid: a subflow whose cells are Prefect tasks on Ray
 (prefect-ray's RayTaskRunner), so the UI shows every (attack, fusion, ε) cell.
 
 Each task's cache key is the stage key (params section + upstream manifest digests + code
@@ -95,11 +95,13 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
     distill_line = (f"- distilled set ({dm['distilled']}, {params.distill.ipc} images per class): cross-architecture "
                     f"accuracy {dm['cross_arch']:.3f}, same-architecture {dm['same_arch']:.3f}; "
                     + ", ".join(f"{r['set']} {r['cross_arch']:.3f}" for r in dm["sets"][1:]))
-    alf = (f"- ALF (probe finetuned on PGD-{params.evaluate.alf_steps} examples): clean {metrics['alf_clean_acc']:.4f}, "
+    alf = (f"- ALF (probe finetuned on PGD-{params.evaluate.alf_steps} examples): "
+           f"clean {metrics['alf_clean_acc']:.4f}, "
            f"robust mean over ε {metrics['alf_robust_acc_mean']:.4f}" if "alf_clean_acc" in metrics else "")
     rd = (f"- representational divergence on held-out images: {metrics['representational_divergence']:.4f}"
           if "representational_divergence" in metrics else "")
-    transfer_lines = [f"- transfer attacks from the zoo's surrogate at ε = {tm['eps_max']:g}: mean success on black-box "
+    transfer_lines = [f"- transfer attacks from the zoo's surrogate at ε = {tm['eps_max']:g}: "
+                      f"mean success on black-box "
                       f"targets {tm.get('mean_transfer_success_base', float('nan')):.3f} without SVD fusion, "
                       f"{tm.get('mean_transfer_success_svd', float('nan')):.3f} with; on this encoder + probe "
                       f"{tm.get('encoder_transfer_success_base', float('nan')):.3f} / "
@@ -141,7 +143,8 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
-    """prep → generate → distill → select → train → evaluate → zoo → transfer → register on the params in ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    """prep → generate → distill → select → train → evaluate → zoo → transfer → register on the params in
+    ``params_file`` (+ ``KEY=VALUE`` overrides)."""
     logger = get_run_logger()
     ws = Workspace.at(workdir)
     params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
@@ -160,7 +163,8 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
         zoo_dir = _run(zoo, params, shards, out=ws.out("zoo"))
         transfer_dir = _run_transfer(params, shards, zoo_dir, encoder_dir, eval_dir, ws.out("transfer"))
         reg_dir = _run(register, params, encoder_dir, eval_dir, out=ws.out("register"))
-        paths = {"prep": shards, "generate": views, "distill": distilled, "select": selection, "train": encoder_dir, "evaluate": eval_dir,
+        paths = {"prep": shards, "generate": views, "distill": distilled, "select": selection, "train": encoder_dir,
+                 "evaluate": eval_dir,
                  "zoo": zoo_dir, "transfer": transfer_dir, "register": reg_dir}
         md, summary = run_report(params, paths)
         report_path = ws.root / "reports" / "run-report.md"

@@ -3,5 +3,5 @@ from models.classifiers import CLASSIFIERS, Classifier, build_classifier
 from models.encoders import ENCODERS, DualBatchNorm, ProbedEncoder, ProjectionHead, bn_branch, build_encoder
 from models.generator import ConditionalEncoder, ConditionalGenerator, GeneratorSampler
 
-__all__ = ["CLASSIFIERS", "Classifier", "build_classifier", "ENCODERS", "DualBatchNorm", "bn_branch", "ProbedEncoder", "ProjectionHead", "build_encoder", "ConditionalGenerator", "ConditionalEncoder",
-           "GeneratorSampler"]
+__all__ = ["CLASSIFIERS", "Classifier", "build_classifier", "ENCODERS", "DualBatchNorm", "bn_branch", "ProbedEncoder",
+           "ProjectionHead", "build_encoder", "ConditionalGenerator", "ConditionalEncoder", "GeneratorSampler"]

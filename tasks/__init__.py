@@ -3,7 +3,7 @@
 ``run_in(workspace, params)``, which wires the workspace's standard folders."""
 from tasks import distill, evaluate, generate, prep, register, select, train, transfer, zoo
 
-STAGES = {"prep": prep, "generate": generate, "distill": distill, "select": select, "train": train, "evaluate": evaluate, "zoo": zoo,
-          "transfer": transfer, "register": register}
+STAGES = {"prep": prep, "generate": generate, "distill": distill, "select": select, "train": train,
+          "evaluate": evaluate, "zoo": zoo, "transfer": transfer, "register": register}
 
 __all__ = ["STAGES"]

@@ -55,11 +55,11 @@ def test_dvc_repro_and_experiments(tmp_path):
 
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "baseline"], repo, env)
-    exp = sh(["dvc", "exp", "run", "-S", "train.epochs=3", "-n", "three-epochs"], repo, env)
-    assert "Running stage 'train'" in exp.stdout
-    for reused in ("prep", "generate", "distill", "zoo"):
+    exp = sh(["dvc", "exp", "run", "-S", "transfer.eps=[0.2]", "-n", "wider-eps"], repo, env)
+    assert "Running stage 'transfer'" in exp.stdout  # only the stage that reads the changed param reruns
+    for reused in ("prep", "generate", "distill", "select", "train", "evaluate", "zoo", "register"):
         assert f"Running stage '{reused}'" not in exp.stdout
     show = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout)
     names = json.dumps(show)
-    assert "three-epochs" in names
-    assert json.loads((repo / "artifacts" / "train.metrics.json").read_text())["epochs"] == 3
+    assert "wider-eps" in names
+    assert json.loads((repo / "reports" / "transfer.metrics.json").read_text())["eps_max"] == 0.2
