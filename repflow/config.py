@@ -26,6 +26,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _epsilon_list(v: list[float]) -> list[float]:
+    """Attack radii in pixel units of [0, 1] images: at least one, each in (0, 1]; sorted, deduplicated."""
+    if not v:
+        raise ValueError("needs at least one epsilon")
+    bad = [e for e in v if not 0.0 < e <= 1.0]
+    if bad:
+        raise ValueError(f"every epsilon must be in (0, 1] (inputs are in [0, 1]); got {bad}")
+    return sorted(set(v))
+
+
 class PrepParams(_Section):
     """Turn a source on disk into train / val / test WebDataset shards."""
 
@@ -148,12 +158,7 @@ class EvaluateParams(_Section):
     @field_validator("eps")
     @classmethod
     def _eps_in_range(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("needs at least one epsilon")
-        bad = [e for e in v if not 0.0 < e <= 1.0]
-        if bad:
-            raise ValueError(f"every epsilon must be in (0, 1] (inputs are in [0, 1]); got {bad}")
-        return sorted(set(v))
+        return _epsilon_list(v)
 
 
 class DistillParams(_Section):
@@ -225,12 +230,7 @@ class TransferParams(_Section):
     @field_validator("eps")
     @classmethod
     def _eps_in_range(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("needs at least one epsilon")
-        bad = [e for e in v if not 0.0 < e <= 1.0]
-        if bad:
-            raise ValueError(f"every epsilon must be in (0, 1] (inputs are in [0, 1]); got {bad}")
-        return sorted(set(v))
+        return _epsilon_list(v)
 
     @field_validator("attacks", "fusion")
     @classmethod
