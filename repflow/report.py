@@ -14,6 +14,20 @@ import torch  # noqa: E402
 __all__ = ["bar_plot", "class_grid", "coreset_plot", "heatmap", "line_plot", "markdown_table"]
 
 
+def _finish(fig, path: Path, *, dpi: int, title: str = "", suptitle: bool = False, ax=None,
+            title_size: float | None = None) -> Path:
+    """Title (figure-wide or on ``ax``), tight layout, save as PNG, close: how every figure here ends."""
+    if title:
+        if suptitle:
+            fig.suptitle(title)
+        else:
+            ax.set_title(title, fontsize=title_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def class_grid(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], path: Path,
                per_class: int = 8, title: str = "") -> Path:
     """Save a grid with one row per class of uint8 (N,C,H,W) images."""
@@ -32,12 +46,7 @@ def class_grid(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str
                           vmin=0, vmax=255)
             if c == 0:
                 ax.set_ylabel(classes[r], rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, dpi=80, title=title, suptitle=True)
 
 
 def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], path: Path, *, xlabel: str, ylabel: str,
@@ -51,12 +60,7 @@ def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], path: Path, *,
     ax.grid(alpha=0.3)
     if len(ys) > 1:
         ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, dpi=100, title=title, ax=ax)
 
 
 def markdown_table(rows: list[dict], floatfmt: str = "{:.4f}") -> str:
@@ -93,12 +97,7 @@ def coreset_plot(labels: torch.Tensor, selected: torch.Tensor, features: torch.T
     ax2.set_title("encoder features, PCA")
     ax2.set_xticks([]), ax2.set_yticks([])
     ax2.legend(markerscale=3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, dpi=90, title=title, suptitle=True)
 
 
 def bar_plot(groups: Sequence[str], series: dict[str, Sequence[float]], path: Path, *, ylabel: str,
@@ -116,12 +115,7 @@ def bar_plot(groups: Sequence[str], series: dict[str, Sequence[float]], path: Pa
     ax.grid(axis="y", alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, dpi=100, title=title, ax=ax)
 
 
 def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequence[str], path: Path, *,
@@ -137,9 +131,4 @@ def heatmap(values: Sequence[Sequence[float]], rows: Sequence[str], cols: Sequen
             ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if data[i, j] < (vmin + vmax) / 2 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, path, dpi=100, title=title, ax=ax, title_size=9)

@@ -52,6 +52,17 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
     return images, (None if cfg.method in ("simclr", "acl", "dynacl") and cfg.data == "real" else partners), labels
 
 
+def training_inputs(params: Params, shards: Path, views: Path | None) -> dict[str, Path]:
+    """The input folders the training data comes from: the shards, and the generated views unless
+    ``train.data`` is ``real`` (select and train key their outputs on these digests)."""
+    inputs = {"shards": Path(shards)}
+    if params.train.data != "real":
+        if views is None:
+            raise ValueError(f"train.data={params.train.data!r} needs the generate stage's views")
+        inputs["views"] = Path(views)
+    return inputs
+
+
 def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:
     """(encoder, head, encoder config, head config), initialised from ``params.seed``. ACL methods get
     dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``."""

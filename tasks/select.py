@@ -31,7 +31,8 @@ from repflow.probe import embed
 from repflow.report import coreset_plot
 from repflow.shards import ShardSet
 from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
-from tasks._contrastive import adversary, check_schedule, choose_coreset, new_models, save_training_state, training_set
+from tasks._contrastive import (adversary, check_schedule, choose_coreset, new_models, save_training_state, training_inputs,
+                                training_set)
 
 log = logging.getLogger("repflow.select")
 
@@ -39,12 +40,7 @@ log = logging.getLogger("repflow.select")
 def plan(params: Params, shards: Path, views: Path | None = None) -> tuple[dict, str]:
     """(lineage, stage key): train + select params, the shards' digest (and the generated views' when
     the training data uses them), code version."""
-    inputs = {"shards": Path(shards)}
-    if params.train.data != "real":
-        if views is None:
-            raise ValueError(f"train.data={params.train.data!r} needs the generate stage's views")
-        inputs["views"] = Path(views)
-    lin = lineage("select", params, inputs)
+    lin = lineage("select", params, training_inputs(params, shards, views))
     return lin, stage_key("select", lin)
 
 

@@ -38,7 +38,7 @@ from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
 from tasks._contrastive import (adversary, choose_coreset, load_training_state, new_models, save_training_state,
-                                training_set)
+                                training_inputs, training_set)
 
 log = logging.getLogger("repflow.train")
 
@@ -65,12 +65,7 @@ def _resume(path: Path, key: str, encoder, head):
 def plan(params: Params, shards: Path, views: Path | None, selection: Path) -> tuple[dict, str]:
     """(lineage, stage key): train + select params, the shards' and the selection's digests (and the
     generated views' when the training data uses them), code version."""
-    inputs = {"shards": Path(shards), "selection": Path(selection)}
-    if params.train.data != "real":
-        if views is None:
-            raise ValueError(f"train.data={params.train.data!r} needs the generate stage's views")
-        inputs["views"] = Path(views)
-    lin = lineage("train", params, inputs)
+    lin = lineage("train", params, {**training_inputs(params, shards, views), "selection": Path(selection)})
     return lin, stage_key("train", lin)
 
 
