@@ -20,15 +20,16 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "repflow")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger, task, unmapped  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
+import mlflow  # noqa: E402
+from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
 from prefect_ray import RayTaskRunner  # noqa: E402
 from prefect_ray.context import remote_options  # noqa: E402
 
 from repflow import tracking  # noqa: E402
-from repflow.cluster import ensure_ray  # noqa: E402
-from repflow.config import Params, load_params  # noqa: E402
+from repflow.cluster import choose_device, ensure_ray, ray_resources  # noqa: E402
+from repflow.config import Params, load_params, section_digest  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
 from repflow.stage import Workspace, current_output  # noqa: E402
@@ -39,10 +40,13 @@ def _stage_task(module):
     stage = module.__name__.rsplit(".", 1)[-1]
 
     def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        inputs = [v for k, v in parameters.items() if k not in ("params", "out")]
-        return f"repflow-{stage}-{module.plan(parameters['params'], *inputs)[1]}"
+        return f"repflow-{stage}-{module.plan(parameters['params'], *parameters['inputs'])[1]}"
 
-    return task(module.run, name=stage, cache_key_fn=key_fn, persist_result=True)
+    def run_stage(params: Params, inputs: list[Path | None], out: Path, tracking_context: dict) -> Path:
+        tracking.adopt(tracking_context)  # a no-op in the flow's process; a Ray worker needs it
+        return module.run(params, *inputs, out)
+
+    return task(run_stage, name=stage, cache_key_fn=key_fn, persist_result=True)
 
 
 STAGE_TASKS = {module: _stage_task(module) for module in (prep, generate, distill, select, train, evaluate,
@@ -57,7 +61,7 @@ def attack_cell_task(cell: dict, models: dict, x, y, params: Params, device: str
 @flow(name="transfer-grid", task_runner=RayTaskRunner(), log_prints=True)
 def transfer_grid_flow(cells: list[dict], models: dict, x, y, params: Params, device: str) -> list[dict]:
     """One Prefect task per grid cell, executed by Ray (on a GPU node when the stage uses CUDA)."""
-    with remote_options(num_cpus=1, num_gpus=1 if device == "cuda" else 0):
+    with remote_options(**ray_resources(device)):
         futures = attack_cell_task.map(cells, unmapped(models), unmapped(x), unmapped(y), unmapped(params),
                                        unmapped(device))
     return [row for f in futures for row in f.result()]
@@ -70,12 +74,20 @@ def _run_transfer(params: Params, shards: Path, zoo_dir: Path, encoder_dir: Path
                                                                                            device))
 
 
+def _stage_device(params: Params) -> str:
+    return choose_device(params.device).type if params.device == "auto" else params.device
+
+
 def _run(module, params: Params, *inputs: Path, out: Path) -> Path:
-    """Run a stage as its Prefect task. Prefect's cached result is used only while the output it names
-    still verifies; otherwise the stage recomputes and its new result replaces the cache entry."""
+    """Run a stage as its Prefect task, through the flow's task runner: in this process, or as a Ray
+    task that asks for a GPU when the stage runs on CUDA. Prefect's cached result is used only while
+    the output it names still verifies; otherwise the stage recomputes and its new result replaces
+    the cache entry."""
     stage_task = STAGE_TASKS[module]
     fresh = current_output(Path(out), stage_task.name, module.plan(params, *inputs)[1])
-    return Path(stage_task.with_options(refresh_cache=not fresh)(params, *inputs, out))
+    with remote_options(**ray_resources(_stage_device(params))):
+        future = stage_task.with_options(refresh_cache=not fresh).submit(params, list(inputs), out, tracking.context())
+    return Path(future.result())
 
 
 def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, Any]]:
@@ -126,11 +138,11 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
                                                     f"{reg['previous_champion_score']:.4f})."), "",
         "## Artifacts",
         *(f"- {name}: `{p}`" for name, p in paths.items()),
-        f"- plots: `{paths['evaluate'] / 'robust_accuracy.png'}`, `{paths['train'] / 'loss.png'}`, "
-        f"`{paths['prep'] / 'samples.png'}`, `{paths['generate'] / 'samples.png'}`, "
-        f"`{paths['generate'] / 'views.png'}`, `{paths['select'] / 'coreset.png'}`, "
-        f"`{paths['transfer'] / 'heatmap.png'}`, `{paths['transfer'] / 'success_vs_eps.png'}`, "
-        f"`{paths['distill'] / 'distilled.png'}`", "",
+        "Plots: " + ", ".join(f"[{p.parent.name}/{p.name}]({p.resolve().as_uri()})" for p in (
+            paths["evaluate"] / "robust_accuracy.png", paths["train"] / "loss.png", paths["prep"] / "samples.png",
+            paths["generate"] / "samples.png", paths["generate"] / "views.png", paths["select"] / "coreset.png",
+            paths["transfer"] / "heatmap.png", paths["transfer"] / "success_vs_eps.png",
+            paths["distill"] / "distilled.png")), "",
         "## Look at it",
         f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` → http://127.0.0.1:5000",
         "- Prefect UI: `prefect server start --host 127.0.0.1 --port 4200`, then run with "
@@ -140,20 +152,29 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
     return "\n".join(md) + "\n", summary
 
 
+def _mlflow_run_link(tracking_uri: str, run) -> str | None:
+    """The MLflow UI page of ``run`` when tracking goes to an MLflow server (``repflow ui``)."""
+    if not tracking_uri.startswith("http"):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
     """prep → generate → distill → select → train → evaluate → zoo → transfer → register on the params in
-    ``params_file`` (+ ``KEY=VALUE`` overrides)."""
+    ``params_file`` (+ ``KEY=VALUE`` overrides), in the work folder ``workdir`` (held for the run)."""
     logger = get_run_logger()
     ws = Workspace.at(workdir)
     params = load_params(Path(workdir) / params_file if not Path(params_file).is_absolute() else params_file,
                          overrides or [])
     tracking.configure(ws.root)
     ensure_ray()
-    with tracking.flow_run("main", params.model_dump(mode="json"),
-                           tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
-                                 "repflow.git_commit": tracking.git_commit()}) as parent:
+    with ws.lock(), tracking.flow_run("main", params.model_dump(mode="json"),
+                                      tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
+                                            "repflow.git_commit": tracking.git_commit(),
+                                            "repflow.params_digest": section_digest(params.model_dump(mode="json")),
+                                            "repflow.workdir": str(ws.root)}) as parent:
         shards = _run(prep, params, out=ws.out("prep"))
         views = _run(generate, params, shards, out=ws.out("generate"))
         distilled = _run(distill, params, shards, views, out=ws.out("distill"))
@@ -167,12 +188,25 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
                  "evaluate": eval_dir,
                  "zoo": zoo_dir, "transfer": transfer_dir, "register": reg_dir}
         md, summary = run_report(params, paths)
+        link = _mlflow_run_link(mlflow.get_tracking_uri(), parent)
+        if link:
+            md += f"- this run in MLflow: [{parent.info.run_id}]({link})\n"
+            create_link_artifact(key="mlflow-run", link=link, link_text="MLflow parent run")
         report_path = ws.root / "reports" / "run-report.md"
         atomic_write_text(report_path, md)
-        import mlflow
         mlflow.log_artifact(str(report_path))
         mlflow.log_metrics({"clean_acc": summary["clean_acc"], "robust_acc_mean": summary["robust_acc_mean"]})
         create_markdown_artifact(key="run-report", markdown=md, description="repflow main flow report")
         summary.update(report=str(report_path), mlflow_run_id=parent.info.run_id)
     logger.info("report written to %s", report_path)
     return summary
+
+
+def main_flow_with_runner(runner: str):
+    """``main_flow`` with its stage tasks run ``local`` (one after another in this process) or on
+    ``ray`` (each stage a Ray task; on a cluster a CUDA stage lands on a GPU node)."""
+    if runner == "local":
+        return main_flow
+    if runner == "ray":
+        return main_flow.with_options(task_runner=RayTaskRunner())
+    raise ValueError(f"runner {runner!r}; allowed: local, ray")

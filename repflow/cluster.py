@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import tempfile
+from pathlib import Path
 
 import torch
 
-__all__ = ["choose_device", "ensure_ray", "ClusterError"]
+__all__ = ["choose_device", "ensure_ray", "ray_resources", "check_ray_address", "prepare_ray_client",
+           "ClusterError"]
 
 log = logging.getLogger(__name__)
 
@@ -26,26 +30,81 @@ def choose_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-def ensure_ray(num_cpus: int | None = None):
+def ray_resources(device: str | torch.device) -> dict[str, float]:
+    """What one stage job asks Ray for: a CPU, plus a GPU when the stage runs on CUDA, so on a
+    cluster the heavy jobs land on GPU nodes (and wait for a free GPU instead of sharing one)."""
+    kind = torch.device(device).type
+    return {"num_cpus": 1, "num_gpus": 1 if kind == "cuda" else 0}
+
+
+def check_ray_address(address: str | None = None, timeout_s: float = 3.0) -> None:
+    """Fail fast on a malformed ``RAY_ADDRESS`` or one nobody answers (``ray.init`` itself retries for
+    minutes). ``address`` defaults to the environment's; unset means a local instance: nothing to check."""
+    address = address if address is not None else os.environ.get("RAY_ADDRESS")
+    if not address:
+        return
+    if address == "auto":
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if not current.is_file():
+            raise ClusterError("RAY_ADDRESS='auto': no Ray cluster was started on this machine "
+                               "(expected 'ray start --head' first, or RAY_ADDRESS=HOST:PORT)")
+        address = current.read_text().strip()
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"RAY_ADDRESS={address!r}: expected HOST:PORT (e.g. 127.0.0.1:6379), "
+                           f"ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({exc.strerror or exc}); "
+                           f"start one with 'ray start --head' or unset RAY_ADDRESS") from None
+
+
+def prepare_ray_client() -> None:
+    """Environment a Ray driver reads when ``ray`` is first imported, so call this before that import.
+
+    Joining ``RAY_ADDRESS``: Ray >= 2.59 clusters want a token, and a client sends one only in token
+    mode, so token mode is switched on when a token is at hand (``RAY_AUTH_TOKEN``, its path, or
+    ``~/.ray/auth_token``, where ``ray start`` on this machine leaves it); the core's connection
+    retries are kept out of the user's terminal.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not os.environ.get("RAY_ADDRESS"):
+        return
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get(
+            "RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def ensure_ray(num_cpus: int | None = None, num_gpus: int | None = None):
     """Initialise Ray once per process: join ``RAY_ADDRESS`` when set, else start a local instance.
 
-    A second call reuses the running instance (so a flow and its stages share one). Returns the
-    ``ray`` module.
+    A second call reuses the running instance (so a flow and its stages share one). ``num_gpus``
+    declares logical GPUs on a local instance (tests use it to check GPU scheduling on a CPU
+    machine). Returns the ``ray`` module.
     """
+    prepare_ray_client()
     import ray
 
     if ray.is_initialized():
         return ray
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     if address:
+        check_ray_address(address)
         try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError) as exc:
-            raise ClusterError(f"RAY_ADDRESS={address!r}: cannot join the Ray cluster ({exc})") from None
-        log.info("joined Ray cluster at %s", address)
+            ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+        except Exception as exc:  # ray raises ConnectionError, RuntimeError, AuthenticationError, ...
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ClusterError(f"RAY_ADDRESS={address!r}: cannot join the Ray cluster ({detail}); a cluster with "
+                               f"token auth also needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN "
+                               f"('ray get-auth-token' on the head node prints it)") from None
+        log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        # "local": always a new instance, never a cluster some other process left in /tmp/ray
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
         log.info("started a local Ray instance with %s CPUs", ray.cluster_resources().get("CPU"))
     return ray

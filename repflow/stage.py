@@ -7,18 +7,22 @@ three are derived from the same params, inputs and code.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from repflow.config import Params, section_digest
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
 
-__all__ = ["Workspace", "code_version", "stage_key", "lineage", "current_output", "params_for", "export_metrics",
+__all__ = ["Workspace", "WorkspaceBusy", "code_version", "stage_key", "lineage", "current_output", "params_for", "export_metrics",
            "STAGE_PARAMS"]
 
 log = logging.getLogger("repflow.stage")
@@ -42,6 +46,13 @@ STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "select": "da
                  "register": "reports/register"}
 
 
+_HELD: set[Path] = set()
+
+
+class WorkspaceBusy(RuntimeError):
+    """The work folder is held by another run."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """A project folder: ``params.yaml``, ``mlflow.db`` and every stage output live under ``root``."""
@@ -58,6 +69,35 @@ class Workspace:
     @property
     def params_file(self) -> Path:
         return self.root / "params.yaml"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["Workspace"]:
+        """Hold the workspace for one run. Two runs in one folder would overwrite each other's stage
+        outputs and training checkpoints; a second one fails at once and names the holder. The lock is
+        an ``flock``, so a killed run releases it with its process."""
+        if self.root in _HELD:  # re-entered in this process (the CLI holds it around the flow)
+            yield self
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".repflow.lock"
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                raise WorkspaceBusy(f"--workdir {self.root}: in use by another repflow run ({holder}); wait for it "
+                                    f"or use another --workdir") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.flush()
+            _HELD.add(self.root)
+            try:
+                yield self
+            finally:
+                _HELD.discard(self.root)
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @functools.lru_cache(maxsize=1)

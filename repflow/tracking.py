@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
-           "RegistryError", "get_model_version", "champion_score", "describe_model", "register_model"]
+           "RegistryError", "get_model_version", "champion_score", "describe_model", "register_model",
+           "context", "adopt", "trace_lineage", "format_lineage", "launcher"]
 
 EXPERIMENT = "repflow"
 _parent_run_id: str | None = None
@@ -104,23 +105,123 @@ def flow_run(name: str, params: dict[str, Any], tags: dict[str, str] | None = No
             _parent_run_id = previous
 
 
+def launcher() -> str:
+    """What started this stage: ``dvc`` (a ``dvc repro`` stage command), ``prefect`` (a flow) or ``cli``."""
+    if os.environ.get("DVC_STAGE"):
+        return "dvc"
+    return "prefect" if prefect_flow_run_id() else "cli"
+
+
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any]) -> Iterator[Any]:
+def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: Path | None = None) -> Iterator[Any]:
     """One MLflow run for one stage execution, tagged with its lineage.
 
-    ``lineage`` carries the params digest, code version and input digests; the git commit, DVC
-    stage (``DVC_STAGE``) and Prefect flow-run id are added here.
+    ``lineage`` carries the params digest, code version and input digests; the git commit, the DVC
+    stage that reproduces this output (stage names are ``dvc.yaml``'s), what launched it and the
+    Prefect flow-run id are added here. When the body finishes, the manifest digest of ``out`` is
+    tagged as ``repflow.output_digest``: the key :func:`trace_lineage` follows from a consumer's
+    ``repflow.inputs.*`` tag back to the run that produced that input.
     """
     import mlflow
 
     tags = {f"repflow.{k}": str(v) for k, v in flatten(lineage).items()}
     tags.update({"repflow.stage": stage, "repflow.git_commit": git_commit(),
-                 "repflow.dvc_stage": os.environ.get("DVC_STAGE", ""),
+                 "repflow.dvc_stage": os.environ.get("DVC_STAGE") or stage, "repflow.launched_by": launcher(),
                  "repflow.prefect_flow_run_id": prefect_flow_run_id() or ""})
     with mlflow.start_run(run_name=stage, nested=_parent_run_id is not None, parent_run_id=_parent_run_id,
                           tags=tags) as run:
         mlflow.log_params(flatten(params))
         yield run
+        if out is not None and (Path(out) / "manifest.json").is_file():
+            digest = json.loads((Path(out) / "manifest.json").read_text())["digest"]
+            mlflow.set_tags({"repflow.output_digest": digest, "repflow.output": str(Path(out).resolve())})
+
+
+def context() -> dict[str, str | None]:
+    """Where this process tracks to, and the open flow run: what a stage running in another process
+    (a Ray worker) needs to log into the same store, nested under the same parent."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    return {"tracking_uri": mlflow.get_tracking_uri(), "parent_run_id": _parent_run_id,
+            "experiment_id": exp.experiment_id if exp else None}
+
+
+def adopt(ctx: dict[str, str | None]) -> None:
+    """Take over :func:`context` from the process that launched this one (idempotent in that process)."""
+    global _parent_run_id
+    _quiet_env()
+    import mlflow
+
+    mlflow.set_tracking_uri(ctx["tracking_uri"])
+    if ctx.get("experiment_id"):
+        mlflow.set_experiment(experiment_id=ctx["experiment_id"])
+    _parent_run_id = ctx.get("parent_run_id")
+
+
+def _producer(digest: str, experiment_id: str):
+    """The latest run whose stage output has manifest digest ``digest``, or None."""
+    import mlflow
+
+    runs = mlflow.MlflowClient().search_runs([experiment_id], f"tags.`repflow.output_digest` = '{digest}'",
+                                             order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def trace_lineage(ref: str) -> list[dict[str, Any]]:
+    """Walk from a registered model version back to the raw data source, one stage run per step.
+
+    Each step: stage, run id, git commit, params digest, code version, DVC stage, launcher,
+    Prefect flow-run id, its output digest, and its inputs as ``{name: (digest, producing stage or
+    None)}``; prep's step also names the raw source and its digest. Breadth-first from the run that
+    logged the model; a run reached twice (prep feeds most stages) is listed once.
+    """
+    import mlflow
+
+    mv = get_model_version(ref)
+    client = mlflow.MlflowClient()
+    first = client.get_run(mv.run_id)
+    steps, queue, seen = [], [first], {first.info.run_id}
+    while queue:
+        run = queue.pop(0)
+        t = run.data.tags
+        inputs = {}
+        for key, digest in sorted(t.items()):
+            if not key.startswith("repflow.inputs."):
+                continue
+            producer = _producer(digest, run.info.experiment_id)
+            inputs[key[len("repflow.inputs."):]] = (digest, producer.data.tags.get("repflow.stage") if producer else None)
+            if producer is not None and producer.info.run_id not in seen:
+                seen.add(producer.info.run_id)
+                queue.append(producer)
+        steps.append({"stage": t.get("repflow.stage", run.info.run_name), "run_id": run.info.run_id,
+                      "git_commit": t.get("repflow.git_commit", ""), "params_digest": t.get("repflow.params_digest", ""),
+                      "code_version": t.get("repflow.code_version", ""), "dvc_stage": t.get("repflow.dvc_stage", ""),
+                      "launched_by": t.get("repflow.launched_by", ""),
+                      "prefect_flow_run_id": t.get("repflow.prefect_flow_run_id", ""),
+                      "output_digest": t.get("repflow.output_digest", ""), "inputs": inputs,
+                      **{k: t[f"repflow.{k}"] for k in ("source", "source_origin", "source_digest")
+                         if f"repflow.{k}" in t}})
+    return steps
+
+
+def format_lineage(ref: str, steps: list[dict[str, Any]]) -> str:
+    """The lineage walk as text: one block per stage run, newest first, ending at the raw source."""
+    mv = get_model_version(ref)
+    lines = [f"{mv.name} version {mv.version} ← run {mv.run_id}"]
+    for s in steps:
+        flow = s["prefect_flow_run_id"] or "-"
+        commit = s["git_commit"][:12] + ("-dirty" if s["git_commit"].endswith("-dirty") else "")
+        lines.append(f"{s['stage']:<9} run {s['run_id'][:12]}  git {commit or '-'}  "
+                     f"params {s['params_digest'][:12] or '-'}  code {s['code_version'][:12] or '-'}  "
+                     f"dvc-stage {s['dvc_stage'] or '-'}  via {s['launched_by'] or '-'}  prefect-flow-run {flow}")
+        lines.append(f"{'':<9} output {s['output_digest'][:16] or '-'}")
+        for name, (digest, stage) in s["inputs"].items():
+            lines.append(f"{'':<9} ← {name}: {digest[:16]} from {stage or 'no tracked run (made outside MLflow?)'}")
+        if "source" in s:
+            lines.append(f"{'':<9} ← raw source {s['source']} at {s.get('source_origin', '?')} "
+                         f"(sha256 {s.get('source_digest', '?')[:16]})")
+    return "\n".join(lines)
 
 
 # --- model registry -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from models import ProjectionHead, build_encoder
 from repflow.acl import ACL
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
-from repflow.cluster import ensure_ray
+from repflow.cluster import ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.coreset import (Coreset, candidate_batches, candidate_gradients, coreset_budget, select_coreset_random,
                              select_coreset_rcs)
@@ -138,7 +138,7 @@ def _gradients_on_ray(params: Params, encoder, head, enc_config, head_config, im
     state_ref = ray.put(({k: v.cpu() for k, v in encoder.state_dict().items()},
                          {k: v.cpu() for k, v in head.state_dict().items()}))
     images_ref = ray.put(images)
-    job = ray.remote(candidate_gradients_job).options(num_cpus=1, num_gpus=1 if device.type == "cuda" else 0)
+    job = ray.remote(candidate_gradients_job).options(**ray_resources(device))
     futures = [job.remote(enc_config, head_config, state_ref, images_ref, [batches[i] for i in ids], ids, augment,
                           params.train.temperature, adversarial, seed, device.type) for ids in chunks if ids]
     grads = torch.empty(len(batches), 0)

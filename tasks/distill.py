@@ -25,7 +25,7 @@ import torch
 
 from repflow import tracking
 from repflow.checkpoints import CheckpointError
-from repflow.cluster import choose_device, ensure_ray
+from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.distill import (EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, check_ipc, distill,
                             generator_samples, random_real_subset, summarize, train_and_test)
@@ -97,7 +97,7 @@ def run(params: Params, shards: Path, generated: Path, out: Path) -> Path:
     name = f"{cfg.param}-{cfg.loss}"
     meta = {"classes": data.classes, "shape": list(data.shape), "mean": data.meta["mean"], "std": data.meta["std"],
             "splits": {}, "generator": generator_version, "param": cfg.param, "loss": cfg.loss, "ipc": cfg.ipc}
-    with tracking.stage_run("distill", params_for("distill", params), lin), \
+    with tracking.stage_run("distill", params_for("distill", params), lin, out=out), \
             staged_output(out, stage="distill", stage_key=key, lineage=lin, meta=meta) as tmp:
         mlflow.set_tag("repflow.generator_version", generator_version)
         t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def run(params: Params, shards: Path, generated: Path, out: Path) -> Path:
             sets["generator-samples"] = (_to_uint8(xg), yg)
 
         ray = ensure_ray()
-        job = ray.remote(eval_job).options(num_cpus=1, num_gpus=1 if device.type == "cuda" else 0)
+        job = ray.remote(eval_job).options(**ray_resources(device))
         test_refs = [ray.put(x_te), ray.put(y_te)]
         futures = [job.remote(set_name, arch, seed, ray.put(x), ray.put(y), *test_refs, cfg.eval_epochs, device.type)
                    for set_name, (x, y) in sets.items() for arch in cfg.eval_archs

@@ -22,7 +22,7 @@ from repflow import tracking
 from repflow.attacks import PGD, accuracy, robust_accuracy
 from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors, save_tensors
 from repflow.coreset import representational_divergence
-from repflow.cluster import choose_device, ensure_ray
+from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.manifest import atomic_write_text, staged_output
 from repflow.probe import embed, fit_adversarial_linear_probe, fit_linear_probe
@@ -94,7 +94,7 @@ def run(params: Params, shards: Path, encoder_dir: Path, out: Path) -> Path:
     encoder.to(device)
     x_tr, y_tr = data.load("train")
     x_te, y_te = data.load("test")
-    with tracking.stage_run("evaluate", params_for("evaluate", params), lin), \
+    with tracking.stage_run("evaluate", params_for("evaluate", params), lin, out=out), \
             staged_output(out, stage="evaluate", stage_key=key, lineage=lin) as tmp:
         probe = fit_linear_probe(embed(encoder, x_tr, device=device), y_tr, data.num_classes,
                                  epochs=cfg.probe_epochs, lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
@@ -125,7 +125,7 @@ def run(params: Params, shards: Path, encoder_dir: Path, out: Path) -> Path:
 
         ray = ensure_ray()
         x_ref, y_ref, cfg_ref = ray.put(x_att), ray.put(y_att), ray.put(enc_config)
-        job = ray.remote(robust_accuracy_job).options(num_cpus=1, num_gpus=1 if device.type == "cuda" else 0)
+        job = ray.remote(robust_accuracy_job).options(**ray_resources(device))
         t0 = time.perf_counter()
         futures = {}
         for name, p in probes.items():

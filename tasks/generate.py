@@ -101,7 +101,7 @@ def run(params: Params, shards: Path, out: Path) -> Path:
     meta = {"classes": data.classes, "shape": list(data.shape), "mean": data.meta["mean"], "std": data.meta["std"],
             "splits": {}, "views": {"anchors": cfg.anchors, "k": cfg.views, "sigma": cfg.sigma, "mode": cfg.mode,
                                     "truncation": cfg.truncation}}
-    with tracking.stage_run("generate", params_for("generate", params), lin), \
+    with tracking.stage_run("generate", params_for("generate", params), lin, out=out), \
             staged_output(out, stage="generate", stage_key=key, lineage=lin, meta=meta) as tmp:
         enc = build_encoder({"name": "small_cnn", "in_channels": data.shape[0], "width": 16,
                              "mean": data.meta["mean"], "std": data.meta["std"]})

@@ -1,6 +1,7 @@
 """prep: read an image source on disk, split it, write train / val / test shards with a manifest."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -75,11 +76,18 @@ def run(params: Params, out: Path) -> Path:
     channels = 1 if x_tr.ndim == 3 else x_tr.shape[3]
     train_f = splits["train"][0].reshape(-1, h, w, channels).astype(np.float32) / 255.0
     mean, std = train_f.mean(axis=(0, 1, 2)).tolist(), train_f.std(axis=(0, 1, 2)).tolist()
-    meta = {"source": cfg.source, "origin": src.origin, "classes": list(src.classes), "shape": [channels, h, w],
+    raw = hashlib.sha256(np.ascontiguousarray(x_all).tobytes())
+    raw.update(np.ascontiguousarray(y_all).tobytes())
+    if src.test_images is not None:
+        raw.update(np.ascontiguousarray(src.test_images).tobytes())
+        raw.update(np.ascontiguousarray(src.test_labels).tobytes())
+    meta = {"source": cfg.source, "origin": src.origin, "source_digest": raw.hexdigest(), "classes": list(src.classes), "shape": [channels, h, w],
             "mean": [round(m, 6) for m in mean], "std": [round(max(s, 1e-3), 6) for s in std],
             "skipped": src.skipped, "splits": {}}
-    with tracking.stage_run("prep", params_for("prep", params), lin), \
+    with tracking.stage_run("prep", params_for("prep", params), lin, out=out), \
             staged_output(out, stage="prep", stage_key=key, lineage=lin, meta=meta) as tmp:
+        mlflow.set_tags({"repflow.source": cfg.source, "repflow.source_origin": src.origin,
+                         "repflow.source_digest": meta["source_digest"]})
         for name, (x, y) in splits.items():
             meta["splits"][name] = write_image_split(tmp, name, x, y, shard_size=cfg.shard_size, show_progress=True)
             mlflow.log_metric(f"{name}_count", len(x))

@@ -43,7 +43,7 @@ def run(params: Params, encoder_dir: Path, eval_dir: Path, out: Path) -> Path:
     score = float(metrics[cfg.criterion])
     encoder, enc_config = load_encoder(encoder_dir)
     train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
-    with tracking.stage_run("register", params_for("register", params), lin) as run, \
+    with tracking.stage_run("register", params_for("register", params), lin, out=out) as run, \
             staged_output(out, stage="register", stage_key=key, lineage=lin) as tmp:
         example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)
         tags = {"repflow.score": score, "repflow.criterion": cfg.criterion,

@@ -78,7 +78,7 @@ def run(params: Params, shards: Path, views: Path | None, out: Path) -> Path:
     device = choose_device(params.device)
     encoder, head, enc_config, head_config = new_models(params, data)
     history: list[dict] = []
-    with tracking.stage_run("select", params_for("select", params), lin), \
+    with tracking.stage_run("select", params_for("select", params), lin, out=out), \
             staged_output(out, stage="select", stage_key=key, lineage=lin,
                           meta={"method": cfg.method, "images": len(images), "encoder": enc_config,
                                 "head": head_config}) as tmp:

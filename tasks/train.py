@@ -34,6 +34,7 @@ from repflow.cluster import choose_device
 from repflow.config import Params
 from repflow.contrastive import train_contrastive
 from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
+from repflow.progress import RunProgress
 from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
@@ -118,11 +119,13 @@ def run(params: Params, shards: Path, views: Path | None, selection: Path, out: 
         state["epoch_start"] = time.perf_counter()
         return state["coreset"]
 
-    with tracking.stage_run("train", params_for("train", params), lin), \
+    with tracking.stage_run("train", params_for("train", params), lin, out=out), \
             staged_output(out, stage="train", stage_key=key, lineage=lin,
                           meta={"method": cfg.method, "data": cfg.data, "loss": cfg.loss, "images": len(images),
                                 "coreset": scfg.method, "encoder": enc_config, "out_dim": encoder.out_dim}) as tmp:
         mlflow.set_tag("repflow.resumed_from_epoch", str(start_epoch))
+        ui_progress = RunProgress(f"train: {cfg.method} epochs (of {cfg.epochs})")
+        ui_progress.update(100.0 * start_epoch / cfg.epochs)
         for h in history:
             mlflow.log_metric("loss", h["loss"], step=h["epoch"])
 
@@ -131,6 +134,7 @@ def run(params: Params, shards: Path, views: Path | None, selection: Path, out: 
             history.append(stats)
             mlflow.log_metric("loss", stats["loss"], step=epoch)
             log.info("train: epoch %d/%d loss %.4f on %d images", epoch, cfg.epochs, stats["loss"], stats["images"])
+            ui_progress.update(100.0 * epoch / cfg.epochs)
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 save_training_state(progress_file, encoder, head, opt,
                                     {"stage_key": key, "epoch": epoch, "history": history, "rounds": rounds,

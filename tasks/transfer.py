@@ -29,7 +29,7 @@ from models import ProbedEncoder, build_classifier, build_encoder
 from repflow import tracking
 from repflow.attacks import attack_success_rate, make_attack
 from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors
-from repflow.cluster import choose_device, ensure_ray
+from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.manifest import atomic_write_text, read_manifest, staged_output
 from repflow.report import heatmap, line_plot, markdown_table
@@ -123,7 +123,7 @@ def attack_cell(cell: dict[str, Any], models: dict[str, dict[str, Any]], x: torc
 def ray_fan_out(cells: list[dict[str, Any]], models, x, y, params: Params, device: str) -> list[dict[str, Any]]:
     """Run every cell as a Ray task (1 CPU, or 1 GPU when the stage uses CUDA)."""
     ray = ensure_ray()
-    job = ray.remote(attack_cell).options(num_cpus=1, num_gpus=1 if device == "cuda" else 0)
+    job = ray.remote(attack_cell).options(**ray_resources(device))
     refs = [ray.put(v) for v in (models, x, y, params)]
     return [row for rows in ray.get([job.remote(c, *refs, device) for c in cells]) for row in rows]
 
@@ -156,7 +156,7 @@ def write_output(params: Params, lin: dict, key: str, rows: list[dict[str, Any]]
     if len(t.fusion) == 2:
         metrics["svd_fusion_gain"] = metrics["mean_transfer_success_svd"] - metrics["mean_transfer_success_base"]
     metrics["eps_max"] = top
-    with tracking.stage_run("transfer", params_for("transfer", params), lin), \
+    with tracking.stage_run("transfer", params_for("transfer", params), lin, out=out), \
             staged_output(out, stage="transfer", stage_key=key, lineage=lin,
                           meta={"cells": len(grid_cells(params)), "targets": table["target"].n_unique()}) as tmp:
         table.write_parquet(tmp / "grid.parquet")

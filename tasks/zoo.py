@@ -24,7 +24,7 @@ from models import build_classifier
 from repflow import tracking
 from repflow.attacks import accuracy
 from repflow.checkpoints import save_tensors
-from repflow.cluster import choose_device, ensure_ray
+from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.manifest import atomic_write_text, staged_output
 from repflow.report import markdown_table
@@ -65,9 +65,9 @@ def run(params: Params, shards: Path, out: Path) -> Path:
     x_te, y_te = data.load("test")
     device = choose_device(params.device)
     ray = ensure_ray()
-    job = ray.remote(train_member_job).options(num_cpus=1, num_gpus=1 if device.type == "cuda" else 0)
+    job = ray.remote(train_member_job).options(**ray_resources(device))
     refs = [ray.put(x_tr), ray.put(y_tr)]
-    with tracking.stage_run("zoo", params_for("zoo", params), lin), \
+    with tracking.stage_run("zoo", params_for("zoo", params), lin, out=out), \
             staged_output(out, stage="zoo", stage_key=key, lineage=lin,
                           meta={"members": cfg.members, "surrogate": cfg.surrogate}) as tmp:
         futures = [job.remote(name, *refs, data.num_classes, params.seed, cfg.epochs, cfg.batch_size, device.type)

@@ -67,7 +67,9 @@ def write_params(folder: Path, **sections) -> Path:
 def ray_session():
     from repflow.cluster import ensure_ray
 
-    ray = ensure_ray(num_cpus=4)  # logical CPUs above the 2 real ones avoid scheduling deadlocks
+    # logical CPUs above the 2 real ones avoid scheduling deadlocks; one declared GPU lets tests check
+    # that CUDA stages ask Ray for a GPU (Ray schedules it and sets CUDA_VISIBLE_DEVICES, no GPU needed)
+    ray = ensure_ray(num_cpus=4, num_gpus=1)
     yield ray
     ray.shutdown()
 
