@@ -6,6 +6,7 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 export PATH := $(BIN):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
@@ -32,10 +33,18 @@ $(FMNIST):
 	  exit 1; \
 	fi
 
+# The end-to-end UI test loads the Prefect UI in Debian's headless Chromium.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = "0" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "The UI test needs Chromium (it is skipped without it):  sudo apt-get install -y chromium"; \
+	fi
+
 run: setup
 	repflow run
 
-test: setup
+test: setup $(CHROMIUM)
 	pytest
 
 bench: setup

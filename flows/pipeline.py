@@ -144,9 +144,11 @@ def run_report(params: Params, paths: dict[str, Path]) -> tuple[str, dict[str, A
             paths["transfer"] / "heatmap.png", paths["transfer"] / "success_vs_eps.png",
             paths["distill"] / "distilled.png")), "",
         "## Look at it",
-        f"- MLflow UI: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000` → http://127.0.0.1:5000",
-        "- Prefect UI: `prefect server start --host 127.0.0.1 --port 4200`, then run with "
-        "`PREFECT_API_URL=http://127.0.0.1:4200/api` → http://127.0.0.1:4200",
+        "- `repflow ui` starts the Prefect and MLflow servers on this work folder and prints their URLs "
+        "(Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000); runs made with the two `export` lines it "
+        "prints show up there live",
+        f"- without a server: `mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000`",
+        "- `repflow lineage repflow-encoder@champion` walks from the model back to the raw data",
         f"- load the model: `mlflow.pytorch.load_model('models:/{reg['model']}@{reg['alias']}')`",
     ]
     return "\n".join(md) + "\n", summary

@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -21,6 +22,7 @@ __all__ = ["MANIFEST", "OutputError", "staged_output", "read_manifest", "file_sh
            "atomic_write_text"]
 
 MANIFEST = "manifest.json"
+log = logging.getLogger("repflow.manifest")
 SCHEMA = "repflow.output/1"
 
 
@@ -69,6 +71,11 @@ def staged_output(final: str | Path, *, stage: str, meta: dict[str, Any] | None 
     """
     final = Path(final).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
+    # leftovers of a run that was killed while writing this output (one writer per output: the
+    # workspace lock or DVC's lock holds the folder)
+    for stale in [*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")]:
+        log.warning("%s: removing %s left by an interrupted run", stage, stale)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     meta = {} if meta is None else meta

@@ -102,9 +102,30 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     assert show.returncode == 0, show.stderr[-2000:]
     assert "version 1  aliases: champion" in show.stdout and "robust_acc_mean" in show.stdout
     assert "input.shards" in show.stdout and "git_commit" in show.stdout and "train.epochs" in show.stdout
+    # lineage: from the champion back through register, train, select, prep to the raw digits on disk
+    from repflow import tracking
+    steps = tracking.trace_lineage("repflow-encoder@champion")
+    by_stage = {s["stage"]: s for s in steps}
+    assert [s["stage"] for s in steps][:1] == ["register"] and {"train", "evaluate", "select", "prep"} <= set(by_stage)
+    assert by_stage["register"]["inputs"]["encoder"] == (by_stage["train"]["output_digest"], "train")
+    assert by_stage["train"]["inputs"]["shards"] == (ShardSet(ws / "data" / "prep").digest, "prep")
+    assert by_stage["prep"]["source"] == "mnist5k" and by_stage["prep"]["source_origin"].endswith("mnist_5k.csv.gz")
+    for s in steps:
+        assert s["git_commit"] and s["params_digest"] and s["dvc_stage"] == s["stage"]
+        assert s["prefect_flow_run_id"] == str(fr1) and s["launched_by"] == "prefect"
+    walk = subprocess.run([sys.executable, "-m", "repflow", "lineage", "repflow-encoder@champion", "--workdir", str(ws)],
+                          capture_output=True, text=True, timeout=300)
+    assert walk.returncode == 0, walk.stderr[-2000:]
+    assert "← raw source mnist5k at" in walk.stdout and walk.stdout.count("dvc-stage") == len(steps)
+
     missing = subprocess.run([sys.executable, "-m", "repflow", "models", "show", "repflow-encoder@nope",
                               "--workdir", str(ws)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no alias 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+    for ref in ("repflow-encoder@nope", "no-such-model@champion"):
+        bad = subprocess.run([sys.executable, "-m", "repflow", "lineage", ref, "--workdir", str(ws)],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and ref.split("@")[0] in bad.stderr
 
 
 def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):

@@ -96,6 +96,17 @@ def test_failed_write_leaves_previous_output_intact(tmp_path):
     ShardSet(folder)
 
 
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves the temporary sibling behind; the next write of that output clears it (and only it)."""
+    dead = tmp_path / ".s.tmp-deadbeef"
+    dead.mkdir()
+    (dead / "half.tar").write_bytes(b"x")
+    other = tmp_path / ".t.tmp-deadbeef"
+    other.mkdir()
+    make_set(tmp_path / "s", rng_images(4), np.zeros(4, int))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".t.tmp-deadbeef", "s"]
+
+
 def test_pickle_members_are_refused(tmp_path):
     folder = tmp_path / "s"
     meta = {"classes": ["a"], "shape": [1, 2, 2], "splits": {"train": {"count": 1, "per_class": {"0": 1},
