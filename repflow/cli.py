@@ -17,9 +17,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.cluster import ClusterError
     from repflow.manifest import OutputError
     from repflow.sources import SourceError
+    from repflow.servers import ScheduleError, ServerError
     from repflow.tracking import RegistryError
 
-    return (ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError)
+    return (ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError,
+            ServerError, ScheduleError)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -71,6 +73,75 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import signal
+
+    from repflow import servers
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the servers the same way as Ctrl-C
+    try:
+        ui = servers.start_ui(args.workdir, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
+    except KeyboardInterrupt:  # start_ui stopped what it had started
+        return 0
+    print(f"Prefect UI: {ui.prefect.url}\nMLflow UI:  {ui.mlflow.url}\n"
+          f"To send runs from another shell to these servers:\n"
+          f"  export PREFECT_API_URL={ui.prefect_api_url}\n  export MLFLOW_TRACKING_URI={ui.mlflow.url}\n"
+          f"Logs: {ui.prefect.log_path.parent}. Ctrl-C stops both.", flush=True)
+    try:
+        dead = ui.wait()
+    except KeyboardInterrupt:
+        dead = None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+    left = ui.stop()
+    if dead is not None:
+        raise dead.failure(f"exited on its own (code {dead.exit_code()}); stopped the other server too")
+    if left:
+        raise servers.ServerError(f"still running after SIGKILL: pids {sorted(p.pid for p in left)}")
+    print("Stopped both servers.", flush=True)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from repflow import servers
+
+    schedule = servers.validate_schedule(args.cron, args.interval)
+    ws_root = Path(args.workdir).resolve()
+    params_file = Path(args.params) if Path(args.params).is_absolute() else ws_root / args.params
+    load_params(params_file, args.P)
+    api = servers.require_prefect_api("repflow serve")
+    try:
+        from prefect.types.entrypoint import EntrypointType
+
+        from flows.pipeline import main_flow
+
+        when = f"cron '{args.cron}' UTC" if args.cron else f"every {schedule['interval']:g} s"
+        after = "paused" if args.pause_on_shutdown else "active"
+        print(f"Serving {main_flow.name}/{args.name} ({when}) on {api}; Ctrl-C stops serving, the schedule stays "
+              f"{after}.", flush=True)
+        # Prefect's serve handles Ctrl-C and SIGTERM itself once it runs; this catch covers the imports before
+        main_flow.serve(name=args.name, **schedule, paused=False, pause_on_shutdown=args.pause_on_shutdown,
+                        parameters={"params_file": str(params_file), "overrides": list(args.P),
+                                    "workdir": str(ws_root)},
+                        entrypoint_type=EntrypointType.MODULE_PATH)  # flows.pipeline imports from any directory
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from repflow import servers
+
+    servers.require_prefect_api("repflow deployments")
+    for line in servers.deployment_lines():
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -97,6 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("ref", nargs="?", default="repflow-encoder@champion", help="NAME@ALIAS, NAME/VERSION or NAME")
     m.add_argument("--workdir", default=".")
     m.set_defaults(func=cmd_models)
+
+    u = sub.add_parser("ui", help="start the Prefect and MLflow servers and UIs for a workspace (Ctrl-C stops both)")
+    u.add_argument("--workdir", default=".", help="project folder holding mlflow.db (logs go to .repflow/logs/)")
+    u.add_argument("--prefect-port", type=int, default=4200)
+    u.add_argument("--mlflow-port", type=int, default=5000)
+    u.set_defaults(func=cmd_ui)
+
+    sv = sub.add_parser("serve", help="run the main flow on a schedule (needs a Prefect server: repflow ui)")
+    when = sv.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="cron expression in UTC, e.g. '0 3 * * *' (daily at 03:00)")
+    when.add_argument("--interval", metavar="SECONDS", help="run every SECONDS seconds")
+    sv.add_argument("--name", default="scheduled", help="deployment name, shown as repflow-main/NAME")
+    sv.add_argument("--pause-on-shutdown", action="store_true",
+                    help="pause the schedule when serve stops (default: it stays active)")
+    common(sv)
+    sv.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("deployments", help="list the deployments on the Prefect server at PREFECT_API_URL")
+    d.set_defaults(func=cmd_deployments)
     return p
 
 
