@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
-from repflow.stage import STAGE_OUTPUTS
+from repflow.stage import STAGE_OUTPUTS, Workspace
 
 
 
@@ -17,10 +16,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.cluster import ClusterError
     from repflow.manifest import OutputError
     from repflow.sources import SourceError
+    from repflow.stage import WorkspaceBusy
     from repflow.servers import ScheduleError, ServerError
     from repflow.tracking import RegistryError
 
-    return (ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError,
+    return (ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError, WorkspaceBusy,
             ServerError, ScheduleError)
 
 
@@ -32,12 +32,21 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    ws_root = Path(args.workdir).resolve()
-    params_file = Path(args.params) if Path(args.params).is_absolute() else ws_root / args.params
+    ws = Workspace.at(args.workdir)
+    params_file = Path(args.params) if Path(args.params).is_absolute() else ws.root / args.params
     load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
-    from flows.pipeline import main_flow
+    from repflow import servers
+    from repflow.cluster import ensure_ray
 
-    summary = main_flow(params_file=str(params_file), overrides=args.P, workdir=str(ws_root))
+    if api := servers.prefect_api_url():  # unset: a temporary server for this run
+        servers.check_prefect_api(api)
+
+    with ws.lock():  # a busy folder is one line here, not a failed flow run
+        ensure_ray()  # join RAY_ADDRESS (or start Ray) now, so a wrong address is one line, not a failed flow
+        from flows.pipeline import main_flow_with_runner
+
+        summary = main_flow_with_runner(args.runner)(params_file=str(params_file), overrides=args.P,
+                                                     workdir=str(ws.root))
     print(Path(summary["report"]).read_text())
     print(f"report: {summary['report']}")
     return 0
@@ -45,13 +54,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from repflow import tracking
-    from repflow.stage import Workspace
+    from repflow.cluster import check_ray_address
     from tasks import STAGES
 
     ws = Workspace.at(args.workdir)
     params = load_params(Path(args.params) if Path(args.params).is_absolute() else ws.root / args.params, args.P)
+    check_ray_address()
     tracking.configure(ws.root)
-    out = STAGES[args.name].run_in(ws, params)
+    with ws.lock():
+        out = STAGES[args.name].run_in(ws, params)
     print(f"{args.name}: {out}")
     return 0
 
@@ -70,6 +81,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(m.aliases.items())) or "-"
             latest = max((int(v.version) for v in client.search_model_versions(f"name='{m.name}'")), default=0)
             print(f"{m.name}  latest v{latest}  aliases: {aliases}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from repflow import tracking
+
+    tracking.configure(args.workdir)
+    print(tracking.format_lineage(args.ref, tracking.trace_lineage(args.ref)))
     return 0
 
 
@@ -155,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a flow (default: the main pipeline)")
     r.add_argument("--flow", default="main", choices=["main"])
+    r.add_argument("--runner", default="local", choices=["local", "ray"],
+                   help="run stage tasks one after another in this process (local) or as Ray tasks (ray)")
     common(r)
     r.set_defaults(func=cmd_run)
 
@@ -168,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("ref", nargs="?", default="repflow-encoder@champion", help="NAME@ALIAS, NAME/VERSION or NAME")
     m.add_argument("--workdir", default=".")
     m.set_defaults(func=cmd_models)
+
+    lin = sub.add_parser("lineage", help="walk from a registered model back to the raw data, stage by stage")
+    lin.add_argument("ref", nargs="?", default="repflow-encoder@champion", help="NAME@ALIAS, NAME/VERSION or NAME")
+    lin.add_argument("--workdir", default=".")
+    lin.set_defaults(func=cmd_lineage)
 
     u = sub.add_parser("ui", help="start the Prefect and MLflow servers and UIs for a workspace (Ctrl-C stops both)")
     u.add_argument("--workdir", default=".", help="project folder holding mlflow.db (logs go to .repflow/logs/)")
@@ -193,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from repflow.cluster import prepare_ray_client
+
+    prepare_ray_client()  # before anything imports ray
     try:
         return args.func(args)
     except _user_errors() as exc:

@@ -61,6 +61,8 @@ def test_commands_that_need_a_server_name_the_url_that_does_not_answer(tmp_path)
     env = cli_env(tmp_path, PREFECT_API_URL=url)
     assert_one_line_error(repflow("deployments", env=env), url, "repflow ui")
     assert_one_line_error(repflow("serve", "--cron", "0 3 * * *", "--workdir", str(tmp_path), env=env), url)
+    assert_one_line_error(repflow("run", "--workdir", str(tmp_path), env=env), url, "unset PREFECT_API_URL")
+    assert not (tmp_path / "data").exists()  # refused before any stage started
     assert_one_line_error(repflow("deployments", env=cli_env(tmp_path)), "PREFECT_API_URL is not set")
 
 
