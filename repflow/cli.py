@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     from repflow.cluster import prepare_ray_client
 
     prepare_ray_client()  # before anything imports ray
+    # before anything imports prefect: stage logs ("repflow.*") go to the flow run's log in the UI
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "repflow")
     try:
         return args.func(args)
     except _user_errors() as exc:
