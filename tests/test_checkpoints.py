@@ -1,4 +1,3 @@
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import torch
 from models import ProjectionHead, build_encoder
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
-from tests.conftest import write_params
+from tests.conftest import child_env, write_params
 
 
 def test_tensors_and_config_round_trip(tmp_path):
@@ -62,7 +61,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL `repflow stage train` after its first epoch checkpoint; the rerun continues from it and ends
     with the same weights as an uninterrupted run."""
     sections = {"prep": {"per_class": 80, "test_per_class": 5}, "train": {"epochs": 5, "width": 16}}
-    env = {**os.environ, "REPFLOW_PROGRESS": "0"}
+    env = child_env(REPFLOW_PROGRESS="0")
     cli = [sys.executable, "-m", "repflow", "stage"]
     for ws in (tmp_path / "killed", tmp_path / "straight"):
         write_params(ws, **sections)

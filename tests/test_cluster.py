@@ -14,7 +14,7 @@ import time
 import pytest
 
 from repflow.cluster import ray_resources
-from tests.conftest import write_params
+from tests.conftest import child_env, write_params
 
 
 def _free_port() -> int:
@@ -82,7 +82,7 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
     ws = tmp_path / "ws"
     write_params(ws)
     port = _free_port()
-    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    env = child_env(RAY_ADDRESS=f"127.0.0.1:{port}")
     out = subprocess.run([sys.executable, "-m", "repflow", "run", "--workdir", str(ws)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
@@ -90,7 +90,7 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
         f"repflow: error: RAY_ADDRESS='127.0.0.1:{port}': no Ray cluster answers there (Connection refused); "
         "start one with 'ray start --head' or unset RAY_ADDRESS"]
     bad = subprocess.run([sys.executable, "-m", "repflow", "stage", "zoo", "--workdir", str(ws)],
-                         env={**os.environ, "RAY_ADDRESS": "nonsense"}, capture_output=True, text=True, timeout=120)
+                         env=child_env(RAY_ADDRESS="nonsense"), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "expected HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -101,7 +101,7 @@ def test_stages_join_a_ray_cluster_started_with_ray_start(tmp_path):
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     port, dash = _free_port(), _free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = child_env(RAY_USAGE_STATS_ENABLED="0")
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--node-ip-address=127.0.0.1", f"--temp-dir={ray_tmp}",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats"],

@@ -1,7 +1,6 @@
 """repflow ui / serve / deployments: real server processes, real signals, and the one-line errors."""
 from __future__ import annotations
 
-import os
 import queue
 import re
 import signal
@@ -16,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import write_params
+from tests.conftest import child_env, write_params
 
 
 def free_port() -> int:
@@ -27,10 +26,7 @@ def free_port() -> int:
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The test session's environment (conftest's Prefect settings), a private PREFECT_HOME, no server URLs."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env["PREFECT_HOME"] = str(tmp / "prefect-home")
-    env.update(extra)
-    return env
+    return child_env(PREFECT_HOME=str(tmp / "prefect-home"), **extra)
 
 
 def repflow(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import pytest
 
 from repflow.checkpoints import load_tensors
 from repflow.manifest import read_manifest
-from tests.conftest import write_params
+from tests.conftest import child_env, write_params
 from tests.test_pipeline import task_states
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def crash_scenario(prefect_harness, tmp_path_factory):
     ws_a, ws_b = root / "a", root / "b"
     write_params(ws_a, train={"epochs": EPOCHS_A, "checkpoint_every": 1})
     write_params(ws_b, seed=1, train={"epochs": 3})
-    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+    env = child_env(PREFECT_API_URL=str(get_current_settings().api.url))
     run_a = _start(ws_a, env, root / "a1.log")
     run_b = _start(ws_b, env, root / "b.log")
 

@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, child_env, write_params
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_flow_run_against_real_servers_shows_in_both_uis(tmp_path):
     ws = tmp_path / "ws"
     write_params(ws)
     p_port, m_port = _free_port(), _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env = child_env(PREFECT_HOME=str(tmp_path / "prefect-home"))
     ui = subprocess.Popen([sys.executable, "-m", "repflow", "ui", "--workdir", str(ws), "--prefect-port", str(p_port),
                            "--mlflow-port", str(m_port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, start_new_session=True)
