@@ -11,6 +11,7 @@ joined through ``RAY_ADDRESS``) and reused by every stage that fans out.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -40,7 +41,11 @@ def _stage_task(module):
     stage = module.__name__.rsplit(".", 1)[-1]
 
     def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        return f"repflow-{stage}-{module.plan(parameters['params'], *parameters['inputs'])[1]}"
+        """Stage key + output folder: the cached result is a path, so two work folders with the same
+        params and inputs must not hand each other their outputs."""
+        key = module.plan(parameters["params"], *parameters["inputs"])[1]
+        out = str(Path(parameters["out"]).resolve())
+        return f"repflow-{stage}-{hashlib.sha256(f'{key}:{out}'.encode()).hexdigest()}"
 
     def run_stage(params: Params, inputs: list[Path | None], out: Path, tracking_context: dict) -> Path:
         tracking.adopt(tracking_context)  # a no-op in the flow's process; a Ray worker needs it

@@ -136,3 +136,22 @@ def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):
     tracking.configure(tmp_path / "a")
     tracking.configure(tmp_path / "b")  # mlflow.set_tracking_uri exported the first URI to the environment
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+
+
+def test_stage_cache_keys_follow_params_inputs_and_the_output_folder(tmp_path):
+    """Prefect's cached result is the output path: the same params in another work folder must miss."""
+    from flows.pipeline import STAGE_TASKS
+    from repflow.config import parse_params
+    from tasks import prep
+    from tests.conftest import tiny_params
+
+    key = STAGE_TASKS[prep].cache_key_fn
+    params = parse_params(tiny_params())
+
+    def key_for(p, out):
+        return key(None, {"params": p, "inputs": [], "out": out, "tracking_context": {}})
+
+    a = key_for(params, tmp_path / "a" / "data" / "prep")
+    assert a == key_for(params, tmp_path / "a" / "data" / "prep")
+    assert a != key_for(params, tmp_path / "b" / "data" / "prep")
+    assert a != key_for(parse_params(tiny_params(seed=1)), tmp_path / "a" / "data" / "prep")
