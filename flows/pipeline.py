@@ -166,6 +166,33 @@ def _mlflow_run_link(tracking_uri: str, run) -> str | None:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
 
 
+def _close_runs_of_killed_flows(ws: Workspace, keep: str) -> None:
+    """A flow killed in this work folder stays Running in Prefect and MLflow forever (nothing is left to
+    report its end). We hold the folder's lock, so no live run can own them: mark them Crashed / KILLED."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    logger = get_run_logger()
+    me = tracking.prefect_flow_run_id()
+    with get_client(sync_client=True) as client:
+        running = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-main"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.RUNNING]))))
+        for run in running:
+            workdir = run.parameters.get("workdir")
+            if str(run.id) != me and workdir and Path(workdir).resolve() == ws.root:
+                client.set_flow_run_state(run.id, Crashed(message=f"its process died; {ws.root} was free when "
+                                                                  f"flow run {me} started"), force=True)
+                logger.warning("flow run %s (%s) was killed in this work folder; marked Crashed", run.name, run.id)
+    closed = tracking.close_orphaned_runs(ws.root, keep=keep)
+    if closed:
+        logger.warning("closed %d MLflow runs left RUNNING by a killed flow: %s", len(closed), ", ".join(closed))
+
+
 @flow(name="repflow-main", log_prints=True)
 def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = None,
               workdir: str = ".") -> dict[str, Any]:
@@ -182,6 +209,7 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
                                             "repflow.git_commit": tracking.git_commit(),
                                             "repflow.params_digest": section_digest(params.model_dump(mode="json")),
                                             "repflow.workdir": str(ws.root)}) as parent:
+        _close_runs_of_killed_flows(ws, keep=parent.info.run_id)
         shards = _run(prep, params, out=ws.out("prep"))
         views = _run(generate, params, shards, out=ws.out("generate"))
         distilled = _run(distill, params, shards, views, out=ws.out("distill"))

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
            "RegistryError", "get_model_version", "champion_score", "describe_model", "register_model",
-           "context", "adopt", "trace_lineage", "format_lineage", "launcher"]
+           "context", "adopt", "trace_lineage", "format_lineage", "launcher", "close_orphaned_runs"]
 
 EXPERIMENT = "repflow"
 _parent_run_id: str | None = None
@@ -103,6 +103,30 @@ def flow_run(name: str, params: dict[str, Any], tags: dict[str, str] | None = No
             yield run
         finally:
             _parent_run_id = previous
+
+
+def close_orphaned_runs(workdir: str | Path, keep: str | None = None) -> list[str]:
+    """Mark as KILLED the MLflow runs a killed flow in ``workdir`` left RUNNING (its parent run, tagged
+    ``repflow.workdir``, and the stage runs under it), except the parent run ``keep`` (the caller's own).
+    Call it only while holding the workspace lock: then no live process can own them. Returns the run
+    ids closed."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    root = str(Path(workdir).resolve())
+    parents = client.search_runs([exp.experiment_id], f"tags.`repflow.workdir` = '{root}' and "
+                                 f"attributes.status = 'RUNNING'")
+    closed = []
+    for parent in (p for p in parents if p.info.run_id != keep):
+        children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+                                      f"and attributes.status = 'RUNNING'")
+        for run in [*children, parent]:
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 def launcher() -> str:

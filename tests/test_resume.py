@@ -95,7 +95,13 @@ def crash_scenario(prefect_harness, tmp_path_factory):
 
     state = main_flow(params_file="params.yaml", workdir=str(ws_a), return_state=True)
     assert state.is_completed(), state
-    return {"a": ws_a, "b": ws_b, "killed_at": killed_at, "stamps": stamps, "intruder": intruder,
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-main"])))
+    a_runs = sorted(r.state.name for r in runs if Path(r.parameters["workdir"]).resolve() == ws_a.resolve())
+    return {"a": ws_a, "b": ws_b, "killed_at": killed_at, "stamps": stamps, "intruder": intruder, "a_runs": a_runs,
             "states": task_states(state.state_details.flow_run_id)}
 
 
@@ -118,6 +124,13 @@ def test_killed_run_reuses_finished_stages_and_resumes_training(crash_scenario):
     history = json.loads((ws / "artifacts" / "train" / "history.json").read_text())
     assert [h["epoch"] for h in history["history"]][-EPOCHS_A:] == list(range(1, EPOCHS_A + 1))
     assert not (ws / "artifacts" / ".train.progress").exists()
+
+    # the killed attempt does not stay "Running" forever: the restart closed it in Prefect and MLflow
+    assert crash_scenario["a_runs"] == ["Completed", "Crashed"]
+    assert [r.info.status for r in train_runs] == ["FINISHED", "KILLED"]
+    parents = mlflow.search_runs(experiment_names=["repflow"], filter_string="attributes.run_name = 'main'",
+                                 order_by=["attributes.start_time DESC"], output_format="list")
+    assert [r.info.status for r in parents] == ["FINISHED", "KILLED"]
 
 
 def test_runs_in_separate_workdirs_do_not_clash(crash_scenario):
