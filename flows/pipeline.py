@@ -204,10 +204,11 @@ def main_flow(params_file: str = "params.yaml", overrides: list[str] | None = No
                          overrides or [])
     tracking.configure(ws.root)
     ensure_ray()
-    with ws.lock(), tracking.flow_run("main", params.model_dump(mode="json"),
+    dumped = params.model_dump(mode="json")
+    with ws.lock(), tracking.flow_run("main", dumped,
                                       tags={"repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
                                             "repflow.git_commit": tracking.git_commit(),
-                                            "repflow.params_digest": section_digest(params.model_dump(mode="json")),
+                                            "repflow.params_digest": section_digest(dumped),
                                             "repflow.workdir": str(ws.root)}) as parent:
         _close_runs_of_killed_flows(ws, keep=parent.info.run_id)
         shards = _run(prep, params, out=ws.out("prep"))

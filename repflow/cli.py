@@ -32,9 +32,14 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _params_file(args: argparse.Namespace) -> Path:
+    """``--params``, relative to ``--workdir`` unless absolute."""
+    return Path(args.params) if Path(args.params).is_absolute() else Workspace.at(args.workdir).root / args.params
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workdir)
-    params_file = Path(args.params) if Path(args.params).is_absolute() else ws.root / args.params
+    params_file = _params_file(args)
     load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
     from repflow import servers
     from repflow.cluster import ensure_ray
@@ -59,7 +64,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from tasks import STAGES
 
     ws = Workspace.at(args.workdir)
-    params = load_params(Path(args.params) if Path(args.params).is_absolute() else ws.root / args.params, args.P)
+    params = load_params(_params_file(args), args.P)
     check_ray_address()
     tracking.configure(ws.root)
     with ws.lock():
@@ -130,8 +135,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from repflow import servers
 
     schedule = servers.validate_schedule(args.cron, args.interval)
-    ws_root = Path(args.workdir).resolve()
-    params_file = Path(args.params) if Path(args.params).is_absolute() else ws_root / args.params
+    ws_root = Workspace.at(args.workdir).root
+    params_file = _params_file(args)
     load_params(params_file, args.P)
     api = servers.require_prefect_api("repflow serve")
     try:
