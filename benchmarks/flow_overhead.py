@@ -55,26 +55,26 @@ def direct(ws: Path) -> float:
     from repflow import tracking
     from repflow.config import load_params
     from repflow.stage import Workspace
-    from tasks import distill, evaluate, generate, prep, register, select, train, transfer, zoo
+    from repflow.stage import run_stage
 
     t0 = time.perf_counter()
     w = Workspace.at(ws)
     params = load_params(w.params_file)
     tracking.configure(w.root)
-    shards = prep.run(params, w.out("prep"))
-    views = generate.run(params, shards, w.out("generate"))
-    distill.run(params, shards, views, w.out("distill"))
-    selection = select.run(params, shards, views, w.out("select"))
-    enc = train.run(params, shards, views, selection, w.out("train"))
-    ev = evaluate.run(params, shards, enc, w.out("evaluate"))
-    zoo_dir = zoo.run(params, shards, w.out("zoo"))
-    transfer.run(params, shards, zoo_dir, enc, ev, w.out("transfer"))
-    register.run(params, enc, ev, w.out("register"))
+    shards = run_stage("image.prep", params, {}, w.out("prep"))
+    views = run_stage("image.generate", params, {"shards": shards}, w.out("generate"))
+    run_stage("image.distill", params, {"shards": shards, "generator": views}, w.out("distill"))
+    selection = run_stage("image.select", params, {"shards": shards, "views": views}, w.out("select"))
+    enc = run_stage("image.train", params, {"shards": shards, "views": views, "selection": selection}, w.out("train"))
+    ev = run_stage("image.evaluate", params, {"shards": shards, "encoder": enc}, w.out("evaluate"))
+    zoo_dir = run_stage("image.zoo", params, {"shards": shards}, w.out("zoo"))
+    run_stage("image.transfer", params, {"shards": shards, "zoo": zoo_dir, "encoder": enc, "evaluation": ev}, w.out("transfer"))
+    run_stage("image.register", params, {"encoder": enc, "evaluation": ev}, w.out("register"))
     return time.perf_counter() - t0
 
 
 def via_flow(ws: Path, runner: str) -> float:
-    from flows.pipeline import main_flow_with_runner
+    from repflow.families.image.flow import main_flow_with_runner
 
     t0 = time.perf_counter()
     main_flow_with_runner(runner)(params_file="params.yaml", workdir=str(ws))

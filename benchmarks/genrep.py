@@ -21,14 +21,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
-from models import build_encoder  # noqa: E402
+from repflow.models import build_encoder  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.checkpoints import load_encoder  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
 from repflow.probe import embed, fit_linear_probe  # noqa: E402
 from repflow.report import line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
-from tasks import generate, prep, train  # noqa: E402
+from repflow.stage import run_stage# noqa: E402
 
 SIGMAS = [0.1, 0.2, 0.5, 1.0, 2.0]
 
@@ -58,15 +58,15 @@ def main() -> None:
                 "generate": {"anchors": n_train, "views": 4},
                 "train": {"epochs": args.epochs, "batch_size": 256, "width": 32}}
         p0 = parse_params(base)
-        shards = prep.run(p0, root / "prep")
+        shards = run_stage("image.prep", p0, {}, root / "prep")
         data = ShardSet(shards)
-        gen0 = generate.run(p0, shards, root / "gen-base")
+        gen0 = run_stage("image.generate", p0, {"shards": shards}, root / "gen-base")
         quality = ShardSet(gen0).meta["quality"]
         views = {}
         for mode, sigma in [("gaussian", s) for s in SIGMAS] + [("independent", 1.0)]:
             p = parse_params({**base, "generate": {**base["generate"], "checkpoint": str(gen0), "sigma": sigma,
                                                    "mode": mode}})
-            views[(mode, sigma)] = generate.run(p, shards, root / f"gen-{mode}-{sigma}")
+            views[(mode, sigma)] = run_stage("image.generate", p, {"shards": shards}, root / f"gen-{mode}-{sigma}")
 
         arms = [("a: random init", None, None), ("b: SimCLR, real", {"method": "simclr", "data": "real"}, None),
                 ("c: SimCLR, generated (pixel views)", {"method": "simclr", "data": "generated"}, ("gaussian", 1.0))]
@@ -82,8 +82,10 @@ def main() -> None:
                                          "mean": data.meta["mean"], "std": data.meta["std"]})
                 else:
                     p = parse_params({**base, "seed": seed, "train": {**base["train"], **train_cfg}})
-                    out = train.run(p, shards, views[view_key] if view_key else None,
-                                    root / f"train-seed{seed}-arm{arm_i}")
+                    inputs = {"shards": shards, "views": views[view_key] if view_key else None}
+                    arm = root / f"seed{seed}-arm{arm_i}"
+                    inputs["selection"] = run_stage("image.select", p, inputs, arm / "select")
+                    out = run_stage("image.train", p, inputs, arm / "train")
                     enc, _ = load_encoder(out)
                 acc = probe_accuracy(enc, data, seed)
                 results[name].append(acc)

@@ -37,7 +37,7 @@ from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
 from repflow.report import class_grid  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
-from tasks import generate, prep  # noqa: E402
+from repflow.stage import run_stage# noqa: E402
 
 BASELINES = ["random real", "generator samples"]
 PARAMETERISATIONS = ["pixel", "latent (z)", "feature (F_l, w)"]
@@ -53,9 +53,9 @@ def prepare(root: Path, per_class: int, test_per_class: int, generator_epochs: i
         "prep": {"source": "fashion-mnist", "per_class": per_class, "test_per_class": test_per_class},
         "generate": {"epochs": generator_epochs, "patience": 3, "judge_epochs": 2, "quality_samples": 500,
                      "anchors": 10, "views": 1}})
-    shards = prep.run(params, root / "prep")
+    shards = run_stage("image.prep", params, {}, root / "prep")
     data = ShardSet(shards)
-    gen_out = generate.run(params, shards, root / "generate")
+    gen_out = run_stage("image.generate", params, {"shards": shards}, root / "generate")
     gen, _ = generate.load_generator(gen_out, data.shape, data.num_classes)
     return data, gen, ShardSet(gen_out).meta["quality"]
 

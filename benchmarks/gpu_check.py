@@ -19,7 +19,7 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 
 import torch  # noqa: E402
 
-from models import ConditionalGenerator, ProjectionHead, build_classifier, build_encoder  # noqa: E402
+from repflow.models import ConditionalGenerator, ProjectionHead, build_classifier, build_encoder  # noqa: E402
 from repflow.acl import ACL  # noqa: E402
 from repflow.attacks import accuracy, make_attack, rank1_approximation  # noqa: E402
 from repflow.contrastive import train_contrastive  # noqa: E402

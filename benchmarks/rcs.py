@@ -27,8 +27,8 @@ from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
 from repflow.report import line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
-from tasks import evaluate, prep, select, train  # noqa: E402
-from tasks._contrastive import choose_coreset, load_training_state, new_models, training_set  # noqa: E402
+from repflow.stage import run_stage# noqa: E402
+from repflow.families.image.stages._contrastive import choose_coreset, load_training_state, new_models, training_set  # noqa: E402
 
 ARMS = [("full", 1.0), ("rcs", 0.1), ("random", 0.1), ("rcs", 0.2), ("random", 0.2)]
 EPS = 8 / 255
@@ -49,9 +49,9 @@ def arm_params(args, seed: int, method: str, fraction: float) -> dict:
 
 def run_arm(root: Path, shards: Path, raw: dict) -> dict:
     p = parse_params(raw)
-    sel = select.run(p, shards, None, root / "select")
-    enc = train.run(p, shards, None, sel, root / "train")
-    ev = evaluate.run(p, shards, enc, root / "evaluate")
+    sel = run_stage("image.select", p, {"shards": shards, "views": None}, root / "select")
+    enc = run_stage("image.train", p, {"shards": shards, "views": None, "selection": sel}, root / "train")
+    ev = run_stage("image.evaluate", p, {"shards": shards, "encoder": enc}, root / "evaluate")
     s = json.loads((sel / "selection.json").read_text())
     h = json.loads((enc / "history.json").read_text())
     m = json.loads((ev / "metrics.json").read_text())
@@ -91,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="repflow-rcs-") as tmp:
         base = Path(tmp)
         tracking.configure(base)
-        shards = prep.run(parse_params(arm_params(args, 0, "full", 1.0)), base / "prep")
+        shards = run_stage("image.prep", parse_params(arm_params(args, 0, "full", 1.0)), {}, base / "prep")
         n_train = ShardSet(shards).count("train")
         for seed in range(args.seeds):
             for method, fraction in ARMS:

@@ -31,7 +31,7 @@ from repflow.config import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
-from tasks import prep  # noqa: E402
+from repflow.stage import run_stage# noqa: E402
 
 LAYER = "block2"
 BASES = ["mifgsm", "di", "ssa"]
@@ -89,7 +89,7 @@ def main() -> None:
         params = parse_params({"seed": 0, "device": "cpu", "prep": {"source": "fashion-mnist",
                                                                      "per_class": args.per_class,
                                                                      "test_per_class": 100 * args.seeds}})
-        data = ShardSet(prep.run(params, root / "prep"))
+        data = ShardSet(run_stage("image.prep", params, {}, root / "prep"))
         x_train, y_train = data.load("train")
         x_test_u8, y_test = data.load("test")
     x_test = x_test_u8.float() / 255

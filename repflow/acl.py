@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.encoders import bn_branch
+from repflow.models.encoders import bn_branch
 from repflow.contrastive import nt_xent_loss
 
 __all__ = ["ACL", "pgd_contrastive", "acl_loss", "dynacl_strength", "dynacl_weight", "dynacl_augment"]

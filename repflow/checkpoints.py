@@ -106,7 +106,7 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, prefix: st
 
 def load_encoder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The encoder of a verified ``train`` output folder, in eval mode, with its builder config."""
-    from models import build_encoder
+    from repflow.models import build_encoder
     from repflow.manifest import read_manifest
 
     folder = Path(folder)

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
-from repflow.stage import STAGE_OUTPUTS, Workspace
-
+from repflow.stage import Workspace
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -20,8 +19,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.stage import WorkspaceBusy
     from repflow.servers import ScheduleError, ServerError
     from repflow.tracking import RegistryError
+    from repflow.family import FamilyError
 
-    return (ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError, WorkspaceBusy,
+    return (FamilyError, ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError, WorkspaceBusy,
             ServerError, ScheduleError)
 
 
@@ -38,6 +38,9 @@ def _params_file(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from repflow.family import get_family
+
+    family = get_family(args.family)
     ws = Workspace.at(args.workdir)
     params_file = _params_file(args)
     load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
@@ -49,10 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with ws.lock():  # a busy folder is one line here, not a failed flow run
         ensure_ray()  # join RAY_ADDRESS (or start Ray) now, so a wrong address is one line, not a failed flow
-        from flows.pipeline import main_flow_with_runner
+        from repflow.flow import flow_with_runner
 
-        summary = main_flow_with_runner(args.runner)(params_file=str(params_file), overrides=args.P,
-                                                     workdir=str(ws.root))
+        summary = flow_with_runner(family, args.runner)(params_file=str(params_file), overrides=args.P,
+                                                        workdir=str(ws.root))
     print(Path(summary["report"]).read_text())
     print(f"report: {summary['report']}")
     return 0
@@ -61,15 +64,52 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from repflow import tracking
     from repflow.cluster import check_ray_address
-    from tasks import STAGES
+    from repflow.family import resolve_stage
+    from repflow.stage import run_in
 
+    stage = resolve_stage(args.name)
     ws = Workspace.at(args.workdir)
     params = load_params(_params_file(args), args.P)
     check_ray_address()
     tracking.configure(ws.root)
     with ws.lock():
-        out = STAGES[args.name].run_in(ws, params)
-    print(f"{args.name}: {out}")
+        out = run_in(ws, stage, params)
+    print(f"{stage.qualname}: {out}")
+    return 0
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from repflow.family import families
+
+    for fam in families():
+        root = "top level" if fam.params_root is None else f"under '{fam.params_root}:'"
+        print(f"{fam.name}: {fam.summary}\n  params: {', '.join(fam.params)} ({root} in params.yaml)\n  stages:")
+        for s in fam.stages:
+            reads = f" ← {', '.join(dict.fromkeys(s.inputs.values()))}" if s.inputs else ""
+            models = "".join(f"  registers {m.name}" for m in s.registers)
+            print(f"    {s.qualname:<18}{s.summary}{reads}{models}")
+        methods = fam.listed_methods()
+        if methods:
+            print("  methods:")
+            for m in methods:
+                print(f"    {m.kind:<9}{m.name:<12}{m.paradigm or '-':<24}{m.paper}")
+    return 0
+
+
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from repflow.dvc_stages import dvc_yaml
+    from repflow.manifest import atomic_write_text
+
+    root = Workspace.at(args.workdir).root
+    text, path = dvc_yaml(root), root / "dvc.yaml"
+    if args.write:
+        atomic_write_text(path, text)
+        print(f"wrote {path}")
+        return 0
+    if not path.is_file() or path.read_text() != text:
+        print(f"{path} is not what the stage declarations give; run: repflow dvc-yaml --write", file=sys.stderr)
+        return 1
+    print(f"{path} matches the stage declarations")
     return 0
 
 
@@ -142,7 +182,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from prefect.types.entrypoint import EntrypointType
 
-        from flows.pipeline import main_flow
+        from repflow.family import get_family
+
+        main_flow = get_family(args.family).flow_function()
 
         when = f"cron '{args.cron}' UTC" if args.cron else f"every {schedule['interval']:g} s"
         after = "paused" if args.pause_on_shutdown else "active"
@@ -178,15 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a param, e.g. -P train.epochs=3 (repeatable)")
         sp.add_argument("--workdir", default=".", help="project folder holding params, outputs and mlflow.db")
 
-    r = sub.add_parser("run", help="run a flow (default: the main pipeline)")
-    r.add_argument("--flow", default="main", choices=["main"])
+    r = sub.add_parser("run", help="run a family's flow (default: the image family)")
+    r.add_argument("family", nargs="?", default=None, help="family to run (repflow families lists them)")
     r.add_argument("--runner", default="local", choices=["local", "ray"],
                    help="run stage tasks one after another in this process (local) or as Ray tasks (ray)")
     common(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("stage", help="run one stage on the workspace's standard folders (what dvc.yaml calls)")
-    s.add_argument("name", choices=list(STAGE_OUTPUTS))
+    s.add_argument("name", metavar="FAMILY.STAGE", help="e.g. image.train; a bare name is the image family's")
     common(s)
     s.set_defaults(func=cmd_stage)
 
@@ -211,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     when = sv.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help="cron expression in UTC, e.g. '0 3 * * *' (daily at 03:00)")
     when.add_argument("--interval", metavar="SECONDS", help="run every SECONDS seconds")
-    sv.add_argument("--name", default="scheduled", help="deployment name, shown as repflow-main/NAME")
+    sv.add_argument("family", nargs="?", default=None, help="family whose flow to serve (default: image)")
+    sv.add_argument("--name", default="scheduled", help="deployment name, shown as repflow-<family>/NAME")
     sv.add_argument("--pause-on-shutdown", action="store_true",
                     help="pause the schedule when serve stops (default: it stays active)")
     common(sv)
@@ -219,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("deployments", help="list the deployments on the Prefect server at PREFECT_API_URL")
     d.set_defaults(func=cmd_deployments)
+
+    f = sub.add_parser("families", help="list families, their stages, and their methods by SSL paradigm")
+    f.set_defaults(func=cmd_families)
+
+    dv = sub.add_parser("dvc-yaml", help="check (default) or --write dvc.yaml from the stage declarations")
+    dv.add_argument("--write", action="store_true")
+    dv.add_argument("--workdir", default=".")
+    dv.set_defaults(func=cmd_dvc_yaml)
     return p
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.encoders import bn_branch
+from repflow.models.encoders import bn_branch
 from repflow.acl import pgd_contrastive
 from repflow.augment import random_views
 from repflow.contrastive import nt_xent_loss

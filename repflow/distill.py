@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.classifiers import build_classifier
-from models.generator import ConditionalGenerator
+from repflow.models.classifiers import build_classifier
+from repflow.models.generator import ConditionalGenerator
 from repflow.generative import truncated_normal
 from repflow.progress import progress
 

@@ -54,7 +54,7 @@ def fit_adversarial_linear_probe(encoder: nn.Module, probe: nn.Linear, images: t
     Starts from the given probe (the SLF one), so a few epochs suffice at this scale; the attack
     (step 2.5·eps/steps, random start) is re-run against the current probe for every batch.
     """
-    from models import ProbedEncoder
+    from repflow.models import ProbedEncoder
     from repflow.attacks import PGD
 
     probe = copy.deepcopy(probe).to(device)

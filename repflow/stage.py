@@ -1,51 +1,43 @@
-"""What every stage shares: its output location, its cache key, and the "already done" check.
+"""The one stage runner, and what every stage shares: its work folder, its key, its "already done" check.
 
-A stage's key is sha256 over (stage name, the params sections it reads, the manifest digests of
-its inputs, the code version). The key is written into the output's manifest; a rerun whose key
-matches a verified output reuses it. Prefect's cache and DVC's lock agree with this because all
-three are derived from the same params, inputs and code.
+A stage body (``run(ctx)`` in the module its :class:`~repflow.family.Stage` declaration names) only
+computes into ``ctx.tmp`` and returns a :class:`StageSummary`. :func:`run_stage` owns the rest, in this
+order: key → reuse → tracking → staged output → metrics → summary.
+
+- **Key**: sha256 over (stage, the params keys it reads, the manifest digests of the inputs it reads, its
+  own code version (:func:`repflow.family.code_version`), and the registry URI for stages that register
+  models). It is written into the output's manifest.
+- **Reuse**: an output whose manifest verifies and carries the same key is not recomputed, whoever made it
+  (a Prefect flow, ``repflow stage``, ``dvc repro``): that is what lets the three share done-state.
+- **Tracking**: one MLflow run per execution, named ``family.stage``, nested under the flow's parent run.
+- **Staged output**: the body writes into a temporary sibling that is renamed into place when complete.
+- **Metrics**: ``summary.json`` inside the output; ``<out>.metrics.json`` beside it for DVC (written on
+  reuse too).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from repflow.config import Params, section_digest
-from repflow.manifest import OutputError, atomic_write_text, read_manifest
+from repflow.config import section_digest
+from repflow.family import Stage, code_version
+from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
 
-__all__ = ["Workspace", "WorkspaceBusy", "code_version", "stage_key", "lineage", "current_output", "params_for", "export_metrics",
-           "STAGE_PARAMS"]
+__all__ = ["Workspace", "WorkspaceBusy", "StageContext", "StageSummary", "run_stage", "plan_stage", "read_summary",
+           "params_for", "current_output", "export_metrics", "run_in"]
 
 log = logging.getLogger("repflow.stage")
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "prep": ("seed", "prep"),
-    "generate": ("seed", "device", "generate"),
-    "select": ("seed", "device", "train", "select"),
-    "train": ("seed", "device", "train", "select"),
-    "evaluate": ("seed", "device", "evaluate"),
-    "distill": ("seed", "device", "distill"),
-    "zoo": ("seed", "device", "zoo"),
-    "transfer": ("seed", "device", "zoo", "transfer"),
-    "register": ("register",),
-}
-
-STAGE_OUTPUTS = {"prep": "data/prep", "generate": "data/generate", "select": "data/select", "train": "artifacts/train",
-                 "evaluate": "reports/evaluate", "distill": "data/distill", "zoo": "artifacts/zoo", "transfer": "reports/transfer",
-                 "register": "reports/register"}
-
-
+SUMMARY = "summary.json"
 _HELD: set[Path] = set()
 
 
@@ -63,8 +55,12 @@ class Workspace:
     def at(cls, root: str | Path = ".") -> "Workspace":
         return cls(Path(root).resolve())
 
-    def out(self, stage: str) -> Path:
-        return self.root / STAGE_OUTPUTS[stage]
+    def out(self, stage: Stage) -> Path:
+        return self.root / stage.out
+
+    def inputs(self, stage: Stage, family_stages: dict[str, Stage]) -> dict[str, Path]:
+        """The standard folders of every input a stage declares."""
+        return {name: self.out(family_stages[upstream]) for name, upstream in stage.inputs.items()}
 
     @property
     def params_file(self) -> Path:
@@ -100,38 +96,68 @@ class Workspace:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """sha256 (first 16 hex) of the project's Python sources that stages execute."""
-    h = hashlib.sha256()
-    for pkg in ("repflow", "models", "tasks"):
-        for p in sorted((PACKAGE_ROOT / pkg).rglob("*.py")):
-            h.update(p.relative_to(PACKAGE_ROOT).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+@dataclass
+class StageSummary:
+    """What a stage body returns: the numbers (flat, JSON-able; numeric ones also go to MLflow and DVC), a
+    markdown fragment for the run report, and the files in the output a person should look at (paths
+    relative to the output folder)."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    markdown: str = ""
+    plots: list[str] = field(default_factory=list)
 
 
-def params_for(stage: str, params: Params) -> dict[str, Any]:
-    """The part of ``params`` a stage reads (its section plus shared keys such as ``seed``)."""
+@dataclass
+class StageContext:
+    """What a stage body gets: params, its input folders by name (only those it reads), ``tmp`` to write
+    into, the final ``out`` (for progress files kept beside it), the manifest ``meta`` to fill, and
+    ``extras`` the flow passes (e.g. a fan-out function)."""
+
+    stage: Stage
+    params: Any
+    inputs: dict[str, Path]
+    tmp: Path
+    out: Path
+    key: str
+    lineage: dict[str, Any]
+    meta: dict[str, Any]
+    extras: dict[str, Any]
+
+    @property
+    def progress_dir(self) -> Path:
+        """Where a long stage keeps resumable progress (``.<out>.progress``): it survives a killed run, and the
+        runner removes it once the output is in place."""
+        return self.out.with_name(f".{self.out.name}.progress")
+
+
+def params_for(stage: Stage, params: Any) -> dict[str, Any]:
+    """The params keys a stage reads, as ``{dotted key: value}``."""
     dumped = params.model_dump(mode="json")
-    return {name: dumped[name] for name in STAGE_PARAMS[stage]}
+    picked = {}
+    for key in stage.params:
+        node = dumped
+        for part in key.split("."):
+            node = node[part]
+        picked[key] = node
+    return picked
 
 
-def lineage(stage: str, params: Params, inputs: dict[str, Path]) -> dict[str, Any]:
-    """Params digest, input manifest digests and code version of one stage execution."""
-    digests = {}
-    for name, folder in inputs.items():
-        digests[name] = read_manifest(folder, verify=False)["digest"]
-    return {"params_digest": section_digest(params_for(stage, params)), "inputs": digests,
-            "code_version": code_version()}
+def plan_stage(stage: Stage, params: Any, inputs: dict[str, Path]) -> tuple[dict[str, Path], dict[str, Any], str]:
+    """(inputs read, lineage, key) of one execution; see the module docstring for what the key covers."""
+    used = {k: Path(v) for k, v in stage.used_inputs(params, inputs).items()}
+    lineage = {"params_digest": section_digest(params_for(stage, params)),
+               "inputs": {name: read_manifest(folder, verify=False)["digest"] for name, folder in used.items()},
+               "code_version": code_version(stage.module)}
+    basis = {"stage": stage.qualname, **lineage}
+    if stage.registers:  # registering into another store is not the same output
+        import mlflow
 
-
-def stage_key(stage: str, lin: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps({"stage": stage, **lin}, sort_keys=True).encode()).hexdigest()
+        basis["registry"] = mlflow.get_tracking_uri()
+    return used, lineage, hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 
 def current_output(out: Path, stage: str, key: str) -> bool:
-    """True when ``out`` holds a verified output of ``stage`` made with exactly ``key``."""
+    """True when ``out`` holds a verified output of ``stage`` (qualified name) made with exactly ``key``."""
     try:
         manifest = read_manifest(out, verify=True, stage=stage)
     except OutputError as exc:
@@ -141,8 +167,65 @@ def current_output(out: Path, stage: str, key: str) -> bool:
     return manifest.get("stage_key") == key
 
 
+def read_summary(out: Path) -> StageSummary:
+    """The summary a stage left in its (verified) output folder."""
+    path = Path(out) / SUMMARY
+    if not path.is_file():
+        raise OutputError(f"{path}: missing; {out} was not written by the stage runner")
+    return StageSummary(**json.loads(path.read_text()))
+
+
 def export_metrics(out: Path, metrics: dict[str, Any]) -> Path:
     """Write ``<out>.metrics.json`` beside a stage output: the small, git-tracked file DVC reads as metrics."""
     path = Path(out).with_name(Path(out).name + ".metrics.json")
     atomic_write_text(path, json.dumps(metrics, indent=1, sort_keys=True))
     return path
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    from repflow.tracking import flatten
+
+    return {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def run_stage(stage: Stage | str, params: Any, inputs: dict[str, Path | None], out: Path, **extras: Any) -> Path:
+    """Run ``stage`` (a declaration or ``"family.stage"``) on ``inputs`` (input name → folder; None = absent)
+    into ``out``, unless a verified output with the same key is there; returns ``out``."""
+    from repflow import tracking
+    from repflow.family import resolve_stage
+
+    stage = resolve_stage(stage) if isinstance(stage, str) else stage
+    inputs = {k: Path(v) for k, v in inputs.items() if v is not None}
+    out = Path(out)
+    used, lineage, key = plan_stage(stage, params, inputs)
+    if current_output(out, stage.qualname, key):
+        log.info("%s: %s is up to date (same params, inputs and code); reusing it", stage.qualname, out)
+        export_metrics(out, read_summary(out).metrics)
+        return out
+    meta: dict[str, Any] = {}
+    with tracking.stage_run(stage.qualname, params_for(stage, params), lineage, out=out), \
+            staged_output(out, stage=stage.qualname, stage_key=key, lineage=lineage, meta=meta) as tmp:
+        import mlflow
+
+        ctx = StageContext(stage, params, used, tmp, out, key, lineage, meta, extras)
+        summary = stage.body()(ctx)
+        if not isinstance(summary, StageSummary):
+            raise TypeError(f"{stage.module}.run returned {type(summary).__name__}, expected StageSummary")
+        missing = [p for p in summary.plots if not (tmp / p).is_file()]
+        if missing:
+            raise OutputError(f"{stage.qualname}: summary names plots that were not written: {missing}")
+        atomic_write_text(tmp / SUMMARY, json.dumps(asdict(summary), indent=1, sort_keys=True, default=str))
+        mlflow.log_metrics(_numeric(summary.metrics))
+        for plot in summary.plots:
+            mlflow.log_artifact(str(tmp / plot))
+    shutil.rmtree(ctx.progress_dir, ignore_errors=True)
+    export_metrics(out, summary.metrics)
+    return out
+
+
+def run_in(ws: Workspace, stage: Stage, params: Any, **extras: Any) -> Path:
+    """Run a stage on a work folder's standard input and output folders (``repflow stage``, ``dvc repro``)."""
+    from repflow.family import get_family
+
+    fam = get_family(stage.family)
+    return run_stage(stage, params, ws.inputs(stage, {s.name: s for s in fam.stages}), ws.out(stage), **extras)

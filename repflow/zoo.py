@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from models import Classifier, build_classifier
+from repflow.models import Classifier, build_classifier
 from repflow.supervised import train_classifier
 
 __all__ = ["ZOO_SPECS", "ZooSpec", "train_zoo_member"]

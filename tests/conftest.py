@@ -108,11 +108,11 @@ def tiny_shards(tmp_path_factory):
 
     from repflow import tracking
     from repflow.config import parse_params
-    from tasks import prep
+    from repflow.stage import run_stage
 
     root = tmp_path_factory.mktemp("tiny")
     tracking.configure(root)
-    out = prep.run(parse_params(tiny_params()), root / "data" / "prep")
+    out = run_stage("image.prep", parse_params(tiny_params()), {}, root / "data" / "prep")
     mlflow.set_tracking_uri("")
     return out
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import ProbedEncoder, ProjectionHead, build_encoder
+from repflow.models import ProbedEncoder, ProjectionHead, build_encoder
 from repflow.attacks import PGD, accuracy, robust_accuracy
 from repflow.augment import random_views
 from repflow.contrastive import nt_xent_loss, train_contrastive

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import build_classifier
+from repflow.models import build_classifier
 from repflow.attacks import (ATTACKS, DI, MIFGSM, PGD, SSA, TI, SVDLogitFusion, attack_success_rate, dct_2d,
                              dct_matrix, gaussian_kernel, idct_2d, make_attack, rank1_approximation)
 from repflow.supervised import train_classifier

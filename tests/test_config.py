@@ -106,7 +106,7 @@ def test_every_stage_is_runnable_from_the_cli_and_listed_in_dvc_yaml():
     import yaml
 
     from repflow.stage import STAGE_OUTPUTS, STAGE_PARAMS
-    from tasks import STAGES
+    from repflow.families.image.stages import STAGES
     from tests.conftest import REPO
 
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

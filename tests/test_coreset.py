@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
+from repflow.models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
 from repflow.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
 from repflow.config import ParamsError, parse_params
 from repflow.contrastive import nt_xent_loss
@@ -177,24 +177,24 @@ def test_bad_selection_params(section, match):
     ({"select": {"method": "random", "fraction": 0.005}}, "select.fraction = 0.005: .*selects 1 image"),
 ])
 def test_selection_that_does_not_fit_the_data_fails_before_training(tiny_shards, tmp_path, section, match):
-    from tasks import select
+    from repflow.stage import run_stage
 
     p = parse_params(tiny_params(**section))
     with pytest.raises(ValueError, match=match):
-        select.run(p, tiny_shards, None, tmp_path / "select")
+        run_stage("image.select", p, {"shards": tiny_shards, "views": None}, tmp_path / "select")
     assert not (tmp_path / "select").exists()
 
 
 @pytest.mark.integration
 def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_session):
     """Warm-up + RCS selection, DynACL on the coreset with one re-selection, then SLF/ALF evaluation."""
-    from tasks import evaluate, select, train
+    from repflow.stage import run_stage
 
     p = parse_params(tiny_params(
         select={"method": "rcs", "fraction": 0.25, "warmup_epochs": 1, "every": 1, "val_size": 32,
                 "candidate_batch": 19, "workers": 2},
         train={"method": "dynacl", "epochs": 3, "adversarial": {"steps": 2, "anneal_period": 1}}))
-    sel = select.run(p, tiny_shards, None, tmp_path / "select")
+    sel = run_stage("image.select", p, {"shards": tiny_shards, "views": None}, tmp_path / "select")
     table = pl.read_parquet(sel / "coreset.parquet")
     n = ShardSet(tiny_shards).count("train")
     assert n == 190 and table.height == n
@@ -205,7 +205,7 @@ def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_se
     assert (sel / "coreset.png").stat().st_size > 10_000
 
     # the Ray-parallel candidate scoring (workers=2) selects exactly what the in-process one does
-    from tasks._contrastive import choose_coreset, load_training_state, new_models
+    from repflow.families.image.stages._contrastive import choose_coreset, load_training_state, new_models
     enc, head, ec, hc = new_models(p, ShardSet(tiny_shards))
     load_training_state(sel / "warmup.safetensors", enc, head)
     images, _ = ShardSet(tiny_shards).load("train")
@@ -214,7 +214,7 @@ def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_se
     core, _ = choose_coreset(serial, enc, head, ec, hc, images, epoch=1, device=torch.device("cpu"))
     assert torch.equal(core.indices, torch.tensor(table.filter(pl.col("selected"))["index"].to_list()))
 
-    out = train.run(p, tiny_shards, None, sel, tmp_path / "train")
+    out = run_stage("image.train", p, {"shards": tiny_shards, "views": None, "selection": sel}, tmp_path / "train")
     hist = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in hist["rounds"]] == [1, 2]
     assert [h["images"] for h in hist["history"]] == [190, 48, 48]
@@ -224,7 +224,7 @@ def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_se
     enc_cfg = json.loads((out / "encoder.json").read_text())
     assert enc_cfg["dual_bn"] and enc_cfg["bn_branch"] == "adv"
 
-    ev = evaluate.run(p, tiny_shards, out, tmp_path / "evaluate")
+    ev = run_stage("image.evaluate", p, {"shards": tiny_shards, "encoder": out}, tmp_path / "evaluate")
     m = json.loads((ev / "metrics.json").read_text())
     for key in ("clean_acc", "robust_acc_mean", "alf_clean_acc", "alf_robust_acc_mean", "representational_divergence"):
         assert key in m, key

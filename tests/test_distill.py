@@ -3,11 +3,11 @@ loop, the baselines, cross-architecture evaluation, and the errors for data that
 import pytest
 import torch
 
-from models import ConditionalGenerator
+from repflow.models import ConditionalGenerator
 from repflow.distill import (Augment, FeatureParam, LatentParam, PixelParam, dc_loss, distill, dm_loss,
                              evaluate_distilled, generator_samples, gradient_distance, initial_latents,
                              random_real_subset, summarize, train_and_test)
-from models.classifiers import build_classifier
+from repflow.models.classifiers import build_classifier
 
 K, SHAPE = 3, (1, 8, 8)
 SMALL_NET = {"arch": "convnet", "width": 8, "depth": 2, "norm": "instance"}

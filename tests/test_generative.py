@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import ConditionalGenerator, GeneratorSampler
+from repflow.models import ConditionalGenerator, GeneratorSampler
 from repflow.checkpoints import CheckpointError, load_tensors
 from repflow.config import parse_params
 from repflow.contrastive import nt_xent_loss, supcon_loss
@@ -98,7 +98,7 @@ def test_cvae_training_lowers_the_loss():
     x = torch.from_numpy(src.images[::25]).unsqueeze(1)
     y = torch.from_numpy(src.labels[::25])
     torch.manual_seed(0)
-    from models import ConditionalEncoder
+    from repflow.models import ConditionalEncoder
 
     gen, enc = ConditionalGenerator(10, (1, 28, 28), 8, 16, 16), ConditionalEncoder(10, (1, 28, 28), 8, 16)
     hist = train_cvae(gen, enc, x, y, epochs=4, batch_size=50, lr=3e-3, beta=1.0, device=torch.device("cpu"), seed=0)
@@ -108,12 +108,12 @@ def test_cvae_training_lowers_the_loss():
 @pytest.fixture(scope="module")
 def generated(tiny_shards, tmp_path_factory):
     from repflow import tracking
-    from tasks import generate
+    from repflow.stage import run_stage
 
     root = tmp_path_factory.mktemp("gen")
     tracking.configure(root)
     params = parse_params(tiny_params())
-    return params, generate.run(params, tiny_shards, root / "data" / "generate")
+    return params, run_stage("image.generate", params, {"shards": tiny_shards}, root / "data" / "generate")
 
 
 def test_generate_stage_writes_views_with_latents(generated):
@@ -133,7 +133,7 @@ def test_generate_stage_writes_views_with_latents(generated):
 
 
 def test_generator_checkpoint_must_fit_the_data(generated):
-    from tasks.generate import load_generator
+    from repflow.families.image.stages.generate import load_generator
 
     _, out = generated
     gen, config = load_generator(out, (1, 28, 28), 10)
@@ -145,11 +145,11 @@ def test_generator_checkpoint_must_fit_the_data(generated):
 
 
 def test_generate_reuses_a_given_checkpoint(generated, tiny_shards, tmp_path):
-    from tasks import generate
+    from repflow.stage import run_stage
 
     params, out = generated
     p2 = parse_params(tiny_params(generate={"checkpoint": str(out), "sigma": 1.5}))
-    out2 = generate.run(p2, tiny_shards, tmp_path / "g2")
+    out2 = run_stage("image.generate", p2, {"shards": tiny_shards}, tmp_path / "g2")
     a, _ = load_tensors(out / "generator.safetensors")
     b, _ = load_tensors(out2 / "generator.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -159,12 +159,12 @@ def test_generate_reuses_a_given_checkpoint(generated, tiny_shards, tmp_path):
 @pytest.mark.parametrize("method, data, loss", [("genrep", "generated", "ntxent"), ("genrep", "both", "supcon"),
                                                 ("simclr", "generated", "ntxent")])
 def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data, loss):
-    from tasks import select, train
+    from repflow.stage import run_stage
 
     _, views = generated
     p = parse_params(tiny_params(train={"method": method, "data": data, "loss": loss, "epochs": 1}))
-    selection = select.run(p, tiny_shards, views, tmp_path / "select")
-    out = train.run(p, tiny_shards, views, selection, tmp_path / "train")
+    selection = run_stage("image.select", p, {"shards": tiny_shards, "views": views}, tmp_path / "select")
+    out = run_stage("image.train", p, {"shards": tiny_shards, "views": views, "selection": selection}, tmp_path / "train")
     meta = read_manifest(out)["meta"]
     n_real = ShardSet(tiny_shards).count("train")
     assert meta["images"] == {"generated": 60, "both": 60 + n_real}[data]
@@ -174,11 +174,11 @@ def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data
 def test_distill_stage_writes_a_loadable_set_and_its_cross_arch_table(generated, tiny_shards, tmp_path):
     import polars as pl
 
-    from tasks import distill
+    from repflow.stage import run_stage
 
     params, gen_out = generated
     p = parse_params(tiny_params(distill={"param": "latent", "ipc": 3}))
-    out = distill.run(p, tiny_shards, gen_out, tmp_path / "distill")
+    out = run_stage("image.distill", p, {"shards": tiny_shards, "generator": gen_out}, tmp_path / "distill")
     x, y = ShardSet(out).load("distilled")
     assert x.shape == (30, 1, 28, 28) and torch.bincount(y).tolist() == [3] * 10
     table = pl.read_parquet(out / "eval.parquet")
@@ -194,21 +194,21 @@ def test_distill_stage_writes_a_loadable_set_and_its_cross_arch_table(generated,
     ({"param": "feature", "layer": 7}, r"distill.layer = 7: .*valid layers: \[0, 1, 2, 3\]"),
 ])
 def test_distill_rejects_bad_input_before_work(generated, tiny_shards, tmp_path, section, match):
-    from tasks import distill
+    from repflow.stage import run_stage
 
     _, gen_out = generated
     with pytest.raises(ValueError, match=match):
-        distill.run(parse_params(tiny_params(distill=section)), tiny_shards, gen_out, tmp_path / "d")
+        run_stage("image.distill", parse_params(tiny_params(distill=section)), {"shards": tiny_shards, "generator": gen_out}, tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 
 def test_distill_rejects_a_generator_of_other_classes(generated, tmp_path):
     from repflow import tracking
-    from tasks import distill, prep
+    from repflow.stage import run_stage
 
     _, gen_out = generated
     tracking.configure(tmp_path)
     p = parse_params(tiny_params(prep={"source": "fashion-mnist", "per_class": 5, "test_per_class": 2}))
-    other = prep.run(p, tmp_path / "fashion")
+    other = run_stage("image.prep", p, {}, tmp_path / "fashion")
     with pytest.raises(CheckpointError, match="generator was trained on classes"):
-        distill.run(p, other, gen_out, tmp_path / "d")
+        run_stage("image.distill", p, {"shards": other, "generator": gen_out}, tmp_path / "d")

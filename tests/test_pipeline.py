@@ -31,7 +31,7 @@ def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
 
 
 def run_flow(ws, overrides=None):
-    from flows.pipeline import main_flow
+    from repflow.families.image.flow import main_flow
 
     state = main_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
     assert state.is_completed(), state
@@ -140,9 +140,9 @@ def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):
 
 def test_stage_cache_keys_follow_params_inputs_and_the_output_folder(tmp_path):
     """Prefect's cached result is the output path: the same params in another work folder must miss."""
-    from flows.pipeline import STAGE_TASKS
+    from repflow.families.image.flow import STAGE_TASKS
     from repflow.config import parse_params
-    from tasks import prep
+    from repflow.families.image.stages import prep
     from tests.conftest import tiny_params
 
     key = STAGE_TASKS[prep].cache_key_fn

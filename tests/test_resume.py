@@ -91,7 +91,7 @@ def crash_scenario(prefect_harness, tmp_path_factory):
     assert not (ws_a / "artifacts" / "train" / "manifest.json").exists()
 
     # A again, in this process, against the same server and result storage
-    from flows.pipeline import main_flow
+    from repflow.families.image.flow import main_flow
 
     state = main_flow(params_file="params.yaml", workdir=str(ws_a), return_state=True)
     assert state.is_completed(), state

@@ -113,7 +113,7 @@ def test_empty_imagefolder(tmp_path):
 @pytest.mark.parametrize("source", ["fashion-mnist", "cifar10", "imagefolder", "mnist5k"])
 def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     from repflow import tracking
-    from tasks import prep
+    from repflow.stage import run_stage
 
     monkeypatch.chdir(tmp_path)
     tracking.configure(tmp_path)
@@ -131,7 +131,7 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     params = parse_params(tiny_params(prep={"source": source, "path": str(folder) if folder else None,
                                             "per_class": 4, "test_per_class": 2, "val_fraction": 0.25,
                                             "test_fraction": 0.34}))
-    out = prep.run(params, tmp_path / "data" / "prep")
+    out = run_stage("image.prep", params, {}, tmp_path / "data" / "prep")
     ds = ShardSet(out)
     n_classes = {"imagefolder": 3}.get(source, 10)
     assert ds.count("train") == 3 * n_classes and ds.count("val") == n_classes and ds.count("test") == 2 * n_classes
@@ -142,7 +142,7 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     if source == "imagefolder":
         assert ds.shape == (1, 9, 11) and len(ds.meta["skipped"]) == 1
     stamp = (out / "manifest.json").stat().st_mtime_ns
-    prep.run(params, out)  # same params and code: reused, not rewritten
+    run_stage("image.prep", params, {}, out)  # same params and code: reused, not rewritten
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
-    prep.run(parse_params({**tiny_params(), "prep": {**params.prep.model_dump(), "per_class": 5}}), out)
+    run_stage("image.prep", parse_params({**tiny_params(), "prep": {**params.prep.model_dump(), "per_class": 5}}), {}, out)
     assert (out / "manifest.json").stat().st_mtime_ns != stamp  # other params: rebuilt

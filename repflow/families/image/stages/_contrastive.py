@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models import ProjectionHead, build_encoder
+from repflow.models import ProjectionHead, build_encoder
 from repflow.acl import ACL
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
@@ -50,17 +50,6 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
     partners = torch.cat([p[1] for p in parts])
     labels = torch.cat([p[2] for p in parts])
     return images, (None if cfg.method in ("simclr", "acl", "dynacl") and cfg.data == "real" else partners), labels
-
-
-def training_inputs(params: Params, shards: Path, views: Path | None) -> dict[str, Path]:
-    """The input folders the training data comes from: the shards, and the generated views unless
-    ``train.data`` is ``real`` (select and train key their outputs on these digests)."""
-    inputs = {"shards": Path(shards)}
-    if params.train.data != "real":
-        if views is None:
-            raise ValueError(f"train.data={params.train.data!r} needs the generate stage's views")
-        inputs["views"] = Path(views)
-    return inputs
 
 
 def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:

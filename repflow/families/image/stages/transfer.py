@@ -1,4 +1,4 @@
-"""transfer: how far adversarial examples crafted on the zoo's surrogate transfer to other models, with
+"""image.transfer: how far adversarial examples crafted on the zoo's surrogate transfer to other models, with
 and without SVD top-1 logit fusion (SVD-SSA, Weng et al. 2023).
 
 One grid cell = (attack, fusion on/off, ε): the examples are crafted once on the surrogate (white box)
@@ -25,7 +25,7 @@ import mlflow
 import polars as pl
 import torch
 
-from models import ProbedEncoder, build_classifier, build_encoder
+from repflow.models import ProbedEncoder, build_classifier, build_encoder
 from repflow import tracking
 from repflow.attacks import attack_success_rate, make_attack
 from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors
@@ -34,26 +34,18 @@ from repflow.config import Params
 from repflow.manifest import atomic_write_text, read_manifest, staged_output
 from repflow.report import heatmap, line_plot, markdown_table
 from repflow.shards import ShardSet
-from repflow.stage import Workspace, current_output, export_metrics, lineage, params_for, stage_key
+from repflow.stage import StageContext, StageSummary
 
 log = logging.getLogger("repflow.transfer")
 
 ENCODER_TARGET = "encoder+probe"
 
 
-def plan(params: Params, shards: Path, zoo_dir: Path, encoder_dir: Path, eval_dir: Path) -> tuple[dict, str]:
-    """(lineage, stage key): zoo + transfer params, digests of the shards, the zoo, the encoder and its
-    evaluation (the probe), code version."""
-    lin = lineage("transfer", params, {"shards": Path(shards), "zoo": Path(zoo_dir), "encoder": Path(encoder_dir),
-                                       "evaluation": Path(eval_dir)})
-    return lin, stage_key("transfer", lin)
-
-
 def load_models(params: Params, zoo_dir: Path, encoder_dir: Path, eval_dir: Path) -> dict[str, dict[str, Any]]:
     """Every model of the grid as {name: {"kind", "config", "state", "role"}} (plain tensors: shippable to
     Ray workers). Checks the SVD split layer against the surrogate before any attack runs."""
-    read_manifest(zoo_dir, stage="zoo")
-    read_manifest(eval_dir, stage="evaluate")
+    read_manifest(zoo_dir, stage="image.zoo")
+    read_manifest(eval_dir, stage="image.evaluate")
     models: dict[str, dict[str, Any]] = {}
     for name in params.zoo.members:
         state, meta = load_tensors(zoo_dir / f"{name}.safetensors")
@@ -136,8 +128,9 @@ def attack_inputs(params: Params, shards: Path) -> tuple[torch.Tensor, torch.Ten
     return x_te[pick].float().div(255), y_te[pick]
 
 
-def write_output(params: Params, lin: dict, key: str, rows: list[dict[str, Any]], out: Path) -> Path:
-    """Table, plots, metrics and MLflow run of a finished grid."""
+def write_output(ctx: StageContext, rows: list[dict[str, Any]]) -> StageSummary:
+    """Table, plots and metrics of a finished grid."""
+    params, tmp = ctx.params, ctx.tmp
     t = params.transfer
     table = pl.DataFrame(rows).sort(["attack", "fusion", "eps", "target"])
     transfer = table.filter(~pl.col("white_box"))
@@ -156,30 +149,32 @@ def write_output(params: Params, lin: dict, key: str, rows: list[dict[str, Any]]
     if len(t.fusion) == 2:
         metrics["svd_fusion_gain"] = metrics["mean_transfer_success_svd"] - metrics["mean_transfer_success_base"]
     metrics["eps_max"] = top
-    with tracking.stage_run("transfer", params_for("transfer", params), lin, out=out), \
-            staged_output(out, stage="transfer", stage_key=key, lineage=lin,
-                          meta={"cells": len(grid_cells(params)), "targets": table["target"].n_unique()}) as tmp:
-        table.write_parquet(tmp / "grid.parquet")
-        label = lambda a, f: f"{a}{'+SVD' if f else ''}"  # noqa: E731
-        top_rows = table.filter(pl.col("eps") == top)
-        arms = [(a, f) for a in t.attacks for f in t.fusion]
-        targets = sorted(top_rows["target"].unique().to_list(), key=lambda n: (n != params.zoo.surrogate, n))
-        values = [[float(top_rows.filter((pl.col("attack") == a) & (pl.col("fusion") == f) &
-                                         (pl.col("target") == n))["success_rate"][0]) for n in targets] for a, f in arms]
-        heatmap(values, [label(a, f) for a, f in arms], targets, tmp / "heatmap.png",
-                title=f"attack success at ε = {top:g} (surrogate {params.zoo.surrogate}: white box)")
-        line_plot(t.eps, {label(a, f): summary.filter((pl.col("attack") == a) & (pl.col("fusion") == f))
-                  ["mean_transfer"].to_list() for a, f in arms}, tmp / "success_vs_eps.png",
-                  xlabel="ε", ylabel="mean transfer success", title="transfer success (black-box targets)")
-        atomic_write_text(tmp / "grid.md", markdown_table(summary.to_dicts()) + "\n\n"
-                          + markdown_table(table.drop("craft_seconds").to_dicts()) + "\n")
-        atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
-        for name in ("heatmap.png", "success_vs_eps.png", "grid.parquet"):
-            mlflow.log_artifact(str(tmp / name))
+    ctx.meta.update({"cells": len(grid_cells(params)), "targets": table["target"].n_unique()})
+    table.write_parquet(tmp / "grid.parquet")
+    label = lambda a, f: f"{a}{'+SVD' if f else ''}"  # noqa: E731
+    top_rows = table.filter(pl.col("eps") == top)
+    arms = [(a, f) for a in t.attacks for f in t.fusion]
+    targets = sorted(top_rows["target"].unique().to_list(), key=lambda n: (n != params.zoo.surrogate, n))
+    values = [[float(top_rows.filter((pl.col("attack") == a) & (pl.col("fusion") == f) &
+                                     (pl.col("target") == n))["success_rate"][0]) for n in targets] for a, f in arms]
+    heatmap(values, [label(a, f) for a, f in arms], targets, tmp / "heatmap.png",
+            title=f"attack success at ε = {top:g} (surrogate {params.zoo.surrogate}: white box)")
+    line_plot(t.eps, {label(a, f): summary.filter((pl.col("attack") == a) & (pl.col("fusion") == f))
+              ["mean_transfer"].to_list() for a, f in arms}, tmp / "success_vs_eps.png",
+              xlabel="ε", ylabel="mean transfer success", title="transfer success (black-box targets)")
+    atomic_write_text(tmp / "grid.md", markdown_table(summary.to_dicts()) + "\n\n"
+                      + markdown_table(table.drop("craft_seconds").to_dicts()) + "\n")
+    atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
+    mlflow.log_artifact(str(tmp / "grid.parquet"))
     log.info("transfer: mean transfer success at ε=%g: %s", top,
              {k: round(v, 4) for k, v in metrics.items() if k.startswith("mean_")})
-    return _export(out)
+    nan = float("nan")
+    md = (f"- transfer attacks from the zoo's surrogate at ε = {top:g}: mean success on black-box targets "
+          f"{metrics.get('mean_transfer_success_base', nan):.3f} without SVD fusion, "
+          f"{metrics.get('mean_transfer_success_svd', nan):.3f} with; on this encoder + probe "
+          f"{metrics.get('encoder_transfer_success_base', nan):.3f} / "
+          f"{metrics.get('encoder_transfer_success_svd', nan):.3f}")
+    return StageSummary(metrics=metrics, markdown=md, plots=["heatmap.png", "success_vs_eps.png", "grid.md"])
 
 
 def prepare(params: Params, shards: Path, zoo_dir: Path, encoder_dir: Path, eval_dir: Path):
@@ -189,22 +184,10 @@ def prepare(params: Params, shards: Path, zoo_dir: Path, encoder_dir: Path, eval
     return models, x, y, grid_cells(params), choose_device(params.device).type
 
 
-def run(params: Params, shards: Path, zoo_dir: Path, encoder_dir: Path, eval_dir: Path, out: Path,
-        fan_out: Callable[..., list[dict[str, Any]]] = ray_fan_out) -> Path:
-    out = Path(out)
-    lin, key = plan(params, shards, zoo_dir, encoder_dir, eval_dir)
-    if current_output(out, "transfer", key):
-        log.info("transfer: %s is up to date (same params, inputs and code); reusing it", out)
-        return _export(out)
-    models, x, y, cells, device = prepare(params, shards, zoo_dir, encoder_dir, eval_dir)
-    rows = fan_out(cells, models, x, y, params, device)
-    return write_output(params, lin, key, rows, out)
-
-
-def _export(out: Path) -> Path:
-    export_metrics(out, json.loads((out / "metrics.json").read_text()))
-    return out
-
-
-def run_in(ws: Workspace, params: Params) -> Path:
-    return run(params, ws.out("prep"), ws.out("zoo"), ws.out("train"), ws.out("evaluate"), ws.out("transfer"))
+def run(ctx: StageContext) -> StageSummary:
+    """The grid runs through ``ctx.extras["fan_out"]`` when the flow passes one (a Prefect subflow whose
+    cells are tasks on Ray), else as plain Ray tasks."""
+    i = ctx.inputs
+    models, x, y, cells, device = prepare(ctx.params, i["shards"], i["zoo"], i["encoder"], i["evaluation"])
+    rows = ctx.extras.get("fan_out", ray_fan_out)(cells, models, x, y, ctx.params, device)
+    return write_output(ctx, rows)

@@ -1,4 +1,4 @@
-"""prep: read an image source on disk, split it, write train / val / test shards with a manifest."""
+"""image.prep: read an image source on disk, split it, write train / val / test shards with a manifest."""
 from __future__ import annotations
 
 import hashlib
@@ -9,13 +9,10 @@ import mlflow
 import numpy as np
 import torch
 
-from repflow import tracking
-from repflow.config import Params
-from repflow.manifest import staged_output
 from repflow.report import class_grid
 from repflow.shards import write_image_split
 from repflow.sources import SourceError, read_source
-from repflow.stage import Workspace, current_output, lineage, params_for, stage_key
+from repflow.stage import StageContext, StageSummary
 
 log = logging.getLogger("repflow.prep")
 
@@ -40,18 +37,8 @@ def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
     return np.flatnonzero(mask), held_idx
 
 
-def plan(params: Params) -> tuple[dict, str]:
-    """(lineage, stage key) of a prep run: the params it reads and the code version."""
-    lin = lineage("prep", params, {})
-    return lin, stage_key("prep", lin)
-
-
-def run(params: Params, out: Path) -> Path:
-    out = Path(out)
-    lin, key = plan(params)
-    if current_output(out, "prep", key):
-        log.info("prep: %s is up to date (same params and code); reusing it", out)
-        return out
+def run(ctx: StageContext) -> StageSummary:
+    params, tmp = ctx.params, ctx.tmp
     cfg = params.prep
     src = read_source(cfg.source, cfg.path)
     rng = np.random.default_rng(params.seed)
@@ -81,28 +68,25 @@ def run(params: Params, out: Path) -> Path:
     if src.test_images is not None:
         raw.update(np.ascontiguousarray(src.test_images).tobytes())
         raw.update(np.ascontiguousarray(src.test_labels).tobytes())
-    meta = {"source": cfg.source, "origin": src.origin, "source_digest": raw.hexdigest(), "classes": list(src.classes), "shape": [channels, h, w],
-            "mean": [round(m, 6) for m in mean], "std": [round(max(s, 1e-3), 6) for s in std],
-            "skipped": src.skipped, "splits": {}}
-    with tracking.stage_run("prep", params_for("prep", params), lin, out=out), \
-            staged_output(out, stage="prep", stage_key=key, lineage=lin, meta=meta) as tmp:
-        mlflow.set_tags({"repflow.source": cfg.source, "repflow.source_origin": src.origin,
-                         "repflow.source_digest": meta["source_digest"]})
-        for name, (x, y) in splits.items():
-            meta["splits"][name] = write_image_split(tmp, name, x, y, shard_size=cfg.shard_size, show_progress=True)
-            mlflow.log_metric(f"{name}_count", len(x))
-        x_show = torch.from_numpy(splits["train"][0])
-        x_show = x_show.unsqueeze(1) if x_show.ndim == 3 else x_show.permute(0, 3, 1, 2)
-        grid = class_grid(x_show, torch.from_numpy(splits["train"][1]), src.classes, tmp / "samples.png",
-                          title=f"{cfg.source}: train samples")
-        mlflow.log_artifact(str(grid))
-        mlflow.log_metric("skipped_files", len(src.skipped))
-        if src.skipped:
-            log.warning("prep: skipped %d unreadable files (listed in the manifest), e.g. %s", len(src.skipped),
-                        src.skipped[0]["file"])
-    log.info("prep: wrote %s (%s)", out, {k: v["count"] for k, v in meta["splits"].items()})
-    return out
-
-
-def run_in(ws: Workspace, params: Params) -> Path:
-    return run(params, ws.out("prep"))
+    meta = ctx.meta
+    meta.update({"source": cfg.source, "origin": src.origin, "source_digest": raw.hexdigest(),
+                 "classes": list(src.classes), "shape": [channels, h, w], "mean": [round(m, 6) for m in mean],
+                 "std": [round(max(s, 1e-3), 6) for s in std], "skipped": src.skipped, "splits": {}})
+    mlflow.set_tags({"repflow.source": cfg.source, "repflow.source_origin": src.origin,
+                     "repflow.source_digest": meta["source_digest"]})
+    for name, (x, y) in splits.items():
+        meta["splits"][name] = write_image_split(tmp, name, x, y, shard_size=cfg.shard_size, show_progress=True)
+        mlflow.log_metric(f"{name}_count", len(x))
+    x_show = torch.from_numpy(splits["train"][0])
+    x_show = x_show.unsqueeze(1) if x_show.ndim == 3 else x_show.permute(0, 3, 1, 2)
+    grid = class_grid(x_show, torch.from_numpy(splits["train"][1]), src.classes, tmp / "samples.png",
+                      title=f"{cfg.source}: train samples")
+    if src.skipped:
+        log.warning("prep: skipped %d unreadable files (listed in the manifest), e.g. %s", len(src.skipped),
+                    src.skipped[0]["file"])
+    counts = {k: v["count"] for k, v in meta["splits"].items()}
+    log.info("prep: wrote %s", counts)
+    md = (f"- data: **{cfg.source}** ({src.origin}), {len(src.classes)} classes, shape {meta['shape']}; "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" images; {len(src.skipped)} unreadable files skipped")
+    return StageSummary(metrics={**{f"{k}_count": v for k, v in counts.items()}, "skipped_files": len(src.skipped)},
+                        markdown=md, plots=[grid.name])

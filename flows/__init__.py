@@ -1,1 +1,0 @@
-"""Prefect flows: they wire stages into DAGs. No math, no file formats here."""

@@ -1,0 +1,32 @@
+"""The image family's flow, ``repflow-image``: prep → generate → distill / select → train → evaluate;
+zoo → transfer; register, one Prefect task per stage (:func:`repflow.flow.family_flow`), except the
+transfer-attack grid: a subflow whose cells are Prefect tasks on Ray (prefect-ray's RayTaskRunner), so the
+UI shows every (attack, fusion, ε) cell.
+"""
+from __future__ import annotations
+
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from repflow.cluster import ray_resources
+from repflow.families.image.stages import transfer
+from repflow.flow import family_flow
+
+
+@task(name="attack-cell", cache_policy=NO_CACHE)
+def attack_cell_task(cell: dict, models: dict, x, y, params, device: str) -> list[dict]:
+    return transfer.attack_cell(cell, models, x, y, params, device)
+
+
+@flow(name="transfer-grid", task_runner=RayTaskRunner(), log_prints=True)
+def transfer_grid_flow(cells: list[dict], models: dict, x, y, params, device: str) -> list[dict]:
+    """One Prefect task per grid cell, executed by Ray (on a GPU node when the stage uses CUDA)."""
+    with remote_options(**ray_resources(device)):
+        futures = attack_cell_task.map(cells, unmapped(models), unmapped(x), unmapped(y), unmapped(params),
+                                       unmapped(device))
+    return [row for f in futures for row in f.result()]
+
+
+image_flow = family_flow("image", inline={"transfer": lambda: {"fan_out": transfer_grid_flow}})

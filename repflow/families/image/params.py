@@ -1,0 +1,235 @@
+"""The image family's params sections (top level of ``params.yaml``: the image family is the default)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from repflow.config import Section, epsilon_list
+
+__all__ = ["SECTIONS", "check"]
+
+
+class PrepParams(Section):
+    """Turn a source on disk into train / val / test WebDataset shards."""
+
+    source: Literal["fashion-mnist", "mnist5k", "cifar10", "imagefolder"] = "fashion-mnist"
+    path: str | None = Field(None, description="source folder or file; null = the source's default")
+    per_class: int | None = Field(None, ge=1, le=100_000, description="train images kept per class; null = all")
+    test_per_class: int | None = Field(None, ge=1, le=100_000, description="test images kept per class; null = all")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="test share for sources without a test split")
+    shard_size: int = Field(2000, ge=1, le=1_000_000, description="samples per shard")
+
+
+class AugmentParams(Section):
+    """SimCLR view augmentations, applied on tensors so they run batched on any device."""
+
+    crop_scale_min: float = Field(0.5, gt=0.0, le=1.0)
+    flip: bool = True
+    brightness: float = Field(0.4, ge=0.0, le=1.0)
+    contrast: float = Field(0.4, ge=0.0, le=1.0)
+    noise_std: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class GenerateParams(Section):
+    """Train (or load) a class-conditional generator, judge it, and write GenRep multiview shards."""
+
+    checkpoint: str | None = Field(None, description="folder of an earlier generate output to reuse its generator")
+    z_dim: int = Field(32, ge=2, le=1024)
+    w_dim: int = Field(64, ge=2, le=1024)
+    channels: int = Field(64, ge=8, le=1024)
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(128, ge=2, le=4096)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    beta: float = Field(1.0, gt=0.0, le=1000.0, description="weight of the VAE's KL term")
+    patience: int = Field(3, ge=1, le=1000, description="epochs without a better Fréchet distance before stopping")
+    judge_epochs: int = Field(3, ge=1, le=1000, description="epochs of the real-data classifier that scores samples")
+    quality_samples: int = Field(1000, ge=20, le=100_000, description="generated images per quality check")
+    anchors: int = Field(2000, ge=1, le=1_000_000, description="N: anchor latents (balanced over classes)")
+    views: int = Field(4, ge=1, le=64, description="K: positive views per anchor")
+    sigma: float = Field(0.5, gt=0.0, le=10.0, description="std of the latent neighbourhood (GenRep's σ)")
+    truncation: float = Field(1.0, gt=0.0, le=10.0)
+    mode: Literal["gaussian", "independent"] = "gaussian"
+    shard_size: int = Field(2000, ge=1, le=1_000_000)
+
+
+class AdversarialParams(Section):
+    """ACL / DynACL: the PGD that makes adversarial views, and DynACL's schedule."""
+
+    eps: float = Field(8 / 255, gt=0.0, le=1.0, description="l-inf radius in [0, 1] pixel units")
+    alpha: float = Field(2 / 255, gt=0.0, le=1.0, description="PGD step size")
+    steps: int = Field(5, ge=1, le=100)
+    anneal_period: int = Field(2, ge=1, le=1000, description="DynACL: epochs between augmentation-strength drops (K)")
+    reweight: float = Field(2 / 3, ge=0.0, le=1.0, description="DynACL: λ in w = λ(1 − strength)")
+    inference_bn: Literal["clean", "adv"] = Field("adv", description="batch-norm branch the saved encoder uses")
+
+
+class TrainParams(Section):
+    method: Literal["simclr", "genrep", "acl", "dynacl"] = "simclr"
+    data: Literal["real", "generated", "both"] = "real"
+    loss: Literal["ntxent", "supcon"] = "ntxent"
+    encoder: Literal["small_cnn", "resnet18"] = "small_cnn"
+    width: int = Field(32, ge=4, le=512, description="channels of the first block")
+    proj_dim: int = Field(64, ge=2, le=4096, description="projection head output size")
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=2, le=8192)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-6, ge=0.0, le=1.0)
+    temperature: float = Field(0.5, gt=0.0, le=10.0)
+    augment: AugmentParams = AugmentParams()
+    adversarial: AdversarialParams = AdversarialParams()
+    checkpoint_every: int = Field(1, ge=1, le=10_000, description="epochs between resumable checkpoints")
+
+    @model_validator(mode="after")
+    def _method_fits_data_and_loss(self) -> "TrainParams":
+        if self.method == "genrep" and self.data == "real":
+            raise ValueError("method 'genrep' learns from generated views: set data to 'generated' or 'both'")
+        if self.method in ("acl", "dynacl") and self.loss != "ntxent":
+            raise ValueError(f"method {self.method!r} trains with NT-Xent: set loss to 'ntxent'")
+        return self
+
+    @property
+    def adversarial_training(self) -> bool:
+        return self.method in ("acl", "dynacl")
+
+
+class SelectParams(Section):
+    """Coreset selection (RCS) and its schedule: ``warmup_epochs`` of training on all images, then a
+    coreset re-selected every ``every`` epochs. ``full`` trains on everything (the reference)."""
+
+    method: Literal["full", "random", "rcs"] = "full"
+    fraction: float = Field(0.2, gt=0.0, le=1.0, description="coreset size as a share of the training images")
+    warmup_epochs: int = Field(0, ge=0, le=10_000, description="epochs on the full data before the first selection")
+    every: int = Field(2, ge=1, le=10_000, description="re-select every F epochs")
+    val_size: int = Field(256, ge=1, le=1_000_000, description="unlabeled validation images U drawn from the training images")
+    candidate_batch: int = Field(64, ge=2, le=8192, description="images per candidate minibatch")
+    rd_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="radius of the divergence attack on U")
+    rd_steps: int = Field(3, ge=1, le=100)
+    head_lr: float = Field(0.01, gt=0.0, le=10.0, description="greedy step size on the projection head")
+    workers: int = Field(1, ge=1, le=64, description="Ray tasks computing candidate gradients (1 = in process)")
+
+    @property
+    def rd(self) -> dict[str, float]:
+        return {"eps": self.rd_eps, "alpha": 1.25 * self.rd_eps / self.rd_steps, "steps": self.rd_steps}
+
+
+class EvaluateParams(Section):
+    probe_epochs: int = Field(30, ge=1, le=10_000)
+    probe_lr: float = Field(1e-2, gt=0.0, le=10.0)
+    probe_batch_size: int = Field(256, ge=1, le=8192)
+    eps: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
+    pgd_steps: int = Field(20, ge=1, le=1000)
+    pgd_step_ratio: float = Field(2.5, gt=0.0, le=100.0, description="step size = ratio * eps / steps")
+    max_test: int | None = Field(1000, ge=1, le=1_000_000, description="test images attacked; null = all")
+    attack_batch_size: int = Field(250, ge=1, le=8192)
+    alf: bool = Field(True, description="also adversarial linear finetuning (ALF) of the probe")
+    alf_epochs: int = Field(5, ge=1, le=1000)
+    alf_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="PGD radius while finetuning the probe")
+    alf_steps: int = Field(5, ge=1, le=100, description="PGD steps while finetuning the probe")
+    rd_steps: int = Field(3, ge=1, le=100, description="attack steps of the held-out representational divergence")
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_in_range(cls, v: list[float]) -> list[float]:
+        return epsilon_list(v)
+
+
+class DistillParams(Section):
+    """GLaD: distil the training split into ``ipc`` images per class, optimising pixels, the generator's
+    latents, or a generator feature map + the styles after it; then train fresh networks of several
+    architectures on the distilled set and test them on the real test split."""
+
+    loss: Literal["dm", "dc"] = Field("dm", description="distribution matching | gradient matching")
+    param: Literal["pixel", "latent", "feature"] = "feature"
+    layer: int = Field(2, ge=0, le=3, description="generator layer whose feature map is optimised (param: feature)")
+    ipc: int = Field(10, ge=1, le=1000, description="images per class")
+    iterations: int = Field(200, ge=1, le=100_000)
+    real_per_class: int = Field(32, ge=1, le=10_000, description="real images per class in each matching step")
+    eval_archs: list[Literal["convnet", "mlp", "convnet-bn", "resnet"]] = Field(
+        default_factory=lambda: ["convnet", "mlp", "convnet-bn", "resnet"],
+        description="first = the distillation architecture (same-arch); the rest give the cross-arch mean")
+    eval_seeds: int = Field(2, ge=1, le=100, description="fresh networks per architecture")
+    eval_epochs: int = Field(300, ge=1, le=100_000)
+    baselines: bool = Field(True, description="also evaluate random real images and unoptimised generator samples")
+
+    @field_validator("eval_archs")
+    @classmethod
+    def _distillation_net_first(cls, v: list[str]) -> list[str]:
+        if not v or v[0] != "convnet":
+            raise ValueError("must start with 'convnet', the network the set is distilled with")
+        return list(dict.fromkeys(v))
+
+
+ZOO_MEMBERS = ("convnet", "convnet_seed1", "mlp", "wide_cnn_bn", "resnet8", "convnet_pgd")
+ATTACK_NAMES = ("fgsm", "pgd", "pgd_l2", "mifgsm", "di", "ti", "ssa")
+
+
+class ZooParams(Section):
+    """Supervised classifiers trained on the prep shards: the transfer attacks' surrogate and targets
+    (specs in repflow/zoo.py)."""
+
+    members: list[Literal[ZOO_MEMBERS]] = Field(default_factory=lambda: list(ZOO_MEMBERS))  # type: ignore[valid-type]
+    surrogate: Literal[ZOO_MEMBERS] = "convnet"  # type: ignore[valid-type]
+    epochs: int = Field(4, ge=1, le=1000)
+    batch_size: int = Field(128, ge=2, le=4096)
+    register_models: bool = Field(True, description="register every member in MLflow as repflow-zoo-<name>")
+
+    @model_validator(mode="after")
+    def _surrogate_is_a_member(self) -> "ZooParams":
+        if self.surrogate not in self.members:
+            raise ValueError(f"surrogate {self.surrogate!r} is not among members {self.members}")
+        if len(set(self.members)) < 2:
+            raise ValueError("needs the surrogate and at least one target")
+        return self
+
+
+class TransferParams(Section):
+    """The transfer-attack grid: attack × SVD logit fusion on/off × ε, crafted on the zoo's surrogate and
+    scored on every target (the other zoo members and the trained encoder + its linear probe)."""
+
+    attacks: list[Literal[ATTACK_NAMES]] = Field(default_factory=lambda: ["mifgsm", "di", "ssa"])  # type: ignore[valid-type]
+    fusion: list[bool] = Field(default_factory=lambda: [False, True], description="without / with SVD logit fusion")
+    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1])
+    steps: int = Field(10, ge=1, le=1000)
+    momentum: float = Field(1.0, ge=0.0, le=10.0, description="μ of the MI-FGSM-style attacks")
+    ssa_spectrum: int = Field(5, ge=1, le=100, description="SSA: spectrum-transformed copies per step (N)")
+    svd_layer: str = Field("block2", min_length=1, description="surrogate stage whose output is decomposed")
+    svd_beta: float = Field(0.5, ge=0.0, le=1.0, description="weight of the original logits (1 = no fusion)")
+    svd_method: Literal["power", "exact"] = "power"
+    svd_iterations: int = Field(20, ge=1, le=1000)
+    max_test: int = Field(500, ge=1, le=1_000_000, description="test images attacked")
+    batch_size: int = Field(250, ge=1, le=8192)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_in_range(cls, v: list[float]) -> list[float]:
+        return epsilon_list(v)
+
+    @field_validator("attacks", "fusion")
+    @classmethod
+    def _not_empty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("needs at least one entry")
+        return list(dict.fromkeys(v))
+
+
+class RegisterParams(Section):
+    model_name: str = Field("repflow-encoder", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc", "alf_robust_acc_mean"] = "robust_acc_mean"
+
+
+
+SECTIONS = {"prep": PrepParams, "generate": GenerateParams, "select": SelectParams, "train": TrainParams,
+            "evaluate": EvaluateParams, "distill": DistillParams, "zoo": ZooParams, "transfer": TransferParams,
+            "register": RegisterParams}
+
+
+def check(params) -> None:
+    """Rules across the image family's sections."""
+    if params.select.warmup_epochs >= params.train.epochs and params.select.method != "full":
+        raise ValueError(f"select.warmup_epochs = {params.select.warmup_epochs}: must be below train.epochs "
+                         f"({params.train.epochs}) so that some epochs train on the coreset")
+    if params.register.criterion.startswith("alf_") and not params.evaluate.alf:
+        raise ValueError(f"register.criterion = {params.register.criterion!r} needs evaluate.alf = true")

@@ -1,0 +1,66 @@
+"""image.register: put the encoder into the MLflow registry; move the alias only when it beats the holder.
+
+The registered artifact is the ``pt2`` (torch.export) format: loading it runs no pickled code and
+needs neither this package nor its classes, only torch and mlflow; its dynamic batch dimension
+embeds any batch. The safetensors checkpoint and its config are logged beside it (``checkpoint/``)
+for users who need the ``nn.Module`` class back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from repflow import tracking
+from repflow.checkpoints import load_encoder
+from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.stage import StageContext, StageSummary
+
+log = logging.getLogger("repflow.register")
+
+
+def run(ctx: StageContext) -> StageSummary:
+    params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
+    encoder_dir, eval_dir = ctx.inputs["encoder"], ctx.inputs["evaluation"]
+    tracking_uri = mlflow.get_tracking_uri()
+    cfg = params.register
+    read_manifest(eval_dir, stage="image.evaluate")
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    score = float(metrics[cfg.criterion])
+    encoder, enc_config = load_encoder(encoder_dir)
+    train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
+    run = mlflow.active_run()
+    example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)
+    tags = {"repflow.score": score, "repflow.criterion": cfg.criterion,
+            "repflow.params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
+            "repflow.git_commit": tracking.git_commit(),
+            "repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
+            "repflow.register_run_id": run.info.run_id,
+            "repflow.input.encoder": lin["inputs"]["encoder"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
+            "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", ""),
+            "repflow.code_version": lin["code_version"]}
+    tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
+    version = tracking.register_model(encoder, cfg.model_name, example, tags,
+                                      (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"))
+    client = mlflow.MlflowClient()
+    previous = tracking.champion_score(cfg.model_name, cfg.alias)
+    moved = previous is None or score > previous
+    if moved:
+        client.set_registered_model_alias(cfg.model_name, cfg.alias, version)
+        log.info("register: %s version %s is the new %s (%s %.4f > %s)", cfg.model_name, version, cfg.alias,
+                 cfg.criterion, score, "none" if previous is None else f"{previous:.4f}")
+    else:
+        log.info("register: %s version %s kept out of %s (%s %.4f <= %.4f)", cfg.model_name, version, cfg.alias,
+                 cfg.criterion, score, previous)
+    result = {"model": cfg.model_name, "version": version, "alias": cfg.alias, "alias_moved": moved,
+              "criterion": cfg.criterion, "score": score, "previous_champion_score": previous,
+              "uri": f"models:/{cfg.model_name}/{version}", "tracking_uri": tracking_uri}
+    atomic_write_text(tmp / "register.json", json.dumps(result, indent=1))
+    md = (f"- registered `{result['uri']}`; alias `{cfg.alias}` "
+          + ("moved to it" if moved else f"kept (its {cfg.criterion} {score:.4f} did not beat {previous:.4f})")
+          + f"; load it with `mlflow.pytorch.load_model('models:/{cfg.model_name}@{cfg.alias}')`")
+    return StageSummary(metrics={"score": score, "alias_moved": moved, "version": version, "uri": result["uri"],
+                                 "model": cfg.model_name, "alias": cfg.alias}, markdown=md)

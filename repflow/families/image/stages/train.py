@@ -1,0 +1,157 @@
+"""image.train: contrastive encoder training (SimCLR, GenRep, ACL, DynACL), on all images or on a coreset
+re-selected every ``select.every`` epochs, resumable from its last epoch.
+
+``method: simclr``: positives are two pixel augmentations of one image. ``method: genrep``: for a
+generated anchor the second view is one of its latent-space neighbours from the generate stage
+(GenRep), pixel-augmented too. ``method: acl`` / ``dynacl``: adversarial contrastive learning with a
+dual-BN encoder (repflow.acl). ``data`` picks real images, generated anchors, or both; ``loss:
+supcon`` uses class labels (real labels / the generator's classes) as extra positives.
+
+Training starts from the select stage's state (its warm-up epochs and first coreset); from then on a
+coreset method re-selects with the current model every ``select.every`` epochs, timed apart from the
+training itself.
+
+Output folder: ``encoder.safetensors`` + ``encoder.json`` (builder config), the projection head,
+``history.json`` (loss per epoch, training and selection seconds), ``coresets.parquet`` (the
+images of every selection round) and ``loss.png``. While training, a progress checkpoint sits in
+``.<out>.progress/``; a run killed mid-way and started with the same key continues from it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import torch
+
+from repflow import tracking
+from repflow.checkpoints import CheckpointError, save_tensors
+from repflow.cluster import choose_device
+from repflow.config import Params
+from repflow.contrastive import train_contrastive
+from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
+from repflow.progress import RunProgress
+from repflow.report import line_plot
+from repflow.shards import ShardSet
+from repflow.stage import StageContext, StageSummary
+from repflow.families.image.stages._contrastive import (adversary, choose_coreset, load_training_state, new_models,
+                                                    save_training_state, training_set)
+
+log = logging.getLogger("repflow.train")
+
+
+
+
+def _resume(path: Path, key: str, encoder, head):
+    """(meta, optimizer state, extra tensors) of a progress checkpoint made with ``key``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        meta, opt_state, extra = load_training_state(path, encoder, head)
+    except CheckpointError as exc:
+        log.warning("train: progress checkpoint %s unusable (%s); starting from the select stage's state", path, exc)
+        return None
+    if meta.get("stage_key") != key:
+        log.info("train: ignoring progress checkpoint from other params or code in %s", path.parent)
+        return None
+    return meta, opt_state, extra
+
+
+def run(ctx: StageContext) -> StageSummary:
+    params, tmp, key, out = ctx.params, ctx.tmp, ctx.key, ctx.out
+    selection = ctx.inputs["selection"]
+    cfg, scfg = params.train, params.select
+    data = ShardSet(ctx.inputs["shards"])
+    images, partners, labels = training_set(params, data, ctx.inputs.get("views"))
+    sel_manifest = read_manifest(selection, stage="image.select")
+    if sel_manifest["meta"]["images"] != len(images):
+        raise OutputError(f"{selection}: selection made over {sel_manifest['meta']['images']} images, "
+                          f"the training set has {len(images)}; rerun the select stage")
+    if len(images) < cfg.batch_size:
+        log.warning("train: batch_size %d > %d training images; using %d", cfg.batch_size, len(images), len(images))
+    device = choose_device(params.device)
+    encoder, head, enc_config, head_config = new_models(params, data)
+    progress_file = ctx.progress_dir / "last.safetensors"
+    resumed = _resume(progress_file, key, encoder, head)
+    if resumed:
+        meta, opt_state, extra = resumed
+        log.info("train: resuming from epoch %d checkpoint in %s", meta["epoch"], progress_file.parent)
+    else:
+        meta, opt_state, _ = load_training_state(selection / "warmup.safetensors", encoder, head)
+        table = pl.read_parquet(selection / "coreset.parquet")
+        extra = {"coreset": torch.tensor(table.filter(pl.col("selected"))["index"].to_list(), dtype=torch.long)}
+        meta = {"epoch": meta["epoch"], "history": meta["history"],
+                "rounds": [{"epoch": meta["epoch"], "size": len(extra["coreset"]), "seconds": 0.0}],
+                "selection_seconds": 0.0, "train_seconds": 0.0}
+    start_epoch, history, rounds = meta["epoch"], meta["history"], meta["rounds"]
+    state = {"coreset": extra["coreset"], "selection_seconds": meta["selection_seconds"],
+             "train_seconds": meta["train_seconds"]}
+    coresets = {r["epoch"]: extra.get(f"round/{r['epoch']}") for r in rounds}
+
+    def epoch_indices(epoch: int) -> torch.Tensor:
+        due = scfg.method != "full" and epoch > scfg.warmup_epochs and (epoch - scfg.warmup_epochs) % scfg.every == 0
+        if due and not any(r["epoch"] == epoch for r in rounds):
+            coreset, seconds = choose_coreset(params, encoder, head, enc_config, head_config, images, epoch=epoch,
+                                              device=device)
+            state["coreset"] = coreset.indices
+            state["selection_seconds"] += seconds
+            rounds.append({"epoch": epoch, "size": len(coreset.indices), "seconds": seconds})
+            mlflow.log_metric("selection_seconds", seconds, step=epoch)
+            log.info("train: epoch %d re-selected %d images (%s) in %.1f s", epoch + 1, len(coreset.indices),
+                     scfg.method, seconds)
+        coresets[rounds[-1]["epoch"]] = state["coreset"]
+        state["epoch_start"] = time.perf_counter()
+        return state["coreset"]
+
+    ctx.meta.update({"method": cfg.method, "data": cfg.data, "loss": cfg.loss, "images": len(images),
+                     "coreset": scfg.method, "encoder": enc_config, "out_dim": encoder.out_dim})
+    mlflow.set_tag("repflow.resumed_from_epoch", str(start_epoch))
+    ui_progress = RunProgress(f"train: {cfg.method} epochs (of {cfg.epochs})")
+    ui_progress.update(100.0 * start_epoch / cfg.epochs)
+    for h in history:
+        mlflow.log_metric("loss", h["loss"], step=h["epoch"])
+
+    def on_epoch(epoch: int, stats: dict, opt) -> None:
+        state["train_seconds"] += time.perf_counter() - state["epoch_start"]
+        history.append(stats)
+        mlflow.log_metric("loss", stats["loss"], step=epoch)
+        log.info("train: epoch %d/%d loss %.4f on %d images", epoch, cfg.epochs, stats["loss"], stats["images"])
+        ui_progress.update(100.0 * epoch / cfg.epochs)
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            save_training_state(progress_file, encoder, head, opt,
+                                {"stage_key": key, "epoch": epoch, "history": history, "rounds": rounds,
+                                 "selection_seconds": state["selection_seconds"],
+                                 "train_seconds": state["train_seconds"]},
+                                extra={"coreset": state["coreset"],
+                                       **{f"round/{e}": idx for e, idx in coresets.items() if idx is not None}})
+
+    train_contrastive(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, temperature=cfg.temperature,
+                      augment=cfg.augment.model_dump(), device=device, seed=params.seed,
+                      partners=partners, labels=labels if cfg.loss == "supcon" else None,
+                      adversary=adversary(params), epoch_indices=epoch_indices,
+                      optimizer_state=opt_state, start_epoch=start_epoch, on_epoch=on_epoch)
+    encoder.cpu().eval()
+    save_tensors(tmp / "encoder.safetensors", encoder.state_dict(), enc_config)
+    save_tensors(tmp / "head.safetensors", head.cpu().state_dict(), head_config)
+    summary = {"history": history, "final_loss": history[-1]["loss"], "rounds": rounds,
+               "selection_seconds": state["selection_seconds"], "train_seconds": state["train_seconds"]}
+    atomic_write_text(tmp / "history.json", json.dumps(summary, indent=1))
+    pl.DataFrame({"epoch": [e for e, idx in coresets.items() if idx is not None for _ in range(len(idx))],
+                  "index": [i for idx in coresets.values() if idx is not None for i in idx.tolist()]},
+                 schema={"epoch": pl.Int64, "index": pl.Int64}).write_parquet(tmp / "coresets.parquet")
+    line_plot([h["epoch"] for h in history], {cfg.loss: [h["loss"] for h in history]}, tmp / "loss.png",
+              xlabel="epoch", ylabel="loss", title=f"{cfg.method} on {cfg.data} data / {cfg.encoder}"
+                                                   + ("" if scfg.method == "full" else f", {scfg.method} coreset"))
+    md = (f"- encoder: {cfg.encoder}, {cfg.method} on {cfg.data} data ({cfg.loss}), {cfg.epochs} epochs on "
+          f"{len(images)} images ({scfg.method} coreset); final loss {summary['final_loss']:.4f}, "
+          f"{state['train_seconds']:.0f} s training, {state['selection_seconds']:.1f} s selection")
+    return StageSummary(metrics={"final_loss": summary["final_loss"], "epochs": len(history),
+                                 "train_seconds": state["train_seconds"],
+                                 "selection_seconds": state["selection_seconds"]},
+                        markdown=md, plots=["loss.png"])
+

@@ -1,0 +1,292 @@
+"""Families and their stages, declared once.
+
+A **family** is one method area with its own flow (image, audio, ...): its params sections, its stages,
+its models and algorithms, in its own files. Each stage is declared once as a :class:`Stage`; the CLI's
+choices, the Prefect tasks, output folders, MLflow run names, per-stage code versions and ``dvc.yaml``
+all derive from these declarations.
+
+Where families come from: every sub-package of ``repflow.families`` that defines ``FAMILY``, and every
+entry point in the group ``repflow.families`` (a family shipped in another distribution registers with
+one line in its ``pyproject.toml``). Both are imported by name when the registry is first read, so this
+module imports no family (the library layer never imports the layers above it).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import pkgutil
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+__all__ = ["Stage", "Family", "ModelSpec", "Method", "FamilyError", "register_family", "families", "get_family",
+           "resolve_stage", "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
+
+DEFAULT_FAMILY = "image"
+ENTRY_POINT_GROUP = "repflow.families"
+PARADIGMS = ("generative", "contrastive", "generative-contrastive")
+"""The SSL survey's taxonomy (Liu et al.): how a method's objective is built."""
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class FamilyError(ValueError):
+    """A family or stage declaration that does not fit, or a name that names nothing."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model a stage registers in MLflow. ``metric`` (with ``direction``) gates ``alias``: the alias moves
+    to a new version only when it scores better than the version holding it. ``name`` and ``metric``
+    may be overridden by params (the register stage reads ``register.model_name``)."""
+
+    name: str
+    metric: str | None = None
+    direction: Literal["max", "min"] = "max"
+    alias: str | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method as ``repflow families`` lists it: where it plugs in and what kind it is."""
+
+    name: str
+    kind: str  # "train", "select", "distill", "attack", ...
+    paradigm: str | None  # one of PARADIGMS, or None for methods that are not self-supervised objectives
+    paper: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage, declared once.
+
+    ``module`` holds ``run(ctx) -> StageSummary`` (see :mod:`repflow.stage`); it and the project modules it
+    imports are the stage's code (its code version and its ``dvc.yaml`` deps). ``params`` are dotted keys
+    of ``params.yaml`` the stage reads (``"seed"``, ``"train"``, ``"audio.train"``). ``inputs`` maps the
+    names the stage reads its inputs by to upstream stages of the same family; ``uses`` narrows them to
+    the ones the params actually read and may add folders named in params (default: all declared).
+    """
+
+    name: str
+    module: str
+    out: str
+    params: tuple[str, ...] = ()
+    inputs: dict[str, str] = field(default_factory=dict)
+    uses: Callable[[Any, dict[str, Path]], dict[str, Path]] | None = None
+    registers: tuple[ModelSpec, ...] = ()
+    summary: str = ""
+    family: str = ""
+
+    @property
+    def qualname(self) -> str:
+        """``family.stage``: the name in the CLI, Prefect, MLflow, manifests and ``dvc.yaml``."""
+        return f"{self.family}.{self.name}"
+
+    def body(self) -> Callable[..., Any]:
+        return importlib.import_module(self.module).run
+
+    def used_inputs(self, params: Any, available: dict[str, Path]) -> dict[str, Path]:
+        """The input folders this run reads: its key and lineage cover exactly these."""
+        return dict(available) if self.uses is None else dict(self.uses(params, dict(available)))
+
+
+@dataclass(frozen=True)
+class Family:
+    """A method area with its own flow. ``params`` maps section names to pydantic models; a family whose
+    ``params_root`` is None keeps its sections at the top of ``params.yaml`` (the default family), every
+    other family nests them under its name (``audio.train``). ``check`` validates across sections.
+    ``flow`` is ``"module:function"`` of its Prefect flow; ``methods`` lists what ``repflow families`` shows."""
+
+    name: str
+    summary: str
+    stages: tuple[Stage, ...]
+    params: dict[str, Any]
+    flow: str
+    params_root: str | None = ""
+    check: Callable[[Any], None] | None = None
+    methods: Callable[[], Iterable[Method]] | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise FamilyError(f"family name {self.name!r}: use lower-case letters, digits and '_'")
+        if self.params_root == "":
+            object.__setattr__(self, "params_root", self.name)
+        stages = tuple(replace(s, family=self.name) for s in self.stages)
+        object.__setattr__(self, "stages", stages)
+        names = [s.name for s in stages]
+        for s in stages:
+            if not _NAME.match(s.name):
+                raise FamilyError(f"{self.name}: stage name {s.name!r}: use lower-case letters, digits and '_'")
+            if names.count(s.name) > 1:
+                raise FamilyError(f"{self.name}: stage {s.name!r} is declared twice")
+            for input_name, upstream in s.inputs.items():
+                if upstream not in names:
+                    raise FamilyError(f"{self.name}.{s.name}: input {input_name!r} names stage {upstream!r}, which "
+                                      f"family {self.name!r} does not declare; its stages: {', '.join(names)}")
+                if names.index(upstream) >= names.index(s.name):
+                    raise FamilyError(f"{self.name}.{s.name}: input stage {upstream!r} must be declared before it")
+            prefix = "" if self.params_root is None else f"{self.params_root}."
+            for key in s.params:
+                top = key.split(".")[0]
+                if top not in ("seed", "device") and not (key.startswith(prefix) and
+                                                          key[len(prefix):].split(".")[0] in self.params):
+                    raise FamilyError(f"{self.name}.{s.name}: params key {key!r} is not one of this family's "
+                                      f"sections ({', '.join(prefix + p for p in self.params)}) or seed/device")
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise FamilyError(f"family {self.name!r} has no stage {name!r}; its stages: "
+                          f"{', '.join(s.name for s in self.stages)}")
+
+    def flow_function(self) -> Callable[..., Any]:
+        module, _, attr = self.flow.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def listed_methods(self) -> list[Method]:
+        return list(self.methods()) if self.methods else []
+
+
+_REGISTRY: dict[str, Family] = {}
+_discovered = False
+
+
+def register_family(family: Family) -> Family:
+    """Add a family; its output folders and params names must not clash with a registered one."""
+    if family.name in _REGISTRY and _REGISTRY[family.name] is not family:
+        raise FamilyError(f"family {family.name!r} is registered twice")
+    outs = {s.out: s.qualname for f in _REGISTRY.values() if f.name != family.name for s in f.stages}
+    seen: dict[str, str] = {}
+    for s in family.stages:
+        clash = outs.get(s.out) or seen.get(s.out)
+        if clash:
+            raise FamilyError(f"stages {clash} and {s.qualname} both claim the output folder {s.out!r}")
+        seen[s.out] = s.qualname
+    top = {f.params_root or "" for f in _REGISTRY.values() if f.name != family.name}
+    top |= {name for f in _REGISTRY.values() if f.name != family.name and f.params_root is None for name in f.params}
+    mine = set(family.params) if family.params_root is None else {family.params_root}
+    if clash := (mine & (top | {"seed", "device"})):
+        raise FamilyError(f"family {family.name!r}: params name(s) {sorted(clash)} are taken by another family")
+    _REGISTRY[family.name] = family
+    _changed()
+    return family
+
+
+def _changed() -> None:
+    from repflow import config
+
+    config.params_model.cache_clear()
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    found: list[Family] = []
+    spec = importlib.util.find_spec("repflow.families")
+    if spec is not None and spec.submodule_search_locations:
+        for info in sorted(pkgutil.iter_modules(spec.submodule_search_locations), key=lambda i: i.name):
+            module = importlib.import_module(f"repflow.families.{info.name}")
+            if hasattr(module, "FAMILY"):
+                found.append(module.FAMILY)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.append(ep.load())
+    for fam in found:
+        if fam.name not in _REGISTRY:
+            register_family(fam)
+
+
+def families() -> list[Family]:
+    """Every registered family, the default first."""
+    _discover()
+    return sorted(_REGISTRY.values(), key=lambda f: (f.name != DEFAULT_FAMILY, f.name))
+
+
+def get_family(name: str | None) -> Family:
+    _discover()
+    name = name or DEFAULT_FAMILY
+    if name not in _REGISTRY:
+        raise FamilyError(f"unknown family {name!r}; families: {', '.join(f.name for f in families())}")
+    return _REGISTRY[name]
+
+
+def resolve_stage(ref: str) -> Stage:
+    """``family.stage``, or a bare stage name of the default family."""
+    family, _, name = ref.rpartition(".")
+    fam = get_family(family or None)
+    try:
+        return fam.stage(name)
+    except FamilyError:
+        every = [s.qualname for f in families() for s in f.stages]
+        raise FamilyError(f"unknown stage {ref!r}; stages: {', '.join(every)}") from None
+
+
+# --- code versions --------------------------------------------------------------------------------
+
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Absolute names of the modules ``path`` (module ``module``) imports anywhere in its body."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # ``from pkg import module``
+    return found
+
+
+def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or not name.split(".")[0] in roots:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        todo.extend(_imports(path, name))
+    return sorted(seen.items())
+
+
+@functools.lru_cache(maxsize=None)
+def code_files(module: str) -> tuple[Path, ...]:
+    """The source files that decide what a stage computes: its module and the project modules it imports,
+    transitively, including imports inside functions. Not the CLI, not other families, not the family's
+    declaration (what it declares, params and inputs, is in the key already)."""
+    roots = (module.split(".")[0], "repflow")
+    return tuple(path for _, path in _closure(module, roots))
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(module: str) -> str:
+    """sha256 (first 16 hex) over the names and contents of :func:`code_files`."""
+    h = hashlib.sha256()
+    for name, path in _closure(module, (module.split(".")[0], "repflow")):
+        h.update(name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
