@@ -17,7 +17,7 @@ def task_states(flow_run_id):
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+    return {r.name.rsplit("-", 1)[0].removeprefix("image."): r.state.name for r in runs}
 
 
 def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
@@ -31,9 +31,9 @@ def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
 
 
 def run_flow(ws, overrides=None):
-    from repflow.families.image.flow import main_flow
+    from repflow.families.image.flow import image_flow
 
-    state = main_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
+    state = image_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
     assert state.is_completed(), state
     return state.result(), state.state_details.flow_run_id
 
@@ -52,7 +52,7 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     assert 0.0 <= summary["transfer"]["encoder_transfer_success_svd"] <= 1.0
     assert summary["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
     assert ShardSet(ws / "data" / "prep").count("train") > 0
-    assert (ws / "reports" / "run-report.md").read_text().startswith("# repflow run report")
+    assert (ws / "reports" / "image-run-report.md").read_text().startswith("# repflow run report")
     assert (ws / "reports" / "evaluate.metrics.json").exists() and (ws / "artifacts" / "train.metrics.json").exists()
     assert set(task_states(fr1).values()) == {"Completed"}
 
@@ -60,15 +60,16 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == ["distill", "evaluate", "generate", "prep", "register", "select",
-                                                         "train", "transfer", "zoo"]
-    train_run = next(r for r in children if r.info.run_name == "train")
+    assert sorted(r.info.run_name for r in children) == [f"image.{s}" for s in ("distill", "evaluate", "generate", "prep",
+                                                                                "register", "select", "train",
+                                                                                "transfer", "zoo")]
+    train_run = next(r for r in children if r.info.run_name == "image.train")
     assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
     assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
     assert mlflow.MlflowClient().get_registered_model("repflow-generator").name == "repflow-generator"
     assert {m.name for m in mlflow.MlflowClient().search_registered_models()} >= {"repflow-zoo-convnet", "repflow-zoo-mlp"}
-    assert "Fréchet distance" in (ws / "reports" / "run-report.md").read_text()
+    assert "Fréchet distance" in (ws / "reports" / "image-run-report.md").read_text()
 
     # same params: every stage is a Prefect cache hit and nothing on disk is rewritten
     stamp = (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns
@@ -105,13 +106,13 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     # lineage: from the champion back through register, train, select, prep to the raw digits on disk
     from repflow import tracking
     steps = tracking.trace_lineage("repflow-encoder@champion")
-    by_stage = {s["stage"]: s for s in steps}
-    assert [s["stage"] for s in steps][:1] == ["register"] and {"train", "evaluate", "select", "prep"} <= set(by_stage)
-    assert by_stage["register"]["inputs"]["encoder"] == (by_stage["train"]["output_digest"], "train")
-    assert by_stage["train"]["inputs"]["shards"] == (ShardSet(ws / "data" / "prep").digest, "prep")
+    by_stage = {s["stage"].removeprefix("image."): s for s in steps}
+    assert [s["stage"] for s in steps][:1] == ["image.register"] and {"train", "evaluate", "select", "prep"} <= set(by_stage)
+    assert by_stage["register"]["inputs"]["encoder"] == (by_stage["train"]["output_digest"], "image.train")
+    assert by_stage["train"]["inputs"]["shards"] == (ShardSet(ws / "data" / "prep").digest, "image.prep")
     assert by_stage["prep"]["source"] == "mnist5k" and by_stage["prep"]["source_origin"].endswith("mnist_5k.csv.gz")
     for s in steps:
-        assert s["git_commit"] and s["params_digest"] and s["dvc_stage"] == s["stage"]
+        assert s["git_commit"] and s["params_digest"] and s["dvc_stage"] == s["stage"].replace(".", "-")
         assert s["prefect_flow_run_id"] == str(fr1) and s["launched_by"] == "prefect"
     walk = subprocess.run([sys.executable, "-m", "repflow", "lineage", "repflow-encoder@champion", "--workdir", str(ws)],
                           capture_output=True, text=True, timeout=300)

@@ -74,7 +74,7 @@ def test_flow_run_against_real_servers_shows_in_both_uis(tmp_path):
 
         # --- Prefect: the flow run, its task runs, its artifacts
         with temporary_settings({PREFECT_API_URL: f"{prefect_url}/api"}), get_client(sync_client=True) as client:
-            flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-main"])))
+            flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-image"])))
             assert len(flow_runs) == 1 and flow_runs[0].state.name == "Completed"
             fr = flow_runs[0]
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
@@ -84,7 +84,7 @@ def test_flow_run_against_real_servers_shows_in_both_uis(tmp_path):
             assert [g.state.name for g in grid] == ["Completed"] and grid[0].parent_task_run_id is not None
             artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
         by_key = {a.key: a for a in artifacts if a.key}
-        report = by_key["run-report"]
+        report = by_key["image-run-report"]
         assert report.type == "markdown" and "| ε (×1/255) | robust accuracy |" in report.data
         assert "Plots: [evaluate/robust_accuracy.png](file://" in report.data
         assert f"({mlflow_url}/#/experiments/" in by_key["mlflow-run"].data  # a link artifact, stored as markdown
