@@ -15,9 +15,10 @@ import json
 import mmap
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,10 @@ def _image_codec(fmt: str, channels: tuple[int, ...], decode: Callable, **opts: 
         Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a).save(buf, format=fmt, **opts)
         return buf.getvalue()
 
-    return encode, lambda raw, spec: decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+    def decode_(raw: bytes, spec: dict) -> torch.Tensor:
+        return decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+
+    return encode, decode_
 
 
 def _encode_flac(value: Any, spec: dict) -> bytes:
@@ -145,7 +149,7 @@ def _declare(members: Mapping[str, str | Mapping[str, Any]]) -> dict[str, dict[s
     """Normalise ``{name: type | {"type": type, **params}}`` to ``{name: {"type": type, **params}}``."""
     out: dict[str, dict[str, Any]] = {}
     for name, spec in members.items():
-        spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+        spec = dict(spec) if isinstance(spec, Mapping) else {"type": spec}
         kind = spec.get("type")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"member name {name!r} must be dot-separated [A-Za-z0-9_-] words (no '/', no leading "
@@ -205,8 +209,8 @@ def write_image_split(folder: str | Path, split: str, images: np.ndarray, labels
     """Write ``images`` (N,H,W) or (N,H,W,C) uint8 with int ``labels`` as ``png`` + ``cls`` shards of ``split``.
 
     ``extras`` yields one dict per image of further members, typed by their last extension (``latent.npy``
-    → npy, ``json`` → json, ``ids.tokens`` → tokens). Returns the split's manifest entry: count, per-class counts, shard file
-    names and the member declaration.
+    → npy, ``json`` → json, ``ids.tokens`` → tokens). Returns the split's manifest entry: count, per-class
+    counts, shard file names and the member declaration.
     """
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise ValueError(f"{split}: images must be uint8 (N,H,W[,C]), got {images.dtype} {images.shape}")
@@ -459,7 +463,8 @@ class ShardSet(ShardReader):
             for store, value in zip(more, rest):
                 store.append(value)
             if tuple(img.shape) != self.shape:
-                raise OutputError(f"{self.folder}: {split} sample {i} has shape {tuple(img.shape)}, manifest says {self.shape}")
+                raise OutputError(f"{self.folder}: {split} sample {i} has shape {tuple(img.shape)}, "
+                                  f"manifest says {self.shape}")
             x[i], y[i] = img, label
             i += 1
         if i != n:
