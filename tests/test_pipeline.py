@@ -46,11 +46,12 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     monkeypatch.chdir(ws)
 
     summary, fr1 = run_flow(ws)
-    assert 0.0 <= summary["robust_acc_mean"] <= summary["clean_acc"] <= 1.0
+    evaluation = summary["stages"]["evaluate"]
+    assert 0.0 <= evaluation["robust_acc_mean"] <= evaluation["clean_acc"] <= 1.0
     # the transfer grid ran as one Prefect task per (attack, fusion, ε) cell on Ray: 1 attack × 2 × 1
     assert subflow_task_states("transfer-grid", "attack-cell") == ["Completed", "Completed"]
-    assert 0.0 <= summary["transfer"]["encoder_transfer_success_svd"] <= 1.0
-    assert summary["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
+    assert 0.0 <= summary["stages"]["transfer"]["encoder_transfer_success_svd"] <= 1.0
+    assert evaluation["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
     assert ShardSet(ws / "data" / "prep").count("train") > 0
     assert (ws / "reports" / "image-run-report.md").read_text().startswith("# repflow run report")
     assert (ws / "reports" / "evaluate.metrics.json").exists() and (ws / "artifacts" / "train.metrics.json").exists()
@@ -141,16 +142,16 @@ def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):
 
 def test_stage_cache_keys_follow_params_inputs_and_the_output_folder(tmp_path):
     """Prefect's cached result is the output path: the same params in another work folder must miss."""
-    from repflow.families.image.flow import STAGE_TASKS
     from repflow.config import parse_params
-    from repflow.families.image.stages import prep
+    from repflow.family import resolve_stage
+    from repflow.flow import stage_task
     from tests.conftest import tiny_params
 
-    key = STAGE_TASKS[prep].cache_key_fn
+    key = stage_task(resolve_stage("image.prep")).cache_key_fn
     params = parse_params(tiny_params())
 
     def key_for(p, out):
-        return key(None, {"params": p, "inputs": [], "out": out, "tracking_context": {}})
+        return key(None, {"params": p, "inputs": {}, "out": out, "tracking_context": {}})
 
     a = key_for(params, tmp_path / "a" / "data" / "prep")
     assert a == key_for(params, tmp_path / "a" / "data" / "prep")

@@ -142,7 +142,7 @@ class DistillParams(Section):
 
     loss: Literal["dm", "dc"] = Field("dm", description="distribution matching | gradient matching")
     param: Literal["pixel", "latent", "feature"] = "feature"
-    layer: int = Field(2, ge=0, le=3, description="generator layer whose feature map is optimised (param: feature)")
+    layer: int = Field(2, ge=0, le=16, description="generator layer whose feature map is optimised (param: feature)")
     ipc: int = Field(10, ge=1, le=1000, description="images per class")
     iterations: int = Field(200, ge=1, le=100_000)
     real_per_class: int = Field(32, ge=1, le=10_000, description="real images per class in each matching step")

@@ -69,6 +69,12 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def check(params, inputs: dict[str, Path]) -> None:
+    """Generator and distillation params against the actual shards, before anything is tracked."""
+    data = ShardSet(inputs["shards"])
+    _checked_generator(params, data, inputs["generator"], data.load("train")[1])
+
+
 def run(ctx: StageContext) -> StageSummary:
     params, tmp = ctx.params, ctx.tmp
     cfg = params.distill

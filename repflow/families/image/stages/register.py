@@ -44,7 +44,8 @@ def run(ctx: StageContext) -> StageSummary:
             "repflow.code_version": lin["code_version"]}
     tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
     version = tracking.register_model(encoder, cfg.model_name, example, tags,
-                                      (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"))
+                                      (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
+                                      identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion})
     client = mlflow.MlflowClient()
     previous = tracking.champion_score(cfg.model_name, cfg.alias)
     moved = previous is None or score > previous

@@ -58,12 +58,17 @@ def coreset_table(n: int, labels: torch.Tensor, coreset) -> pl.DataFrame:
                                 "pick_round": pl.Int64, "gain": pl.Float64})
 
 
+def check(params, inputs: dict[str, Path]) -> None:
+    """Selection params against the actual training set (coreset budget, validation size)."""
+    images, _, _ = training_set(params, ShardSet(inputs["shards"]), inputs.get("views"))
+    check_schedule(params, len(images))
+
+
 def run(ctx: StageContext) -> StageSummary:
     params, tmp, key = ctx.params, ctx.tmp, ctx.key
     cfg, tcfg = params.select, params.train
     data = ShardSet(ctx.inputs["shards"])
     images, partners, labels = training_set(params, data, ctx.inputs.get("views"))
-    check_schedule(params, len(images))
     device = choose_device(params.device)
     encoder, head, enc_config, head_config = new_models(params, data)
     history: list[dict] = []
