@@ -271,7 +271,7 @@ def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or not name.split(".")[0] in roots:
+        if name in seen or name.split(".")[0] not in roots:
             continue
         path = _module_file(name)
         if path is None:

@@ -2,8 +2,8 @@
 
 A stage body (``run(ctx)`` in the module its :class:`~repflow.family.Stage` declaration names) only
 computes into ``ctx.tmp`` and returns a :class:`StageSummary`; an optional ``check(params, inputs)`` in the
-same module rejects params that do not fit the actual inputs before anything is tracked or written. :func:`run_stage` owns the rest, in this
-order: key → reuse → tracking → staged output → metrics → summary.
+same module rejects params that do not fit the actual inputs before anything is tracked or written.
+:func:`run_stage` owns the rest, in this order: key → reuse → tracking → staged output → metrics → summary.
 
 - **Key**: sha256 over (stage, the params keys it reads, the manifest digests of the inputs it reads, its
   own code version (:func:`repflow.family.code_version`), and the registry URI for stages that register

@@ -151,7 +151,8 @@ def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: 
 
     tags = {f"repflow.{k}": str(v) for k, v in flatten(lineage).items()}
     tags.update({"repflow.stage": stage, "repflow.git_commit": git_commit(),
-                 "repflow.dvc_stage": os.environ.get("DVC_STAGE") or dvc_stage or stage, "repflow.launched_by": launcher(),
+                 "repflow.dvc_stage": os.environ.get("DVC_STAGE") or dvc_stage or stage,
+                 "repflow.launched_by": launcher(),
                  "repflow.prefect_flow_run_id": prefect_flow_run_id() or ""})
     with mlflow.start_run(run_name=stage, nested=_parent_run_id is not None, parent_run_id=_parent_run_id,
                           tags=tags) as run:
@@ -215,12 +216,14 @@ def trace_lineage(ref: str) -> list[dict[str, Any]]:
             if not key.startswith("repflow.inputs."):
                 continue
             producer = _producer(digest, run.info.experiment_id)
-            inputs[key[len("repflow.inputs."):]] = (digest, producer.data.tags.get("repflow.stage") if producer else None)
+            made_by = producer.data.tags.get("repflow.stage") if producer else None
+            inputs[key[len("repflow.inputs."):]] = (digest, made_by)
             if producer is not None and producer.info.run_id not in seen:
                 seen.add(producer.info.run_id)
                 queue.append(producer)
         steps.append({"stage": t.get("repflow.stage", run.info.run_name), "run_id": run.info.run_id,
-                      "git_commit": t.get("repflow.git_commit", ""), "params_digest": t.get("repflow.params_digest", ""),
+                      "git_commit": t.get("repflow.git_commit", ""),
+                      "params_digest": t.get("repflow.params_digest", ""),
                       "code_version": t.get("repflow.code_version", ""), "dvc_stage": t.get("repflow.dvc_stage", ""),
                       "launched_by": t.get("repflow.launched_by", ""),
                       "prefect_flow_run_id": t.get("repflow.prefect_flow_run_id", ""),

@@ -398,7 +398,7 @@ def test_unknown_member_type_is_refused_at_write_and_in_a_manifest(tmp_path, kin
         write_split(tmp_path, "train", [{"x": b""}], {"x": kind}, shard_size=4)
     assert not list(tmp_path.glob("*.tar"))
     folder = _declared_folder(tmp_path / "s", {"x": kind}, [("k0.x", b"\x80\x04K\x01.")])
-    with pytest.raises(OutputError, match=rf"manifest.json: split 'train': member 'x': unknown type"):
+    with pytest.raises(OutputError, match=r"manifest.json: split 'train': member 'x': unknown type"):
         ShardReader(folder)
 
 

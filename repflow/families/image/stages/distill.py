@@ -23,13 +23,12 @@ import mlflow
 import polars as pl
 import torch
 
-from repflow import tracking
 from repflow.checkpoints import CheckpointError
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.distill import (EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, check_ipc, distill,
                             generator_samples, random_real_subset, summarize, train_and_test)
-from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.manifest import atomic_write_text, read_manifest
 from repflow.report import class_grid, line_plot, markdown_table
 from repflow.shards import ShardSet, write_image_split
 from repflow.stage import StageContext, StageSummary

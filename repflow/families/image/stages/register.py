@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import mlflow
 import numpy as np
 
 from repflow import tracking
 from repflow.checkpoints import load_encoder
-from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.manifest import atomic_write_text, read_manifest
 from repflow.stage import StageContext, StageSummary
 
 log = logging.getLogger("repflow.register")

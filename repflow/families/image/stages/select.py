@@ -22,11 +22,9 @@ import mlflow
 import polars as pl
 import torch
 
-from repflow import tracking
 from repflow.cluster import choose_device
-from repflow.config import Params
 from repflow.contrastive import train_contrastive
-from repflow.manifest import atomic_write_text, staged_output
+from repflow.manifest import atomic_write_text
 from repflow.probe import embed
 from repflow.report import coreset_plot
 from repflow.shards import ShardSet
