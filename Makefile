@@ -1,5 +1,5 @@
 # make run   — set up (venv + data) and run the main flow on the embedded default data
-# make test  — set up and run the whole test suite (what .ci/run calls)
+# make test  — set up, lint (ruff, import-linter layers, dvc.yaml current) and run the test suite (.ci/run)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
@@ -45,6 +45,9 @@ run: setup
 	repflow run
 
 test: setup $(CHROMIUM)
+	ruff check .
+	lint-imports
+	repflow dvc-yaml
 	pytest
 
 bench: setup
