@@ -1,7 +1,8 @@
-"""What the orchestration costs: the main flow with the Ray task runner (each stage a Ray task), the
-same flow with its stages run one after another in the flow's process, and the nine stage functions
-called directly, side by side in one run on the default data (Fashion-MNIST), each in a fresh work
-folder (so nothing is cached), alternated ``--repeats`` times.
+"""What the orchestration costs: the image flow with the Ray task runner (each stage a Ray task), the
+same flow with its stages on the flow's thread pool (independent stages side by side), and the nine
+stages through the stage runner without Prefect, side by side in one run on the default data
+(Fashion-MNIST), each in a fresh work folder (so nothing is cached), alternated ``--repeats`` times. Then
+what per-stage code versions save: a `repflow run` before and after an unrelated edit.
 
 Small params keep one pass under a minute: the orchestration cost per stage does not depend on how
 long the stage computes, so the seconds added are what matter, not the ratio. Also reported: the
@@ -12,6 +13,7 @@ one-off start of Prefect's temporary server and of Ray, and a fully cached rerun
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -24,7 +26,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import yaml  # noqa: E402
 
-from benchmarks._common import mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 
 SMALL = {
     "seed": 0, "device": "cpu",
@@ -51,35 +53,56 @@ def new_workdir(root: Path, name: str) -> Path:
 
 
 def direct(ws: Path) -> float:
-    """The nine stage functions in the flow's order, no Prefect."""
+    """The nine stages through the stage runner in declaration order, no Prefect."""
     from repflow import tracking
     from repflow.config import load_params
-    from repflow.stage import Workspace
-    from repflow.stage import run_stage
+    from repflow.family import get_family
+    from repflow.stage import Workspace, run_in
 
     t0 = time.perf_counter()
     w = Workspace.at(ws)
     params = load_params(w.params_file)
     tracking.configure(w.root)
-    shards = run_stage("image.prep", params, {}, w.out("prep"))
-    views = run_stage("image.generate", params, {"shards": shards}, w.out("generate"))
-    run_stage("image.distill", params, {"shards": shards, "generator": views}, w.out("distill"))
-    selection = run_stage("image.select", params, {"shards": shards, "views": views}, w.out("select"))
-    enc = run_stage("image.train", params, {"shards": shards, "views": views, "selection": selection}, w.out("train"))
-    ev = run_stage("image.evaluate", params, {"shards": shards, "encoder": enc}, w.out("evaluate"))
-    zoo_dir = run_stage("image.zoo", params, {"shards": shards}, w.out("zoo"))
-    run_stage("image.transfer", params, {"shards": shards, "zoo": zoo_dir, "encoder": enc, "evaluation": ev},
-              w.out("transfer"))
-    run_stage("image.register", params, {"encoder": enc, "evaluation": ev}, w.out("register"))
+    for stage in get_family("image").stages:
+        run_in(w, stage, params)
     return time.perf_counter() - t0
 
 
 def via_flow(ws: Path, runner: str) -> float:
-    from repflow.families.image.flow import main_flow_with_runner
+    from repflow.family import get_family
+    from repflow.flow import flow_with_runner
 
     t0 = time.perf_counter()
-    main_flow_with_runner(runner)(params_file="params.yaml", workdir=str(ws))
+    flow_with_runner(get_family("image"), runner)(params_file="params.yaml", workdir=str(ws))
     return time.perf_counter() - t0
+
+
+def after_unrelated_edit(root: Path, api_url: str) -> dict[str, float]:
+    """A copy of the code, one `repflow run` (cold), an edit of repflow/cli.py, the same run again: with
+    per-stage code versions every stage stays cached; with one version for the whole tree (before) the
+    edit invalidated every stage, so the second run cost as much as the first."""
+    import shutil
+    import subprocess
+    import sys
+
+    code = root / "code"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "repflow", code / "repflow",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    ws = new_workdir(root, "edit")
+    env = {**os.environ, "PYTHONPATH": str(code), "PREFECT_API_URL": api_url}
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "repflow", "run", "--workdir", str(ws)], env=env, check=True,
+                       capture_output=True)
+        return time.perf_counter() - t0
+
+    cold = run()
+    with open(code / "repflow" / "cli.py", "a") as fh:
+        fh.write("\n# an unrelated edit\n")
+    warm = run()
+    return {"cold_s": cold, "after_edit_s": warm, "saved_s": cold - warm}
 
 
 ARMS = {"direct": ("stage functions called directly", direct),
@@ -119,6 +142,10 @@ def main() -> None:
                     times[arm].append(fn(new_workdir(root, f"{arm}{i}")))
                 print(f"repeat {i}: " + ", ".join(f"{a} {t[-1]:.1f} s" for a, t in times.items()), flush=True)
             cached = via_flow(root / f"local{args.repeats - 1}", "local")
+            from prefect.settings import PREFECT_API_URL
+
+            edit = after_unrelated_edit(root, PREFECT_API_URL.value())
+            print(f"unrelated edit: {edit}", flush=True)
     d_m, _ = mean_std(times["direct"])
     rows = []
     for arm, (label, _) in ARMS.items():
@@ -126,6 +153,17 @@ def main() -> None:
         rows.append({"how": label, "seconds_mean": m, "seconds_std": s, "added_s": m - d_m, "vs_direct": m / d_m})
     rows.append({"how": "Prefect flow, all nine stages cached", "seconds_mean": cached, "seconds_std": 0.0,
                  "added_s": cached - d_m, "vs_direct": cached / d_m})
+    before = json.loads((RESULTS / "flow_overhead.json").read_text()) if (RESULTS / "flow_overhead.json").exists() \
+        else {"rows": []}
+    for row in rows:
+        old = next((r for r in before["rows"] if r["how"].split(" (")[0] == row["how"].split(" (")[0]), None)
+        row["before: vs_direct"] = old["vs_direct"] if old else None
+    rows.append({"how": "`repflow run` after an edit of repflow/cli.py (subprocess, server up)",
+                 "seconds_mean": edit["after_edit_s"], "seconds_std": 0.0, "added_s": None, "vs_direct": None,
+                 "before: vs_direct": None})
+    rows.append({"how": "the same run before the edit, nothing cached (= the edit's cost with one code version "
+                        "for the whole tree)", "seconds_mean": edit["cold_s"], "seconds_std": 0.0, "added_s": None,
+                 "vs_direct": None, "before: vs_direct": None})
     write_results("flow_overhead",
                   "Orchestration overhead on Fashion-MNIST (small params): Ray task runner vs local flow vs direct",
                   rows,
@@ -134,7 +172,8 @@ def main() -> None:
                    f"server already up for every arm",
                    f"one-off costs not in the rows: Prefect temporary server start {server_s:.1f} s, "
                    f"Ray start {ray_s:.1f} s"],
-                  extra={"server_start_s": server_s, "ray_start_s": ray_s, "raw": times, "params": SMALL})
+                  extra={"server_start_s": server_s, "ray_start_s": ray_s, "raw": times, "params": SMALL,
+                         "unrelated_edit": edit, "before": before["rows"]})
 
 
 if __name__ == "__main__":

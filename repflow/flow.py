@@ -26,6 +26,7 @@ import mlflow  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect_ray import RayTaskRunner  # noqa: E402
 from prefect_ray.context import remote_options  # noqa: E402
 
@@ -36,7 +37,7 @@ from repflow.family import Family, Stage, get_family  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.stage import Workspace, current_output, plan_stage, read_summary, run_stage  # noqa: E402
 
-__all__ = ["family_flow", "flow_with_runner", "stage_task", "run_report"]
+__all__ = ["family_flow", "flow_with_runner", "stage_task", "run_report", "RUNNERS"]
 
 
 _TASKS: dict[tuple[str, str], Any] = {}
@@ -237,12 +238,18 @@ def family_flow(family_name: str, inline: dict[str, Callable[[], dict[str, Any]]
     return flow(body, name=f"repflow-{family_name}", log_prints=True)
 
 
+RUNNERS = ("local", "sequential", "ray")
+
+
 def flow_with_runner(family: Family, runner: str):
-    """The family's flow with its stage tasks run ``local`` (threads of this process) or on ``ray`` (each
-    stage a Ray task; on a cluster a CUDA stage lands on a GPU node)."""
+    """The family's flow with its stage tasks run ``local`` (threads of this process: independent stages
+    side by side), ``sequential`` (one stage at a time in this process) or on ``ray`` (each stage a Ray
+    task; on a cluster a CUDA stage lands on a GPU node)."""
     f = family.flow_function()
     if runner == "local":
         return f
+    if runner == "sequential":
+        return f.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     if runner == "ray":
         return f.with_options(task_runner=RayTaskRunner())
-    raise ValueError(f"runner {runner!r}; allowed: local, ray")
+    raise ValueError(f"runner {runner!r}; allowed: {', '.join(RUNNERS)}")

@@ -204,7 +204,8 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
     for rel, text in TOY.items():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text(textwrap.dedent(text).lstrip())
-    (repo / "params.yaml").write_text(yaml.safe_dump({**tiny_params(), "toy": {"make": {"n": 7}, "total": {"scale": 2.0}}}, sort_keys=False))
+    params = {**tiny_params(), "toy": {"make": {"n": 7}, "total": {"scale": 2.0}}}  # DVC wants every key
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n__pycache__/\n.repflow*\n")
     api = PREFECT_API_URL.value()
     env = child_env(PYTHONPATH=str(repo), PREFECT_API_URL=api,
@@ -254,3 +255,15 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
     assert json.loads((repo / "data" / "toy" / "total.metrics.json").read_text())["total"] == total + 1
     status = _sh(["dvc", "status", "toy-total"], repo, env).stdout
     assert "toyfam/algo.py" in status and "toy-make" not in status
+
+
+def test_cli_names_the_valid_families_and_stages(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image"),
+                           (["stage", "image.nope"], "unknown stage 'image.nope'; stages: image.prep, ")):
+        r = subprocess.run([sys.executable, "-m", "repflow", *args, "--workdir", str(tmp_path)], env=child_env(),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr
+    listing = subprocess.run([sys.executable, "-m", "repflow", "families"], env=child_env(), capture_output=True,
+                             text=True, timeout=120)
+    assert listing.returncode == 0 and "image.transfer" in listing.stdout and "contrastive" in listing.stdout
