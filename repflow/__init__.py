@@ -3,13 +3,22 @@
 What a user touches: ``params.yaml``, ``dvc.yaml``, the ``repflow`` command and the families' flows. What a
 new family needs is here: declare its stages and params (:class:`Family`, :class:`Stage`, :class:`Section`),
 write each stage as ``run(ctx: StageContext) -> StageSummary``, and make its flow with
-``repflow.flow.family_flow`` (kept out of this namespace: importing ``repflow`` does not import Prefect).
-Everything else is internal.
+``repflow.flow.family_flow``. Everything else is internal.
+
+The names are resolved on first use, so ``import repflow.attacks`` (or any algorithm) needs torch alone:
+a GPU box without pydantic, MLflow or Prefect can still run the algorithms.
 """
-from repflow.config import Section, load_params
-from repflow.family import Family, Method, ModelSpec, Stage
-from repflow.stage import StageContext, StageSummary, run_stage
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Family", "Stage", "ModelSpec", "Method", "Section", "StageContext", "StageSummary", "run_stage",
-           "load_params"]
+
+_EXPORTS = {"Family": "repflow.family", "Stage": "repflow.family", "ModelSpec": "repflow.family",
+            "Method": "repflow.family", "Section": "repflow.config", "load_params": "repflow.config",
+            "StageContext": "repflow.stage", "StageSummary": "repflow.stage", "run_stage": "repflow.stage"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'repflow' has no attribute {name!r}")

@@ -268,7 +268,7 @@ def _imports(path: Path, module: str) -> set[str]:
 
 def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
     seen: dict[str, Path] = {}
-    todo = [module]
+    todo = [module, "repflow.stage"]  # the runner executes every stage
     while todo:
         name = todo.pop()
         if name in seen or name.split(".")[0] not in roots:
@@ -283,9 +283,9 @@ def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
 
 @functools.lru_cache(maxsize=None)
 def code_files(module: str) -> tuple[Path, ...]:
-    """The source files that decide what a stage computes: its module and the project modules it imports,
-    transitively, including imports inside functions. Not the CLI, not other families, not the family's
-    declaration (what it declares, params and inputs, is in the key already)."""
+    """The source files that decide what a stage computes: its module, the stage runner, and the project
+    modules they import, transitively, including imports inside functions. Not the CLI, not other families,
+    not the family's declaration (what it declares, params and inputs, is in the key already)."""
     roots = (module.split(".")[0], "repflow")
     return tuple(path for _, path in _closure(module, roots))
 

@@ -267,3 +267,12 @@ def test_cli_names_the_valid_families_and_stages(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "repflow", "families"], env=child_env(), capture_output=True,
                              text=True, timeout=120)
     assert listing.returncode == 0 and "image.transfer" in listing.stdout and "contrastive" in listing.stdout
+
+
+def test_algorithms_import_with_torch_alone():
+    """The GPU machine has torch but not pydantic, MLflow, Prefect or Ray: the algorithms must not need them."""
+    code = ("import sys; import repflow.attacks, repflow.acl, repflow.augment, repflow.contrastive, repflow.coreset, "
+            "repflow.distill, repflow.generative, repflow.probe, repflow.supervised, repflow.zoo, repflow.models; "
+            "print(sorted(m for m in ('pydantic', 'mlflow', 'prefect', 'ray', 'yaml') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]
