@@ -173,7 +173,7 @@ class PGD(IterativeAttack):
 
     alpha_factor = 2.5
     paper = "Madry et al. 2018, 'Towards Deep Learning Models Resistant to Adversarial Attacks' (ICLR)"
-    summary = "projected gradient steps from a random start in the ℓ∞ ball"
+    summary = "projected gradient steps from a random start in the ε-ball"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  random_start: bool = True, norm: str = "linf", decay: float = 0.0, seed: int = 0):
