@@ -96,7 +96,8 @@ def main() -> None:
             rows.append({"attack": a, "implementation": impl, "images/s (median)": speed,
                          "images/s (best)": args.batch / min(times), "images/s (worst)": args.batch / max(times),
                          "repflow ÷ this": ours / speed, "robust acc": robust[(a, impl)]})
-        others = [r["images/s (median)"] for r in rows if r["attack"] == attack_name and r["implementation"] != "repflow"]
+        others = [r["images/s (median)"] for r in rows
+                  if r["attack"] == attack_name and r["implementation"] != "repflow"]
         verdicts.append(f"{attack_name}: repflow {ours:.1f} images/s vs {', '.join(f'{o:.1f}' for o in others)}; "
                         f"at least as fast as both: {all(ours >= o for o in others)}")
     notes = [

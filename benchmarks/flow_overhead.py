@@ -68,7 +68,8 @@ def direct(ws: Path) -> float:
     enc = run_stage("image.train", params, {"shards": shards, "views": views, "selection": selection}, w.out("train"))
     ev = run_stage("image.evaluate", params, {"shards": shards, "encoder": enc}, w.out("evaluate"))
     zoo_dir = run_stage("image.zoo", params, {"shards": shards}, w.out("zoo"))
-    run_stage("image.transfer", params, {"shards": shards, "zoo": zoo_dir, "encoder": enc, "evaluation": ev}, w.out("transfer"))
+    run_stage("image.transfer", params, {"shards": shards, "zoo": zoo_dir, "encoder": enc, "evaluation": ev},
+              w.out("transfer"))
     run_stage("image.register", params, {"encoder": enc, "evaluation": ev}, w.out("register"))
     return time.perf_counter() - t0
 
@@ -129,7 +130,8 @@ def main() -> None:
                   "Orchestration overhead on Fashion-MNIST (small params): Ray task runner vs local flow vs direct",
                   rows,
                   [f"{args.repeats} alternated repeats, fresh work folder each, nine stages, {args.threads} torch "
-                   f"thread(s) in the driver and 1 in each Ray worker; Ray already running and Prefect's temporary server already up for every arm",
+                   f"thread(s) in the driver and 1 in each Ray worker; Ray already running and Prefect's temporary "
+                   f"server already up for every arm",
                    f"one-off costs not in the rows: Prefect temporary server start {server_s:.1f} s, "
                    f"Ray start {ray_s:.1f} s"],
                   extra={"server_start_s": server_s, "ray_start_s": ray_s, "raw": times, "params": SMALL})

@@ -37,7 +37,8 @@ from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
 from repflow.report import class_grid  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
-from repflow.stage import run_stage# noqa: E402
+from repflow.families.image.stages.generate import load_generator  # noqa: E402
+from repflow.stage import run_stage  # noqa: E402
 
 BASELINES = ["random real", "generator samples"]
 PARAMETERISATIONS = ["pixel", "latent (z)", "feature (F_l, w)"]
@@ -56,7 +57,7 @@ def prepare(root: Path, per_class: int, test_per_class: int, generator_epochs: i
     shards = run_stage("image.prep", params, {}, root / "prep")
     data = ShardSet(shards)
     gen_out = run_stage("image.generate", params, {"shards": shards}, root / "generate")
-    gen, _ = generate.load_generator(gen_out, data.shape, data.num_classes)
+    gen, _ = load_generator(gen_out, data.shape, data.num_classes)
     return data, gen, ShardSet(gen_out).meta["quality"]
 
 

@@ -136,7 +136,8 @@ def main() -> None:
         raise SystemExit("gpu_check: torch sees no CUDA device")
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     images, labels = blobs(4096, 0)
-    report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "cpu_threads": torch.get_num_threads()}
+    report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(),
+                    "cpu_threads": torch.get_num_threads()}
     speed = []
     for dev in (cpu, cuda):
         loss, ips = acl_epoch(dev, images)

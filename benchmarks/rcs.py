@@ -126,7 +126,8 @@ def main() -> None:
               RESULTS / "rcs_robust.png", xlabel="coreset fraction", ylabel="ALF PGD-20 accuracy (ε=8/255)",
               title=f"{args.method.upper()} on Fashion-MNIST ({n_train} train images)")
     notes = [
-        f"{args.method.upper()} (ε 8/255, 2 PGD steps), small_cnn width 16, {args.epochs} epochs, warm-up {args.warmup}, "
+        f"{args.method.upper()} (ε 8/255, 2 PGD steps), small_cnn width 16, {args.epochs} epochs, "
+        f"warm-up {args.warmup}, "
         f"re-selection every {args.every}; {n_train} training images, {args.seeds} seeds (mean ± std).",
         "slf/alf = standard / adversarial linear finetuning; *_robust = PGD-20 accuracy at ε = 8/255 on 500 test "
         "images; rd = representational divergence KL(p(x) ‖ p(x̃)) on the same held-out images (lower = more robust "

@@ -110,7 +110,7 @@ def load_encoder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from repflow.manifest import read_manifest
 
     folder = Path(folder)
-    read_manifest(folder, stage="train")
+    read_manifest(folder, stage="image.train")
     state, config = load_tensors(folder / "encoder.safetensors")
     try:
         encoder = build_encoder(config)

@@ -21,8 +21,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.tracking import RegistryError
     from repflow.family import FamilyError
 
-    return (FamilyError, ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError, WorkspaceBusy,
-            ServerError, ScheduleError)
+    return (FamilyError, ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError,
+            WorkspaceBusy, ServerError, ScheduleError)
 
 
 def _setup_logging(verbose: bool) -> None:

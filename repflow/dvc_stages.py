@@ -14,17 +14,13 @@ import yaml
 
 from repflow.family import Stage, code_files, families
 
-__all__ = ["dvc_yaml", "dvc_stage_name", "metrics_file"]
+__all__ = ["dvc_yaml", "metrics_file"]
 
 HEADER = """\
 # Generated from the stage declarations (repflow/families/*/__init__.py) by `repflow dvc-yaml --write`;
 # `make test` checks that it is current. The same stages the Prefect flows run: `dvc repro`,
 # `dvc exp run -S train.epochs=2`. Each cmd runs the stage through the one stage runner.
 """
-
-
-def dvc_stage_name(stage: Stage) -> str:
-    return f"{stage.family}-{stage.name}"
 
 
 def metrics_file(stage: Stage) -> str:
@@ -55,5 +51,5 @@ def dvc_yaml(root: str | Path = ".") -> str:
     for fam in families():
         outs = {s.name: s.out for s in fam.stages}
         for stage in fam.stages:
-            stages[dvc_stage_name(stage)] = _stage_entry(stage, root, outs)
+            stages[stage.dvc_name] = _stage_entry(stage, root, outs)
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)

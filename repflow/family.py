@@ -88,8 +88,16 @@ class Stage:
         """``family.stage``: the name in the CLI, Prefect, MLflow, manifests and ``dvc.yaml``."""
         return f"{self.family}.{self.name}"
 
+    @property
+    def dvc_name(self) -> str:
+        """``family-stage``: DVC allows no dots in stage names."""
+        return f"{self.family}-{self.name}"
+
+    def module_object(self) -> Any:
+        return importlib.import_module(self.module)
+
     def body(self) -> Callable[..., Any]:
-        return importlib.import_module(self.module).run
+        return self.module_object().run
 
     def used_inputs(self, params: Any, available: dict[str, Path]) -> dict[str, Path]:
         """The input folders this run reads: its key and lineage cover exactly these."""
@@ -263,7 +271,7 @@ def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or not name.split(".")[0] in roots:
+        if name in seen or name.split(".")[0] not in roots:
             continue
         path = _module_file(name)
         if path is None:

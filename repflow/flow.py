@@ -13,7 +13,6 @@ assembled from the stage summaries.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
@@ -40,9 +39,13 @@ from repflow.stage import Workspace, current_output, plan_stage, read_summary, r
 __all__ = ["family_flow", "flow_with_runner", "stage_task", "run_report"]
 
 
-@functools.lru_cache(maxsize=None)
+_TASKS: dict[tuple[str, str], Any] = {}
+
+
 def stage_task(stage: Stage):
-    """The Prefect task of one stage (named ``family.stage``)."""
+    """The Prefect task of one stage (named ``family.stage``), made once per process."""
+    if (stage.qualname, stage.module) in _TASKS:
+        return _TASKS[stage.qualname, stage.module]
 
     def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         """Stage key + output folder: the cached result is a path, so two work folders with the same
@@ -55,7 +58,9 @@ def stage_task(stage: Stage):
         tracking.adopt(tracking_context)  # a no-op in the flow's process; a Ray worker needs it
         return run_stage(stage, params, inputs, out)
 
-    return task(run_stage_task, name=stage.qualname, cache_key_fn=key_fn, persist_result=True)
+    _TASKS[stage.qualname, stage.module] = task(run_stage_task, name=stage.qualname, cache_key_fn=key_fn,
+                                                persist_result=True)
+    return _TASKS[stage.qualname, stage.module]
 
 
 def _stage_device(params: Any) -> str:

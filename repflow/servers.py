@@ -220,9 +220,11 @@ def start_ui(workdir: str | Path = ".", prefect_port: int = 4200, mlflow_port: i
                        [sys.executable, "-m", "prefect", "server", "start", "--host", host,
                         "--port", str(prefect_port)], logs / "prefect-server.log"),
         mlflow=Server("MLflow server", mlflow_url, f"{mlflow_url}/health",
-                      [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                      [sys.executable, "-m", "mlflow", "server",
+                       "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                        "--artifacts-destination", str(root / "mlruns"), "--host", host, "--port", str(mlflow_port),
-                       "--workers", "1"],  # one user: 1 uvicorn worker instead of 4 spares memory and start-up on 2 cores
+                       # one user: 1 uvicorn worker instead of 4 spares memory and start-up on 2 cores
+                       "--workers", "1"],
                       logs / "mlflow-server.log"),
     )
     try:

@@ -1,68 +1,252 @@
-"""The project's one WebDataset writer and reader for image shards.
+"""The project's one WebDataset writer and reader, for every modality.
 
 Layout of a shard folder: ``<split>-000000.tar ...`` plus ``manifest.json`` (see
-:mod:`repflow.manifest`). One sample = ``__key__`` (no dots: WebDataset groups members at the
-first dot) + ``png`` (uint8 HxW or HxWxC) + ``cls`` (int) + optional ``json`` / ``*.npy`` members.
-The manifest's ``meta`` holds ``shape`` ([C, H, W]), ``classes`` and per-split counts, so later
-stages read image geometry from it instead of assuming a dataset.
+:mod:`repflow.manifest`). One sample = ``__key__`` (no dots: WebDataset groups members at the first
+dot) + typed members. The manifest's ``meta["splits"][split]["members"]`` declares each member's type,
+and the reader decodes by that declaration, never by the member's extension, so a file that is not what
+the manifest says is an error instead of a silent misread. Image folders also keep ``shape`` ([C, H, W])
+and ``classes`` in ``meta``, so later stages read image geometry from it instead of assuming a dataset.
 """
 from __future__ import annotations
 
-import json
 import io
+import itertools
+import json
 import mmap
+import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from torchvision.io import decode_image
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from repflow.manifest import OutputError, read_manifest
 from repflow.progress import progress
 
-__all__ = ["write_image_split", "ShardSet", "ALLOWED_MEMBERS"]
-
-ALLOWED_MEMBERS = frozenset({"png", "jpg", "jpeg", "cls", "json", "npy"})
-"""Member extensions the reader decodes. Pickle-bearing types (pyd, pickle, pth) are refused."""
+__all__ = ["MEMBER_TYPES", "write_split", "write_image_split", "ShardReader", "ShardSet"]
 
 
 def _shard_pattern(folder: Path, split: str) -> str:
     return str(folder / f"{split}-%06d.tar")
 
 
+def _image_codec(fmt: str, channels: tuple[int, ...], decode: Callable, **opts: Any) -> tuple[Callable, Callable]:
+    def encode(value: Any, spec: dict) -> bytes:
+        a = np.asarray(value)
+        if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in channels):
+            raise ValueError(f"needs uint8 (H,W) or (H,W,C) with C in {channels}, got {a.dtype} {a.shape}")
+        buf = io.BytesIO()
+        Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a).save(buf, format=fmt, **opts)
+        return buf.getvalue()
+
+    def decode_(raw: bytes, spec: dict) -> torch.Tensor:
+        return decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+
+    return encode, decode_
+
+
+def _encode_flac(value: Any, spec: dict) -> bytes:
+    import soundfile
+
+    a = np.asarray(value)
+    if a.dtype.kind != "f" or a.ndim not in (1, 2):
+        raise ValueError(f"needs a float waveform (T,) or (C,T), got {a.dtype} {a.shape}")
+    if a.size and (not np.isfinite(a).all() or np.abs(a).max() > 1):
+        raise ValueError("samples must be finite and within [-1, 1] (16-bit FLAC would clip them)")
+    buf = io.BytesIO()
+    soundfile.write(buf, a.T if a.ndim == 2 else a, spec["sample_rate"], format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _decode_flac(raw: bytes, spec: dict) -> np.ndarray:
+    import soundfile
+
+    with soundfile.SoundFile(io.BytesIO(raw)) as f:
+        if f.format != "FLAC":
+            raise ValueError(f"{f.format} data, not FLAC")
+        if f.samplerate != spec["sample_rate"]:
+            raise ValueError(f"sample rate {f.samplerate} Hz, manifest declares {spec['sample_rate']} Hz")
+        return np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T)
+
+
+def _save_npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(raw: bytes) -> np.ndarray:
+    return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+
+
+def _encode_npy(value: Any, spec: dict) -> bytes:
+    a = np.asarray(value)
+    if a.dtype.hasobject:
+        raise ValueError(f"dtype {a.dtype} holds Python objects, which need pickle")
+    return _save_npy(a)
+
+
+_I32 = np.iinfo(np.int32)
+
+
+def _encode_tokens(value: Any, spec: dict) -> bytes:
+    a = np.asarray(value)
+    if a.size == 0:
+        a = a.astype(np.int32)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"needs a 1-D integer sequence, got {a.dtype} {a.shape}")
+    if a.size and (a.min() < _I32.min or a.max() > _I32.max):
+        raise ValueError("token ids must fit in int32")
+    return _save_npy(a.astype(np.int32))
+
+
+def _decode_tokens(raw: bytes, spec: dict) -> np.ndarray:
+    a = _load_npy(raw)
+    if a.dtype != np.int32 or a.ndim != 1:
+        raise ValueError(f"holds {a.dtype} {a.shape}, tokens are int32 (T,)")
+    return a
+
+
+def _encode_cls(value: Any, spec: dict) -> bytes:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"needs an int class label, got {type(value).__name__}")
+    return str(int(value)).encode("ascii")
+
+
+_CODECS: dict[str, tuple[Callable[[Any, dict], bytes], Callable[[bytes, dict], Any]]] = {
+    "png": _image_codec("PNG", (1, 3, 4), decode_png),
+    "jpg": _image_codec("JPEG", (1, 3), decode_jpeg, quality=95),
+    "flac": (_encode_flac, _decode_flac),
+    "npy": (_encode_npy, lambda raw, spec: _load_npy(raw)),
+    "tokens": (_encode_tokens, _decode_tokens),
+    "json": (lambda value, spec: json.dumps(value).encode("utf-8"), lambda raw, spec: json.loads(raw)),
+    "cls": (_encode_cls, lambda raw, spec: int(raw)),
+}
+
+MEMBER_TYPES = frozenset(_CODECS)
+"""Member types a split may declare, and what a sample holds for each when written → when read:
+
+png / jpg: uint8 (H,W) or (H,W,C) array → uint8 (C,H,W) tensor (jpg is lossy, quality 95; png takes C=4 too).
+flac: float waveform (T,) or (C,T) in [-1, 1] → float32 (C,T) array; declares ``sample_rate`` (Hz); 16-bit.
+npy: any non-object array → the same array, dtype and shape kept.
+tokens: int sequence (T,) → int32 (T,) array.   json: JSON value → the same value.   cls: int → int.
+No type carries pickle (pyd, pth, pickle), so reading a shard never runs code from it.
+"""
+
+_PARAMS = {"flac": {"sample_rate"}}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*")
+# manifests written before member declarations existed: images with labels and optional json / npy extras
+_LEGACY_TYPES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "cls": "cls", "json": "json", "npy": "npy"}
+
+
+def _declare(members: Mapping[str, str | Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Normalise ``{name: type | {"type": type, **params}}`` to ``{name: {"type": type, **params}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in members.items():
+        spec = dict(spec) if isinstance(spec, Mapping) else {"type": spec}
+        kind = spec.get("type")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"member name {name!r} must be dot-separated [A-Za-z0-9_-] words (no '/', no leading "
+                             "'.' or '_')")
+        if kind not in MEMBER_TYPES:
+            raise ValueError(f"member {name!r}: unknown type {kind!r}; allowed types: {sorted(MEMBER_TYPES)}")
+        wanted = _PARAMS.get(kind, set())
+        if set(spec) - {"type"} != wanted:
+            raise ValueError(f"member {name!r} of type {kind!r} takes parameters {sorted(wanted)}, "
+                             f"got {sorted(set(spec) - {'type'})}")
+        if kind == "flac" and (not isinstance(spec["sample_rate"], int) or spec["sample_rate"] <= 0):
+            raise ValueError(f"member {name!r}: sample_rate must be a positive int (Hz), got {spec['sample_rate']!r}")
+        out[name] = spec
+    if not out:
+        raise ValueError("declare at least one member")
+    return out
+
+
+def write_split(folder: str | Path, split: str, samples: Iterable[Mapping[str, Any]],
+                members: Mapping[str, str | Mapping[str, Any]], *, shard_size: int,
+                show_progress: bool = False) -> dict[str, Any]:
+    """Write ``samples`` (dicts of member name → value) as shards of ``split``, ``shard_size`` samples each.
+
+    ``members`` declares every member each sample holds, as a type from :data:`MEMBER_TYPES` or a dict with
+    the type's parameters, e.g. ``{"flac": {"type": "flac", "sample_rate": 16000}, "ids.npy": "tokens"}``.
+    Returns the split's manifest entry ``{"count", "shards", "members"}`` to store in ``meta["splits"][split]``.
+    """
+    folder = Path(folder)
+    if not split or "." in split or "/" in split or "-" in split:
+        raise ValueError(f"split name {split!r} may not contain '.', '/' or '-', nor be empty")
+    declared = _declare(members)
+    if show_progress:
+        samples = progress(samples, desc=f"write {split}", unit="sample")
+    shards: list[str] = []
+    count = 0
+    # mtime=0: byte-identical shards for identical inputs, and plain ustar headers (no per-member PAX
+    # record), which halves the reader's tar parsing time.
+    with wds.ShardWriter(_shard_pattern(folder, split), maxcount=shard_size, verbose=0, mtime=0, encoder=False,
+                         post=lambda fname: shards.append(Path(fname).name)) as sink:
+        for i, sample in enumerate(samples):
+            if set(sample) != set(declared):
+                raise ValueError(f"{split} sample {i} has members {sorted(sample)}, declared {sorted(declared)}")
+            encoded = {"__key__": f"{split}{i:08d}"}
+            for name, spec in declared.items():
+                try:
+                    encoded[name] = _CODECS[spec["type"]][0](sample[name], spec)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"{split} sample {i}, member {name!r} (type {spec['type']}): {exc}") from exc
+            sink.write(encoded)
+            count += 1
+    return {"count": count, "shards": shards, "members": declared}
+
+
 def write_image_split(folder: str | Path, split: str, images: np.ndarray, labels: np.ndarray, *,
                       shard_size: int, extras: Iterable[dict[str, Any]] | None = None,
                       show_progress: bool = False) -> dict[str, Any]:
-    """Write ``images`` (N,H,W) or (N,H,W,C) uint8 with int ``labels`` as shards of ``split``.
+    """Write ``images`` (N,H,W) or (N,H,W,C) uint8 with int ``labels`` as ``png`` + ``cls`` shards of ``split``.
 
-    Returns the split's manifest entry: count, per-class counts and shard file names.
+    ``extras`` yields one dict per image of further members, typed by their last extension (``latent.npy``
+    → npy, ``json`` → json, ``ids.tokens`` → tokens). Returns the split's manifest entry: count, per-class
+    counts, shard file names and the member declaration.
     """
-    folder = Path(folder)
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise ValueError(f"{split}: images must be uint8 (N,H,W[,C]), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
-    if "." in split or "/" in split or "-" in split:
-        raise ValueError(f"split name {split!r} may not contain '.', '/' or '-'")
-    extras_it = iter(extras) if extras is not None else None
-    shards: list[str] = []
-    it: Iterable[int] = range(len(images))
+    members: dict[str, str] = {"png": "png", "cls": "cls"}
+    more: Iterator[dict[str, Any]] | None = None
+    if extras is not None:
+        more = iter(extras)
+        first = next(more, None)
+        for name in first or {}:
+            kind = name.rsplit(".", 1)[-1]
+            if kind not in MEMBER_TYPES or kind in _PARAMS or name in members:
+                raise ValueError(f"{split}: extra member {name!r} must end in a type from "
+                                 f"{sorted(MEMBER_TYPES - set(_PARAMS))} and not repeat png/cls; write other "
+                                 "members with write_split")
+            members[name] = kind
+        more = itertools.chain([first] if first is not None else [], more)
+    index: Iterable[int] = range(len(images))
     if show_progress:
-        it = progress(it, desc=f"write {split}", unit="img")
-    # mtime=0: byte-identical shards for identical inputs, and plain ustar headers (no per-member PAX
-    # record), which halves the reader's tar parsing time.
-    with wds.ShardWriter(_shard_pattern(folder, split), maxcount=shard_size, verbose=0, mtime=0,
-                         post=lambda fname: shards.append(Path(fname).name)) as sink:
-        for i in it:
-            sample = {"__key__": f"{split}{i:08d}", "png": images[i], "cls": int(labels[i])}
-            if extras_it is not None:
-                sample.update(next(extras_it))
-            sink.write(sample)
-    return {"count": int(len(images)), "per_class": {str(k): int(v) for k, v in sorted(Counter(labels.tolist()).items())},
-            "shards": shards}
+        index = progress(index, desc=f"write {split}", unit="img")
+
+    def samples() -> Iterator[dict[str, Any]]:
+        for i in index:
+            sample = {"png": images[i], "cls": int(labels[i])}
+            if more is not None:
+                extra = next(more, None)
+                if extra is None:
+                    raise ValueError(f"{split}: extras ended after {i} of {len(images)} images")
+                sample.update(extra)
+            yield sample
+
+    entry = write_split(folder, split, samples(), members, shard_size=shard_size)
+    return {"count": entry["count"],
+            "per_class": {str(k): int(v) for k, v in sorted(Counter(labels.tolist()).items())},
+            "shards": entry["shards"], "members": entry["members"]}
 
 
 _ZERO_BLOCK = bytes(512)
@@ -70,12 +254,13 @@ _REGULAR = (b"0", b"\0")
 
 
 def _shard_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Pipeline stage: shard URLs in, raw samples (``__key__``, ``__url__``, ext → bytes) out.
+    """Pipeline stage: shard URLs in, raw samples (``__key__``, ``__url__``, member name → bytes) out.
 
     A direct ustar parser over a memory map: the shards were sha256-verified against the manifest
-    when the :class:`ShardSet` opened, so this only has to split members (about 10x faster than
+    when the :class:`ShardReader` opened, so this only has to split members (about 10x faster than
     Python's ``tarfile``). Members group into samples at the first dot of the basename, exactly as
-    WebDataset groups them; a member that is not a regular file is an error naming shard and member.
+    WebDataset groups them; a member that is not a regular file, or whose path is absolute or climbs
+    out with ``..``, is an error naming shard and member.
     """
     for item in src:
         url = item["url"]
@@ -105,6 +290,8 @@ def _shard_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                     name, pax_path = pax_path, None
                 if kind not in _REGULAR:
                     raise OutputError(f"{url}: tar member {name!r} has type {kind!r}; shards hold regular files only")
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise OutputError(f"{url}: tar member {name!r} escapes its sample (absolute path or '..')")
                 base = name.rsplit("/", 1)[-1]
                 if "." not in base:
                     raise OutputError(f"{url}: tar member {name!r} has no extension")
@@ -118,81 +305,141 @@ def _shard_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 yield sample
 
 
-def _decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
-    """Decode an allow-listed sample; any other member is an error naming shard and key.
-
-    Images become uint8 (C,H,W) tensors (libpng/libjpeg through torchvision, ~2x faster than PIL).
+def _decode_sample(sample: dict[str, Any], members: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """Decode every member by its declared type; an undeclared, missing or undecodable member is an error
+    naming shard, key and member. ``members=None``: a manifest from before declarations (types by extension).
     """
-    out: dict[str, Any] = {"__key__": sample["__key__"]}
-    for name, raw in sample.items():
-        if name.startswith("__"):
-            continue
-        ext = name.rsplit(".", 1)[-1].lower()
-        if ext not in ALLOWED_MEMBERS:
-            raise OutputError(f"{sample.get('__url__')}: sample {sample['__key__']!r} has member {name!r}; "
-                              f"allowed extensions: {sorted(ALLOWED_MEMBERS)}")
-        if ext in ("png", "jpg", "jpeg"):
-            out[name] = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
-        elif ext == "cls":
-            out[name] = int(raw)
-        elif ext == "json":
-            out[name] = json.loads(raw)
-        else:
-            out[name] = np.load(io.BytesIO(raw), allow_pickle=False)
+    url, key = sample.get("__url__"), sample["__key__"]
+    names = [n for n in sample if not n.startswith("__")]
+    if members is None:
+        specs = {}
+        for name in names:
+            kind = _LEGACY_TYPES.get(name.rsplit(".", 1)[-1].lower())
+            if kind is None:
+                raise OutputError(f"{url}: sample {key!r} has member {name!r}; allowed extensions (manifest without "
+                                  f"member declarations): {sorted(_LEGACY_TYPES)}")
+            specs[name] = {"type": kind}
+    else:
+        specs = members
+        for name in names:
+            if name not in members:
+                raise OutputError(f"{url}: sample {key!r} has member {name!r}, which the manifest does not declare "
+                                  f"(declared: {sorted(members)})")
+        if len(names) != len(members):
+            raise OutputError(f"{url}: sample {key!r} lacks declared member(s) {sorted(set(members) - set(names))}")
+    out: dict[str, Any] = {"__key__": key}
+    for name in names:
+        spec = specs[name]
+        try:
+            out[name] = _CODECS[spec["type"]][1](sample[name], spec)
+        except Exception as exc:
+            raise OutputError(f"{url}: sample {key!r} member {name!r} is not valid {spec['type']} data "
+                              f"as the manifest declares ({exc})") from exc
     return out
 
 
-class ShardSet:
-    """A verified shard folder. Construction checks the manifest and every file's sha256.
-
-    ``load(split)`` returns the whole split as tensors (fast path for data that fits in memory);
-    ``dataset(split)`` / ``loader(split)`` stream it with a shuffle buffer, split by node and worker.
+class ShardReader:
+    """A verified shard folder of any modality. Construction checks the manifest, every file's sha256 and
+    each split's member declaration; ``stream(split)`` yields decoded samples as dicts.
     """
 
     def __init__(self, folder: str | Path, *, verify: bool = True):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder, verify=verify)
-        meta = self.manifest.get("meta", {})
-        if "splits" not in meta or "shape" not in meta:
-            raise OutputError(f"{self.folder / 'manifest.json'}: not an image shard folder (no 'splits'/'shape' in meta)")
-        self.meta = meta
-        self.shape: tuple[int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
-        self.classes: list[str] = list(meta["classes"])
+        self.meta: dict[str, Any] = self.manifest.get("meta", {})
         self.digest: str = self.manifest["digest"]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+        mpath = self.folder / "manifest.json"
+        if not isinstance(self.meta.get("splits"), dict):
+            raise OutputError(f"{mpath}: not a shard folder (no 'splits' in meta)")
+        self._members: dict[str, dict[str, dict[str, Any]] | None] = {}
+        for split, entry in self.meta["splits"].items():
+            for name in entry.get("shards", []):
+                if name not in self.manifest["files"] or "/" in name:
+                    raise OutputError(f"{mpath}: split {split!r} names shard {name!r}, not a file of this folder")
+            try:
+                self._members[split] = _declare(entry["members"]) if "members" in entry else None
+            except ValueError as exc:
+                raise OutputError(f"{mpath}: split {split!r}: {exc}") from None
 
     def splits(self) -> list[str]:
         return list(self.meta["splits"])
-
-    def count(self, split: str) -> int:
-        return int(self._split(split)["count"])
 
     def _split(self, split: str) -> dict[str, Any]:
         if split not in self.meta["splits"]:
             raise OutputError(f"{self.folder}: no split {split!r}; has {sorted(self.meta['splits'])}")
         return self.meta["splits"][split]
 
+    def count(self, split: str) -> int:
+        return int(self._split(split)["count"])
+
+    def members(self, split: str) -> dict[str, dict[str, Any]] | None:
+        """The split's declaration ``{name: {"type": ..., **params}}``; None for a manifest that predates them."""
+        self._split(split)
+        return self._members[split]
+
     def urls(self, split: str) -> list[str]:
         return [str(self.folder / name) for name in self._split(split)["shards"]]
+
+    def stream(self, split: str, *, shuffle_buffer: int = 0, seed: int = 0) -> wds.DataPipeline:
+        """Decoded samples (dicts with ``__key__`` and one entry per member), split by node and by DataLoader
+        worker. Without a shuffle buffer, in write order; with one, shards and samples are shuffled from
+        ``seed`` (reproducible).
+        """
+        stages: list[Any] = [wds.SimpleShardList(self.urls(split), seed=seed if shuffle_buffer else None),
+                             wds.split_by_node, wds.split_by_worker, _shard_samples]
+        if shuffle_buffer:
+            stages.append(wds.shuffle(shuffle_buffer, seed=seed))
+        stages.append(wds.map(partial(_decode_sample, members=self.members(split))))
+        return wds.DataPipeline(*stages)
+
+    def __repr__(self) -> str:
+        counts = {s: self.count(s) for s in self.splits()}
+        return f"{type(self).__name__}({str(self.folder)!r}, {counts})"
+
+
+class ShardSet(ShardReader):
+    """An image shard folder: one png or jpg member and a ``cls`` label per sample, ``shape`` and ``classes``
+    in ``meta``.
+
+    ``load(split)`` returns the whole split as tensors (fast path for data that fits in memory);
+    ``dataset(split)`` / ``loader(split)`` stream it with a shuffle buffer, split by node and worker.
+    """
+
+    def __init__(self, folder: str | Path, *, verify: bool = True):
+        super().__init__(folder, verify=verify)
+        if "shape" not in self.meta:
+            raise OutputError(f"{self.folder / 'manifest.json'}: not an image shard folder (no 'shape' in meta)")
+        self.shape: tuple[int, int, int] = tuple(self.meta["shape"])  # type: ignore[assignment]
+        self.classes: list[str] = list(self.meta["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _image_member(self, split: str, extras: tuple[str, ...]) -> str:
+        members = self.members(split)
+        if members is None:
+            return "png"
+        images = [n for n, spec in members.items() if spec["type"] in ("png", "jpg")]
+        if len(images) != 1 or members.get("cls", {}).get("type") != "cls":
+            raise OutputError(f"{self.folder}: split {split!r} declares {members}; an image split needs one png or "
+                              "jpg member and a 'cls' member of type cls")
+        missing = [e for e in extras if e not in members]
+        if missing:
+            raise OutputError(f"{self.folder}: split {split!r} has no member(s) {missing}; declared {sorted(members)}")
+        return images[0]
 
     def dataset(self, split: str, *, shuffle_buffer: int = 0, seed: int = 0,
                 extras: tuple[str, ...] = ()) -> wds.DataPipeline:
         """Stream ``(image uint8 CxHxW, label, *extras)`` tuples, split by node and by DataLoader worker.
 
         ``extras`` names further members to return, e.g. ``("latent.npy", "json")``.
-
         With a shuffle buffer, shard order and samples are shuffled from ``seed`` (reproducible).
         """
-        urls = self.urls(split)
-        stages: list[Any] = [wds.SimpleShardList(urls, seed=seed if shuffle_buffer else None),
-                             wds.split_by_node, wds.split_by_worker, _shard_samples]
-        if shuffle_buffer:
-            stages.append(wds.shuffle(shuffle_buffer, seed=seed))
-        stages += [wds.map(_decode_sample), wds.map(lambda s: (s["png"], s["cls"], *(s[e] for e in extras)))]
-        return wds.DataPipeline(*stages)
+        image = self._image_member(split, extras)
+        ds = self.stream(split, shuffle_buffer=shuffle_buffer, seed=seed)
+        ds.append(wds.map(lambda s: (s[image], s["cls"], *(s[e] for e in extras))))
+        return ds
 
     def loader(self, split: str, *, batch_size: int, num_workers: int = 0, shuffle_buffer: int = 0,
                seed: int = 0) -> wds.WebLoader:
@@ -216,7 +463,8 @@ class ShardSet:
             for store, value in zip(more, rest):
                 store.append(value)
             if tuple(img.shape) != self.shape:
-                raise OutputError(f"{self.folder}: {split} sample {i} has shape {tuple(img.shape)}, manifest says {self.shape}")
+                raise OutputError(f"{self.folder}: {split} sample {i} has shape {tuple(img.shape)}, "
+                                  f"manifest says {self.shape}")
             x[i], y[i] = img, label
             i += 1
         if i != n:
@@ -226,4 +474,3 @@ class ShardSet:
     def __repr__(self) -> str:
         counts = {s: self.count(s) for s in self.splits()}
         return f"ShardSet({str(self.folder)!r}, shape={self.shape}, classes={self.num_classes}, {counts})"
-

@@ -1,8 +1,9 @@
 """The one stage runner, and what every stage shares: its work folder, its key, its "already done" check.
 
 A stage body (``run(ctx)`` in the module its :class:`~repflow.family.Stage` declaration names) only
-computes into ``ctx.tmp`` and returns a :class:`StageSummary`. :func:`run_stage` owns the rest, in this
-order: key → reuse → tracking → staged output → metrics → summary.
+computes into ``ctx.tmp`` and returns a :class:`StageSummary`; an optional ``check(params, inputs)`` in the
+same module rejects params that do not fit the actual inputs before anything is tracked or written.
+:func:`run_stage` owns the rest, in this order: key → reuse → tracking → staged output → metrics → summary.
 
 - **Key**: sha256 over (stage, the params keys it reads, the manifest digests of the inputs it reads, its
   own code version (:func:`repflow.family.code_version`), and the registry URI for stages that register
@@ -202,8 +203,11 @@ def run_stage(stage: Stage | str, params: Any, inputs: dict[str, Path | None], o
         log.info("%s: %s is up to date (same params, inputs and code); reusing it", stage.qualname, out)
         export_metrics(out, read_summary(out).metrics)
         return out
+    check = getattr(stage.module_object(), "check", None)
+    if check is not None:  # bad params against the actual inputs: an error before any tracking or writing
+        check(params, used)
     meta: dict[str, Any] = {}
-    with tracking.stage_run(stage.qualname, params_for(stage, params), lineage, out=out), \
+    with tracking.stage_run(stage.qualname, params_for(stage, params), lineage, out=out, dvc_stage=stage.dvc_name), \
             staged_output(out, stage=stage.qualname, stage_key=key, lineage=lineage, meta=meta) as tmp:
         import mlflow
 

@@ -137,7 +137,8 @@ def launcher() -> str:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: Path | None = None) -> Iterator[Any]:
+def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: Path | None = None,
+              dvc_stage: str | None = None) -> Iterator[Any]:
     """One MLflow run for one stage execution, tagged with its lineage.
 
     ``lineage`` carries the params digest, code version and input digests; the git commit, the DVC
@@ -150,7 +151,8 @@ def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: 
 
     tags = {f"repflow.{k}": str(v) for k, v in flatten(lineage).items()}
     tags.update({"repflow.stage": stage, "repflow.git_commit": git_commit(),
-                 "repflow.dvc_stage": os.environ.get("DVC_STAGE") or stage, "repflow.launched_by": launcher(),
+                 "repflow.dvc_stage": os.environ.get("DVC_STAGE") or dvc_stage or stage,
+                 "repflow.launched_by": launcher(),
                  "repflow.prefect_flow_run_id": prefect_flow_run_id() or ""})
     with mlflow.start_run(run_name=stage, nested=_parent_run_id is not None, parent_run_id=_parent_run_id,
                           tags=tags) as run:
@@ -214,12 +216,14 @@ def trace_lineage(ref: str) -> list[dict[str, Any]]:
             if not key.startswith("repflow.inputs."):
                 continue
             producer = _producer(digest, run.info.experiment_id)
-            inputs[key[len("repflow.inputs."):]] = (digest, producer.data.tags.get("repflow.stage") if producer else None)
+            made_by = producer.data.tags.get("repflow.stage") if producer else None
+            inputs[key[len("repflow.inputs."):]] = (digest, made_by)
             if producer is not None and producer.info.run_id not in seen:
                 seen.add(producer.info.run_id)
                 queue.append(producer)
         steps.append({"stage": t.get("repflow.stage", run.info.run_name), "run_id": run.info.run_id,
-                      "git_commit": t.get("repflow.git_commit", ""), "params_digest": t.get("repflow.params_digest", ""),
+                      "git_commit": t.get("repflow.git_commit", ""),
+                      "params_digest": t.get("repflow.params_digest", ""),
                       "code_version": t.get("repflow.code_version", ""), "dvc_stage": t.get("repflow.dvc_stage", ""),
                       "launched_by": t.get("repflow.launched_by", ""),
                       "prefect_flow_run_id": t.get("repflow.prefect_flow_run_id", ""),
@@ -301,25 +305,50 @@ def champion_score(name: str, alias: str) -> float | None:
     return float(score) if score is not None else None
 
 
+def artifact_digest(files: tuple[Path, ...], identity: dict[str, Any] | None = None) -> str:
+    """sha256 over the contents of ``files`` and ``identity`` (what else makes a version distinct, e.g. the
+    evaluation it was scored by): two registrations with the same digest are the same version."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(identity or {}, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
 def register_model(module: Any, name: str, input_example: Any, tags: dict[str, Any],
-                   checkpoint_files: tuple[Path, ...] = ()) -> str:
+                   checkpoint_files: tuple[Path, ...] = (), identity: dict[str, Any] | None = None) -> str:
     """Log ``module`` in the active run as a pt2 (torch.export) model, register it as ``name``, tag the
     new version, and log ``checkpoint_files`` beside it under ``checkpoint/``. Returns the version.
 
+    A version whose :func:`artifact_digest` (checkpoint files + ``identity``) the registry already holds is
+    returned as it is: rerunning a stage (``dvc repro`` after a flow run, say) adds no duplicate version.
     pt2 loads without running pickled code and without this package; the safetensors files let a
     user rebuild the original ``nn.Module``.
     """
+    import logging
+
     import mlflow
     import torch
 
+    digest = artifact_digest(checkpoint_files, identity)
+    client = mlflow.MlflowClient()
+    try:
+        existing = client.search_model_versions(f"name='{name}'")
+    except mlflow.exceptions.MlflowException:
+        existing = []
+    for mv in existing:
+        if mv.tags.get("repflow.artifact_digest") == digest:
+            logging.getLogger("repflow.tracking").info("%s: version %s already holds this model (digest %s); "
+                                                       "not registering it again", name, mv.version, digest[:12])
+            return str(mv.version)
     info = mlflow.pytorch.log_model(module, name=name.replace("repflow-", ""), input_example=input_example,
                                     serialization_format="pt2", registered_model_name=name,
                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     for f in checkpoint_files:
         mlflow.log_artifact(str(f), artifact_path="checkpoint")
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    for k, v in tags.items():
+    for k, v in {**tags, "repflow.artifact_digest": digest}.items():
         client.set_model_version_tag(name, version, k, str(v))
     return version
 

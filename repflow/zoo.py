@@ -38,7 +38,8 @@ _SURROGATE_ARCH = {"arch": "convnet", "width": 32, "depth": 3, "norm": "instance
 
 ZOO_SPECS: dict[str, ZooSpec] = {spec.name: spec for spec in [
     ZooSpec("convnet", "surrogate", _SURROGATE_ARCH, notes="3-block ConvNet; SVD fusion splits it at block2"),
-    ZooSpec("convnet_seed1", "target", _SURROGATE_ARCH, seed_offset=1000, notes="the surrogate's architecture, another seed"),
+    ZooSpec("convnet_seed1", "target", _SURROGATE_ARCH, seed_offset=1000,
+            notes="the surrogate's architecture, another seed"),
     ZooSpec("mlp", "target", {"arch": "mlp", "width": 256, "depth": 2}, seed_offset=2000, notes="2×256 ReLU MLP"),
     ZooSpec("wide_cnn_bn", "target", {"arch": "convnet", "width": 64, "depth": 3, "norm": "batch"}, seed_offset=3000,
             notes="2× wider ConvNet with batch norm"),

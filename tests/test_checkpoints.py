@@ -23,7 +23,8 @@ def test_tensors_and_config_round_trip(tmp_path):
 
 
 def test_mismatched_checkpoint_names_both_shapes(tmp_path):
-    save_tensors(tmp_path / "m.safetensors", build_encoder({"name": "small_cnn", "in_channels": 3, "width": 4}).state_dict(), {})
+    encoder = build_encoder({"name": "small_cnn", "in_channels": 3, "width": 4})
+    save_tensors(tmp_path / "m.safetensors", encoder.state_dict(), {})
     state, _ = load_tensors(tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match=r"m.safetensors: does not fit SmallCNN: .*shape mismatch "
                                               r"features.0.weight: checkpoint \(4, 3, 3, 3\) vs model \(4, 1, 3, 3\)"):

@@ -35,7 +35,8 @@ def test_dvc_repro_and_experiments(tmp_path):
             shutil.copy2(src, dst)
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     env = child_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", GIT_AUTHOR_NAME="t",
-                    GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+                    GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t",
+                    GIT_COMMITTER_EMAIL="t@example.invalid")
     sh(["git", "init", "-q"], repo, env)
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "init"], repo, env)

@@ -164,7 +164,8 @@ def test_train_on_generated_views(generated, tiny_shards, tmp_path, method, data
     _, views = generated
     p = parse_params(tiny_params(train={"method": method, "data": data, "loss": loss, "epochs": 1}))
     selection = run_stage("image.select", p, {"shards": tiny_shards, "views": views}, tmp_path / "select")
-    out = run_stage("image.train", p, {"shards": tiny_shards, "views": views, "selection": selection}, tmp_path / "train")
+    out = run_stage("image.train", p, {"shards": tiny_shards, "views": views, "selection": selection},
+                    tmp_path / "train")
     meta = read_manifest(out)["meta"]
     n_real = ShardSet(tiny_shards).count("train")
     assert meta["images"] == {"generated": 60, "both": 60 + n_real}[data]
@@ -198,7 +199,8 @@ def test_distill_rejects_bad_input_before_work(generated, tiny_shards, tmp_path,
 
     _, gen_out = generated
     with pytest.raises(ValueError, match=match):
-        run_stage("image.distill", parse_params(tiny_params(distill=section)), {"shards": tiny_shards, "generator": gen_out}, tmp_path / "d")
+        run_stage("image.distill", parse_params(tiny_params(distill=section)),
+                  {"shards": tiny_shards, "generator": gen_out}, tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 

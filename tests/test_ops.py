@@ -139,7 +139,7 @@ def test_ui_serve_and_deployments_with_real_servers(tmp_path):
 
         def read_deployment():
             with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-                return client.read_deployment_by_name("repflow-main/ops-test")
+                return client.read_deployment_by_name("repflow-image/ops-test")
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and serve.poll() is None:
@@ -152,7 +152,7 @@ def test_ui_serve_and_deployments_with_real_servers(tmp_path):
         print(f"deployment registered after {time.monotonic() - t0:.1f} s")
         listing = repflow("deployments", env=serve_env)
         assert listing.returncode == 0, listing.stderr[-2000:]
-        line = next((ln for ln in listing.stdout.splitlines() if ln.startswith("repflow-main/ops-test ")), "")
+        line = next((ln for ln in listing.stdout.splitlines() if ln.startswith("repflow-image/ops-test ")), "")
         assert "cron '0 3 * * *' UTC" in line and " active " in line, listing.stdout
         assert re.search(r"next run: \S+ 03:00:00 UTC", line), listing.stdout
         seen.update(descendants(ui.pid))

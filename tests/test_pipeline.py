@@ -17,7 +17,7 @@ def task_states(flow_run_id):
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+    return {r.name.rsplit("-", 1)[0].removeprefix("image."): r.state.name for r in runs}
 
 
 def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
@@ -31,9 +31,9 @@ def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
 
 
 def run_flow(ws, overrides=None):
-    from repflow.families.image.flow import main_flow
+    from repflow.families.image.flow import image_flow
 
-    state = main_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
+    state = image_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
     assert state.is_completed(), state
     return state.result(), state.state_details.flow_run_id
 
@@ -46,13 +46,14 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     monkeypatch.chdir(ws)
 
     summary, fr1 = run_flow(ws)
-    assert 0.0 <= summary["robust_acc_mean"] <= summary["clean_acc"] <= 1.0
+    evaluation = summary["stages"]["evaluate"]
+    assert 0.0 <= evaluation["robust_acc_mean"] <= evaluation["clean_acc"] <= 1.0
     # the transfer grid ran as one Prefect task per (attack, fusion, ε) cell on Ray: 1 attack × 2 × 1
     assert subflow_task_states("transfer-grid", "attack-cell") == ["Completed", "Completed"]
-    assert 0.0 <= summary["transfer"]["encoder_transfer_success_svd"] <= 1.0
-    assert summary["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
+    assert 0.0 <= summary["stages"]["transfer"]["encoder_transfer_success_svd"] <= 1.0
+    assert evaluation["clean_acc"] > 0.2  # 10 classes: a trained probe on real digits beats chance
     assert ShardSet(ws / "data" / "prep").count("train") > 0
-    assert (ws / "reports" / "run-report.md").read_text().startswith("# repflow run report")
+    assert (ws / "reports" / "image-run-report.md").read_text().startswith("# repflow run report")
     assert (ws / "reports" / "evaluate.metrics.json").exists() and (ws / "artifacts" / "train.metrics.json").exists()
     assert set(task_states(fr1).values()) == {"Completed"}
 
@@ -60,15 +61,16 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == ["distill", "evaluate", "generate", "prep", "register", "select",
-                                                         "train", "transfer", "zoo"]
-    train_run = next(r for r in children if r.info.run_name == "train")
+    stages = ("distill", "evaluate", "generate", "prep", "register", "select", "train", "transfer", "zoo")
+    assert sorted(r.info.run_name for r in children) == [f"image.{s}" for s in stages]
+    train_run = next(r for r in children if r.info.run_name == "image.train")
     assert train_run.data.tags["repflow.prefect_flow_run_id"] == str(fr1)
     assert train_run.data.tags["repflow.inputs.shards"] == ShardSet(ws / "data" / "prep").digest
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
     assert mlflow.MlflowClient().get_registered_model("repflow-generator").name == "repflow-generator"
-    assert {m.name for m in mlflow.MlflowClient().search_registered_models()} >= {"repflow-zoo-convnet", "repflow-zoo-mlp"}
-    assert "Fréchet distance" in (ws / "reports" / "run-report.md").read_text()
+    registered = {m.name for m in mlflow.MlflowClient().search_registered_models()}
+    assert registered >= {"repflow-zoo-convnet", "repflow-zoo-mlp"}
+    assert "Fréchet distance" in (ws / "reports" / "image-run-report.md").read_text()
 
     # same params: every stage is a Prefect cache hit and nothing on disk is rewritten
     stamp = (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns
@@ -105,16 +107,17 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     # lineage: from the champion back through register, train, select, prep to the raw digits on disk
     from repflow import tracking
     steps = tracking.trace_lineage("repflow-encoder@champion")
-    by_stage = {s["stage"]: s for s in steps}
-    assert [s["stage"] for s in steps][:1] == ["register"] and {"train", "evaluate", "select", "prep"} <= set(by_stage)
-    assert by_stage["register"]["inputs"]["encoder"] == (by_stage["train"]["output_digest"], "train")
-    assert by_stage["train"]["inputs"]["shards"] == (ShardSet(ws / "data" / "prep").digest, "prep")
+    by_stage = {s["stage"].removeprefix("image."): s for s in steps}
+    assert [s["stage"] for s in steps][:1] == ["image.register"]
+    assert {"train", "evaluate", "select", "prep"} <= set(by_stage)
+    assert by_stage["register"]["inputs"]["encoder"] == (by_stage["train"]["output_digest"], "image.train")
+    assert by_stage["train"]["inputs"]["shards"] == (ShardSet(ws / "data" / "prep").digest, "image.prep")
     assert by_stage["prep"]["source"] == "mnist5k" and by_stage["prep"]["source_origin"].endswith("mnist_5k.csv.gz")
     for s in steps:
-        assert s["git_commit"] and s["params_digest"] and s["dvc_stage"] == s["stage"]
+        assert s["git_commit"] and s["params_digest"] and s["dvc_stage"] == s["stage"].replace(".", "-")
         assert s["prefect_flow_run_id"] == str(fr1) and s["launched_by"] == "prefect"
-    walk = subprocess.run([sys.executable, "-m", "repflow", "lineage", "repflow-encoder@champion", "--workdir", str(ws)],
-                          capture_output=True, text=True, timeout=300)
+    walk = subprocess.run([sys.executable, "-m", "repflow", "lineage", "repflow-encoder@champion",
+                           "--workdir", str(ws)], capture_output=True, text=True, timeout=300)
     assert walk.returncode == 0, walk.stderr[-2000:]
     assert "← raw source mnist5k at" in walk.stdout and walk.stdout.count("dvc-stage") == len(steps)
 
@@ -140,16 +143,16 @@ def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):
 
 def test_stage_cache_keys_follow_params_inputs_and_the_output_folder(tmp_path):
     """Prefect's cached result is the output path: the same params in another work folder must miss."""
-    from repflow.families.image.flow import STAGE_TASKS
     from repflow.config import parse_params
-    from repflow.families.image.stages import prep
+    from repflow.family import resolve_stage
+    from repflow.flow import stage_task
     from tests.conftest import tiny_params
 
-    key = STAGE_TASKS[prep].cache_key_fn
+    key = stage_task(resolve_stage("image.prep")).cache_key_fn
     params = parse_params(tiny_params())
 
     def key_for(p, out):
-        return key(None, {"params": p, "inputs": [], "out": out, "tracking_context": {}})
+        return key(None, {"params": p, "inputs": {}, "out": out, "tracking_context": {}})
 
     a = key_for(params, tmp_path / "a" / "data" / "prep")
     assert a == key_for(params, tmp_path / "a" / "data" / "prep")

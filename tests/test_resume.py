@@ -91,15 +91,15 @@ def crash_scenario(prefect_harness, tmp_path_factory):
     assert not (ws_a / "artifacts" / "train" / "manifest.json").exists()
 
     # A again, in this process, against the same server and result storage
-    from repflow.families.image.flow import main_flow
+    from repflow.families.image.flow import image_flow
 
-    state = main_flow(params_file="params.yaml", workdir=str(ws_a), return_state=True)
+    state = image_flow(params_file="params.yaml", workdir=str(ws_a), return_state=True)
     assert state.is_completed(), state
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-main"])))
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-image"])))
     a_runs = sorted(r.state.name for r in runs if Path(r.parameters["workdir"]).resolve() == ws_a.resolve())
     return {"a": ws_a, "b": ws_b, "killed_at": killed_at, "stamps": stamps, "intruder": intruder, "a_runs": a_runs,
             "states": task_states(state.state_details.flow_run_id)}
@@ -118,7 +118,7 @@ def test_killed_run_reuses_finished_stages_and_resumes_training(crash_scenario):
                 / "manifest.json").stat().st_mtime_ns == stamp, f"{stage} was rewritten"
 
     mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
-    train_runs = mlflow.search_runs(experiment_names=["repflow"], filter_string="tags.`repflow.stage` = 'train'",
+    train_runs = mlflow.search_runs(experiment_names=["repflow"], filter_string="tags.`repflow.stage` = 'image.train'",
                                     order_by=["attributes.start_time DESC"], output_format="list")
     assert train_runs[0].data.tags["repflow.resumed_from_epoch"] == str(killed_at)
     history = json.loads((ws / "artifacts" / "train" / "history.json").read_text())
@@ -144,11 +144,11 @@ def test_runs_in_separate_workdirs_do_not_clash(crash_scenario):
 
     # each folder holds complete outputs made from its own params, and nothing half-written
     for ws, seed, epochs in ((ws_a, 0, EPOCHS_A), (ws_b, 1, 3)):
-        train = read_manifest(ws / "artifacts" / "train", stage="train")
+        train = read_manifest(ws / "artifacts" / "train", stage="image.train")
         assert train["meta"]["images"] > 0
         assert not list(ws.rglob(".*.tmp-*")), list(ws.rglob(".*.tmp-*"))
         mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
-        runs = mlflow.search_runs(experiment_names=["repflow"], filter_string="tags.`repflow.stage` = 'train'",
+        runs = mlflow.search_runs(experiment_names=["repflow"], filter_string="tags.`repflow.stage` = 'image.train'",
                                   output_format="list")
         assert {r.data.params["train.epochs"] for r in runs} == {str(epochs)}
         assert {r.data.params["seed"] for r in runs} == {str(seed)}

@@ -117,8 +117,8 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     tracking.configure(tmp_path)
-    paths = {"fashion-mnist": lambda: fashion_fixture(tmp_path / "fm"), "cifar10": lambda: cifar_fixture(tmp_path / "c", per_batch=20),
-             "mnist5k": lambda: None}
+    paths = {"fashion-mnist": lambda: fashion_fixture(tmp_path / "fm"),
+             "cifar10": lambda: cifar_fixture(tmp_path / "c", per_batch=20), "mnist5k": lambda: None}
     if source == "imagefolder":
         root = tmp_path / "imgs"
         for c in range(3):
@@ -144,5 +144,6 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     stamp = (out / "manifest.json").stat().st_mtime_ns
     run_stage("image.prep", params, {}, out)  # same params and code: reused, not rewritten
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
-    run_stage("image.prep", parse_params({**tiny_params(), "prep": {**params.prep.model_dump(), "per_class": 5}}), {}, out)
+    other = parse_params({**tiny_params(), "prep": {**params.prep.model_dump(), "per_class": 5}})
+    run_stage("image.prep", other, {}, out)
     assert (out / "manifest.json").stat().st_mtime_ns != stamp  # other params: rebuilt

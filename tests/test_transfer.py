@@ -22,7 +22,8 @@ def trained(tiny_shards, tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("transfer")
     tracking.configure(root)
     p = parse_params(tiny_params(zoo={"members": ["convnet", "mlp", "convnet_pgd"], "epochs": 1}))
-    enc = run_stage("image.train", p, {"shards": tiny_shards, "views": None, "selection": run_stage("image.select", p, {"shards": tiny_shards, "views": None}, root / "select")}, root / "train")
+    sel = run_stage("image.select", p, {"shards": tiny_shards}, root / "select")
+    enc = run_stage("image.train", p, {"shards": tiny_shards, "selection": sel}, root / "train")
     ev = run_stage("image.evaluate", p, {"shards": tiny_shards, "encoder": enc}, root / "evaluate")
     z = run_stage("image.zoo", p, {"shards": tiny_shards}, root / "zoo")
     return p, root, enc, ev, z
@@ -37,7 +38,8 @@ def test_zoo_members_and_grid_table(tiny_shards, trained):
     assert all(m["registered"].startswith(f"repflow-zoo-{m['member']}/") for m in members)
     p = parse_params({**p.model_dump(mode="json"), "transfer": {**p.transfer.model_dump(), "attacks": ["mifgsm", "pgd"],
                                                                 "eps": [0.05, 0.2]}})
-    out = run_stage("image.transfer", p, {"shards": tiny_shards, "zoo": z, "encoder": enc, "evaluation": ev}, root / "transfer")
+    out = run_stage("image.transfer", p, {"shards": tiny_shards, "zoo": z, "encoder": enc, "evaluation": ev},
+                    root / "transfer")
     table = pl.read_parquet(out / "grid.parquet")
     assert table.height == 2 * 2 * 2 * 4  # attacks × fusion × ε × (3 zoo members + encoder)
     assert set(table["target"]) == {"convnet", "mlp", "convnet_pgd", "encoder+probe"}
@@ -62,5 +64,6 @@ def test_unknown_split_layer_fails_before_the_grid(tiny_shards, trained):
         raise AssertionError("the grid started")
 
     with pytest.raises(ValueError, match=r"svd_layer = 'block9'.*valid layers: \['block1', 'block2', 'block3'\]"):
-        run_stage("image.transfer", p, {"shards": tiny_shards, "zoo": z, "encoder": enc, "evaluation": ev}, root / "bad", fan_out=never)
+        run_stage("image.transfer", p, {"shards": tiny_shards, "zoo": z, "encoder": enc, "evaluation": ev},
+                  root / "bad", fan_out=never)
     assert not (root / "bad").exists()

@@ -19,7 +19,7 @@ from tests.conftest import REPO, child_env, write_params
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = REPO / "test-artifacts"
-STAGES = ["prep", "generate", "distill", "select", "train", "evaluate", "zoo", "register"]
+STAGES = [f"image.{s}" for s in ("prep", "generate", "distill", "select", "train", "evaluate", "zoo", "register")]
 
 
 def _free_port() -> int:
@@ -74,7 +74,7 @@ def test_flow_run_against_real_servers_shows_in_both_uis(tmp_path):
 
         # --- Prefect: the flow run, its task runs, its artifacts
         with temporary_settings({PREFECT_API_URL: f"{prefect_url}/api"}), get_client(sync_client=True) as client:
-            flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-main"])))
+            flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["repflow-image"])))
             assert len(flow_runs) == 1 and flow_runs[0].state.name == "Completed"
             fr = flow_runs[0]
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
@@ -84,9 +84,9 @@ def test_flow_run_against_real_servers_shows_in_both_uis(tmp_path):
             assert [g.state.name for g in grid] == ["Completed"] and grid[0].parent_task_run_id is not None
             artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))
         by_key = {a.key: a for a in artifacts if a.key}
-        report = by_key["run-report"]
+        report = by_key["image-run-report"]
         assert report.type == "markdown" and "| ε (×1/255) | robust accuracy |" in report.data
-        assert "Plots: [evaluate/robust_accuracy.png](file://" in report.data
+        assert "[evaluate/robust_accuracy.png](file://" in report.data
         assert f"({mlflow_url}/#/experiments/" in by_key["mlflow-run"].data  # a link artifact, stored as markdown
         progress = [a for a in artifacts if a.type == "progress"]
         assert len(progress) == 1 and float(progress[0].data) == 100.0  # train's bar, filled when it finished
@@ -98,9 +98,9 @@ def test_flow_run_against_real_servers_shows_in_both_uis(tmp_path):
         parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         assert len(parents) == 1 and parents[0].data.tags["repflow.prefect_flow_run_id"] == str(fr.id)
         children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-        assert sorted(children) == sorted(STAGES + ["transfer"])
+        assert sorted(children) == sorted(STAGES + ["image.transfer"])
         champion = client.get_model_version_by_alias("repflow-encoder", "champion")
-        assert champion.run_id == children["register"].info.run_id
+        assert champion.run_id == children["image.register"].info.run_id
         assert f"/runs/{parents[0].info.run_id})" in by_key["mlflow-run"].data
 
         # --- the Prefect UI renders the flow-run page with the run's name (skipped without Chromium)

@@ -91,7 +91,8 @@ def resnet(in_shape: Sequence[int], num_classes: int, width: int = 16, mean: Seq
     """A small ResNet (ResNet-8): 3×3 stem, three stages of one basic block (width, 2w, 4w), global pool."""
     c = in_shape[0]
     stages: OrderedDict[str, nn.Module] = OrderedDict()
-    stages["stem"] = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    stages["stem"] = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(inplace=True))
     stages["stage1"] = _BasicBlock(width, width, 1)
     stages["stage2"] = _BasicBlock(width, 2 * width, 2)
     stages["stage3"] = _BasicBlock(2 * width, 4 * width, 2)

@@ -124,7 +124,8 @@ class SelectParams(Section):
     fraction: float = Field(0.2, gt=0.0, le=1.0, description="coreset size as a share of the training images")
     warmup_epochs: int = Field(0, ge=0, le=10_000, description="epochs on the full data before the first selection")
     every: int = Field(2, ge=1, le=10_000, description="re-select every F epochs")
-    val_size: int = Field(256, ge=1, le=1_000_000, description="unlabeled validation images U drawn from the training images")
+    val_size: int = Field(256, ge=1, le=1_000_000,
+                          description="unlabeled validation images U drawn from the training images")
     candidate_batch: int = Field(64, ge=2, le=8192, description="images per candidate minibatch")
     rd_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="radius of the divergence attack on U")
     rd_steps: int = Field(3, ge=1, le=100)
@@ -169,7 +170,7 @@ class DistillParams(Section):
     loss: DISTILL_LOSSES.literal() = Field(  # type: ignore[valid-type]
         "dm", description="dm: distribution matching, dc: gradient matching (repflow.distill.DISTILL_LOSSES)")
     param: DISTILL_PARAMS.literal() = "feature"  # type: ignore[valid-type]
-    layer: int = Field(2, ge=0, le=3, description="generator layer whose feature map is optimised (param: feature)")
+    layer: int = Field(2, ge=0, le=16, description="generator layer whose feature map is optimised (param: feature)")
     ipc: int = Field(10, ge=1, le=1000, description="images per class")
     iterations: int = Field(200, ge=1, le=100_000)
     real_per_class: int = Field(32, ge=1, le=10_000, description="real images per class in each matching step")

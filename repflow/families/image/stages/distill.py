@@ -23,13 +23,12 @@ import mlflow
 import polars as pl
 import torch
 
-from repflow import tracking
 from repflow.checkpoints import CheckpointError
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.distill import (DISTILL_PARAMS, EVAL_ARCHITECTURES, check_ipc, distill, generator_samples,
                             random_real_subset, summarize, train_and_test)
-from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.manifest import atomic_write_text, read_manifest
 from repflow.report import class_grid, line_plot, markdown_table
 from repflow.shards import ShardSet, write_image_split
 from repflow.stage import StageContext, StageSummary
@@ -67,6 +66,12 @@ def eval_job(set_name: str, arch: str, seed: int, images: torch.Tensor, labels: 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def check(params, inputs: dict[str, Path]) -> None:
+    """Generator and distillation params against the actual shards, before anything is tracked."""
+    data = ShardSet(inputs["shards"])
+    _checked_generator(params, data, inputs["generator"], data.load("train")[1])
 
 
 def run(ctx: StageContext) -> StageSummary:

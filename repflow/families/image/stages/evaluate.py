@@ -18,13 +18,11 @@ import mlflow
 import torch
 
 from repflow.models import ProbedEncoder, ProjectionHead, build_encoder
-from repflow import tracking
 from repflow.attacks import PGD, accuracy, robust_accuracy
 from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors, save_tensors
 from repflow.coreset import representational_divergence
 from repflow.cluster import choose_device, ensure_ray, ray_resources
-from repflow.config import Params
-from repflow.manifest import atomic_write_text, staged_output
+from repflow.manifest import atomic_write_text
 from repflow.probe import embed, fit_adversarial_linear_probe, fit_linear_probe
 from repflow.report import line_plot, markdown_table
 from repflow.shards import ShardSet

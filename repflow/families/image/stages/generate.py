@@ -26,9 +26,8 @@ from repflow.models import ConditionalEncoder, ConditionalGenerator, GeneratorSa
 from repflow import tracking
 from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
 from repflow.cluster import choose_device
-from repflow.config import Params
 from repflow.generative import frechet_distance, generate_images, genrep_latents, train_cvae, truncated_normal
-from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.manifest import atomic_write_text, read_manifest
 from repflow.probe import embed
 from repflow.report import class_grid, markdown_table
 from repflow.shards import ShardSet, write_image_split

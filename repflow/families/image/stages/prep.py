@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 
 import mlflow
 import numpy as np

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import mlflow
 import numpy as np
 
 from repflow import tracking
 from repflow.checkpoints import load_encoder
-from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.manifest import atomic_write_text, read_manifest
 from repflow.stage import StageContext, StageSummary
 
 log = logging.getLogger("repflow.register")
@@ -44,7 +43,8 @@ def run(ctx: StageContext) -> StageSummary:
             "repflow.code_version": lin["code_version"]}
     tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
     version = tracking.register_model(encoder, cfg.model_name, example, tags,
-                                      (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"))
+                                      (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
+                                      identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion})
     client = mlflow.MlflowClient()
     previous = tracking.champion_score(cfg.model_name, cfg.alias)
     moved = previous is None or score > previous

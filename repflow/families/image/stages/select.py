@@ -22,11 +22,9 @@ import mlflow
 import polars as pl
 import torch
 
-from repflow import tracking
 from repflow.cluster import choose_device
-from repflow.config import Params
 from repflow.contrastive import train_contrastive
-from repflow.manifest import atomic_write_text, staged_output
+from repflow.manifest import atomic_write_text
 from repflow.probe import embed
 from repflow.report import coreset_plot
 from repflow.shards import ShardSet
@@ -58,12 +56,17 @@ def coreset_table(n: int, labels: torch.Tensor, coreset) -> pl.DataFrame:
                                 "pick_round": pl.Int64, "gain": pl.Float64})
 
 
+def check(params, inputs: dict[str, Path]) -> None:
+    """Selection params against the actual training set (coreset budget, validation size)."""
+    images, _, _ = training_set(params, ShardSet(inputs["shards"]), inputs.get("views"))
+    check_schedule(params, len(images))
+
+
 def run(ctx: StageContext) -> StageSummary:
     params, tmp, key = ctx.params, ctx.tmp, ctx.key
     cfg, tcfg = params.select, params.train
     data = ShardSet(ctx.inputs["shards"])
     images, partners, labels = training_set(params, data, ctx.inputs.get("views"))
-    check_schedule(params, len(images))
     device = choose_device(params.device)
     encoder, head, enc_config, head_config = new_models(params, data)
     history: list[dict] = []

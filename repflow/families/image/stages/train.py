@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -28,12 +27,10 @@ import mlflow
 import polars as pl
 import torch
 
-from repflow import tracking
 from repflow.checkpoints import CheckpointError, save_tensors
 from repflow.cluster import choose_device
-from repflow.config import Params
 from repflow.contrastive import train_contrastive
-from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
+from repflow.manifest import OutputError, atomic_write_text, read_manifest
 from repflow.progress import RunProgress
 from repflow.report import line_plot
 from repflow.shards import ShardSet
@@ -62,7 +59,7 @@ def _resume(path: Path, key: str, encoder, head):
 
 
 def run(ctx: StageContext) -> StageSummary:
-    params, tmp, key, out = ctx.params, ctx.tmp, ctx.key, ctx.out
+    params, tmp, key = ctx.params, ctx.tmp, ctx.key
     selection = ctx.inputs["selection"]
     cfg, scfg = params.train, params.select
     data = ShardSet(ctx.inputs["shards"])

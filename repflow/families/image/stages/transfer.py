@@ -19,19 +19,18 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
 import polars as pl
 import torch
 
 from repflow.models import ProbedEncoder, build_classifier, build_encoder
-from repflow import tracking
 from repflow.attacks import attack_success_rate, make_attack
 from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.manifest import atomic_write_text, read_manifest, staged_output
+from repflow.manifest import atomic_write_text, read_manifest
 from repflow.report import heatmap, line_plot, markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
@@ -144,7 +143,8 @@ def write_output(ctx: StageContext, rows: list[dict[str, Any]]) -> StageSummary:
         tag = "svd" if fusion else "base"
         at_top = summary.filter((pl.col("fusion") == fusion) & (pl.col("eps") == top))
         metrics[f"mean_transfer_success_{tag}"] = float(at_top["mean_transfer"].mean())
-        enc = transfer.filter((pl.col("target") == ENCODER_TARGET) & (pl.col("fusion") == fusion) & (pl.col("eps") == top))
+        enc = transfer.filter((pl.col("target") == ENCODER_TARGET) & (pl.col("fusion") == fusion)
+                              & (pl.col("eps") == top))
         metrics[f"encoder_transfer_success_{tag}"] = float(enc["success_rate"].mean())
     if len(t.fusion) == 2:
         metrics["svd_fusion_gain"] = metrics["mean_transfer_success_svd"] - metrics["mean_transfer_success_base"]

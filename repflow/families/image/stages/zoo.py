@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
-import mlflow
 import numpy as np
 import torch
 
@@ -25,8 +23,7 @@ from repflow import tracking
 from repflow.attacks import accuracy
 from repflow.checkpoints import save_tensors
 from repflow.cluster import choose_device, ensure_ray, ray_resources
-from repflow.config import Params
-from repflow.manifest import atomic_write_text, staged_output
+from repflow.manifest import atomic_write_text
 from repflow.report import markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
