@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repflow.progress import progress
+from repflow.registry import Registry
 
 __all__ = ["ATTACKS", "DI", "FGSM", "MIFGSM", "PGD", "PGDL2", "SSA", "TI", "IterativeAttack", "SVDLogitFusion",
            "accuracy", "attack_success_rate", "dct_2d", "dct_matrix", "gaussian_kernel", "idct_2d", "make_attack",
@@ -33,6 +34,9 @@ __all__ = ["ATTACKS", "DI", "FGSM", "MIFGSM", "PGD", "PGDL2", "SSA", "TI", "Iter
 
 NORMS = ("linf", "l2")
 _TINY = 1e-12
+
+ATTACKS: Registry[type[IterativeAttack]] = Registry("attack")
+"""The attacks ``transfer.attacks`` and :func:`make_attack` name; each class carries ``paper`` and ``summary``."""
 
 
 class IterativeAttack:
@@ -46,6 +50,9 @@ class IterativeAttack:
 
     alpha_factor = 1.0
     copies = 1
+    paradigm: str | None = None
+    paper = ""
+    summary = ""
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  norm: str = "linf", random_start: bool = False, decay: float = 0.0, seed: int = 0):
@@ -146,13 +153,18 @@ def _per_sample(values: torch.Tensor, reduce: str) -> torch.Tensor:
     return values.sum(dims, keepdim=True) if reduce == "sum" else values.mean(dims, keepdim=True)
 
 
+@ATTACKS.register("fgsm")
 class FGSM(IterativeAttack):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size ε (ℓ2: ε along ∇/‖∇‖₂)."""
+
+    paper = "Goodfellow et al. 2015, 'Explaining and Harnessing Adversarial Examples' (ICLR)"
+    summary = "one signed-gradient step of size ε"
 
     def __init__(self, model: nn.Module, *, eps: float, norm: str = "linf", seed: int = 0):
         super().__init__(model, eps=eps, alpha=eps, steps=1, norm=norm, seed=seed)
 
 
+@ATTACKS.register("pgd")
 class PGD(IterativeAttack):
     """Projected gradient descent (Madry et al. 2018) from a uniform random start in the ball.
 
@@ -160,6 +172,8 @@ class PGD(IterativeAttack):
     """
 
     alpha_factor = 2.5
+    paper = "Madry et al. 2018, 'Towards Deep Learning Models Resistant to Adversarial Attacks' (ICLR)"
+    summary = "projected gradient steps from a random start in the ε-ball"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  random_start: bool = True, norm: str = "linf", decay: float = 0.0, seed: int = 0):
@@ -167,8 +181,11 @@ class PGD(IterativeAttack):
                          decay=decay, seed=seed)
 
 
+@ATTACKS.register("pgd_l2")
 class PGDL2(PGD):
     """PGD in the ℓ2 ball: steps along ∇/‖∇‖₂, projection by radial shrinking."""
+
+    summary = "PGD in the ℓ2 ball"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  random_start: bool = True, decay: float = 0.0, seed: int = 0):
@@ -176,8 +193,12 @@ class PGDL2(PGD):
                          decay=decay, seed=seed)
 
 
+@ATTACKS.register("mifgsm")
 class MIFGSM(IterativeAttack):
     """Momentum iterative FGSM (Dong et al. 2018): m ← μ m + ∇ / mean|∇|, x ← x + α sign(m); α = ε / T."""
+
+    paper = "Dong et al. 2018, 'Boosting Adversarial Attacks with Momentum' (CVPR)"
+    summary = "iterative FGSM with gradient momentum, for transfer"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  decay: float = 1.0, norm: str = "linf", random_start: bool = False, seed: int = 0):
@@ -185,6 +206,7 @@ class MIFGSM(IterativeAttack):
                          decay=decay, seed=seed)
 
 
+@ATTACKS.register("di")
 class DI(MIFGSM):
     """Diverse inputs (Xie et al. 2019), on MI-FGSM unless ``decay=0``.
 
@@ -193,6 +215,9 @@ class DI(MIFGSM):
     r > 1 (the paper's 299 → [299, 330) setting) it is enlarged and padded to ⌊r·H⌋, then resized
     back to H × W so that fixed-size classifiers accept it. One draw per step for the whole batch.
     """
+
+    paper = "Xie et al. 2019, 'Improving Transferability of Adversarial Examples with Input Diversity' (CVPR)"
+    summary = "MI-FGSM on randomly resized and padded inputs"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  decay: float = 1.0, resize_rate: float = 0.9, diversity_prob: float = 0.5, norm: str = "linf",
@@ -232,6 +257,7 @@ def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
     return (kernel / kernel.sum()).float()
 
 
+@ATTACKS.register("ti")
 class TI(MIFGSM):
     """Translation-invariant attack (Dong et al. 2019), on MI-FGSM unless ``decay=0``: the gradient is
     convolved per channel with a ``kernel_size`` Gaussian before momentum and the step.
@@ -239,6 +265,10 @@ class TI(MIFGSM):
     ``kernel_sigma`` (pixels) defaults to kernel_size / 6, i.e. the kernel spans ±3σ as in the
     reference TF code (7 × 7 in the SVD-SSA code base).
     """
+
+    paper = ("Dong et al. 2019, 'Evading Defenses to Transferable Adversarial Examples by Translation-Invariant "
+             "Attacks' (CVPR)")
+    summary = "MI-FGSM with a Gaussian-smoothed gradient"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  decay: float = 1.0, kernel_size: int = 7, kernel_sigma: float | None = None, norm: str = "linf",
@@ -276,6 +306,7 @@ def idct_2d(spectrum: torch.Tensor) -> torch.Tensor:
     return dct_matrix(h, spectrum.device, spectrum.dtype).T @ spectrum @ dct_matrix(w, spectrum.device, spectrum.dtype)
 
 
+@ATTACKS.register("ssa")
 class SSA(MIFGSM):
     """Spectrum simulation attack, S²I-FGSM (Long et al. 2022), on MI-FGSM unless ``decay=0``.
 
@@ -284,6 +315,9 @@ class SSA(MIFGSM):
     default ε (the official 16/255 at ε = 16/255). The DCT is orthonormal; the unnormalised DCT of the
     reference code gives the same x_idct because the per-frequency scale cancels against the mask.
     """
+
+    paper = "Long et al. 2022, 'Frequency Domain Model Augmentation for Adversarial Attack' (ECCV)"
+    summary = "MI-FGSM averaged over spectrum-transformed (DCT-domain noise and mask) copies"
 
     def __init__(self, model: nn.Module, *, eps: float, alpha: float | None = None, steps: int = 10,
                  decay: float = 1.0, num_spectrum: int = 20, rho: float = 0.5, spectrum_sigma: float | None = None,
@@ -362,6 +396,12 @@ class SVDLogitFusion(nn.Module):
     seeded by ``seed``, so a sequence of calls is reproducible.
     """
 
+    paradigm: str | None = None
+    paper = ("Weng et al. 2023, 'Boosting Adversarial Transferability via Fusing Logits of Top-1 Decomposed "
+             "Feature' (arXiv 2305.01361)")
+    summary = ("SVD-SSA's logit fusion: the surrogate also scores the rank-1 part of a middle feature; "
+               "wraps any attack (transfer.fusion)")
+
     def __init__(self, model: nn.Module, layer: str, beta: float = 0.5, method: str = "power",
                  iterations: int = 20, seed: int = 0):
         super().__init__()
@@ -391,10 +431,6 @@ class SVDLogitFusion(nn.Module):
         feature = self.front(x)
         fused = (1 - self.beta) * self.back(self.rank1_feature(feature))
         return fused if self.beta == 0 else fused + self.beta * self.back(feature)
-
-
-ATTACKS: dict[str, type[IterativeAttack]] = {"fgsm": FGSM, "pgd": PGD, "pgd_l2": PGDL2, "mifgsm": MIFGSM,
-                                              "di": DI, "ti": TI, "ssa": SSA}
 
 
 def _keyword_params(factory: Callable[..., Any]) -> list[str]:

@@ -90,9 +90,12 @@ def cmd_families(args: argparse.Namespace) -> int:
             print(f"    {s.qualname:<18}{s.summary}{reads}{models}")
         methods = fam.listed_methods()
         if methods:
-            print("  methods:")
+            print("  methods (kind, name, SSL paradigm, paper; summary below):")
+            kind_w, name_w = (max(len(getattr(m, a)) for m in methods) + 2 for a in ("kind", "name"))
             for m in methods:
-                print(f"    {m.kind:<9}{m.name:<12}{m.paradigm or '-':<24}{m.paper}")
+                print(f"    {m.kind:<{kind_w}}{m.name:<{name_w}}{m.paradigm or '-':<24}{m.paper}")
+                if m.summary:
+                    print(f"    {'':<{kind_w + name_w}}{m.summary}")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Contrastive losses (NT-Xent, SupCon) and the one contrastive training loop (SimCLR, GenRep views,
-ACL/DynACL through an adversary object, coreset epochs); tensors and modules in, history out."""
+"""Contrastive losses (NT-Xent, SupCon), the one contrastive training loop (SimCLR, GenRep views,
+ACL/DynACL through an adversary object, coreset epochs; tensors and modules in, history out), and the
+registry of training methods ``train.method`` names (:data:`TRAIN_METHODS`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import torch
@@ -10,8 +12,9 @@ from torch import nn
 
 from repflow.augment import random_views
 from repflow.progress import progress
+from repflow.registry import Listed, Registry
 
-__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary"]
+__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary", "LOSSES", "TrainMethod", "TRAIN_METHODS"]
 
 
 class Adversary(Protocol):
@@ -122,3 +125,65 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
         if on_epoch is not None:
             on_epoch(epoch + 1, stats, opt)
     return history
+
+
+LOSSES = {"ntxent": "NT-Xent", "supcon": "SupCon"}
+"""``train.loss`` names and what they are: SupCon takes class labels as extra positives."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainMethod(Listed):
+    """A training method: what it needs from the data, the loss and the models, so that callers read these
+    properties instead of comparing method names.
+
+    ``latent_views``: the second view of a generated anchor is one of its K latent-space neighbours from
+    the generate stage (so it needs generated data), not a second pixel augmentation of the anchor.
+    ``losses``: the :data:`LOSSES` it trains with. ``adversary(adversarial, epochs)``: for an adversarial
+    method, builds the :class:`Adversary` from ``train.adversarial`` (eps, alpha, steps, anneal_period,
+    reweight) and the run's length in epochs; its models get dual batch norm. None: plain training.
+    """
+
+    latent_views: bool = False
+    losses: tuple[str, ...] = tuple(LOSSES)
+    adversary: Callable[[Any, int], Adversary] | None = None
+
+    @property
+    def adversarial(self) -> bool:
+        return self.adversary is not None
+
+
+def _acl(adversarial: Any, epochs: int) -> Adversary:
+    from repflow.acl import ACL  # repflow.acl imports this module's loss
+
+    a = adversarial
+    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=None, reweight=a.reweight)
+
+
+def _dynacl(adversarial: Any, epochs: int) -> Adversary:
+    from repflow.acl import ACL
+
+    a = adversarial
+    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=a.anneal_period,
+               reweight=a.reweight)
+
+
+TRAIN_METHODS: Registry[TrainMethod] = Registry("training method")
+TRAIN_METHODS.register("simclr", TrainMethod(
+    paradigm="contrastive",
+    paper="Chen et al. 2020, 'A Simple Framework for Contrastive Learning of Visual Representations' (ICML)",
+    summary="NT-Xent between two pixel augmentations of one image"))
+TRAIN_METHODS.register("genrep", TrainMethod(
+    paradigm="contrastive", latent_views=True,
+    paper="Jahanian et al. 2022, 'Generative Models as a Data Source for Multiview Representation Learning' (ICLR)",
+    summary="contrastive learning with a generative model as the data source: positives are latent-space "
+            "neighbours of a generated anchor"))
+TRAIN_METHODS.register("acl", TrainMethod(
+    paradigm="contrastive", losses=("ntxent",), adversary=_acl,
+    paper="Jiang et al. 2020, 'Robust Pre-Training by Adversarial Contrastive Learning' (NeurIPS)",
+    summary="adversarial contrastive learning (still a contrastive objective): NT-Xent on clean and PGD views, "
+            "dual batch norm"))
+TRAIN_METHODS.register("dynacl", TrainMethod(
+    paradigm="contrastive", losses=("ntxent",), adversary=_dynacl,
+    paper="Luo et al. 2023, 'Rethinking the Effect of Data Augmentation in Adversarial Contrastive Learning' (ICLR)",
+    summary="ACL with augmentation strength annealed every K epochs and the adversarial term re-weighted "
+            "(still a contrastive objective)"))

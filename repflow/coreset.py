@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,11 @@ from repflow.acl import pgd_contrastive
 from repflow.augment import random_views
 from repflow.contrastive import nt_xent_loss
 from repflow.progress import progress
+from repflow.registry import Listed, Registry
 
 __all__ = ["Coreset", "representational_divergence", "candidate_batches", "candidate_gradients",
-           "validation_gradient", "select_coreset_rcs", "select_coreset_random", "coreset_budget"]
+           "validation_gradient", "select_coreset_rcs", "select_coreset_random", "select_all", "coreset_budget",
+           "SelectionMethod", "SELECTION_METHODS"]
 
 
 @dataclass
@@ -194,3 +196,37 @@ def select_coreset_random(n: int, budget: int, seed: int) -> Coreset:
     """The baseline: ``budget`` images drawn uniformly without replacement."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return Coreset(indices=order[:budget].sort().values)
+
+
+def select_all(n: int, budget: int, seed: int) -> Coreset:
+    """The reference: every image (``budget`` and ``seed`` are ignored)."""
+    return Coreset(indices=torch.arange(n))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionMethod(Listed):
+    """A coreset selection method ``select.method`` names.
+
+    ``subset``: False for a method that keeps every image: no budget, no warm-up constraint, never
+    re-selected, takes no time. ``scores_model``: False → ``select(n, budget, seed)`` picks without looking
+    at the model; True → ``select`` has :func:`select_coreset_rcs`'s signature (model, uint8 images,
+    validation images U, budget, candidate minibatches and their gradients, which the caller may compute
+    in parallel with :func:`candidate_gradients`).
+    """
+
+    select: Callable[..., Coreset]
+    subset: bool = True
+    scores_model: bool = False
+
+
+SELECTION_METHODS: Registry[SelectionMethod] = Registry("coreset selection method")
+SELECTION_METHODS.register("full", SelectionMethod(
+    select=select_all, subset=False, paper="-", summary="every image: the reference the coresets are measured against"))
+SELECTION_METHODS.register("random", SelectionMethod(
+    select=select_coreset_random, paper="-", summary="a uniform random subset of the same size (RCS's baseline)"))
+SELECTION_METHODS.register("rcs", SelectionMethod(
+    select=select_coreset_rcs, scores_model=True,
+    paper="Xu et al. 2023, 'Efficient Adversarial Contrastive Learning via Robustness-Aware Coreset Selection' "
+          "(NeurIPS)",
+    summary="greedy minibatches whose ACL gradient best lowers the representational divergence on unlabeled "
+            "validation images"))

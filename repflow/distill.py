@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -35,11 +35,12 @@ from repflow.models.classifiers import build_classifier
 from repflow.models.generator import ConditionalGenerator
 from repflow.generative import truncated_normal
 from repflow.progress import progress
+from repflow.registry import Listed, Registry
 
 __all__ = ["Augment", "dm_loss", "dc_loss", "gradient_distance", "Parameterization", "PixelParam", "LatentParam",
            "FeatureParam", "initial_latents", "check_ipc", "check_compatible", "distill", "DISTILL_NET",
            "EVAL_ARCHITECTURES", "DEFAULT_LR", "random_real_subset", "generator_samples", "train_and_test",
-           "evaluate_distilled", "summarize"]
+           "evaluate_distilled", "summarize", "DistillLoss", "DISTILL_LOSSES", "DistillParam", "DISTILL_PARAMS"]
 
 
 # ---------------------------------------------------------------- differentiable augmentation
@@ -313,6 +314,44 @@ def check_compatible(param: Parameterization, images: torch.Tensor, labels: torc
     check_ipc(labels, param.ipc, param.num_classes)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DistillParam(Listed):
+    """A parameterisation ``distill.param`` names. ``build(images, labels, generator, *, ipc, seed, **options)``
+    starts the set from the real training split (uint8 (N, C, H, W), labels (N,)) or the frozen generator;
+    ``options`` names the further ``distill`` params it reads (passed as keywords of the same names)."""
+
+    build: Callable[..., Parameterization]
+    options: tuple[str, ...] = ()
+
+
+def _pixels(images: torch.Tensor, labels: torch.Tensor, generator: ConditionalGenerator, *, ipc: int,
+            seed: int) -> Parameterization:
+    return PixelParam.from_real(images, labels, ipc, seed=seed)
+
+
+def _latents(images: torch.Tensor, labels: torch.Tensor, generator: ConditionalGenerator, *, ipc: int,
+             seed: int) -> Parameterization:
+    return LatentParam(generator, ipc, seed=seed)
+
+
+def _features(images: torch.Tensor, labels: torch.Tensor, generator: ConditionalGenerator, *, ipc: int, seed: int,
+              layer: int) -> Parameterization:
+    return FeatureParam(generator, ipc, layer=layer, seed=seed)
+
+
+_GLAD = "Cazenavette et al. 2023, 'Generalizing Dataset Distillation via Deep Generative Prior' (CVPR)"
+
+DISTILL_PARAMS: Registry[DistillParam] = Registry("distillation parameterisation")
+DISTILL_PARAMS.register("pixel", DistillParam(
+    build=_pixels, paper="Zhao et al. 2021 (DC) / Zhao & Bilen 2023 (DM): the pixels, as published",
+    summary="the synthetic pixels, started from random real images and clipped to [0, 1]"))
+DISTILL_PARAMS.register("latent", DistillParam(
+    build=_latents, paper=_GLAD, summary="the generator's input latents z; images = G(z, c)"))
+DISTILL_PARAMS.register("feature", DistillParam(
+    build=_features, options=("layer",), paper=_GLAD,
+    summary="GLaD: an intermediate feature map of the generator and the styles after it"))
+
+
 # ---------------------------------------------------------------- the distillation loop
 
 DISTILL_NET: dict[str, Any] = {"arch": "convnet", "width": 16, "depth": 3, "norm": "instance"}
@@ -345,6 +384,34 @@ def _embedding(net: nn.Module) -> nn.Module:
     return front
 
 
+def _dm_match(net: nn.Module, real_by_class: Sequence[torch.Tensor], syn_by_class: Sequence[torch.Tensor], *,
+              augment: Augment | None, g: torch.Generator) -> torch.Tensor:
+    return dm_loss(_embedding(net), real_by_class, syn_by_class, augment=augment, g=g)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillLoss(Listed):
+    """A matching loss ``distill.loss`` names. ``match(net, real_by_class, syn_by_class, augment=, g=)`` is
+    the loss for one freshly initialised distillation network. ``bilevel``: the network is trained on the
+    synthetic set between matching steps (DC's outer/inner loop); otherwise it stays random and frozen
+    for one matching step per iteration (DM). ``lr``: SGD learning rate per optimised group."""
+
+    match: Callable[..., torch.Tensor]
+    lr: Mapping[str, float] = field(default_factory=dict)
+    bilevel: bool = False
+
+
+DISTILL_LOSSES: Registry[DistillLoss] = Registry("distillation loss")
+DISTILL_LOSSES.register("dm", DistillLoss(
+    match=_dm_match, lr=DEFAULT_LR["dm"],
+    paper="Zhao & Bilen 2023, 'Dataset Condensation with Distribution Matching' (WACV)",
+    summary="distribution matching: per-class mean embeddings of a random network, real vs synthetic"))
+DISTILL_LOSSES.register("dc", DistillLoss(
+    match=dc_loss, lr=DEFAULT_LR["dc"], bilevel=True,
+    paper="Zhao et al. 2021, 'Dataset Condensation with Gradient Matching' (ICLR)",
+    summary="gradient matching: per-class layer-wise cosine distance of the network's gradients"))
+
+
 def distill(param: Parameterization, real_images: torch.Tensor, real_labels: torch.Tensor, *, loss: str = "dm",
             iterations: int = 200, lr: Mapping[str, float] | None = None, momentum: float = 0.5,
             real_per_class: int = 32, net_config: Mapping[str, Any] | None = None,
@@ -354,7 +421,7 @@ def distill(param: Parameterization, real_images: torch.Tensor, real_labels: tor
 
     Every iteration samples a freshly initialised distillation network (``net_config``, default
     :data:`DISTILL_NET`) and ``real_per_class`` real images of each class, renders the synthetic set
-    and takes one SGD step on the loss:
+    and takes one SGD step on the loss ``loss`` (a name in :data:`DISTILL_LOSSES`):
 
     * ``"dm"``: :func:`dm_loss` with the network's embedding as ψ (a random, untrained network);
     * ``"dc"``: :func:`dc_loss`; with ``outer_loop`` > 1 the network is trained for ``inner_steps``
@@ -362,16 +429,15 @@ def distill(param: Parameterization, real_images: torch.Tensor, real_labels: tor
       bi-level loop; GLaD's DC uses 1 and 1).
 
     ``real_images``: (N, C, H, W), uint8 or float in [0, 1]; ``real_labels`` (N,) in 0..K−1.
-    ``lr``: per group name (see ``param.groups()``), defaults :data:`DEFAULT_LR`. The same ``seed``
+    ``lr``: per group name (see ``param.groups()``), defaults the loss's (:data:`DEFAULT_LR`). The same ``seed``
     gives the same networks, batches and augmentations. ``on_step(row)`` sees each history row.
     Returns the history: one {"iteration", "loss"} per iteration (the last matching loss).
     """
-    if loss not in DEFAULT_LR:
-        raise ValueError(f"loss {loss!r} unknown; allowed: {sorted(DEFAULT_LR)}")
+    method = DISTILL_LOSSES[loss]
     check_compatible(param, real_images, real_labels)
     device = param.labels.device
     k = param.num_classes
-    rates = {**DEFAULT_LR[loss], **(lr or {})}
+    rates = {**method.lr, **(lr or {})}
     opt = torch.optim.SGD([{"params": tensors, "lr": rates[name]} for name, tensors in param.groups().items()],
                           lr=0.0, momentum=momentum)
     config = {**(net_config or DISTILL_NET), "in_shape": list(param.image_shape), "num_classes": k}
@@ -391,13 +457,13 @@ def distill(param: Parameterization, real_images: torch.Tensor, real_labels: tor
     history: list[dict] = []
     for iteration in progress(range(iterations), desc=f"distill {param.kind} ({loss})", unit="iter"):
         net = _seeded_net(config, _draw_seed(g)).to(device)
-        if loss == "dm":
+        if not method.bilevel:
             net.requires_grad_(False)
-            value = dm_loss(_embedding(net), real_batch(), param.by_class(param.images()), augment=augment, g=g)
+            value = method.match(net, real_batch(), param.by_class(param.images()), augment=augment, g=g)
             step(value)
         else:
             for outer in range(outer_loop):
-                value = dc_loss(net, real_batch(), param.by_class(param.images()), augment=augment, g=g)
+                value = method.match(net, real_batch(), param.by_class(param.images()), augment=augment, g=g)
                 step(value)
                 if outer < outer_loop - 1:
                     _fit(net, param.images().detach(), param.labels, steps=inner_steps, lr=lr_net,

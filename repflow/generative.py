@@ -15,7 +15,11 @@ from torch import nn
 
 from repflow.progress import progress
 
-__all__ = ["truncated_normal", "genrep_latents", "vae_loss", "train_cvae", "frechet_distance", "generate_images"]
+__all__ = ["truncated_normal", "genrep_latents", "vae_loss", "train_cvae", "frechet_distance", "generate_images",
+           "VIEW_MODES"]
+
+VIEW_MODES = ("gaussian", "independent")
+"""How :func:`genrep_latents` draws a generated anchor's positive views."""
 
 
 def truncated_normal(shape: tuple[int, ...], g: torch.Generator, bound: float = 2.0) -> torch.Tensor:
@@ -32,8 +36,8 @@ def genrep_latents(n_anchors: int, k: int, z_dim: int, *, sigma: float, g: torch
     ``gaussian``: z_j = z_0 + truncation·σ·TN(−2, 2) (GenRep's "gauss" views); ``independent``: every
     view is an independent draw (same class is enforced by the caller's labels).
     """
-    if mode not in ("gaussian", "independent"):
-        raise ValueError(f"view mode {mode!r}; allowed: gaussian, independent")
+    if mode not in VIEW_MODES:
+        raise ValueError(f"view mode {mode!r}; allowed: {', '.join(VIEW_MODES)}")
     if k < 1 or sigma < 0:
         raise ValueError(f"need k >= 1 and sigma >= 0, got k={k}, sigma={sigma}")
     anchors = truncation * truncated_normal((n_anchors, 1, z_dim), g)

@@ -91,12 +91,3 @@ def test_cli_rejects_bad_params_without_traceback(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "train.epochs = -1" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_attack_and_zoo_names_match_their_registries():
-    from repflow.attacks import ATTACKS
-    from repflow.families.image.params import ATTACK_NAMES, ZOO_MEMBERS
-    from repflow.zoo import ZOO_SPECS
-
-    assert set(ATTACK_NAMES) == set(ATTACKS)
-    assert set(ZOO_MEMBERS) == set(ZOO_SPECS)

@@ -1,13 +1,29 @@
-"""The image family's methods as `repflow families` lists them (interim list until the method registries land)."""
+"""What ``repflow families`` lists for the image family: every registered method, read from the registries
+next to the algorithms, so a newly registered method is listed without touching this file."""
 from __future__ import annotations
 
+from repflow.attacks import ATTACKS, SVDLogitFusion
+from repflow.contrastive import TRAIN_METHODS
+from repflow.coreset import SELECTION_METHODS
+from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS
 from repflow.family import Method
+
+__all__ = ["listed_methods", "GENERATOR"]
+
+GENERATOR = Method(
+    name="cvae", kind="generator", paradigm="generative",
+    paper="Kingma & Welling 2014, 'Auto-Encoding Variational Bayes' (ICLR); class-conditional as in Sohn et al. 2015",
+    summary="the generate stage's class-conditional VAE decoder with a style mapping: GenRep's views, GLaD's latents")
+
+_REGISTRIES = (("train", TRAIN_METHODS), ("select", SELECTION_METHODS), ("distill-loss", DISTILL_LOSSES),
+               ("distill-param", DISTILL_PARAMS), ("attack", ATTACKS))
 
 
 def listed_methods() -> list[Method]:
-    return [Method("simclr", "train", "contrastive", "Chen et al. 2020, SimCLR"),
-            Method("genrep", "train", "contrastive", "Jahanian et al. 2022, GenRep"),
-            Method("acl", "train", "contrastive", "Jiang et al. 2020, ACL"),
-            Method("dynacl", "train", "contrastive", "Luo et al. 2023, DynACL"),
-            Method("rcs", "select", None, "Xu et al. 2023, RCS"),
-            Method("glad", "distill", None, "Cazenavette et al. 2023, GLaD")]
+    """Training, selection, distillation and attack methods in registration order, then SVD-SSA's logit
+    fusion (``transfer.fusion``, which wraps any attack) and the generator (one per family, not chosen by name)."""
+    listed = [Method(name, kind, entry.paradigm, entry.paper, entry.summary)
+              for kind, registry in _REGISTRIES for name, entry in registry.items()]
+    listed.append(Method("svd_fusion", "attack", SVDLogitFusion.paradigm, SVDLogitFusion.paper, SVDLogitFusion.summary))
+    listed.append(GENERATOR)
+    return listed

@@ -1,11 +1,26 @@
-"""The image family's params sections (top level of ``params.yaml``: the image family is the default)."""
+"""The image family's params sections (top level of ``params.yaml``: the image family is the default).
+
+Every field that names a method, model or data source takes its allowed names from the registry or table
+next to the code that implements them (:func:`repflow.registry.literal_of`); none is copied here. When a
+method is registered later (a plugin, a test), the sections are rebuilt so that the next schema
+:func:`repflow.config.params_model` builds accepts it.
+"""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from repflow.config import Section, epsilon_list
+from repflow.attacks import ATTACKS, RANK1_METHODS
+from repflow.config import Section, epsilon_list, params_model
+from repflow.contrastive import LOSSES, TRAIN_METHODS, TrainMethod
+from repflow.coreset import SELECTION_METHODS, SelectionMethod
+from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES
+from repflow.generative import VIEW_MODES
+from repflow.models.encoders import BN_BRANCHES, ENCODERS
+from repflow.registry import literal_of
+from repflow.sources import SOURCES
+from repflow.zoo import ZOO_SPECS
 
 __all__ = ["SECTIONS", "check"]
 
@@ -13,7 +28,7 @@ __all__ = ["SECTIONS", "check"]
 class PrepParams(Section):
     """Turn a source on disk into train / val / test WebDataset shards."""
 
-    source: Literal["fashion-mnist", "mnist5k", "cifar10", "imagefolder"] = "fashion-mnist"
+    source: literal_of(SOURCES) = "fashion-mnist"  # type: ignore[valid-type]
     path: str | None = Field(None, description="source folder or file; null = the source's default")
     per_class: int | None = Field(None, ge=1, le=100_000, description="train images kept per class; null = all")
     test_per_class: int | None = Field(None, ge=1, le=100_000, description="test images kept per class; null = all")
@@ -50,7 +65,7 @@ class GenerateParams(Section):
     views: int = Field(4, ge=1, le=64, description="K: positive views per anchor")
     sigma: float = Field(0.5, gt=0.0, le=10.0, description="std of the latent neighbourhood (GenRep's σ)")
     truncation: float = Field(1.0, gt=0.0, le=10.0)
-    mode: Literal["gaussian", "independent"] = "gaussian"
+    mode: literal_of(VIEW_MODES) = "gaussian"  # type: ignore[valid-type]
     shard_size: int = Field(2000, ge=1, le=1_000_000)
 
 
@@ -62,14 +77,15 @@ class AdversarialParams(Section):
     steps: int = Field(5, ge=1, le=100)
     anneal_period: int = Field(2, ge=1, le=1000, description="DynACL: epochs between augmentation-strength drops (K)")
     reweight: float = Field(2 / 3, ge=0.0, le=1.0, description="DynACL: λ in w = λ(1 − strength)")
-    inference_bn: Literal["clean", "adv"] = Field("adv", description="batch-norm branch the saved encoder uses")
+    inference_bn: literal_of(BN_BRANCHES) = Field(  # type: ignore[valid-type]
+        "adv", description="batch-norm branch the saved encoder uses")
 
 
 class TrainParams(Section):
-    method: Literal["simclr", "genrep", "acl", "dynacl"] = "simclr"
+    method: TRAIN_METHODS.literal() = "simclr"  # type: ignore[valid-type]
     data: Literal["real", "generated", "both"] = "real"
-    loss: Literal["ntxent", "supcon"] = "ntxent"
-    encoder: Literal["small_cnn", "resnet18"] = "small_cnn"
+    loss: literal_of(LOSSES) = "ntxent"  # type: ignore[valid-type]
+    encoder: literal_of(ENCODERS) = "small_cnn"  # type: ignore[valid-type]
     width: int = Field(32, ge=4, le=512, description="channels of the first block")
     proj_dim: int = Field(64, ge=2, le=4096, description="projection head output size")
     epochs: int = Field(5, ge=1, le=10_000)
@@ -83,22 +99,28 @@ class TrainParams(Section):
 
     @model_validator(mode="after")
     def _method_fits_data_and_loss(self) -> "TrainParams":
-        if self.method == "genrep" and self.data == "real":
-            raise ValueError("method 'genrep' learns from generated views: set data to 'generated' or 'both'")
-        if self.method in ("acl", "dynacl") and self.loss != "ntxent":
-            raise ValueError(f"method {self.method!r} trains with NT-Xent: set loss to 'ntxent'")
+        method = self.training_method
+        if method.latent_views and self.data == "real":
+            raise ValueError(f"method {self.method!r} learns from generated views: set data to 'generated' or 'both'")
+        if self.loss not in method.losses:
+            raise ValueError(f"method {self.method!r} trains with {' or '.join(LOSSES[n] for n in method.losses)}: "
+                             f"set loss to {' or '.join(repr(n) for n in method.losses)}")
         return self
 
     @property
+    def training_method(self) -> TrainMethod:
+        return TRAIN_METHODS[self.method]
+
+    @property
     def adversarial_training(self) -> bool:
-        return self.method in ("acl", "dynacl")
+        return self.training_method.adversarial
 
 
 class SelectParams(Section):
     """Coreset selection (RCS) and its schedule: ``warmup_epochs`` of training on all images, then a
     coreset re-selected every ``every`` epochs. ``full`` trains on everything (the reference)."""
 
-    method: Literal["full", "random", "rcs"] = "full"
+    method: SELECTION_METHODS.literal() = "full"  # type: ignore[valid-type]
     fraction: float = Field(0.2, gt=0.0, le=1.0, description="coreset size as a share of the training images")
     warmup_epochs: int = Field(0, ge=0, le=10_000, description="epochs on the full data before the first selection")
     every: int = Field(2, ge=1, le=10_000, description="re-select every F epochs")
@@ -109,6 +131,10 @@ class SelectParams(Section):
     rd_steps: int = Field(3, ge=1, le=100)
     head_lr: float = Field(0.01, gt=0.0, le=10.0, description="greedy step size on the projection head")
     workers: int = Field(1, ge=1, le=64, description="Ray tasks computing candidate gradients (1 = in process)")
+
+    @property
+    def selection_method(self) -> SelectionMethod:
+        return SELECTION_METHODS[self.method]
 
     @property
     def rd(self) -> dict[str, float]:
@@ -141,13 +167,14 @@ class DistillParams(Section):
     latents, or a generator feature map + the styles after it; then train fresh networks of several
     architectures on the distilled set and test them on the real test split."""
 
-    loss: Literal["dm", "dc"] = Field("dm", description="distribution matching | gradient matching")
-    param: Literal["pixel", "latent", "feature"] = "feature"
+    loss: DISTILL_LOSSES.literal() = Field(  # type: ignore[valid-type]
+        "dm", description="dm: distribution matching, dc: gradient matching (repflow.distill.DISTILL_LOSSES)")
+    param: DISTILL_PARAMS.literal() = "feature"  # type: ignore[valid-type]
     layer: int = Field(2, ge=0, le=16, description="generator layer whose feature map is optimised (param: feature)")
     ipc: int = Field(10, ge=1, le=1000, description="images per class")
     iterations: int = Field(200, ge=1, le=100_000)
     real_per_class: int = Field(32, ge=1, le=10_000, description="real images per class in each matching step")
-    eval_archs: list[Literal["convnet", "mlp", "convnet-bn", "resnet"]] = Field(
+    eval_archs: list[literal_of(EVAL_ARCHITECTURES)] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["convnet", "mlp", "convnet-bn", "resnet"],
         description="first = the distillation architecture (same-arch); the rest give the cross-arch mean")
     eval_seeds: int = Field(2, ge=1, le=100, description="fresh networks per architecture")
@@ -162,16 +189,12 @@ class DistillParams(Section):
         return list(dict.fromkeys(v))
 
 
-ZOO_MEMBERS = ("convnet", "convnet_seed1", "mlp", "wide_cnn_bn", "resnet8", "convnet_pgd")
-ATTACK_NAMES = ("fgsm", "pgd", "pgd_l2", "mifgsm", "di", "ti", "ssa")
-
-
 class ZooParams(Section):
     """Supervised classifiers trained on the prep shards: the transfer attacks' surrogate and targets
     (specs in repflow/zoo.py)."""
 
-    members: list[Literal[ZOO_MEMBERS]] = Field(default_factory=lambda: list(ZOO_MEMBERS))  # type: ignore[valid-type]
-    surrogate: Literal[ZOO_MEMBERS] = "convnet"  # type: ignore[valid-type]
+    members: list[literal_of(ZOO_SPECS)] = Field(default_factory=lambda: list(ZOO_SPECS))  # type: ignore[valid-type]
+    surrogate: literal_of(ZOO_SPECS) = "convnet"  # type: ignore[valid-type]
     epochs: int = Field(4, ge=1, le=1000)
     batch_size: int = Field(128, ge=2, le=4096)
     register_models: bool = Field(True, description="register every member in MLflow as repflow-zoo-<name>")
@@ -189,7 +212,8 @@ class TransferParams(Section):
     """The transfer-attack grid: attack × SVD logit fusion on/off × ε, crafted on the zoo's surrogate and
     scored on every target (the other zoo members and the trained encoder + its linear probe)."""
 
-    attacks: list[Literal[ATTACK_NAMES]] = Field(default_factory=lambda: ["mifgsm", "di", "ssa"])  # type: ignore[valid-type]
+    attacks: list[ATTACKS.literal()] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["mifgsm", "di", "ssa"])
     fusion: list[bool] = Field(default_factory=lambda: [False, True], description="without / with SVD logit fusion")
     eps: list[float] = Field(default_factory=lambda: [0.05, 0.1])
     steps: int = Field(10, ge=1, le=1000)
@@ -197,7 +221,7 @@ class TransferParams(Section):
     ssa_spectrum: int = Field(5, ge=1, le=100, description="SSA: spectrum-transformed copies per step (N)")
     svd_layer: str = Field("block2", min_length=1, description="surrogate stage whose output is decomposed")
     svd_beta: float = Field(0.5, ge=0.0, le=1.0, description="weight of the original logits (1 = no fusion)")
-    svd_method: Literal["power", "exact"] = "power"
+    svd_method: literal_of(RANK1_METHODS) = "power"  # type: ignore[valid-type]
     svd_iterations: int = Field(20, ge=1, le=1000)
     max_test: int = Field(500, ge=1, le=1_000_000, description="test images attacked")
     batch_size: int = Field(250, ge=1, le=8192)
@@ -221,15 +245,25 @@ class RegisterParams(Section):
     criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc", "alf_robust_acc_mean"] = "robust_acc_mean"
 
 
-
 SECTIONS = {"prep": PrepParams, "generate": GenerateParams, "select": SelectParams, "train": TrainParams,
             "evaluate": EvaluateParams, "distill": DistillParams, "zoo": ZooParams, "transfer": TransferParams,
             "register": RegisterParams}
 
 
+def _rebuild(registry=None) -> None:
+    """A registry changed: recompile the sections that name its entries, and forget the cached schema."""
+    for section in (TrainParams, SelectParams, DistillParams, ZooParams, TransferParams):
+        section.model_rebuild(force=True)
+    params_model.cache_clear()
+
+
+for _registry in (TRAIN_METHODS, SELECTION_METHODS, DISTILL_LOSSES, DISTILL_PARAMS, ATTACKS):
+    _registry.watch(_rebuild)
+
+
 def check(params) -> None:
     """Rules across the image family's sections."""
-    if params.select.warmup_epochs >= params.train.epochs and params.select.method != "full":
+    if params.select.warmup_epochs >= params.train.epochs and params.select.selection_method.subset:
         raise ValueError(f"select.warmup_epochs = {params.select.warmup_epochs}: must be below train.epochs "
                          f"({params.train.epochs}) so that some epochs train on the coreset")
     if params.register.criterion.startswith("alf_") and not params.evaluate.alf:

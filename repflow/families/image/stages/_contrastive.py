@@ -14,13 +14,12 @@ import torch
 from torch import nn
 
 from repflow.models import ProjectionHead, build_encoder
-from repflow.acl import ACL
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
 from repflow.cluster import ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.coreset import (Coreset, candidate_batches, candidate_gradients, coreset_budget, select_coreset_random,
-                             select_coreset_rcs)
+from repflow.contrastive import Adversary
+from repflow.coreset import Coreset, candidate_batches, candidate_gradients, coreset_budget
 from repflow.manifest import OutputError
 from repflow.shards import ShardSet
 
@@ -28,6 +27,7 @@ from repflow.shards import ShardSet
 def training_set(params: Params, data: ShardSet, views: Path | None):
     """(images, partners or None, labels or None) for the configured method, data and loss."""
     cfg = params.train
+    latent_views = cfg.training_method.latent_views
     parts = []
     if cfg.data in ("real", "both"):
         x, y = data.load("train")
@@ -41,7 +41,7 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
         k1 = gen.meta["views"]["k"] + 1
         grouped, labels = xg.view(-1, k1, *xg.shape[1:]), yg.view(-1, k1)[:, 0]
         anchors = grouped[:, 0]
-        partners = grouped[:, 1:] if cfg.method == "genrep" else anchors.unsqueeze(1)
+        partners = grouped[:, 1:] if latent_views else anchors.unsqueeze(1)
         parts.append((anchors, partners, labels))
     if len(parts) == 2 and parts[0][1].shape[1] != parts[1][1].shape[1]:  # real images: partners = themselves
         k = parts[1][1].shape[1]
@@ -49,12 +49,12 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
     images = torch.cat([p[0] for p in parts])
     partners = torch.cat([p[1] for p in parts])
     labels = torch.cat([p[2] for p in parts])
-    return images, (None if cfg.method in ("simclr", "acl", "dynacl") and cfg.data == "real" else partners), labels
+    return images, (None if not latent_views and cfg.data == "real" else partners), labels
 
 
 def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:
-    """(encoder, head, encoder config, head config), initialised from ``params.seed``. ACL methods get
-    dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``."""
+    """(encoder, head, encoder config, head config), initialised from ``params.seed``. Adversarial methods
+    get dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``."""
     cfg = params.train
     torch.manual_seed(params.seed)
     enc_config = {"name": cfg.encoder, "in_channels": data.shape[0], "width": cfg.width,
@@ -67,13 +67,11 @@ def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, di
     return encoder, head, enc_config, head_config
 
 
-def adversary(params: Params) -> ACL | None:
+def adversary(params: Params) -> Adversary | None:
+    """The training method's adversary built from ``train.adversarial``; None for a non-adversarial method."""
     cfg = params.train
-    if not cfg.adversarial_training:
-        return None
-    a = cfg.adversarial
-    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=cfg.epochs,
-               anneal_period=a.anneal_period if cfg.method == "dynacl" else None, reweight=a.reweight)
+    build = cfg.training_method.adversary
+    return None if build is None else build(cfg.adversarial, cfg.epochs)
 
 
 def save_training_state(path: Path, encoder: nn.Module, head: nn.Module, opt: torch.optim.Optimizer,
@@ -111,7 +109,7 @@ def validation_indices(params: Params, n_images: int) -> torch.Tensor:
 
 def check_schedule(params: Params, n_images: int) -> None:
     """Bad selection params against the actual data, before any training starts."""
-    if params.select.method == "full":
+    if not params.select.selection_method.subset:
         return
     try:
         coreset_budget(n_images, params.select.fraction)
@@ -158,15 +156,16 @@ def candidate_gradients_job(enc_config: dict, head_config: dict, states: tuple[d
 def choose_coreset(params: Params, encoder: nn.Module, head: nn.Module, enc_config: dict, head_config: dict,
                    images: torch.Tensor, *, epoch: int, device: torch.device) -> tuple[Coreset, float]:
     """One selection under ``params.select`` with the current model (left unchanged) at 0-based ``epoch``:
-    (coreset, seconds). ``full`` returns every image."""
+    (coreset, seconds). A method that keeps every image (``full``) takes no time."""
     cfg = params.select
+    method = cfg.selection_method
     t0 = time.perf_counter()
     seed = params.seed * 1009 + epoch
-    if cfg.method == "full":
-        return Coreset(indices=torch.arange(len(images))), 0.0
+    if not method.subset:
+        return method.select(len(images), len(images), seed), 0.0
     budget = coreset_budget(len(images), cfg.fraction)
-    if cfg.method == "random":
-        return select_coreset_random(len(images), budget, seed), time.perf_counter() - t0
+    if not method.scores_model:
+        return method.select(len(images), budget, seed), time.perf_counter() - t0
     a = params.train.adversarial
     adversarial = {"eps": a.eps, "alpha": a.alpha, "steps": a.steps} if params.train.adversarial_training else None
     augment = params.train.augment.model_dump()
@@ -183,9 +182,9 @@ def choose_coreset(params: Params, encoder: nn.Module, head: nn.Module, enc_conf
             gradients = _gradients_on_ray(params, encoder, head, enc_config, head_config, images, batches, augment,
                                           adversarial, seed, device)
         val = images[validation_indices(params, len(images))]
-        coreset = select_coreset_rcs(encoder, head, images, val, budget=budget, batch_size=cfg.candidate_batch,
-                                     augment=augment, temperature=params.train.temperature, adversarial=adversarial,
-                                     rd=cfg.rd, head_lr=cfg.head_lr, seed=seed, device=device, gradients=gradients)
+        coreset = method.select(encoder, head, images, val, budget=budget, batch_size=cfg.candidate_batch,
+                                augment=augment, temperature=params.train.temperature, adversarial=adversarial,
+                                rd=cfg.rd, head_lr=cfg.head_lr, seed=seed, device=device, gradients=gradients)
     finally:
         for p, f in zip(encoder.parameters(), frozen):
             p.requires_grad_(f)

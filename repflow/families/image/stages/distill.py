@@ -26,8 +26,8 @@ import torch
 from repflow.checkpoints import CheckpointError
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.distill import (EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, check_ipc, distill,
-                            generator_samples, random_real_subset, summarize, train_and_test)
+from repflow.distill import (DISTILL_PARAMS, EVAL_ARCHITECTURES, check_ipc, distill, generator_samples,
+                            random_real_subset, summarize, train_and_test)
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.report import class_grid, line_plot, markdown_table
 from repflow.shards import ShardSet, write_image_split
@@ -44,7 +44,7 @@ def _checked_generator(params: Params, data: ShardSet, generated: Path, labels: 
         raise CheckpointError(f"{generated}: generator was trained on classes {meta.get('classes')}, "
                               f"the shards have {data.classes}")
     generator, _ = load_generator(generated, data.shape, data.num_classes)
-    if params.distill.param == "feature" and params.distill.layer not in generator.layers:
+    if "layer" in DISTILL_PARAMS[params.distill.param].options and params.distill.layer not in generator.layers:
         raise ValueError(f"distill.layer = {params.distill.layer}: the generator has no such layer; "
                          f"valid layers: {generator.layers}")
     try:
@@ -82,12 +82,9 @@ def run(ctx: StageContext) -> StageSummary:
     x_te, y_te = data.load("test")
     generator, generator_version = _checked_generator(params, data, ctx.inputs["generator"], y_tr)
     device = choose_device(params.device)
-    if cfg.param == "pixel":
-        param = PixelParam.from_real(x_tr, y_tr, cfg.ipc, seed=params.seed)
-    elif cfg.param == "latent":
-        param = LatentParam(generator, cfg.ipc, seed=params.seed)
-    else:
-        param = FeatureParam(generator, cfg.ipc, layer=cfg.layer, seed=params.seed)
+    parameterisation = DISTILL_PARAMS[cfg.param]
+    param = parameterisation.build(x_tr, y_tr, generator, ipc=cfg.ipc, seed=params.seed,
+                                   **{key: getattr(cfg, key) for key in parameterisation.options})
     param.to(device)
     name = f"{cfg.param}-{cfg.loss}"
     meta = ctx.meta

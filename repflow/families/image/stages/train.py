@@ -90,7 +90,8 @@ def run(ctx: StageContext) -> StageSummary:
     coresets = {r["epoch"]: extra.get(f"round/{r['epoch']}") for r in rounds}
 
     def epoch_indices(epoch: int) -> torch.Tensor:
-        due = scfg.method != "full" and epoch > scfg.warmup_epochs and (epoch - scfg.warmup_epochs) % scfg.every == 0
+        due = (scfg.selection_method.subset and epoch > scfg.warmup_epochs
+               and (epoch - scfg.warmup_epochs) % scfg.every == 0)
         if due and not any(r["epoch"] == epoch for r in rounds):
             coreset, seconds = choose_coreset(params, encoder, head, enc_config, head_config, images, epoch=epoch,
                                               device=device)
@@ -141,9 +142,9 @@ def run(ctx: StageContext) -> StageSummary:
     pl.DataFrame({"epoch": [e for e, idx in coresets.items() if idx is not None for _ in range(len(idx))],
                   "index": [i for idx in coresets.values() if idx is not None for i in idx.tolist()]},
                  schema={"epoch": pl.Int64, "index": pl.Int64}).write_parquet(tmp / "coresets.parquet")
+    coreset_note = f", {scfg.method} coreset" if scfg.selection_method.subset else ""
     line_plot([h["epoch"] for h in history], {cfg.loss: [h["loss"] for h in history]}, tmp / "loss.png",
-              xlabel="epoch", ylabel="loss", title=f"{cfg.method} on {cfg.data} data / {cfg.encoder}"
-                                                   + ("" if scfg.method == "full" else f", {scfg.method} coreset"))
+              xlabel="epoch", ylabel="loss", title=f"{cfg.method} on {cfg.data} data / {cfg.encoder}{coreset_note}")
     md = (f"- encoder: {cfg.encoder}, {cfg.method} on {cfg.data} data ({cfg.loss}), {cfg.epochs} epochs on "
           f"{len(images)} images ({scfg.method} coreset); final loss {summary['final_loss']:.4f}, "
           f"{state['train_seconds']:.0f} s training, {state['selection_seconds']:.1f} s selection")
