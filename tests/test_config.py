@@ -11,10 +11,11 @@ def write(tmp_path, data):
     return p
 
 
-def test_repo_params_file_is_valid():
+@pytest.mark.parametrize("name", ["params.yaml", "params-full.yaml"])
+def test_repo_params_file_is_valid(name):
     from tests.conftest import REPO
 
-    params = load_params(REPO / "params.yaml")
+    params = load_params(REPO / name)
     assert params.prep.source == "fashion-mnist"
     assert params.evaluate.eps == sorted(params.evaluate.eps)
 
