@@ -54,7 +54,7 @@ class GenerateParams(Section):
     z_dim: int = Field(32, ge=2, le=1024)
     w_dim: int = Field(64, ge=2, le=1024)
     channels: int = Field(64, ge=8, le=1024)
-    epochs: int = Field(10, ge=1, le=1000)
+    epochs: int = Field(6, ge=1, le=1000)
     batch_size: int = Field(128, ge=2, le=4096)
     lr: float = Field(2e-3, gt=0.0, le=1.0)
     beta: float = Field(1.0, gt=0.0, le=1000.0, description="weight of the VAE's KL term")
@@ -88,7 +88,7 @@ class TrainParams(Section):
     encoder: literal_of(ENCODERS) = "small_cnn"  # type: ignore[valid-type]
     width: int = Field(32, ge=4, le=512, description="channels of the first block")
     proj_dim: int = Field(64, ge=2, le=4096, description="projection head output size")
-    epochs: int = Field(5, ge=1, le=10_000)
+    epochs: int = Field(8, ge=1, le=10_000)
     batch_size: int = Field(256, ge=2, le=8192)
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-6, ge=0.0, le=1.0)
@@ -146,14 +146,14 @@ class EvaluateParams(Section):
     probe_lr: float = Field(1e-2, gt=0.0, le=10.0)
     probe_batch_size: int = Field(256, ge=1, le=8192)
     eps: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
-    pgd_steps: int = Field(20, ge=1, le=1000)
+    pgd_steps: int = Field(10, ge=1, le=1000)
     pgd_step_ratio: float = Field(2.5, gt=0.0, le=100.0, description="step size = ratio * eps / steps")
-    max_test: int | None = Field(1000, ge=1, le=1_000_000, description="test images attacked; null = all")
+    max_test: int | None = Field(500, ge=1, le=1_000_000, description="test images attacked; null = all")
     attack_batch_size: int = Field(250, ge=1, le=8192)
     alf: bool = Field(True, description="also adversarial linear finetuning (ALF) of the probe")
-    alf_epochs: int = Field(5, ge=1, le=1000)
+    alf_epochs: int = Field(1, ge=1, le=1000)
     alf_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="PGD radius while finetuning the probe")
-    alf_steps: int = Field(5, ge=1, le=100, description="PGD steps while finetuning the probe")
+    alf_steps: int = Field(3, ge=1, le=100, description="PGD steps while finetuning the probe")
     rd_steps: int = Field(3, ge=1, le=100, description="attack steps of the held-out representational divergence")
 
     @field_validator("eps")
@@ -178,7 +178,7 @@ class DistillParams(Section):
         default_factory=lambda: ["convnet", "mlp", "convnet-bn", "resnet"],
         description="first = the distillation architecture (same-arch); the rest give the cross-arch mean")
     eval_seeds: int = Field(2, ge=1, le=100, description="fresh networks per architecture")
-    eval_epochs: int = Field(300, ge=1, le=100_000)
+    eval_epochs: int = Field(100, ge=1, le=100_000)
     baselines: bool = Field(True, description="also evaluate random real images and unoptimised generator samples")
 
     @field_validator("eval_archs")
@@ -195,7 +195,7 @@ class ZooParams(Section):
 
     members: list[literal_of(ZOO_SPECS)] = Field(default_factory=lambda: list(ZOO_SPECS))  # type: ignore[valid-type]
     surrogate: literal_of(ZOO_SPECS) = "convnet"  # type: ignore[valid-type]
-    epochs: int = Field(4, ge=1, le=1000)
+    epochs: int = Field(2, ge=1, le=1000)
     batch_size: int = Field(128, ge=2, le=4096)
     register_models: bool = Field(True, description="register every member in MLflow as repflow-zoo-<name>")
 
@@ -223,7 +223,7 @@ class TransferParams(Section):
     svd_beta: float = Field(0.5, ge=0.0, le=1.0, description="weight of the original logits (1 = no fusion)")
     svd_method: literal_of(RANK1_METHODS) = "power"  # type: ignore[valid-type]
     svd_iterations: int = Field(20, ge=1, le=1000)
-    max_test: int = Field(500, ge=1, le=1_000_000, description="test images attacked")
+    max_test: int = Field(250, ge=1, le=1_000_000, description="test images attacked")
     batch_size: int = Field(250, ge=1, le=8192)
 
     @field_validator("eps")
