@@ -105,9 +105,10 @@ def after_unrelated_edit(root: Path, api_url: str) -> dict[str, float]:
     return {"cold_s": cold, "after_edit_s": warm, "saved_s": cold - warm}
 
 
-ARMS = {"direct": ("stage functions called directly", direct),
-        "local": ("Prefect flow, stages in the flow's process", lambda ws: via_flow(ws, "local")),
-        "ray": ("Prefect flow, RayTaskRunner (each stage a Ray task)", lambda ws: via_flow(ws, "ray"))}
+ARMS = {"direct": ("stages through the runner, no Prefect", direct),
+        "local": ("Prefect flow, stages one at a time in the flow's process", lambda ws: via_flow(ws, "local")),
+        "ray": ("Prefect flow, RayTaskRunner (each stage a Ray task, independent ones side by side)",
+                lambda ws: via_flow(ws, "ray"))}
 
 
 def main() -> None:

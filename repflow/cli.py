@@ -225,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a family's flow (default: the image family)")
     r.add_argument("family", nargs="?", default=None, help="family to run (repflow families lists them)")
-    r.add_argument("--runner", default="local", choices=["local", "sequential", "ray"],
-                   help="stage tasks on threads of this process, independent stages side by side (local), one at "
-                        "a time (sequential), or as Ray tasks (ray)")
+    r.add_argument("--runner", default="local", choices=["local", "ray"],
+                   help="stage tasks one at a time in this process (local), or as Ray tasks, independent stages "
+                        "side by side (ray)")
     common(r)
     r.set_defaults(func=cmd_run)
 

@@ -1,8 +1,8 @@
 """The Prefect side of every family: stages as Prefect tasks, and the scaffold a family's flow runs in.
 
 :func:`family_flow` makes a family's flow from its declarations: each stage is submitted as soon as the
-stages it reads from are done, so independent stages (the image family's zoo beside select and train)
-run side by side on the flow's task runner. A family whose flow needs more (a subflow for a fan-out)
+stages it reads from are done; with ``--runner ray`` independent stages (the image family's zoo beside
+select and train) then run side by side in separate processes. A family whose flow needs more (a subflow for a fan-out)
 passes per-stage ``extras`` and ``inline`` stages; nothing else differs between families.
 
 Each stage task's cache key is the stage key (params keys + upstream manifest digests + the stage's own
@@ -108,7 +108,9 @@ class FamilyRun:
         return name in self.paths or (name in self.futures and self.futures[name].state.is_final())
 
     def run_all(self, inline: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Path]:
-        """Every stage, each started as soon as the stages it reads from are done."""
+        """Every stage, each submitted as soon as the stages it reads from are done. The task runner decides
+        what runs at once: one stage at a time by default; on ``--runner ray`` independent stages run side
+        by side, each in its own process."""
         pending = list(self.family.stages)
         while pending:
             ready = [s for s in pending if all(self.done(u) for u in s.inputs.values())]
@@ -117,6 +119,8 @@ class FamilyRun:
                 for upstream in stage.inputs.values():
                     self.path(upstream)  # raises if an upstream stage failed
                 if stage.name in inline:
+                    for name in list(self.futures):  # nothing else runs in this process beside it
+                        self.path(name)
                     self.run_inline(stage.name, **inline[stage.name]())
                 else:
                     self.submit(stage.name)
@@ -235,21 +239,21 @@ def family_flow(family_name: str, inline: dict[str, Callable[[], dict[str, Any]]
     # Deployments find a flow by module path: name the function after the attribute the family declares
     module, _, attr = get_family(family_name).flow.partition(":")
     body.__module__, body.__name__, body.__qualname__ = module, attr, attr
-    return flow(body, name=f"repflow-{family_name}", log_prints=True)
+    # One stage at a time in this process: stages seed and draw from torch's global RNG and torch.export
+    # keeps global state, so two stages on threads of one process would not be deterministic (or safe).
+    return flow(body, name=f"repflow-{family_name}", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 
 
-RUNNERS = ("local", "sequential", "ray")
+RUNNERS = ("local", "ray")
 
 
 def flow_with_runner(family: Family, runner: str):
-    """The family's flow with its stage tasks run ``local`` (threads of this process: independent stages
-    side by side), ``sequential`` (one stage at a time in this process) or on ``ray`` (each stage a Ray
-    task; on a cluster a CUDA stage lands on a GPU node)."""
+    """The family's flow with its stage tasks run ``local`` (one at a time in this process) or on ``ray``
+    (each stage a Ray task in its own worker process: independent stages side by side, and on a cluster
+    a CUDA stage lands on a GPU node)."""
     f = family.flow_function()
     if runner == "local":
         return f
-    if runner == "sequential":
-        return f.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     if runner == "ray":
         return f.with_options(task_runner=RayTaskRunner())
     raise ValueError(f"runner {runner!r}; allowed: {', '.join(RUNNERS)}")

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +22,7 @@ __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPER
            "context", "adopt", "trace_lineage", "format_lineage", "launcher", "close_orphaned_runs"]
 
 EXPERIMENT = "repflow"
+_EXPORT_LOCK = threading.Lock()
 _parent_run_id: str | None = None
 # The user's MLFLOW_TRACKING_URI, read before anything here runs: mlflow.set_tracking_uri() also
 # writes that variable (so subprocesses inherit it), which must not pin later configure() calls.
@@ -342,9 +344,10 @@ def register_model(module: Any, name: str, input_example: Any, tags: dict[str, A
             logging.getLogger("repflow.tracking").info("%s: version %s already holds this model (digest %s); "
                                                        "not registering it again", name, mv.version, digest[:12])
             return str(mv.version)
-    info = mlflow.pytorch.log_model(module, name=name.replace("repflow-", ""), input_example=input_example,
-                                    serialization_format="pt2", registered_model_name=name,
-                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    with _EXPORT_LOCK:  # torch.export keeps process-wide state: one export at a time
+        info = mlflow.pytorch.log_model(module, name=name.replace("repflow-", ""), input_example=input_example,
+                                        serialization_format="pt2", registered_model_name=name,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     for f in checkpoint_files:
         mlflow.log_artifact(str(f), artifact_path="checkpoint")
     version = str(info.registered_model_version)
