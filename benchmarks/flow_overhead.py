@@ -156,9 +156,8 @@ def main() -> None:
                  "added_s": cached - d_m, "vs_direct": cached / d_m})
     before = json.loads((RESULTS / "flow_overhead.json").read_text()) if (RESULTS / "flow_overhead.json").exists() \
         else {"rows": []}
-    for row in rows:
-        old = next((r for r in before["rows"] if r["how"].split(" (")[0] == row["how"].split(" (")[0]), None)
-        row["before: vs_direct"] = old["vs_direct"] if old else None
+    for row, old in zip(rows, before["rows"][:4]):  # the same four arms: direct, local, ray, cached
+        row["before: vs_direct"] = old["vs_direct"]
     rows.append({"how": "`repflow run` after an edit of repflow/cli.py (subprocess, server up)",
                  "seconds_mean": edit["after_edit_s"], "seconds_std": 0.0, "added_s": None, "vs_direct": None,
                  "before: vs_direct": None})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,8 +123,10 @@ class FamilyRun:
                     self.run_inline(stage.name, **inline[stage.name]())
                 else:
                     self.submit(stage.name)
-            if not ready:
-                time.sleep(0.2)
+            if not ready:  # block until an input of the next pending stage is done
+                waiting = next((u for u in pending[0].inputs.values() if not self.done(u)), None)
+                if waiting is not None:  # (None: it finished since the check above)
+                    self.futures[waiting].wait()
         return {s.name: self.path(s.name) for s in self.family.stages}
 
 
