@@ -32,22 +32,32 @@ def pgd_contrastive(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: t
     """ACL's inner maximisation: PGD in the ℓ∞ ball of radius ``eps`` (pixels in [0, 1]) on the NT-Xent
     loss of the pair, from a uniform random start, through the ``adv`` batch-norm branch.
 
-    The modules stay in whatever mode the caller set (train mode during ACL training, as the official
-    code does); parameter gradients are not touched. Returns detached (N, C, H, W) views in [0, 1].
+    As in the official ACL code, the views are crafted with the modules in eval mode: batch norm normalises
+    with the ``adv`` branch's running statistics instead of each perturbed batch's own, and no PGD iterate
+    updates those statistics (the branch the saved encoder answers with). The caller's modes are restored;
+    the training loss that follows runs in train mode. Parameter gradients are not touched. Returns
+    detached (N, C, H, W) views in [0, 1].
     """
     x = torch.cat([v1, v2]).detach()
     noise = (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device) * eps
     x_adv = (x + noise).clamp(0, 1)
     n = v1.shape[0]
-    with bn_branch("adv", encoder, head):
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            z = head(encoder(x_adv))
-            loss = nt_xent_loss(z[:n], z[n:], temperature)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            with torch.no_grad():
-                x_adv = x_adv + alpha * grad.sign()
-                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    modes = [(m, m.training) for m in (encoder, head)]
+    encoder.eval()
+    head.eval()
+    try:
+        with bn_branch("adv", encoder, head):
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                z = head(encoder(x_adv))
+                loss = nt_xent_loss(z[:n], z[n:], temperature)
+                (grad,) = torch.autograd.grad(loss, x_adv)
+                with torch.no_grad():
+                    x_adv = x_adv + alpha * grad.sign()
+                    x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    finally:
+        for module, training in modes:
+            module.train(training)
     x_adv = x_adv.detach()
     return x_adv[:n], x_adv[n:]
 

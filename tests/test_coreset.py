@@ -68,12 +68,31 @@ def test_contrastive_pgd_stays_in_the_ball_and_raises_the_loss():
                              generator=torch.Generator().manual_seed(1))
     for v, a in ((v1, a1), (v2, a2)):
         assert (a - v).abs().max() <= 8 / 255 + 1e-6 and a.min() >= 0 and a.max() <= 1
-    enc.train(), head.train()
+    enc.eval(), head.eval()  # the loss PGD maximises: adv branch, running statistics
     with bn_branch("adv", enc, head):
         clean = nt_xent_loss(head(enc(v1)), head(enc(v2))).item()
         adv = nt_xent_loss(head(enc(a1)), head(enc(a2))).item()
     assert adv > clean
     assert all(p.grad is None for p in enc.parameters())
+
+
+def test_crafting_views_leaves_batch_norm_statistics_and_modes_alone():
+    """The official ACL code crafts in eval mode: no PGD iterate may move a running statistic of either
+    batch-norm branch (the adv branch is what the saved encoder answers with), and the caller's train mode
+    comes back for the loss."""
+    enc, head = _dual_models()
+    x = torch.rand(16, 1, 14, 14)
+    enc.train(), head.train()
+    with bn_branch("adv", enc, head):  # give the adv branch statistics of its own first
+        head(enc(x))
+    before = {k: v.clone() for m in (enc, head) for k, v in m.state_dict().items() if "running" in k
+              or "num_batches" in k}
+    assert before and any("adv" in k for k in before)
+    pgd_contrastive(enc, head, x, x.flip(-1), eps=8 / 255, alpha=2 / 255, steps=3, temperature=0.5,
+                    generator=torch.Generator().manual_seed(0))
+    after = {k: v for m in (enc, head) for k, v in m.state_dict().items() if k in before}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert enc.training and head.training
 
 
 def test_acl_loss_is_the_mean_and_dynacl_reweights():
