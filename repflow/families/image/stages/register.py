@@ -47,7 +47,8 @@ def run(ctx: StageContext) -> StageSummary:
                                       identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion})
     client = mlflow.MlflowClient()
     previous = tracking.champion_score(cfg.model_name, cfg.alias)
-    moved = previous is None or score > previous
+    higher_is_better = ctx.stage.registers[0].direction == "max"  # the declaration's gate
+    moved = previous is None or (score > previous if higher_is_better else score < previous)
     if moved:
         client.set_registered_model_alias(cfg.model_name, cfg.alias, version)
         log.info("register: %s version %s is the new %s (%s %.4f > %s)", cfg.model_name, version, cfg.alias,
