@@ -266,7 +266,11 @@ def _imports(path: Path, module: str) -> set[str]:
     return found
 
 
-def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
+@functools.lru_cache(maxsize=None)
+def _closure(module: str) -> tuple[tuple[str, Path], ...]:
+    """(module name, file) of a stage module, the runner, and every module of their distributions they
+    import, sorted by name: what :func:`code_files` lists and :func:`code_version` hashes."""
+    roots = (module.split(".")[0], "repflow")
     seen: dict[str, Path] = {}
     todo = [module, "repflow.stage"]  # the runner executes every stage
     while todo:
@@ -278,23 +282,21 @@ def _closure(module: str, roots: tuple[str, ...]) -> list[tuple[str, Path]]:
             continue
         seen[name] = path
         todo.extend(_imports(path, name))
-    return sorted(seen.items())
+    return tuple(sorted(seen.items()))
 
 
-@functools.lru_cache(maxsize=None)
 def code_files(module: str) -> tuple[Path, ...]:
     """The source files that decide what a stage computes: its module, the stage runner, and the project
     modules they import, transitively, including imports inside functions. Not the CLI, not other families,
     not the family's declaration (what it declares, params and inputs, is in the key already)."""
-    roots = (module.split(".")[0], "repflow")
-    return tuple(path for _, path in _closure(module, roots))
+    return tuple(path for _, path in _closure(module))
 
 
 @functools.lru_cache(maxsize=None)
 def code_version(module: str) -> str:
     """sha256 (first 16 hex) over the names and contents of :func:`code_files`."""
     h = hashlib.sha256()
-    for name, path in _closure(module, (module.split(".")[0], "repflow")):
+    for name, path in _closure(module):
         h.update(name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
