@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
-           "RegistryError", "get_model_version", "champion_score", "describe_model", "register_model",
+           "RegistryError", "get_model_version", "Champion", "alias_holder", "champion_gate", "describe_model",
+           "register_model",
            "context", "adopt", "trace_lineage", "format_lineage", "launcher", "close_orphaned_runs"]
 
 EXPERIMENT = "repflow"
@@ -297,14 +299,44 @@ def get_model_version(ref: str):
     return versions[0]
 
 
-def champion_score(name: str, alias: str) -> float | None:
-    """Score tag of the version that currently holds ``alias``; None when nobody holds it."""
+@dataclass(frozen=True)
+class Champion:
+    """The version holding an alias, with the score and measurement protocol it was registered with
+    (``protocol`` None when the version carries none, e.g. registered before protocols were stored)."""
+
+    version: str
+    score: float | None
+    protocol: dict[str, Any] | None
+
+
+def alias_holder(name: str, alias: str) -> Champion | None:
+    """The version that currently holds ``alias``; None when nobody holds it."""
     try:
         mv = get_model_version(f"{name}@{alias}")
     except RegistryError:
         return None
-    score = mv.tags.get("repflow.score")
-    return float(score) if score is not None else None
+    score, protocol = mv.tags.get("repflow.score"), mv.tags.get("repflow.protocol")
+    return Champion(str(mv.version), float(score) if score is not None else None,
+                    json.loads(protocol) if protocol else None)
+
+
+def champion_gate(score: float, protocol: dict[str, Any], holder: Champion | None, *,
+                  higher_is_better: bool = True) -> tuple[bool, str]:
+    """Should a new version with ``score`` measured under ``protocol`` take the alias from ``holder``?
+
+    Scores are compared only under equal protocols (criterion, attack, steps, ε grid, test images ...): a
+    PGD-20 score never displaces a PGD-10 one, nor the reverse. Returns (move, reason for the log)."""
+    if holder is None:
+        return True, "nobody holds the alias"
+    if holder.protocol is None or holder.score is None:
+        return False, f"version {holder.version} holds it with no stored protocol; scores are not comparable"
+    if holder.protocol != protocol:
+        diff = sorted(k for k in set(protocol) | set(holder.protocol) if protocol.get(k) != holder.protocol.get(k))
+        return False, (f"version {holder.version} was scored under another protocol (differs in {', '.join(diff)}); "
+                       "scores are not comparable")
+    better = score > holder.score if higher_is_better else score < holder.score
+    relation = ("beats" if better else "does not beat")
+    return better, f"{score:.4f} {relation} version {holder.version}'s {holder.score:.4f} under the same protocol"
 
 
 def artifact_digest(files: tuple[Path, ...], identity: dict[str, Any] | None = None) -> str:

@@ -105,6 +105,34 @@ def test_registering_the_same_model_twice_adds_no_version(mlflow_tmp):
     assert (first, again, other) == ("1", "1", "2")
 
 
+def test_the_champion_gate_compares_scores_only_under_one_protocol(mlflow_tmp):
+    import json
+
+    import mlflow
+    import torch
+
+    from repflow import tracking
+
+    pgd10 = {"criterion": "robust_acc_mean", "attack": "pgd-linf", "steps": 10, "eps": [0.031], "test_images": 500}
+    pgd20 = {**pgd10, "steps": 20}
+    holder = tracking.Champion("1", 0.40, pgd10)
+    assert tracking.champion_gate(0.45, pgd10, holder)[0]
+    assert not tracking.champion_gate(0.35, pgd10, holder)[0]
+    assert tracking.champion_gate(0.35, pgd10, holder, higher_is_better=False)[0]
+    moved, why = tracking.champion_gate(0.99, pgd20, holder)  # a higher score under PGD-20 is still no win
+    assert not moved and "differs in steps" in why
+    assert not tracking.champion_gate(0.99, pgd10, tracking.Champion("1", 0.40, None))[0]
+    assert tracking.champion_gate(0.0, pgd10, None)[0]
+
+    model = torch.nn.Linear(3, 2)
+    with mlflow.start_run():
+        version = tracking.register_model(model, "repflow-toy-gate", torch.zeros(1, 3).numpy(),
+                                          {"repflow.score": 0.4, "repflow.protocol": json.dumps(pgd10)})
+    assert tracking.alias_holder("repflow-toy-gate", "champion") is None
+    mlflow.MlflowClient().set_registered_model_alias("repflow-toy-gate", "champion", version)
+    assert tracking.alias_holder("repflow-toy-gate", "champion") == tracking.Champion(version, 0.4, pgd10)
+
+
 # --- a family from outside the package ------------------------------------------------------------
 
 TOY = {

@@ -78,12 +78,14 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     assert set(task_states(fr2).values()) == {"Cached"}
     assert (ws / "artifacts" / "train" / "manifest.json").stat().st_mtime_ns == stamp
 
-    # a stronger attack: train is reused, a weaker version is registered but the champion alias stays
+    # another attack protocol: train is reused, the new version is registered but never compared with the
+    # champion's score (measured under another protocol), so the alias stays
     summary3, fr3 = run_flow(ws, ["evaluate.eps=[0.5]", "evaluate.pgd_steps=5"])
     states = task_states(fr3)
     assert states["prep"] == states["generate"] == states["train"] == "Cached" and states["evaluate"] == "Completed"
     reg = json.loads((ws / "reports" / "register" / "register.json").read_text())
     assert reg["version"] == "2" and not reg["alias_moved"]
+    assert "another protocol (differs in eps, steps)" in reg["alias_reason"] and reg["protocol"]["steps"] == 5
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
 
     # a deleted output is rebuilt, not taken from Prefect's cache

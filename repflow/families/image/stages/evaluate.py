@@ -4,11 +4,13 @@ for each ε and each protocol, one Ray task per (protocol, ε); plus the represe
 (what RCS minimises) on held-out test images when the projection head is available.
 
 Output: ``metrics.json`` (also DVC metrics; top-level accuracies are SLF's, ``alf_*`` ALF's),
+``protocol.json`` (what the scores were measured with; :func:`measurement_protocol`),
 ``robustness.json`` / ``robustness.md`` (rows for the plot), ``robust_accuracy.png`` and
 ``probe.safetensors`` (+ ``probe_alf.safetensors``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -67,6 +69,20 @@ def held_out_divergence(encoder, encoder_dir: Path, x: torch.Tensor, *, eps: flo
                                          generator=g, head_only=True)
         total += rd.item() * len(xb)
     return total / max(len(x), 1)
+
+
+def measurement_protocol(cfg, x_att: torch.Tensor, y_att: torch.Tensor) -> dict:
+    """What a score in ``metrics.json`` depends on besides the encoder: the probe, the attack (PGD ℓ∞,
+    steps, step ratio, ε grid) and the exact attacked test images (count + sha256 of their float32 pixels
+    and labels). Two scores are comparable only when their protocols are equal (the register stage's gate)."""
+    digest = hashlib.sha256(x_att.contiguous().numpy().tobytes() + y_att.contiguous().numpy().tobytes())
+    protocol = {"probe": {"epochs": cfg.probe_epochs, "lr": cfg.probe_lr, "batch_size": cfg.probe_batch_size},
+                "attack": "pgd-linf", "steps": cfg.pgd_steps, "step_ratio": cfg.pgd_step_ratio,
+                "eps": [round(e, 8) for e in cfg.eps], "test_images": len(x_att),
+                "test_images_sha256": digest.hexdigest()[:16]}
+    if cfg.alf:
+        protocol["alf"] = {"epochs": cfg.alf_epochs, "eps": round(cfg.alf_eps, 8), "steps": cfg.alf_steps}
+    return protocol
 
 
 def run(ctx: StageContext) -> StageSummary:
@@ -141,6 +157,8 @@ def run(ctx: StageContext) -> StageSummary:
         save_tensors(tmp / ("probe.safetensors" if name == "slf" else f"probe_{name}.safetensors"), p.state_dict(),
                      {"in_dim": encoder.out_dim, "num_classes": data.num_classes, "protocol": name})
     atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
+    atomic_write_text(tmp / "protocol.json", json.dumps(measurement_protocol(cfg, x_att, y_att), indent=1,
+                                                        sort_keys=True))
     table = [{"protocol": name.upper(), "eps": r["eps"], "eps_255": r["eps"] * 255, "robust_acc": r["robust_acc"],
               "seconds": r["seconds"]} for name, rows in results.items() for r in rows]
     atomic_write_text(tmp / "robustness.json", json.dumps(table, indent=1))

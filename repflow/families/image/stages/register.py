@@ -1,4 +1,7 @@
-"""image.register: put the encoder into the MLflow registry; move the alias only when it beats the holder.
+"""image.register: put the encoder into the MLflow registry; move the alias only when it beats the holder
+under the same measurement protocol (``protocol.json`` of the evaluate stage: criterion, probe, attack,
+steps, ε grid, attacked test images). A version scored under another protocol is registered, but the
+alias stays and the log says why.
 
 The registered artifact is the ``pt2`` (torch.export) format: loading it runs no pickled code and
 needs neither this package nor its classes, only torch and mlflow; its dynamic batch dimension
@@ -29,6 +32,10 @@ def run(ctx: StageContext) -> StageSummary:
     read_manifest(eval_dir, stage="image.evaluate")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     score = float(metrics[cfg.criterion])
+    protocol_file = eval_dir / "protocol.json"
+    if not protocol_file.is_file():
+        raise FileNotFoundError(f"{protocol_file}: the evaluation has no measurement protocol; rerun image.evaluate")
+    protocol = {"criterion": cfg.criterion, **json.loads(protocol_file.read_text())}
     encoder, enc_config = load_encoder(encoder_dir)
     train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
     run = mlflow.active_run()
@@ -40,28 +47,29 @@ def run(ctx: StageContext) -> StageSummary:
             "repflow.register_run_id": run.info.run_id,
             "repflow.input.encoder": lin["inputs"]["encoder"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
             "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", ""),
-            "repflow.code_version": lin["code_version"]}
+            "repflow.code_version": lin["code_version"],
+            "repflow.protocol": json.dumps(protocol, sort_keys=True)}
     tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
     version = tracking.register_model(encoder, cfg.model_name, example, tags,
                                       (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
                                       identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion})
-    client = mlflow.MlflowClient()
-    previous = tracking.champion_score(cfg.model_name, cfg.alias)
+    holder = tracking.alias_holder(cfg.model_name, cfg.alias)
     higher_is_better = ctx.stage.registers[0].direction == "max"  # the declaration's gate
-    moved = previous is None or (score > previous if higher_is_better else score < previous)
+    moved, reason = tracking.champion_gate(score, protocol, holder, higher_is_better=higher_is_better)
+    if holder is not None and holder.version == version:
+        moved, reason = False, f"version {version} already holds it"
     if moved:
-        client.set_registered_model_alias(cfg.model_name, cfg.alias, version)
-        log.info("register: %s version %s is the new %s (%s %.4f > %s)", cfg.model_name, version, cfg.alias,
-                 cfg.criterion, score, "none" if previous is None else f"{previous:.4f}")
-    else:
-        log.info("register: %s version %s kept out of %s (%s %.4f <= %.4f)", cfg.model_name, version, cfg.alias,
-                 cfg.criterion, score, previous)
+        mlflow.MlflowClient().set_registered_model_alias(cfg.model_name, cfg.alias, version)
+    log.info("register: %s version %s (%s %.4f): alias %s %s: %s", cfg.model_name, version, cfg.criterion, score,
+             cfg.alias, "moved to it" if moved else "kept", reason)
+    previous = None if holder is None else holder.score
     result = {"model": cfg.model_name, "version": version, "alias": cfg.alias, "alias_moved": moved,
               "criterion": cfg.criterion, "score": score, "previous_champion_score": previous,
+              "alias_reason": reason, "protocol": protocol,
               "uri": f"models:/{cfg.model_name}/{version}", "tracking_uri": tracking_uri}
     atomic_write_text(tmp / "register.json", json.dumps(result, indent=1))
     md = (f"- registered `{result['uri']}`; alias `{cfg.alias}` "
-          + ("moved to it" if moved else f"kept (its {cfg.criterion} {score:.4f} did not beat {previous:.4f})")
+          + ("moved to it" if moved else "kept") + f" ({reason})"
           + f"; load it with `mlflow.pytorch.load_model('models:/{cfg.model_name}@{cfg.alias}')`")
     return StageSummary(metrics={"score": score, "alias_moved": moved, "version": version, "uri": result["uri"],
                                  "model": cfg.model_name, "alias": cfg.alias}, markdown=md)
