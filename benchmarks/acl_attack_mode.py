@@ -200,8 +200,8 @@ def main() -> None:
         "Mechanism check (seed-0 new encoder + head in train mode, one crafting call on 128 view pairs, "
         "i.e. 2 PGD steps on 256 images): " + "; ".join(mech) + ".",
         verdict,
-        f"train s = training seconds per run (CPU, {torch.get_num_threads()} torch thread(s), on a CPU shared with other "
-        "jobs: not a speed comparison); wall time of the "
+        f"train s = training seconds per run (CPU, {torch.get_num_threads()} torch thread(s), on a CPU shared "
+        "with other jobs: not a speed comparison); wall time of the "
         f"benchmark {(time.perf_counter() - t_start) / 60:.1f} min.",
     ]
     write_results("acl_attack_mode", "ACL: adversarial views crafted in train mode (old) vs eval mode (new)",
