@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["bar_plot", "class_grid", "coreset_plot", "heatmap", "line_plot", "markdown_table"]
+__all__ = ["bar_plot", "class_grid", "coreset_plot", "heatmap", "line_plot", "markdown_table", "panel_plot"]
 
 
 def _finish(fig, path: Path, *, dpi: int, title: str = "", suptitle: bool = False, ax=None,
@@ -61,6 +61,27 @@ def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], path: Path, *,
     if len(ys) > 1:
         ax.legend()
     return _finish(fig, path, dpi=100, title=title, ax=ax)
+
+
+def panel_plot(x: Sequence[float], panels: Sequence[tuple[str, dict[str, Sequence[float]], dict[str, float]]],
+               path: Path, *, xlabel: str, title: str = "", xscale: str = "linear",
+               errors: dict[str, Sequence[float]] | None = None) -> Path:
+    """Side-by-side panels over one x axis, each ``(ylabel, curves, references)``: curves drawn with markers
+    (± ``errors`` bars where a curve's name has them), references as dashed horizontal lines."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (ylabel, curves, references) in zip(axes[0], panels):
+        for name, y in curves.items():
+            ax.errorbar(x, y, yerr=(errors or {}).get(name), marker="o", capsize=3, label=name)
+        for i, (name, level) in enumerate(references.items()):
+            ax.axhline(level, linestyle="--", color=f"C{len(curves) + i}", label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xscale(xscale)
+        ax.set_xticks(list(x), [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _finish(fig, path, dpi=100, title=title, suptitle=True)
 
 
 def markdown_table(rows: list[dict], floatfmt: str = "{:.4f}") -> str:

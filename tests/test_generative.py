@@ -144,6 +144,21 @@ def test_generator_checkpoint_must_fit_the_data(generated):
         load_generator(out, (1, 28, 28), 4)
 
 
+def test_loaded_judge_scores_the_real_images_as_the_stage_did(generated, tiny_shards):
+    """The judge's features are the space the GenRep benchmark measures view distances in: the loaded copy
+    must be the classifier the stage scored with (same accuracy on the same held-out real images)."""
+    from repflow.families.image.stages.generate import load_judge
+
+    _, out = generated
+    judge = load_judge(out)
+    data = ShardSet(tiny_shards)
+    x, y = data.load("val") if data.count("val") else data.load("test")
+    with torch.no_grad():
+        acc = float((judge(x.float() / 255).argmax(1) == y).float().mean())
+    assert not judge.training
+    assert acc == pytest.approx(json.loads((out / "quality.json").read_text())["judge_acc_real"], abs=1e-6)
+
+
 def test_generate_reuses_a_given_checkpoint(generated, tiny_shards, tmp_path):
     from repflow.stage import run_stage
 

@@ -55,6 +55,20 @@ def load_generator(folder: Path, shape: tuple[int, ...] | None = None,
     return gen.eval(), config
 
 
+def load_judge(folder: Path) -> ProbedEncoder:
+    """The real-data classifier a verified generate output judged its samples with, in eval mode: its
+    encoder's features are the space of the Fréchet distance, its argmax the judged class."""
+    folder = Path(folder)
+    manifest = read_manifest(folder, stage="image.generate")
+    state, config = load_tensors(folder / "judge.safetensors")
+    meta = manifest["meta"]
+    enc = build_encoder({"name": config["encoder"], "in_channels": meta["shape"][0], "width": config["width"],
+                         "mean": meta["mean"], "std": meta["std"]})
+    model = ProbedEncoder(enc, nn.Linear(enc.out_dim, len(meta["classes"])))
+    load_state_strict(model, state, folder / "judge.safetensors")
+    return model.eval()
+
+
 class Judge:
     """A classifier trained on the real data: its features define the Fréchet distance, its accuracy on
     generated samples of each class says whether samples look like their class."""
