@@ -14,7 +14,7 @@ import torch
 from repflow.models import Classifier, build_classifier
 from repflow.supervised import train_classifier
 
-__all__ = ["ZOO_SPECS", "ZooSpec", "train_zoo_member"]
+__all__ = ["ZOO_SPECS", "ZooSpec", "member_role", "train_zoo_member"]
 
 ROLES = ("surrogate", "target", "defence")
 
@@ -34,19 +34,35 @@ class ZooSpec:
     notes: str = field(default="", compare=False)
 
 
-_SURROGATE_ARCH = {"arch": "convnet", "width": 32, "depth": 3, "norm": "instance"}
+_INSTANCE_CONVNET = {"arch": "convnet", "width": 32, "depth": 3, "norm": "instance"}
+_BN_GAP_CONVNET = {"arch": "convnet", "width": 32, "depth": 3, "norm": "batch", "pool": "gap"}
 
 ZOO_SPECS: dict[str, ZooSpec] = {spec.name: spec for spec in [
-    ZooSpec("convnet", "surrogate", _SURROGATE_ARCH, notes="3-block ConvNet; SVD fusion splits it at block2"),
-    ZooSpec("convnet_seed1", "target", _SURROGATE_ARCH, seed_offset=1000,
-            notes="the surrogate's architecture, another seed"),
+    ZooSpec("convnet_bn_gap", "surrogate", _BN_GAP_CONVNET, seed_offset=6000,
+            notes="3-block ConvNet with batch norm and a global-average-pooled head, like the paper's Inception-v3; "
+                  "SVD fusion splits it at block2"),
+    ZooSpec("convnet", "target", _INSTANCE_CONVNET,
+            notes="3-block ConvNet with instance norm and a flattened head (DC/DM's; the surrogate before issue 13: "
+                  "instance norm removes σ₁ and u₁'s per-channel scale from a rank-1 block2 feature)"),
+    ZooSpec("convnet_seed1", "target", _INSTANCE_CONVNET, seed_offset=1000,
+            notes="convnet's architecture, another seed"),
     ZooSpec("mlp", "target", {"arch": "mlp", "width": 256, "depth": 2}, seed_offset=2000, notes="2×256 ReLU MLP"),
     ZooSpec("wide_cnn_bn", "target", {"arch": "convnet", "width": 64, "depth": 3, "norm": "batch"}, seed_offset=3000,
-            notes="2× wider ConvNet with batch norm"),
-    ZooSpec("resnet8", "target", {"arch": "resnet", "width": 16}, seed_offset=4000, notes="ResNet-8, widths 16-32-64"),
-    ZooSpec("convnet_pgd", "defence", _SURROGATE_ARCH, seed_offset=5000, adversarial={"eps": 0.1, "steps": 3},
-            notes="the surrogate's architecture, PGD-3 adversarially trained at ε = 0.1"),
+            notes="2× wider ConvNet with batch norm and a flattened head"),
+    ZooSpec("resnet8", "target", {"arch": "resnet", "width": 16}, seed_offset=4000,
+            notes="ResNet-8, widths 16-32-64; as the surrogate SVD fusion splits it at stage2"),
+    ZooSpec("convnet_pgd", "defence", _INSTANCE_CONVNET, seed_offset=5000, adversarial={"eps": 0.1, "steps": 3},
+            notes="convnet's architecture, PGD-3 adversarially trained at ε = 0.1"),
 ]}
+
+
+def member_role(name: str, surrogate: str) -> str:
+    """The part zoo member ``name`` plays when ``surrogate`` is the white-box model: "surrogate" for it
+    alone; a member whose spec is the default surrogate but is not chosen becomes a "target"."""
+    if name == surrogate:
+        return "surrogate"
+    role = ZOO_SPECS[name].role
+    return "target" if role == "surrogate" else role
 
 
 def train_zoo_member(spec: ZooSpec, images: torch.Tensor, labels: torch.Tensor, *, seed: int, epochs: int,

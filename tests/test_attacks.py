@@ -8,7 +8,8 @@ from repflow.models import build_classifier
 from repflow.attacks import (ATTACKS, DI, MIFGSM, PGD, SSA, TI, SVDLogitFusion, attack_success_rate, dct_2d,
                              dct_matrix, gaussian_kernel, idct_2d, make_attack, rank1_approximation)
 from repflow.supervised import train_classifier
-from repflow.zoo import ZOO_SPECS, train_zoo_member
+from repflow.zoo import ZOO_SPECS, ZooSpec, member_role, train_zoo_member
+from repflow.families.image.params import TransferParams, ZooParams
 
 
 @pytest.fixture(scope="module")
@@ -270,4 +271,59 @@ def test_zoo_member_is_a_trained_eval_classifier(digits):
     model = train_zoo_member(spec, digits["x_train"], digits["y_train"], seed=0, epochs=4, num_classes=10)
     assert not model.training and model.layer_names == ["fc1", "fc2", "out"]
     assert robust_acc(model, digits["x_test"], digits["y_test"]) > 0.8
+
+
+def test_zoo_has_one_default_surrogate_and_no_two_members_are_the_same_model():
+    surrogates = [s.name for s in ZOO_SPECS.values() if s.role == "surrogate"]
+    assert surrogates == [ZooParams().surrogate]
     assert {s.role for s in ZOO_SPECS.values()} == {"surrogate", "target", "defence"}
+    trained_as = [(repr(sorted(s.model.items())), repr(s.adversarial), s.seed_offset) for s in ZOO_SPECS.values()]
+    assert len(set(trained_as)) == len(trained_as)
+
+
+def test_another_surrogate_makes_the_default_one_a_target():
+    default = ZooParams().surrogate
+    assert member_role(default, default) == "surrogate"
+    assert member_role("resnet8", "resnet8") == "surrogate"
+    assert member_role(default, "resnet8") == "target"
+    assert member_role("convnet_pgd", "resnet8") == "defence"
+
+
+@pytest.mark.parametrize("name", list(ZOO_SPECS))
+def test_every_zoo_member_builds_and_splits_back_to_its_logits(name):
+    torch.manual_seed(0)
+    config = {**ZOO_SPECS[name].model, "in_shape": [1, 28, 28], "num_classes": 10}
+    model = build_classifier(config).eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        logits = model(x)
+        assert logits.shape == (3, 10)
+        for layer in model.layer_names[:-1]:
+            front, back = model.split(layer)
+            torch.testing.assert_close(back(front(x)), logits)
+
+
+def test_gap_head_pools_the_last_map_and_takes_any_image_size():
+    gap = {"arch": "convnet", "width": 8, "depth": 3, "norm": "batch", "pool": "gap", "num_classes": 10}
+    small, large = (build_classifier({**gap, "in_shape": [1, n, n]}) for n in (16, 32))
+    assert small.stages.fc[-1].in_features == large.stages.fc[-1].in_features == 8
+    flat = build_classifier({**gap, "pool": "flatten", "in_shape": [1, 32, 32]})
+    assert flat.stages.fc[-1].in_features == 8 * 4 * 4
+    with pytest.raises(ValueError, match="pool 'max' unknown; allowed: flatten, gap"):
+        build_classifier({**gap, "pool": "max", "in_shape": [1, 16, 16]})
+
+
+@pytest.mark.parametrize("name, premise_holds", [(ZooParams().surrogate, True), ("convnet", False)])
+def test_rank1_middle_feature_keeps_the_accuracy_on_the_default_surrogate_only(digits, name, premise_holds):
+    """SVD fusion's premise: the rank-1 part of the split feature carries the class information. It does
+    on the default surrogate (batch norm, pooled head); the instance-norm ConvNet strips its scale.
+    The architectures at width 16, trained briefly at a high learning rate to stay fast."""
+    spec = ZooSpec(name, "target", {**ZOO_SPECS[name].model, "width": 16}, lr=1e-2)
+    model = train_zoo_member(spec, digits["x_train"], digits["y_train"], seed=0, epochs=3, batch_size=32,
+                             num_classes=10)
+    front, back = model.split(TransferParams().svd_layer)
+    with torch.no_grad():
+        feature = front(digits["x_test"])
+        rank1 = rank1_approximation(feature.flatten(2), "exact").reshape(feature.shape)
+    rank1_acc, residual_acc = (robust_acc(back, f, digits["y_test"]) for f in (rank1, feature - rank1))
+    assert (rank1_acc > residual_acc + 0.1) if premise_holds else (residual_acc > rank1_acc + 0.1)

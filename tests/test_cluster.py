@@ -118,7 +118,7 @@ def test_stages_join_a_ray_cluster_started_with_ray_start(tmp_path):
                 assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()
                 time.sleep(0.5)
         ws = tmp_path / "ws"
-        write_params(ws, zoo={"members": ["convnet", "mlp"], "epochs": 1})
+        write_params(ws, zoo={"members": ["convnet_bn_gap", "mlp"], "epochs": 1})
         joined = {**env, "RAY_ADDRESS": address}
         for stage in ("prep", "zoo"):
             out = subprocess.run([sys.executable, "-m", "repflow", "stage", stage, "--workdir", str(ws)], env=joined,

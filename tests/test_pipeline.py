@@ -69,7 +69,7 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     assert str(mlflow.MlflowClient().get_model_version_by_alias("repflow-encoder", "champion").version) == "1"
     assert mlflow.MlflowClient().get_registered_model("repflow-generator").name == "repflow-generator"
     registered = {m.name for m in mlflow.MlflowClient().search_registered_models()}
-    assert registered >= {"repflow-zoo-convnet", "repflow-zoo-mlp"}
+    assert registered >= {"repflow-zoo-convnet_bn_gap", "repflow-zoo-mlp"}
     assert "Fréchet distance" in (ws / "reports" / "image-run-report.md").read_text()
 
     # same params: every stage is a Prefect cache hit and nothing on disk is rewritten

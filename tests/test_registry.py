@@ -29,7 +29,7 @@ SCHEMA_NAMES = [
     ("distill.param", DISTILL_PARAMS, lambda name: {"distill": {"param": name}}),
     ("distill.eval_archs", EVAL_ARCHITECTURES, lambda name: {"distill": {"eval_archs": ["convnet", name]}}),
     ("zoo.surrogate", ZOO_SPECS, lambda name: {"zoo": {"surrogate": name, "members": list(ZOO_SPECS)}}),
-    ("zoo.members", ZOO_SPECS, lambda name: {"zoo": {"members": list(dict.fromkeys(["convnet", name, "mlp"]))}}),
+    ("zoo.members", ZOO_SPECS, lambda name: {"zoo": {"members": list(dict.fromkeys(["convnet_bn_gap", name, "mlp"]))}}),
     ("transfer.attacks", ATTACKS, lambda name: {"transfer": {"attacks": [name]}}),
 ]
 

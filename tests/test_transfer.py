@@ -21,7 +21,7 @@ def trained(tiny_shards, tmp_path_factory, ray_session):
 
     root = tmp_path_factory.mktemp("transfer")
     tracking.configure(root)
-    p = parse_params(tiny_params(zoo={"members": ["convnet", "mlp", "convnet_pgd"], "epochs": 1}))
+    p = parse_params(tiny_params(zoo={"members": ["convnet_bn_gap", "convnet", "convnet_pgd"], "epochs": 1}))
     sel = run_stage("image.select", p, {"shards": tiny_shards}, root / "select")
     enc = run_stage("image.train", p, {"shards": tiny_shards, "selection": sel}, root / "train")
     ev = run_stage("image.evaluate", p, {"shards": tiny_shards, "encoder": enc}, root / "evaluate")
@@ -35,6 +35,7 @@ def test_zoo_members_and_grid_table(tiny_shards, trained):
     p, root, enc, ev, z = trained
     members = json.loads((z / "zoo.json").read_text())
     assert [m["role"] for m in members] == ["surrogate", "target", "defence"]
+    assert members[0]["member"] == p.zoo.surrogate == "convnet_bn_gap"
     assert all(m["registered"].startswith(f"repflow-zoo-{m['member']}/") for m in members)
     p = parse_params({**p.model_dump(mode="json"), "transfer": {**p.transfer.model_dump(), "attacks": ["mifgsm", "pgd"],
                                                                 "eps": [0.05, 0.2]}})
@@ -42,8 +43,8 @@ def test_zoo_members_and_grid_table(tiny_shards, trained):
                     root / "transfer")
     table = pl.read_parquet(out / "grid.parquet")
     assert table.height == 2 * 2 * 2 * 4  # attacks × fusion × ε × (3 zoo members + encoder)
-    assert set(table["target"]) == {"convnet", "mlp", "convnet_pgd", "encoder+probe"}
-    assert table.filter(pl.col("white_box"))["target"].unique().to_list() == ["convnet"]
+    assert set(table["target"]) == {"convnet_bn_gap", "convnet", "convnet_pgd", "encoder+probe"}
+    assert table.filter(pl.col("white_box"))["target"].unique().to_list() == ["convnet_bn_gap"]
     big = table.filter((pl.col("eps") == 0.2) & pl.col("white_box"))
     small = table.filter((pl.col("eps") == 0.05) & pl.col("white_box"))
     assert big["success_rate"].mean() >= small["success_rate"].mean()

@@ -57,9 +57,17 @@ class Classifier(nn.Module):
         return self.stages(self.normalize(x))
 
 
+POOLS = ("flatten", "gap")
+
+
 def convnet(in_shape: Sequence[int], num_classes: int, width: int = 64, depth: int = 3, norm: str = "instance",
-            mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Classifier:
-    """The dataset-distillation ConvNet (DC/DM/GLaD): ``depth`` × [conv3×3 → norm → ReLU → avg-pool 2]."""
+            pool: str = "flatten", mean: Sequence[float] | None = None,
+            std: Sequence[float] | None = None) -> Classifier:
+    """The dataset-distillation ConvNet (DC/DM/GLaD): ``depth`` × [conv3×3 → norm → ReLU → avg-pool 2],
+    then a linear head on the flattened (width · h · w) map (``pool="flatten"``, DC/DM's head) or on its
+    global average (``pool="gap"``, width features; the head of Inception/ResNet surrogates)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool {pool!r} unknown; allowed: {', '.join(POOLS)}")
     c, h, w = in_shape
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     for i in range(depth):
@@ -68,7 +76,10 @@ def convnet(in_shape: Sequence[int], num_classes: int, width: int = 64, depth: i
         h, w = h // 2, w // 2
     if h < 1 or w < 1:
         raise ValueError(f"convnet depth {depth} pools a {in_shape[1]}x{in_shape[2]} input below 1 pixel")
-    stages["fc"] = nn.Sequential(nn.Flatten(), nn.Linear(width * h * w, num_classes))
+    if pool == "gap":
+        stages["fc"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+    else:
+        stages["fc"] = nn.Sequential(nn.Flatten(), nn.Linear(width * h * w, num_classes))
     return Classifier(stages, mean or [0.5] * c, std or [0.25] * c)
 
 
@@ -105,7 +116,7 @@ CLASSIFIERS = {"convnet": convnet, "mlp": mlp, "resnet": resnet}
 
 def build_classifier(config: dict[str, Any]) -> Classifier:
     """Build from a JSON-able config: ``{"arch", "in_shape": [C, H, W], "num_classes"}`` plus the
-    architecture's own options (``width``, ``depth``, ``norm``, ``mean``, ``std``). The result keeps the
+    architecture's own options (``width``, ``depth``, ``norm``, ``pool``, ``mean``, ``std``). The result keeps the
     config as ``model.config``."""
     arch = config.get("arch")
     if arch not in CLASSIFIERS:

@@ -194,7 +194,9 @@ class ZooParams(Section):
     (specs in repflow/zoo.py)."""
 
     members: list[literal_of(ZOO_SPECS)] = Field(default_factory=lambda: list(ZOO_SPECS))  # type: ignore[valid-type]
-    surrogate: literal_of(ZOO_SPECS) = "convnet"  # type: ignore[valid-type]
+    surrogate: literal_of(ZOO_SPECS) = Field(  # type: ignore[valid-type]
+        "convnet_bn_gap", description="the white-box model; its rank-1 block2 feature keeps most of its accuracy "
+                                      "(benchmarks/results/svd_transfer.md), which SVD logit fusion relies on")
     epochs: int = Field(2, ge=1, le=1000)
     batch_size: int = Field(128, ge=2, le=4096)
     register_models: bool = Field(True, description="register every member in MLflow as repflow-zoo-<name>")
@@ -219,7 +221,8 @@ class TransferParams(Section):
     steps: int = Field(10, ge=1, le=1000)
     momentum: float = Field(1.0, ge=0.0, le=10.0, description="μ of the MI-FGSM-style attacks")
     ssa_spectrum: int = Field(5, ge=1, le=100, description="SSA: spectrum-transformed copies per step (N)")
-    svd_layer: str = Field("block2", min_length=1, description="surrogate stage whose output is decomposed")
+    svd_layer: str = Field("block2", min_length=1, description="surrogate stage whose output is decomposed: a "
+                                                                "middle one (ConvNets: block2, ResNet-8: stage2)")
     svd_beta: float = Field(0.5, ge=0.0, le=1.0, description="weight of the original logits (1 = no fusion)")
     svd_method: literal_of(RANK1_METHODS) = "power"  # type: ignore[valid-type]
     svd_iterations: int = Field(20, ge=1, le=1000)

@@ -1,9 +1,10 @@
 """image.zoo: train the transfer-attack model zoo on the prep shards, one Ray task per member, and register
 each member in MLflow (``repflow-zoo-<name>``).
 
-Members (repflow/zoo.py): the white-box surrogate (a 3-block ConvNet) and black-box targets — the
-same architecture from another seed, an MLP, a wider ConvNet with batch norm, a ResNet-8 and a
-PGD-trained ConvNet as a defence. The zoo depends only on the shards and the ``zoo`` params, so it is
+Members (repflow/zoo.py): the white-box surrogate (``zoo.surrogate``, by default a 3-block ConvNet with
+batch norm and a global-average-pooled head) and black-box targets — the instance-norm ConvNet of
+DC/DM (two seeds), an MLP, a wider ConvNet with batch norm, a ResNet-8 and a PGD-trained ConvNet as a
+defence. The zoo depends only on the shards and the ``zoo`` params, so it is
 its own stage: changing the encoder or the attack grid reuses it.
 
 Output folder: ``<name>.safetensors`` (+ ``.json``: the classifier config, role and clean test
@@ -27,7 +28,7 @@ from repflow.manifest import atomic_write_text
 from repflow.report import markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
-from repflow.zoo import ZOO_SPECS, train_zoo_member
+from repflow.zoo import ZOO_SPECS, member_role, train_zoo_member
 
 log = logging.getLogger("repflow.zoo")
 
@@ -64,7 +65,7 @@ def run(ctx: StageContext) -> StageSummary:
         model.load_state_dict(trained["state"])
         model.eval()
         test_acc = accuracy(model, x_te.float().div(255), y_te)
-        role = "surrogate" if name == cfg.surrogate else ZOO_SPECS[name].role
+        role = member_role(name, cfg.surrogate)
         save_tensors(tmp / f"{name}.safetensors", model.state_dict(),
                      {"classifier": trained["config"], "role": role, "test_acc": test_acc})
         row = {"member": name, "role": role, "arch": trained["config"]["arch"], "test_acc": test_acc,
