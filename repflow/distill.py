@@ -38,7 +38,7 @@ from repflow.progress import progress
 from repflow.registry import Listed, Registry
 
 __all__ = ["Augment", "dm_loss", "dc_loss", "gradient_distance", "Parameterization", "PixelParam", "LatentParam",
-           "FeatureParam", "initial_latents", "check_ipc", "check_compatible", "distill", "DISTILL_NET",
+           "FeatureParam", "PIXEL_INITS", "initial_latents", "check_ipc", "check_compatible", "distill", "DISTILL_NET",
            "EVAL_ARCHITECTURES", "DEFAULT_LR", "random_real_subset", "generator_samples", "train_and_test",
            "evaluate_distilled", "summarize", "DistillLoss", "DISTILL_LOSSES", "DistillParam", "DISTILL_PARAMS"]
 
@@ -226,10 +226,28 @@ class PixelParam(Parameterization):
         return cls(subset, num_classes or int(labels.max()) + 1)
 
     @classmethod
-    def from_noise(cls, image_shape: Sequence[int], num_classes: int, ipc: int, seed: int) -> "PixelParam":
-        """Start from uniform noise in [0, 1]."""
+    def from_noise(cls, image_shape: Sequence[int], num_classes: int, ipc: int, seed: int,
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> "PixelParam":
+        """Start from noise: uniform in [0, 1], or with per-channel ``mean`` and ``std`` (image units) Gaussian
+        noise clipped to [0, 1] — GLaD's and DM's default start (``pix_init noise``: N(0, 1) in the
+        dataset-normalised units the networks see)."""
         g = torch.Generator().manual_seed(seed)
-        return cls(torch.rand((num_classes * ipc, *image_shape), generator=g), num_classes)
+        shape = (num_classes * ipc, *image_shape)
+        if mean is None and std is None:
+            return cls(torch.rand(shape, generator=g), num_classes)
+        if mean is None or std is None:
+            raise ValueError("Gaussian noise needs both mean and std (per channel); give neither for uniform noise")
+        centre = torch.as_tensor(mean, dtype=torch.float).view(-1, 1, 1)
+        spread = torch.as_tensor(std, dtype=torch.float).view(-1, 1, 1)
+        return cls((centre + spread * torch.randn(shape, generator=g)).clamp(0, 1), num_classes)
+
+    @classmethod
+    def from_generator(cls, generator: ConditionalGenerator, ipc: int, seed: int) -> "PixelParam":
+        """Start from the generator's samples for ``seed``: exactly the initial images of
+        :class:`LatentParam` / :class:`FeatureParam` with the same seed, so pixel and latent
+        distillation can be compared from one starting set."""
+        images, _ = generator_samples(generator, ipc, seed)
+        return cls(images, generator.num_classes)
 
     def images(self) -> torch.Tensor:
         return self.pixels
@@ -324,9 +342,22 @@ class DistillParam(Listed):
     options: tuple[str, ...] = ()
 
 
+PIXEL_INITS = ("real", "noise", "generator")
+"""Where pixel distillation starts: random real images (DC / DM's usual choice), Gaussian noise with the
+data's per-channel mean and std (GLaD's default), or the generator's samples (the latent arms' start)."""
+
+
 def _pixels(images: torch.Tensor, labels: torch.Tensor, generator: ConditionalGenerator, *, ipc: int,
-            seed: int) -> Parameterization:
-    return PixelParam.from_real(images, labels, ipc, seed=seed)
+            seed: int, pixel_init: str = "real") -> Parameterization:
+    if pixel_init == "real":
+        return PixelParam.from_real(images, labels, ipc, seed=seed)
+    if pixel_init == "generator":
+        return PixelParam.from_generator(generator, ipc, seed=seed)
+    if pixel_init == "noise":
+        unit = _as_unit_float(images).transpose(0, 1).flatten(1)
+        return PixelParam.from_noise(images.shape[1:], int(labels.max()) + 1, ipc, seed=seed,
+                                     mean=unit.mean(1).tolist(), std=unit.std(1).tolist())
+    raise ValueError(f"pixel_init {pixel_init!r} unknown; allowed: {list(PIXEL_INITS)}")
 
 
 def _latents(images: torch.Tensor, labels: torch.Tensor, generator: ConditionalGenerator, *, ipc: int,
@@ -343,8 +374,9 @@ _GLAD = "Cazenavette et al. 2023, 'Generalizing Dataset Distillation via Deep Ge
 
 DISTILL_PARAMS: Registry[DistillParam] = Registry("distillation parameterisation")
 DISTILL_PARAMS.register("pixel", DistillParam(
-    build=_pixels, paper="Zhao et al. 2021 (DC) / Zhao & Bilen 2023 (DM): the pixels, as published",
-    summary="the synthetic pixels, started from random real images and clipped to [0, 1]"))
+    build=_pixels, options=("pixel_init",),
+    paper="Zhao et al. 2021 (DC) / Zhao & Bilen 2023 (DM): the pixels, as published",
+    summary="the synthetic pixels, started from real images, noise or generator samples, clipped to [0, 1]"))
 DISTILL_PARAMS.register("latent", DistillParam(
     build=_latents, paper=_GLAD, summary="the generator's input latents z; images = G(z, c)"))
 DISTILL_PARAMS.register("feature", DistillParam(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from repflow.models import ConditionalGenerator
-from repflow.distill import (Augment, FeatureParam, LatentParam, PixelParam, dc_loss, distill, dm_loss,
+from repflow.distill import (DISTILL_PARAMS, Augment, FeatureParam, LatentParam, PixelParam, dc_loss, distill, dm_loss,
                              evaluate_distilled, generator_samples, gradient_distance, initial_latents,
                              random_real_subset, summarize, train_and_test)
 from repflow.models.classifiers import build_classifier
@@ -119,6 +119,34 @@ def test_feature_param_at_init_renders_exactly_the_generator_samples():
     assert torch.equal(LatentParam(gen, 3, seed=5).images().detach(), expected)
     images, labels = generator_samples(gen, 3, seed=5)
     assert torch.equal(images, expected) and torch.equal(labels, c)
+
+
+def test_pixel_starts_real_generator_and_noise_are_the_sets_they_name():
+    x, y = tiny_data(per_class=40)
+    gen = tiny_generator()
+    build = DISTILL_PARAMS["pixel"].build
+    real = build(x, y, gen, ipc=3, seed=4, pixel_init="real").snapshot()
+    assert torch.equal(real[0], random_real_subset(x, y, 3, seed=4)[0])
+    from_gen = build(x, y, gen, ipc=3, seed=4, pixel_init="generator")
+    assert torch.equal(from_gen.snapshot()[0], LatentParam(gen, 3, seed=4).snapshot()[0])
+    assert torch.equal(from_gen.labels, LatentParam(gen, 3, seed=4).labels)
+    noise = build(x, y, gen, ipc=20, seed=4, pixel_init="noise").snapshot()[0]
+    unit = x.float() / 255
+    assert noise.min() >= 0 and noise.max() <= 1
+    assert abs(float(noise.mean()) - float(unit.mean())) < 0.05
+    assert torch.equal(noise, build(x, y, gen, ipc=20, seed=4, pixel_init="noise").snapshot()[0])
+    assert not torch.equal(noise, build(x, y, gen, ipc=20, seed=5, pixel_init="noise").snapshot()[0])
+    with pytest.raises(ValueError, match="allowed: \\['real', 'noise', 'generator'\\]"):
+        build(x, y, gen, ipc=1, seed=0, pixel_init="zeros")
+
+
+def test_gaussian_pixel_noise_has_the_channel_statistics_it_is_given():
+    images = PixelParam.from_noise((2, 16, 16), 4, 25, seed=0, mean=[0.2, 0.7], std=[0.05, 0.1]).snapshot()[0]
+    per_channel = images.transpose(0, 1).flatten(1)
+    assert per_channel.mean(1).tolist() == pytest.approx([0.2, 0.7], abs=0.01)
+    assert per_channel.std(1).tolist() == pytest.approx([0.05, 0.1], abs=0.01)
+    with pytest.raises(ValueError, match="both mean and std"):
+        PixelParam.from_noise((1, 4, 4), 2, 1, seed=0, mean=[0.5])
 
 
 def test_parameterisations_do_not_touch_the_callers_generator():

@@ -202,7 +202,26 @@ def test_distill_stage_writes_a_loadable_set_and_its_cross_arch_table(generated,
     assert table.height == 3 * 2 * 1  # sets × eval_archs × eval_seeds
     m = json.loads((out / "metrics.json").read_text())
     assert m["distilled"] == "latent-dm" and 0 <= m["cross_arch"] <= 1
+    started = next(s for s in m["sets"] if s["set"] == "generator-samples")
+    assert m["start_set"] == "generator-samples"
+    assert m["gain_cross_arch"] == pytest.approx(m["cross_arch"] - started["cross_arch"])
     assert read_manifest(out)["meta"]["generator"].startswith("models:/repflow-generator/")
+
+
+def test_distill_stage_evaluates_a_noise_start_as_its_own_set(generated, tiny_shards, tmp_path):
+    import polars as pl
+
+    from repflow.stage import run_stage
+
+    _, gen_out = generated
+    p = parse_params(tiny_params(distill={"param": "pixel", "pixel_init": "noise", "ipc": 1}))
+    out = run_stage("image.distill", p, {"shards": tiny_shards, "generator": gen_out}, tmp_path / "distill")
+    assert set(pl.read_parquet(out / "eval.parquet")["set"]) == {"pixel-dm", "random-real", "generator-samples",
+                                                                  "start"}
+    m = json.loads((out / "metrics.json").read_text())
+    started = next(s for s in m["sets"] if s["set"] == "start")
+    assert m["start_set"] == "start"
+    assert m["gain_same_arch"] == pytest.approx(m["same_arch"] - started["same_arch"])
 
 
 @pytest.mark.parametrize("section, match", [

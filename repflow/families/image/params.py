@@ -15,7 +15,7 @@ from repflow.attacks import ATTACKS, RANK1_METHODS
 from repflow.config import Section, epsilon_list, params_model
 from repflow.contrastive import LOSSES, TRAIN_METHODS, TrainMethod
 from repflow.coreset import SELECTION_METHODS, SelectionMethod
-from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES
+from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES, PIXEL_INITS
 from repflow.generative import VIEW_MODES
 from repflow.models.encoders import BN_BRANCHES, ENCODERS
 from repflow.registry import literal_of
@@ -171,6 +171,9 @@ class DistillParams(Section):
         "dm", description="dm: distribution matching, dc: gradient matching (repflow.distill.DISTILL_LOSSES)")
     param: DISTILL_PARAMS.literal() = "feature"  # type: ignore[valid-type]
     layer: int = Field(2, ge=0, le=16, description="generator layer whose feature map is optimised (param: feature)")
+    pixel_init: literal_of(PIXEL_INITS) = Field(  # type: ignore[valid-type]
+        "real", description="param: pixel — start from random real images, Gaussian noise with the data's mean and "
+                            "std (GLaD's default), or the generator's samples (the latent params' start)")
     ipc: int = Field(10, ge=1, le=1000, description="images per class")
     iterations: int = Field(200, ge=1, le=100_000)
     real_per_class: int = Field(32, ge=1, le=10_000, description="real images per class in each matching step")

@@ -1,11 +1,14 @@
 """image.distill: GLaD dataset distillation of the training split in the generate stage's generator, then a
-cross-architecture evaluation of the distilled set against two baselines.
+cross-architecture evaluation of the distilled set against two baselines and against its own start.
 
 The set (``distill.ipc`` images per class) is optimised with DM or DC (repflow.distill) as pixels, as
 generator latents, or as GLaD's intermediate feature map + the styles after it. Fresh networks of each
 ``eval_archs`` architecture (the first is the distillation ConvNet) are trained on it with several
 seeds, one Ray task per (set, architecture, seed), and tested on the real test split. The baselines
-use the same budget: random real images, and the generator's samples before any optimisation.
+use the same budget: random real images, and the generator's samples before any optimisation. The set
+the distillation started from is evaluated too (it is one of the baselines unless pixels start from
+noise, then it is the set ``start``), so ``gain_*_arch`` = distilled minus start measures what the
+optimisation itself added.
 
 Output folder: ``distilled-*.tar`` shards (split ``distilled``, uint8 PNG — exactly what was
 evaluated), ``distilled.png`` (one row per class), ``loss.png``, ``history.json``, ``eval.parquet``
@@ -86,6 +89,7 @@ def run(ctx: StageContext) -> StageSummary:
     param = parameterisation.build(x_tr, y_tr, generator, ipc=cfg.ipc, seed=params.seed,
                                    **{key: getattr(cfg, key) for key in parameterisation.options})
     param.to(device)
+    start = tuple(_to_uint8(t) if t.is_floating_point() else t for t in param.snapshot())
     name = f"{cfg.param}-{cfg.loss}"
     meta = ctx.meta
     meta.update({"classes": data.classes, "shape": list(data.shape), "mean": data.meta["mean"],
@@ -104,6 +108,9 @@ def run(ctx: StageContext) -> StageSummary:
         xg, yg = generator_samples(generator, cfg.ipc, seed=params.seed)
         sets["random-real"] = (_to_uint8(xr), yr)
         sets["generator-samples"] = (_to_uint8(xg), yg)
+    start_name = next((set_name for set_name, (x, y) in list(sets.items())[1:]
+                       if torch.equal(x, start[0]) and torch.equal(y, start[1])), "start")
+    sets.setdefault(start_name, start)
 
     ray = ensure_ray()
     job = ray.remote(eval_job).options(**ray_resources(device))
@@ -121,7 +128,10 @@ def run(ctx: StageContext) -> StageSummary:
         s = summarize([r for r in rows if r["set"] == set_name], same_arch=cfg.eval_archs[0])
         summary.append({"set": set_name, "same_arch": s["same_arch"], "cross_arch": s["cross_arch"],
                         **{f"acc_{a}": s["per_arch"][a] for a in cfg.eval_archs}})
+    started = next(r for r in summary if r["set"] == start_name)
     metrics = {"distilled": name, "same_arch": summary[0]["same_arch"], "cross_arch": summary[0]["cross_arch"],
+               "start_set": start_name, "gain_same_arch": summary[0]["same_arch"] - started["same_arch"],
+               "gain_cross_arch": summary[0]["cross_arch"] - started["cross_arch"],
                "distill_seconds": distill_seconds, "eval_seconds": eval_seconds, "final_loss": history[-1]["loss"],
                "sets": summary}
     x_u8, y_set = sets[name]
@@ -141,6 +151,8 @@ def run(ctx: StageContext) -> StageSummary:
     md = (f"- distilled set ({name}, {cfg.ipc} images per class): cross-architecture accuracy "
           f"{metrics['cross_arch']:.3f}, same-architecture {metrics['same_arch']:.3f}; "
           + ", ".join(f"{r['set']} {r['cross_arch']:.3f}" for r in summary[1:]))
-    scalars = {k: metrics[k] for k in ("distilled", "same_arch", "cross_arch", "distill_seconds", "eval_seconds")}
+    md += f"; gain over its start ({start_name}): cross-arch {metrics['gain_cross_arch']:+.3f}"
+    scalars = {k: metrics[k] for k in ("distilled", "same_arch", "cross_arch", "gain_same_arch", "gain_cross_arch",
+                                       "distill_seconds", "eval_seconds")}
     return StageSummary(metrics={**scalars, **{f"cross_arch_{r['set']}": r["cross_arch"] for r in summary}},
                         markdown=md, plots=["distilled.png", "loss.png", "eval.md"])
