@@ -3,6 +3,7 @@ ACL/DynACL through an adversary object, coreset epochs; tensors and modules in, 
 registry of training methods ``train.method`` names (:data:`TRAIN_METHODS`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -61,7 +62,7 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
                       device: torch.device, seed: int, partners: torch.Tensor | None = None,
                       labels: torch.Tensor | None = None, adversary: Adversary | None = None,
                       epoch_indices: Callable[[int], torch.Tensor] | None = None,
-                      optimizer_state: dict | None = None, start_epoch: int = 0,
+                      optimizer_state: dict | None = None, start_epoch: int = 0, use_every_image: bool = False,
                       on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
                       ) -> list[dict[str, float]]:
     """Train ``encoder`` + ``head`` contrastively on uint8 ``images`` (N,C,H,W).
@@ -72,6 +73,13 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
     ``adversary`` (ACL / DynACL) the adversary sets each epoch's augmentation and computes the loss.
     ``epoch_indices(epoch)`` (0-based epoch) returns the images an epoch trains on — a coreset — else
     every image; it is called before the epoch's batches, so it may re-select from the current model.
+
+    Batches: by default ⌊n / batch_size⌋ full batches and the ragged rest is dropped (a different rest
+    each epoch, since the order is reshuffled; batch norm and NT-Xent want full batches). With
+    ``use_every_image`` the n images of an epoch are split into ⌈n / batch_size⌉ batches whose sizes
+    differ by at most one, so every image is trained on every epoch and no batch is smaller than
+    half the others: what a coreset of a few batches needs, where dropping the rest would silently
+    lose up to half of it every epoch. A set smaller than ``batch_size`` is one batch either way.
 
     Epoch e shuffles and augments with a generator seeded from (seed, e), so a run resumed at
     ``start_epoch`` sees exactly the batches an uninterrupted run would. ``on_epoch(epoch, stats,
@@ -99,9 +107,11 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
         order = active[torch.randperm(len(active), generator=g)]
         aug = adversary.augment(augment, epoch + 1) if adversary is not None else augment
         total, count = 0.0, 0
-        steps = range(0, len(order) - bs + 1, bs)  # drop the ragged last batch: BN and NT-Xent need full batches
-        for start in progress(steps, desc=f"contrastive epoch {epoch + 1}/{epochs}", unit="batch"):
-            idx = order[start:start + bs]
+        if use_every_image:
+            batches = order.tensor_split(math.ceil(len(order) / bs))
+        else:
+            batches = order[:len(order) - len(order) % bs].split(bs)
+        for idx in progress(batches, desc=f"contrastive epoch {epoch + 1}/{epochs}", unit="batch"):
             x = images[idx].to(device, non_blocking=True).float().div_(255)
             if partners is not None:
                 pick = torch.randint(0, partners.shape[1], (len(idx),), generator=g)
@@ -120,7 +130,8 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
             opt.step()
             total += loss.item() * len(x)
             count += len(x)
-        stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": len(active)}
+        stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": len(active), "trained": count,
+                 "steps": len(batches)}
         history.append(stats)
         if on_epoch is not None:
             on_epoch(epoch + 1, stats, opt)

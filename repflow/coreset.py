@@ -34,7 +34,7 @@ from repflow.registry import Listed, Registry
 
 __all__ = ["Coreset", "representational_divergence", "candidate_batches", "candidate_gradients",
            "validation_gradient", "select_coreset_rcs", "select_coreset_random", "select_all", "coreset_budget",
-           "SelectionMethod", "SELECTION_METHODS"]
+           "divergence_drops", "spearman", "SelectionMethod", "SELECTION_METHODS"]
 
 
 @dataclass
@@ -190,6 +190,71 @@ def select_coreset_rcs(encoder: nn.Module, head: nn.Module, images: torch.Tensor
                 p.copy_(s)
     indices = torch.cat([batches[i] for i in picked])[:budget].sort().values
     return Coreset(indices=indices, batches=batches, picked=torch.tensor(picked), gains=torch.tensor(gains))
+
+
+def divergence_drops(encoder: nn.Module, head: nn.Module, gradients: torch.Tensor, image_sets: dict[str, torch.Tensor],
+                     *, rd: dict[str, float], step: float, seed: int, device: torch.device | str = "cpu"
+                     ) -> dict[str, torch.Tensor]:
+    """What one greedy step on each candidate actually does to the divergence: the check of RCS's gain.
+
+    For each row g_b of ``gradients`` (C, P), the head-gradient of a candidate's ACL loss as from
+    :func:`candidate_gradients`, and each named set of uint8 images (N, C, H, W): L_RD(set; θ) −
+    L_RD(set; θ − ``step`` · g_b), in nats, one (C,) tensor per set; positive = the step lowered the
+    divergence. The gain ⟨g_b, ∇L_RD(U)⟩ predicts it to first order (drop ≈ step · gain on U). Every
+    evaluation re-attacks from the same seeded start, so the drops differ only through the head; the
+    head is restored afterwards.
+    """
+    params = list(head.parameters())
+    saved = [p.detach().clone() for p in params]
+    sets = {name: x.to(device).float().div(255) for name, x in image_sets.items()}
+
+    def divergences() -> dict[str, float]:
+        return {name: representational_divergence(encoder, head, x, generator=torch.Generator().manual_seed(seed),
+                                                  head_only=True, **rd).item() for name, x in sets.items()}
+
+    before = divergences()
+    drops: dict[str, list[float]] = {name: [] for name in sets}
+    try:
+        for row in progress(gradients, desc="RD drop per candidate", unit="candidate"):
+            with torch.no_grad():
+                offset = 0
+                for p, s in zip(params, saved):
+                    p.copy_(s - step * row[offset:offset + p.numel()].view_as(p).to(p.device))
+                    offset += p.numel()
+            for name, value in divergences().items():
+                drops[name].append(before[name] - value)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+    return {name: torch.tensor(v, dtype=torch.float64) for name, v in drops.items()}
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of a 1-D tensor, ties sharing their mean rank (float64)."""
+    order = x.argsort()
+    _, group, counts = torch.unique_consecutive(x[order], return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = torch.empty(len(x), dtype=torch.float64)
+    ranks[order] = (ends - (counts.double() - 1) / 2)[group]
+    return ranks
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor, *, permutations: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """(ρ, p): Spearman's rank correlation of paired 1-D samples and its two-sided permutation p-value,
+    (1 + #{|ρ_perm| ≥ |ρ|}) / (1 + permutations) over ``permutations`` seeded shuffles of y's ranks."""
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 3:
+        raise ValueError(f"need two 1-D samples of equal length >= 3, got {tuple(x.shape)} and {tuple(y.shape)}")
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = (rx.norm() * ry.norm()).item()
+    if denom == 0:
+        return float("nan"), 1.0
+    rho = (rx @ ry).item() / denom
+    g = torch.Generator().manual_seed(seed)
+    shuffled = ry[torch.argsort(torch.rand(permutations, len(ry), generator=g), dim=1)]
+    null = (shuffled @ rx) / denom
+    return rho, (1 + int((null.abs() >= abs(rho) - 1e-12).sum())) / (1 + permutations)
 
 
 def select_coreset_random(n: int, budget: int, seed: int) -> Coreset:

@@ -12,8 +12,9 @@ from repflow.models import DualBatchNorm, ProjectionHead, bn_branch, build_encod
 from repflow.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
 from repflow.config import ParamsError, parse_params
 from repflow.contrastive import nt_xent_loss
-from repflow.coreset import (candidate_batches, candidate_gradients, coreset_budget, representational_divergence,
-                             select_coreset_random, select_coreset_rcs, validation_gradient)
+from repflow.coreset import (candidate_batches, candidate_gradients, coreset_budget, divergence_drops,
+                             representational_divergence, select_coreset_random, select_coreset_rcs, spearman,
+                             validation_gradient)
 from repflow.manifest import read_manifest
 from repflow.shards import ShardSet
 from tests.conftest import tiny_params
@@ -179,6 +180,86 @@ def test_budget_and_random_baseline():
     assert torch.equal(r.indices, select_coreset_random(100, 20, seed=1).indices)
 
 
+@pytest.mark.parametrize("coreset_size, steps", [(20, 3), (5, 1)])
+def test_coreset_epochs_train_on_every_coreset_image(monkeypatch, coreset_size, steps):
+    """A 20-image coreset with batch 8 is 3 batches (7, 7, 6), a 5-image one a single batch: every image
+    every epoch. The same set without ``use_every_image`` (the full-data path) drops its ragged rest."""
+    import repflow.contrastive as contrastive
+
+    seen: list[list[int]] = []
+    plain_supcon = contrastive.supcon_loss
+
+    def recording_supcon(z1, z2, labels, temperature):
+        seen[-1].extend(labels.tolist())
+        return plain_supcon(z1, z2, labels, temperature)
+
+    monkeypatch.setattr(contrastive, "supcon_loss", recording_supcon)
+    torch.manual_seed(0)
+    enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
+    head = ProjectionHead(enc.out_dim, 8)
+    images = torch.randint(0, 256, (50, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    coreset = torch.randperm(50, generator=torch.Generator().manual_seed(2))[:coreset_size]
+
+    def epoch_indices(epoch):
+        seen.append([])
+        return coreset
+
+    kw = dict(epochs=2, batch_size=8, lr=1e-3, weight_decay=0.0, temperature=0.5, augment=AUG,
+              device=torch.device("cpu"), seed=0, labels=torch.arange(50), epoch_indices=epoch_indices)
+    history = contrastive.train_contrastive(enc, head, images, use_every_image=True, **kw)
+    assert [sorted(ids) for ids in seen] == [sorted(coreset.tolist())] * 2  # each image once per epoch
+    assert [(h["steps"], h["trained"]) for h in history] == [(steps, coreset_size)] * 2
+    seen.clear()
+    history = contrastive.train_contrastive(enc, head, images, **kw)
+    kept = coreset_size if coreset_size < 8 else coreset_size - coreset_size % 8
+    assert [(h["steps"], h["trained"]) for h in history] == [(max(1, coreset_size // 8), kept)] * 2
+    assert all(len(set(ids)) == kept for ids in seen)
+
+
+def test_spearman_matches_scipy_and_its_permutation_p_value_separates_signal_from_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, generator=g)
+    y = x + 0.5 * torch.randn(40, generator=g)
+    y[3] = y[7]  # a tie
+    rho, p = spearman(x, y, permutations=2000)
+    stats = pytest.importorskip("scipy.stats")
+    assert rho == pytest.approx(stats.spearmanr(x.numpy(), y.numpy()).statistic, abs=1e-9)
+    assert rho > 0.7 and p < 0.01
+    assert spearman(x, -x)[0] == pytest.approx(-1.0)
+    _, p_noise = spearman(x, torch.randn(40, generator=g), permutations=2000)
+    assert p_noise > 0.05
+
+
+def test_greedy_gain_predicts_the_divergence_drop_of_one_head_step(digits):
+    """The mechanism behind RCS: with a small step, the candidates that the gain ⟨g_b, ∇L_RD(U)⟩ ranks
+    high are those whose head step lowers L_RD(U) most (first order: drop ≈ step · gain). A briefly trained
+    model: at initialisation the projections are near-constant and L_RD (~1e-8 nats) is float noise."""
+    from repflow.contrastive import train_contrastive
+
+    enc, head = _dual_models()
+    train_contrastive(enc, head, digits[:120], epochs=2, batch_size=40, lr=1e-2, weight_decay=0.0, temperature=0.5,
+                      augment=AUG, device=torch.device("cpu"), seed=0)
+    enc.eval(), head.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    batches = candidate_batches(120, 10, seed=5)
+    grads = candidate_gradients(enc, head, digits, batches, list(range(len(batches))), augment=AUG,
+                                temperature=0.5, adversarial=ADV, seed=5)
+    val = digits[120:150]
+    g_val, _ = validation_gradient(enc, head, val.float() / 255, rd=RD, seed=9)
+    gains = (grads @ g_val).double()
+    drops = divergence_drops(enc, head, grads, {"U": val, "held_out": digits[150:180]}, rd=RD, step=1e-2, seed=9)
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    assert drops["U"].shape == drops["held_out"].shape == (len(batches),)
+    rho, p = spearman(gains, drops["U"], permutations=2000)
+    assert rho > 0.8 and p < 0.01
+    assert ((drops["U"] > 0) == (gains > 0)).float().mean() > 0.8
+    # flipping the step's sign flips the ranking: the drop follows the gradient, not the candidate's size
+    raised = divergence_drops(enc, head, grads, {"U": val}, rd=RD, step=-1e-2, seed=9)["U"]
+    assert spearman(gains, raised, permutations=200)[0] < -0.8
+
+
 @pytest.mark.parametrize("section, match", [
     ({"select": {"fraction": 0}}, "select.fraction = 0: Input should be greater than 0"),
     ({"select": {"fraction": 1.2}}, "select.fraction = 1.2"),
@@ -237,6 +318,8 @@ def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_se
     hist = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in hist["rounds"]] == [1, 2]
     assert [h["images"] for h in hist["history"]] == [190, 48, 48]
+    # the full-data warm-up drops its ragged 62 images; a 48-image coreset (< batch 64) trains on all of them
+    assert [(h["steps"], h["trained"]) for h in hist["history"]] == [(2, 128), (1, 48), (1, 48)]
     assert hist["selection_seconds"] > 0 and hist["train_seconds"] > 0
     rounds = pl.read_parquet(out / "coresets.parquet")
     assert rounds.group_by("epoch").len().sort("epoch")["len"].to_list() == [48, 48]

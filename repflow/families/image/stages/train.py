@@ -132,7 +132,8 @@ def run(ctx: StageContext) -> StageSummary:
                       augment=cfg.augment.model_dump(), device=device, seed=params.seed,
                       partners=partners, labels=labels if cfg.loss == "supcon" else None,
                       adversary=adversary(params), epoch_indices=epoch_indices,
-                      optimizer_state=opt_state, start_epoch=start_epoch, on_epoch=on_epoch)
+                      optimizer_state=opt_state, start_epoch=start_epoch,
+                      use_every_image=scfg.selection_method.subset, on_epoch=on_epoch)
     encoder.cpu().eval()
     save_tensors(tmp / "encoder.safetensors", encoder.state_dict(), enc_config)
     save_tensors(tmp / "head.safetensors", head.cpu().state_dict(), head_config)
