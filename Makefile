@@ -58,6 +58,8 @@ bench: setup
 	python -m benchmarks.attack_speed
 	python -m benchmarks.rcs
 	python -m benchmarks.glad
+	python -m benchmarks.genrep
+	python -m benchmarks.acl_attack_mode
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock).
 lock:

@@ -30,9 +30,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from repflow.acl import ACL  # noqa: E402
-from repflow.attacks import PGD, SVDLogitFusion, accuracy, attack_success_rate, make_attack  # noqa: E402
+from repflow.attacks import PGD, accuracy, attack_success_rate, make_attack, rank1_ablation_accuracy  # noqa: E402
 from repflow.contrastive import train_contrastive  # noqa: E402
-from repflow.coreset import representational_divergence, select_coreset_random, select_coreset_rcs  # noqa: E402
+from repflow.coreset import (candidate_batches, candidate_gradients, divergence_drops, select_coreset_random,  # noqa: E402
+                             select_coreset_rcs, spearman, validation_gradient)
 from repflow.distill import (EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, distill,  # noqa: E402
                              evaluate_distilled, generator_samples, summarize)
 from repflow.generative import genrep_latents, generate_images, train_cvae  # noqa: E402
@@ -49,6 +50,9 @@ SHARE = {"svd": 0.15, "glad": 0.25, "genrep": 0.25, "rcs": 0.35}
 """Fraction of the time budget each section may use (what a section leaves unused goes to the next)."""
 AUG = {"crop_scale_min": 0.2, "flip": True, "brightness": 0.4, "contrast": 0.4, "noise_std": 0.0}
 EPS = 8 / 255
+SVD_SURROGATES = {"convnet": "block2", "convnet_bn_gap": "block2", "resnet8": "stage2"}
+SVD_TARGETS = ["convnet_seed1", "mlp", "wide_cnn_bn", "resnet8", "convnet_pgd"]
+"""The CPU benchmark's surrogates (zoo member → split stage) and targets (benchmarks/svd_transfer.py)."""
 
 
 class Clock:
@@ -106,13 +110,6 @@ def timed(device: torch.device, fn):
     if device.type == "cuda":
         torch.cuda.synchronize()
     return out, time.perf_counter() - t0
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's ρ of two 1-D samples (Pearson correlation of their ranks; ties broken by order)."""
-    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra @ rb) / (ra.norm() * rb.norm()).clamp_min(1e-12))
 
 
 def probe_accuracy(s: Setup, encoder: torch.nn.Module, seed: int, *, pgd_images: int = 0) -> dict:
@@ -223,50 +220,29 @@ def section_rcs(s: Setup) -> None:
               "evaluation: SLF probe on all training features, clean accuracy on the test split and PGD-20 "
               "(ε 8/255, α 2.5ε/20) on the first 2000 test images; ALF is not run at this scale (time)",
               f"mechanism check ({mech['candidates']} candidates on the warmed-up model, {mech_s:.0f} s): Spearman "
-              f"ρ(predicted gain, actual L_RD drop after one head step) on U {mech['rho_u']:+.3f}, on held-out "
-              f"test images {mech['rho_held_out']:+.3f}"]
+              f"ρ(predicted gain, actual L_RD drop after one head step) on U {mech['rho_U']:+.3f} (permutation p "
+              f"{mech['p_U']:.3f}), on held-out test images {mech['rho_held_out']:+.3f} (p {mech['p_held_out']:.3f})"]
     s.write("rcs", "RCS vs random coreset vs full data (ACL, ResNet-18)", rows, notes, {"mechanism": mech})
 
 
 def mechanism_check(s: Setup, enc, head, pool, val, adv, rd, batch, seed) -> dict:
-    """Score ``n`` candidate minibatches with RCS's predicted gain ⟨∇_head L_ACL(b), ∇_head L_RD(U)⟩ and
-    measure, for each, the actual drop of L_RD on U and on held-out images after one SGD step
-    (lr 0.01, as the greedy step) on the head with that batch's gradient."""
-    from repflow.coreset import candidate_batches, candidate_gradients, validation_gradient
-
+    """Score candidate minibatches with RCS's predicted gain ⟨∇_head L_ACL(b), ∇_head L_RD(U)⟩ and
+    Spearman-correlate it with the actual drop of L_RD on U and on held-out test images after one head
+    step (lr 0.01, the greedy step) on each candidate (:func:`repflow.coreset.divergence_drops`)."""
     enc.eval()
     head.eval()
-    n = s.size(48, 6)
-    batches = candidate_batches(len(pool), batch, seed)[:n]
+    batches = candidate_batches(len(pool), batch, seed)[:s.size(48, 6)]
     grads = candidate_gradients(enc, head, pool, batches, list(range(len(batches))), augment=AUG, temperature=0.5,
                                 adversarial=adv, seed=seed, device=s.device)
-    u = val.to(s.device).float().div(255)
-    held = s.x_test[:len(val)].to(s.device).float().div(255)
-    g_val, _ = validation_gradient(enc, head, u, rd=rd, seed=seed)
-    predicted = grads @ g_val
-    params = list(head.parameters())
-    saved = [p.detach().clone() for p in params]
-
-    def rd_of(x):
-        return representational_divergence(enc, head, x, generator=torch.Generator().manual_seed(seed),
-                                           head_only=True, **rd).item()
-
-    base_u, base_h = rd_of(u), rd_of(held)
-    drops_u, drops_h = [], []
-    for i in range(len(batches)):
-        with torch.no_grad():
-            offset = 0
-            for p in params:
-                p -= 0.01 * grads[i, offset:offset + p.numel()].view_as(p).to(p.device)
-                offset += p.numel()
-        drops_u.append(base_u - rd_of(u))
-        drops_h.append(base_h - rd_of(held))
-        with torch.no_grad():
-            for p, v in zip(params, saved):
-                p.copy_(v)
-    du, dh = torch.tensor(drops_u), torch.tensor(drops_h)
-    return {"candidates": len(batches), "rho_u": spearman(predicted, du), "rho_held_out": spearman(predicted, dh),
-            "predicted": predicted.tolist(), "drop_u": drops_u, "drop_held_out": drops_h}
+    g_val, _ = validation_gradient(enc, head, val.to(s.device).float().div(255), rd=rd, seed=seed)
+    predicted = (grads @ g_val).double()
+    drops = divergence_drops(enc, head, grads, {"U": val, "held_out": s.x_test[:len(val)]}, rd=rd, step=0.01,
+                             seed=seed, device=s.device)
+    out: dict = {"candidates": len(batches), "predicted": predicted.tolist()}
+    for name, d in drops.items():
+        out[f"rho_{name}"], out[f"p_{name}"] = spearman(predicted, d, seed=seed)
+        out[f"drop_{name}"] = d.tolist()
+    return out
 
 
 # ------------------------------------------------------------------------------------------ SVD-SSA
@@ -276,50 +252,37 @@ def section_svd(s: Setup) -> None:
     surrogate in the zoo to every target, at ε 0.1 and 0.2, plus the premise check per surrogate (accuracy
     when the split feature is replaced by its rank-1 part vs by the residual)."""
     seed, epochs, n_att = 0, s.size(8, 1), s.size(2000, 100)
-    members = {name: train_zoo_member(spec, s.x, s.y, seed=seed, epochs=epochs, batch_size=256, device=s.device)
-               for name, spec in ZOO_SPECS.items()}
-    surrogates = [(n, ZOO_SPECS[n]) for n in members if ZOO_SPECS[n].role == "surrogate"]
-    targets = [n for n in members if ZOO_SPECS[n].role in ("target", "defence")]
+
+    def train(name: str, member_seed: int):
+        return train_zoo_member(ZOO_SPECS[name], s.x, s.y, seed=member_seed, epochs=epochs, batch_size=256,
+                                device=s.device)
+
+    targets = {name: train(name, seed) for name in SVD_TARGETS}
     xt = s.x_test.float().div(255)
     x_att, y_att = xt[:n_att].to(s.device), s.y_test[:n_att].to(s.device)
     rows, premise = [], {}
-    for name, spec in surrogates:
-        model = members[name]
-        layer = getattr(spec, "svd_layer", None) or ("block2" if "block2" in model.layer_names else
-                                                     model.layer_names[len(model.layer_names) // 2])
-        premise[name] = rank1_premise(model, layer, xt.to(s.device), s.y_test.to(s.device))
+    for name, layer in SVD_SURROGATES.items():
+        model = train(name, seed + 1)  # another seed than the targets: no surrogate is one of them
+        premise[name] = rank1_ablation_accuracy(model, layer, xt.to(s.device), s.y_test.to(s.device))
         for eps in (0.1, 0.2):
             for attack in ("mifgsm", "di", "ssa"):
                 cells = {}
                 for fusion in (None, {"layer": layer, "beta": 0.5}):
                     adv = make_attack(attack, model, svd=fusion, eps=eps, alpha=eps / 10, steps=10, seed=seed)
                     x_adv = torch.cat([adv(x_att[i:i + 500], y_att[i:i + 500]) for i in range(0, n_att, 500)])
-                    cells[fusion is not None] = {t: attack_success_rate(members[t], x_adv, x_att, y_att,
-                                                                        device=s.device)[0] for t in targets}
-                base = sum(cells[False].values()) / len(targets)
-                fused = sum(cells[True].values()) / len(targets)
+                    cells[fusion is not None] = [attack_success_rate(t, x_adv, x_att, y_att, device=s.device)[0]
+                                                 for t in targets.values()]
+                base, fused = (sum(cells[k]) / len(targets) for k in (False, True))
                 rows.append({"surrogate": f"{name} @ {layer}", "eps": eps, "attack": attack,
                              "black-box (no SVD)": base, "black-box (SVD β=0.5)": fused, "Δ": fused - base})
-    notes = [f"zoo: {', '.join(members)} trained {epochs} epochs on {len(s.x)} images (seed {seed}); "
-             f"attacks on the first {n_att} test images: 10 steps, α = ε/10, μ = 1; black-box = mean attack success "
-             f"over the targets {targets}",
+        print(rows[-1], flush=True)
+    notes = [f"zoo: targets {list(targets)} (seed {seed}) and surrogates {list(SVD_SURROGATES)} (seed {seed + 1}) "
+             f"trained {epochs} epochs on {len(s.x)} images; attacks on the first {n_att} test images: 10 steps, "
+             "α = ε/10, μ = 1; black-box = mean attack success over the targets",
              "premise (surrogate accuracy on the test split with the split feature replaced): "
-             + "; ".join(f"{n}: full {p['full']:.3f}, rank-1 {p['rank1']:.3f}, residual {p['residual']:.3f}"
-                         for n, p in premise.items())]
+             + "; ".join(f"{n}: full {p['full feature']:.3f}, rank-1 {p['rank-1 part']:.3f}, residual "
+                         f"{p['residual']:.3f}" for n, p in premise.items())]
     s.write("svd_transfer", "SVD logit fusion: black-box transfer success", rows, notes, {"premise": premise})
-
-
-@torch.no_grad()
-def rank1_premise(model, layer: str, x: torch.Tensor, y: torch.Tensor) -> dict:
-    fusion = SVDLogitFusion(model.eval(), layer, method="exact")
-    front, back = fusion.front, fusion.back
-    out = {"full": 0, "rank1": 0, "residual": 0}
-    for i in range(0, len(x), 500):
-        f = front(x[i:i + 500])
-        r1 = fusion.rank1_feature(f)
-        for key, feat in (("full", f), ("rank1", r1), ("residual", f - r1)):
-            out[key] += int((back(feat).argmax(1) == y[i:i + 500]).sum())
-    return {k: v / len(x) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------------------------------ generator

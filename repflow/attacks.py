@@ -30,7 +30,7 @@ from repflow.registry import Registry
 
 __all__ = ["ATTACKS", "DI", "FGSM", "MIFGSM", "PGD", "PGDL2", "SSA", "TI", "IterativeAttack", "SVDLogitFusion",
            "accuracy", "attack_success_rate", "dct_2d", "dct_matrix", "gaussian_kernel", "idct_2d", "make_attack",
-           "rank1_approximation", "robust_accuracy"]
+           "rank1_ablation_accuracy", "rank1_approximation", "robust_accuracy"]
 
 NORMS = ("linf", "l2")
 _TINY = 1e-12
@@ -431,6 +431,23 @@ class SVDLogitFusion(nn.Module):
         feature = self.front(x)
         fused = (1 - self.beta) * self.back(self.rank1_feature(feature))
         return fused if self.beta == 0 else fused + self.beta * self.back(feature)
+
+
+@torch.no_grad()
+def rank1_ablation_accuracy(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
+                            batch_size: int = 500) -> dict[str, float]:
+    """SVD-SSA's premise, measured: accuracy of ``model`` on float images ``x`` (N, C, H, W) in [0, 1]
+    with its ``layer`` feature kept ("full feature"), replaced by its exact rank-1 part σ₁u₁v₁ᵀ
+    ("rank-1 part"), or by the residual ("residual"). Fusion can only help when the rank-1 part carries
+    the class (paper: it keeps more accuracy than the residual)."""
+    fusion = SVDLogitFusion(model.eval(), layer, method="exact")
+    correct = {"full feature": 0, "rank-1 part": 0, "residual": 0}
+    for i in range(0, len(x), batch_size):
+        feature = fusion.front(x[i:i + batch_size])
+        rank1 = fusion.rank1_feature(feature)
+        for name, value in (("full feature", feature), ("rank-1 part", rank1), ("residual", feature - rank1)):
+            correct[name] += int((fusion.back(value).argmax(1) == y[i:i + batch_size]).sum())
+    return {name: c / max(len(x), 1) for name, c in correct.items()}
 
 
 def _keyword_params(factory: Callable[..., Any]) -> list[str]:
