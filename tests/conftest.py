@@ -52,7 +52,7 @@ def tiny_params(**sections) -> dict:
                      "attack_batch_size": 40, "alf_epochs": 1, "alf_steps": 2},
         "distill": {"ipc": 2, "iterations": 3, "real_per_class": 8, "eval_archs": ["convnet", "mlp"], "eval_seeds": 1,
                     "eval_epochs": 3},
-        "zoo": {"members": ["convnet_bn_gap", "mlp"], "epochs": 1},
+        "zoo": {"members": ["convnet_bn_gap", "mlp"], "epochs": 2, "batch_size": 16},  # BN running stats need steps
         "transfer": {"attacks": ["mifgsm"], "eps": [0.1], "steps": 2, "svd_iterations": 5, "max_test": 40,
                      "batch_size": 40},
         "register": {},

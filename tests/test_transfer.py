@@ -21,7 +21,7 @@ def trained(tiny_shards, tmp_path_factory, ray_session):
 
     root = tmp_path_factory.mktemp("transfer")
     tracking.configure(root)
-    p = parse_params(tiny_params(zoo={"members": ["convnet_bn_gap", "convnet", "convnet_pgd"], "epochs": 1}))
+    p = parse_params(tiny_params(zoo={"members": ["convnet_bn_gap", "convnet", "convnet_pgd"]}))
     sel = run_stage("image.select", p, {"shards": tiny_shards}, root / "select")
     enc = run_stage("image.train", p, {"shards": tiny_shards, "selection": sel}, root / "train")
     ev = run_stage("image.evaluate", p, {"shards": tiny_shards, "encoder": enc}, root / "evaluate")
