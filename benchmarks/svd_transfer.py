@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.attacks import accuracy, attack_success_rate, make_attack, rank1_approximation  # noqa: E402
+from repflow.attacks import accuracy, attack_success_rate, make_attack, rank1_ablation_accuracy  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
@@ -44,20 +44,6 @@ BETA_SWEEP = [0.0, 0.75]
 BATCH = 100
 TARGET_SEED = 0
 V1 = RESULTS / "svd_transfer_v1.json"
-
-
-@torch.no_grad()
-def feature_ablation_accuracy(model, layer: str, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Surrogate accuracy with the ``layer`` feature kept, replaced by its exact rank-1 part, or by the
-    residual (feature − rank-1 part)."""
-    front, back = model.split(layer)
-    correct = {"full feature": 0, "rank-1 part": 0, "residual": 0}
-    for i in range(0, len(x), 500):
-        feature = front(x[i:i + 500])
-        rank1 = rank1_approximation(feature.flatten(2), "exact").reshape(feature.shape)
-        for name, value in [("full feature", feature), ("rank-1 part", rank1), ("residual", feature - rank1)]:
-            correct[name] += int((back(value).argmax(1) == y[i:i + 500]).sum())
-    return {name: c / len(x) for name, c in correct.items()}
 
 
 def craft(name: str, surrogate, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int, spectrum: int,
@@ -151,7 +137,7 @@ def main() -> None:
             t0 = time.perf_counter()
             surrogate = train_zoo_member(ZOO_SPECS[surrogate_name], x_train, y_train, seed=1 + seed, **train)
             surrogate_acc.setdefault(surrogate_name, []).append(accuracy(surrogate, x_test, y_test))
-            for name, value in feature_ablation_accuracy(surrogate, layer, x_test, y_test).items():
+            for name, value in rank1_ablation_accuracy(surrogate, layer, x_test, y_test).items():
                 ablation.setdefault(surrogate_name, {}).setdefault(name, []).append(value)
             idx = order[seed * args.images:(seed + 1) * args.images]
             x, y = x_test[idx], y_test[idx]
