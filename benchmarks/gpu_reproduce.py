@@ -150,7 +150,8 @@ def section_rcs(s: Setup) -> None:
     enc = build_encoder({"name": "resnet18", "in_channels": 1, "width": width, "dual_bn": True})
     head = ProjectionHead(enc.out_dim, 128, dual_bn=True)
 
-    def train_epochs(start: int, stop: int, opt_state, indices_for) -> tuple[dict | None, float, float]:
+    def train_epochs(start: int, stop: int, opt_state, indices_for, subset: bool = False
+                     ) -> tuple[dict | None, float, float]:
         """Epochs start..stop−1 of ACL on ``pool``, one call per epoch so each epoch's images come from
         ``indices_for(epoch)``; returns the optimiser state, training seconds and selection seconds."""
         train_s = select_s = 0.0
@@ -162,6 +163,7 @@ def section_rcs(s: Setup) -> None:
                 enc, head, pool, epochs=epoch + 1, start_epoch=epoch, batch_size=batch, lr=1e-3,
                 weight_decay=1e-6, temperature=0.5, augment=AUG, device=s.device, seed=seed,
                 adversary=ACL(epochs=stop, **adv), epoch_indices=lambda _e: idx, optimizer_state=holder["opt"],
+                use_every_image=subset,
                 on_epoch=lambda _e, _st, opt: holder.update(opt=copy.deepcopy(opt.state_dict()))))
             train_s += secs
         return holder["opt"], train_s, select_s
@@ -203,7 +205,8 @@ def section_rcs(s: Setup) -> None:
                              (f"random @ {fraction}", schedule(random_select))):
         enc.load_state_dict(start_point[0])
         head.load_state_dict(start_point[1])
-        _, train_s, select_s = train_epochs(warmup, epochs, copy.deepcopy(start_point[2]), indices_for)
+        _, train_s, select_s = train_epochs(warmup, epochs, copy.deepcopy(start_point[2]), indices_for,
+                                            subset=arm != "full")
         acc = probe_accuracy(s, enc, seed, pgd_images=s.size(2000, 100))
         rows.append({"arm": arm, "slf_clean": acc["clean"], "slf_pgd20": acc["pgd20"], "warm-up s": warm_s,
                      "selection s": select_s, "training s": train_s, "total s": warm_s + select_s + train_s})
