@@ -305,8 +305,8 @@ def report(payload: dict, rerendered: bool = False) -> None:
         "; GenRep beats pixel-augmented "
         f"SimCLR on generated data: {['does not hold here', 'holds partly', 'holds'][beats_c + beats_c_official]} "
         f"(best σ {mean_std(best_vs_c)[0]:+.4f}, official σ {mean_std(official_vs_c)[0]:+.4f}, paired).",
-        "v1 and this run used different generators (VAE training with 2 vs 1 torch threads; Fréchet 6.650 in v1), "
-        "so v1's column differs by the generator too, not only by seed noise.",
+        "v1 and this run used different generators (Fréchet 6.650 in v1; v1 trained it with 2 torch threads, on "
+        "the code of that day), so v1's column differs by the generator too, not only by seed noise.",
         f"wall time {payload['wall_min']:.1f} min ({payload.get('torch_threads', args.threads)} torch thread(s), "
         "CPU shared with other jobs); plot: genrep_sigma.png (left: accuracy vs σ, right: anchor→view distance "
         "vs σ with the reference pairs dashed); v1: genrep_v1.md.",
