@@ -136,22 +136,28 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    schedule = argparse.Namespace(per_class=args.per_class, epochs=args.epochs, warmup=0, every=1, method="acl")
+    schedule = argparse.Namespace(per_class=args.per_class, epochs=args.epochs, warmup=0, every=1, method="acl",
+                                  candidate_batch=32, batch_size=128)
+
+    def full_arm(seed: int) -> dict:
+        """benchmarks.rcs's full-data arm (the validation size is unused without a coreset)."""
+        return arm_params(schedule, seed, "full", 1.0, val_size=128)
+
     runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="repflow-acl-mode-") as tmp:
         base = Path(tmp)
         tracking.configure(base)
-        shards = run_stage("image.prep", parse_params(arm_params(schedule, 0, "full", 1.0)), {}, base / "prep")
+        shards = run_stage("image.prep", parse_params(full_arm(0)), {}, base / "prep")
         n_train = ShardSet(shards).count("train")
         for seed in range(args.seeds):
             for mode in MODES:
                 t0 = time.perf_counter()
                 with attack_mode(mode):
-                    row = run_arm(base / f"s{seed}-{mode}", shards, arm_params(schedule, seed, "full", 1.0))
+                    row = run_arm(base / f"s{seed}-{mode}", shards, full_arm(seed))
                 row["wall_s"] = time.perf_counter() - t0
                 runs[mode].append(row)
                 print(f"seed {seed} {mode}: {row}", flush=True)
-        mechanism = mechanism_check(arm_params(schedule, 0, "full", 1.0), shards, base / "s0-new" / "train")
+        mechanism = mechanism_check(full_arm(0), shards, base / "s0-new" / "train")
     rows = []
     for mode in MODES:
         row = {"attack mode": f"{mode} ({'train' if mode == 'old' else 'eval'} mode)"}
