@@ -203,8 +203,9 @@ class Parameterization(nn.Module):
 
     @torch.no_grad()
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) detached on CPU: the distilled set as data."""
-        return self.images().detach().cpu(), self.labels.cpu()
+        """(images, labels) detached on CPU: the distilled set as data, copied, so that further distillation
+        steps (which update pixels in place) do not change a snapshot taken mid-run."""
+        return self.images().detach().cpu().clone(), self.labels.cpu().clone()
 
 
 class PixelParam(Parameterization):

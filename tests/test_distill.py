@@ -180,6 +180,16 @@ def test_distillation_reduces_the_dm_loss(kind):
     assert images.min() >= 0 and images.max() <= 1
 
 
+def test_a_snapshot_taken_mid_run_keeps_the_set_of_that_iteration():
+    x, y = tiny_data()
+    param = PixelParam.from_noise(SHAPE, K, 1, seed=0)
+    kept = {}
+    distill(param, x, y, loss="dm", iterations=4, net_config=SMALL_NET, lr={"pixels": 1.0}, seed=0,
+            on_step=lambda row: kept.setdefault(row["iteration"], param.snapshot()[0]))
+    assert not torch.equal(kept[2], kept[4])
+    assert torch.equal(kept[4], param.snapshot()[0])
+
+
 def test_dc_distillation_runs_with_an_inner_loop_and_pixels_stay_in_range():
     x, y = tiny_data()
     param = PixelParam.from_noise(SHAPE, K, 1, seed=0)
