@@ -26,6 +26,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def beyond_noise(diffs: list[float]) -> bool:
+    """Paired per-seed differences (same seeds on both arms) read as a real effect: at least 2 seeds,
+    every difference of the same sign, and their mean larger than their std. With 3 seeds, equal signs
+    happen by chance 1 time in 4, so a call this rule makes is weak evidence, not proof."""
+    if len(diffs) < 2:
+        return False
+    m, sd = mean_std(diffs)
+    return (all(x > 0 for x in diffs) or all(x < 0 for x in diffs)) and abs(m) > sd
+
+
 def write_results(name: str, title: str, rows: list[dict], notes: list[str], extra: dict | None = None) -> Path:
     """Write ``results/<name>.json`` and ``results/<name>.md``; returns the markdown path."""
     RESULTS.mkdir(exist_ok=True)

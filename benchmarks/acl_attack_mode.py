@@ -30,7 +30,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks._common import mean_std, write_results  # noqa: E402
+from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
 from benchmarks.rcs import arm_params, run_arm  # noqa: E402
 from repflow import acl, tracking  # noqa: E402
 from repflow.augment import random_views  # noqa: E402
@@ -178,18 +178,12 @@ def main() -> None:
             f"{mechanism[mode]['adv']['batches_tracked_added']} batch updates over the adv BN layers; "
             f"clean branch moved {mechanism[mode]['clean']['running_mean_rel_change']:.2%}"
             for mode in MODES]
-    def beyond_noise(key: str) -> bool:
-        """Every seed's paired difference has the same sign and the mean exceeds their spread."""
-        d = diffs[key]
-        m, sd = mean_std(d)
-        return (all(x > 0 for x in d) or all(x < 0 for x in d)) and abs(m) > sd
-
-    changed = [k for k in ("slf_robust", "alf_robust") if beyond_noise(k)]
+    changed = [k for k in ("slf_robust", "alf_robust") if beyond_noise(diffs[k])]
     verdict = (f"VERDICT: the fix changes robust accuracy beyond seed noise for {changed}" if changed else
                "VERDICT: the fix does not change robust accuracy beyond seed noise (SLF and ALF PGD-20 per-seed "
                "differences change sign across seeds)") + (
         "; beyond-noise shifts in the other columns: "
-        f"{[k for k in ('slf_clean', 'alf_clean', 'rd') if beyond_noise(k)] or 'none'} "
+        f"{[k for k in ('slf_clean', 'alf_clean', 'rd') if beyond_noise(diffs[k])] or 'none'} "
         "(beyond noise = every seed's new − old difference has the same sign and |mean| > their std). "
         "PGD-20 accuracy on 500 images alone has a binomial std of about 0.022 at 0.62.")
     notes = [

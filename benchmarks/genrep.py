@@ -26,7 +26,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.augment import random_views  # noqa: E402
 from repflow.checkpoints import load_encoder  # noqa: E402
@@ -193,13 +193,6 @@ def main() -> None:
             "view_distances": {str(s): v for s, v in distances.items()}, "reference_pairs": references,
             "args": vars(args), "n_train": n_train, "torch_threads": torch.get_num_threads(),
             "wall_min": (time.perf_counter() - t_start) / 60})
-
-
-def beyond_noise(diffs: list[float]) -> bool:
-    """Paired per-seed differences (same seeds, same anchors): every one has the same sign and their mean
-    exceeds their std — the rule benchmarks.acl_attack_mode uses."""
-    m, sd = mean_std(diffs)
-    return (all(x > 0 for x in diffs) or all(x < 0 for x in diffs)) and abs(m) > sd
 
 
 def report(payload: dict, rerendered: bool = False) -> None:
