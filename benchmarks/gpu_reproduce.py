@@ -34,8 +34,8 @@ from repflow.attacks import PGD, accuracy, attack_success_rate, make_attack, ran
 from repflow.contrastive import train_contrastive  # noqa: E402
 from repflow.coreset import (candidate_batches, candidate_gradients, divergence_drops, select_coreset_random,  # noqa: E402
                              select_coreset_rcs, spearman, validation_gradient)
-from repflow.distill import (EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, distill,  # noqa: E402
-                             evaluate_distilled, generator_samples, summarize)
+from repflow.distill import (DISTILL_NET, EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, distill,  # noqa: E402
+                             evaluate_distilled, summarize)
 from repflow.generative import genrep_latents, generate_images, train_cvae  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.models import ConditionalGenerator, ProjectionHead, build_encoder  # noqa: E402
@@ -313,13 +313,16 @@ def section_glad(s: Setup) -> None:
     gen = shared_generator(s)
     ipc, seed = s.size(10, 2), 0
     iterations = s.size(1000, 4)
-    eval_kw = {"seeds": (0, 1) if not s.smoke else (0,), "epochs": s.size(300, 2), "device": s.device}
+    pixels = s.x.float().div(255)
+    norm = {"mean": [pixels.mean().item()], "std": [pixels.std().item()]}  # the networks see normalised images
+    eval_kw = {"seeds": (0, 1) if not s.smoke else (0,), "epochs": s.size(300, 2), "device": s.device,
+               "archs": {name: {**cfg, **norm} for name, cfg in EVAL_ARCHITECTURES.items()}}
 
     def arms():
-        yield "pixel (generator-sample start)", PixelParam(generator_samples(gen, ipc, seed)[0], s.k)
+        yield "pixel (generator-sample start)", PixelParam.from_generator(gen, ipc, seed)
         yield "latent (z)", LatentParam(gen, ipc, seed)
         yield "feature (F_1, w)", FeatureParam(gen, ipc, 1, seed)
-        yield "pixel (noise start, official default)", PixelParam.from_noise((1, 28, 28), s.k, ipc, seed)
+        yield "pixel (noise start, official default)", PixelParam.from_noise((1, 28, 28), s.k, ipc, seed, **norm)
 
     def cross_and_same(param) -> dict:
         return summarize(evaluate_distilled(*param.snapshot(), s.x_test, s.y_test, **eval_kw))
@@ -336,7 +339,8 @@ def section_glad(s: Setup) -> None:
             if row["iteration"] == iterations // 2:
                 checkpoints["half"] = cross_and_same(param)
 
-        distill(param, s.x, s.y, loss="dm", iterations=iterations, seed=seed, on_step=at_half)
+        distill(param, s.x, s.y, loss="dm", iterations=iterations, seed=seed, on_step=at_half,
+                net_config={**DISTILL_NET, **norm})
         final, half = cross_and_same(param), checkpoints["half"]
         rows.append({"arm": name, "start cross": start["cross_arch"], "half cross": half["cross_arch"],
                      "final cross": final["cross_arch"], "gain cross": final["cross_arch"] - start["cross_arch"],
