@@ -274,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--write", action="store_true")
     dv.add_argument("--workdir", default=".")
     dv.set_defaults(func=cmd_dvc_yaml)
+
+    from repflow.family import families
+
+    for fam in families():
+        fam.add_commands(sub)
     return p
 
 

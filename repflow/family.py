@@ -109,7 +109,10 @@ class Family:
     """A method area with its own flow. ``params`` maps section names to pydantic models; a family whose
     ``params_root`` is None keeps its sections at the top of ``params.yaml`` (the default family), every
     other family nests them under its name (``audio.train``). ``check`` validates across sections.
-    ``flow`` is ``"module:function"`` of its Prefect flow; ``methods`` lists what ``repflow families`` shows."""
+    ``flow`` is ``"module:function"`` of its Prefect flow; ``methods`` lists what ``repflow families`` shows.
+    ``commands``, optional, is ``"module:function"`` of ``add(subparsers)``, which adds the family's own
+    ``repflow`` sub-commands (each sets ``func``; the user-error types ``repflow`` already reports in one line, such as
+    ``SourceError`` and ``RegistryError``, are reported the same way for them)."""
 
     name: str
     summary: str
@@ -119,6 +122,7 @@ class Family:
     params_root: str | None = ""
     check: Callable[[Any], None] | None = None
     methods: Callable[[], Iterable[Method]] | None = None
+    commands: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -157,6 +161,12 @@ class Family:
     def flow_function(self) -> Callable[..., Any]:
         module, _, attr = self.flow.partition(":")
         return getattr(importlib.import_module(module), attr)
+
+    def add_commands(self, subparsers: Any) -> None:
+        """Add the family's own sub-commands to the ``repflow`` parser (none unless it declares ``commands``)."""
+        if self.commands:
+            module, _, attr = self.commands.partition(":")
+            getattr(importlib.import_module(module), attr)(subparsers)
 
     def listed_methods(self) -> list[Method]:
         return list(self.methods()) if self.methods else []

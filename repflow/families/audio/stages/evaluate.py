@@ -1,0 +1,138 @@
+"""audio.evaluate: linear probes per label task, the position-sensitivity score, and PGD on waveforms.
+
+Every clip is read with the encoder's own log-mel settings and normalisation statistics (from its
+checkpoint). Probes are fitted on standardised train embeddings; the standardisation is folded into each
+probe's weights, so ``probes.safetensors`` applies to raw embeddings (what ``repflow embed-audio`` does).
+The robust accuracy is the attacked task's probe on adversarial *waveforms*: PGD-ℓ∞ of
+:mod:`repflow.attacks` through log-mel, normalisation, encoder and probe.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from repflow.attacks import PGD, accuracy, robust_accuracy
+from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
+from repflow.families.audio.advneg import position_sensitivity
+from repflow.families.audio.data import load_audio_split
+from repflow.families.audio.features import LogMel, MelSettings
+from repflow.families.audio.models import AudioNTT, WaveformClassifier
+from repflow.families.audio.params import POSITION_SENSITIVE
+from repflow.families.audio.ssl import embed_clips
+from repflow.manifest import OutputError, atomic_write_text, read_manifest
+from repflow.probe import fit_linear_probe
+from repflow.report import bar_plot, markdown_table
+from repflow.stage import StageContext, StageSummary
+
+log = logging.getLogger("repflow.audio.evaluate")
+
+
+def load_audio_encoder(folder: Path) -> tuple[AudioNTT, dict]:
+    """The encoder of a verified ``audio.train`` output, in eval mode, and its checkpoint config."""
+    read_manifest(folder, stage="audio.train")
+    state, config = load_tensors(Path(folder) / "encoder.safetensors")
+    try:
+        encoder = AudioNTT(**{k: v for k, v in config["encoder"].items() if k != "arch"})
+        MelSettings.from_dict(config["features"])
+        float(config["norm"]["mean"]), float(config["norm"]["std"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{Path(folder) / 'encoder.json'}: not an audio encoder config ({exc})") from None
+    load_state_strict(encoder, state, Path(folder) / "encoder.safetensors")
+    return encoder.eval(), config
+
+
+def probe_tasks(params, manifest_tasks: dict) -> list[str]:
+    return list(params.audio.evaluate.tasks or manifest_tasks)
+
+
+def check(params, inputs: dict[str, Path]) -> None:
+    """The probe tasks must be labels the prepared shards carry (before any embedding or probe)."""
+    manifest = read_manifest(inputs["shards"], verify=False)
+    have = manifest.get("meta", {}).get("tasks", {})
+    missing = [t for t in probe_tasks(params, have) if t not in have]
+    if missing:
+        raise OutputError(f"audio.evaluate.tasks asks for {missing}, but {Path(inputs['shards']) / 'manifest.json'} "
+                          f"has labels {sorted(have)} only")
+
+
+def _folded_probe(probe: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """The probe on raw embeddings: W(x − μ)/σ + b = (W/σ)x + (b − (W/σ)μ)."""
+    folded = nn.Linear(probe.in_features, probe.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(probe.weight / std)
+        folded.bias.copy_(probe.bias - folded.weight @ mean)
+    return folded
+
+
+def run(ctx: StageContext) -> StageSummary:
+    params, tmp = ctx.params, ctx.tmp
+    cfg = params.audio.evaluate
+    encoder, enc_config = load_audio_encoder(ctx.inputs["encoder"])
+    settings, stats = MelSettings.from_dict(enc_config["features"]), enc_config["norm"]
+    shards = ctx.inputs["shards"]
+    tasks = probe_tasks(params, read_manifest(shards, verify=False)["meta"]["tasks"])
+    train = load_audio_split(shards, "train", settings=settings, stats=stats, tasks=tasks)
+    test = load_audio_split(shards, "test", settings=settings, stats=stats, tasks=tasks)
+    f_train, f_test = embed_clips(encoder, train.logmel), embed_clips(encoder, test.logmel)
+    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
+
+    rows, probes, tensors = [], {}, {}
+    for task in tasks:
+        classes = train.classes[task]
+        probe = fit_linear_probe((f_train - mean) / std, train.labels[task], len(classes), epochs=cfg.probe_epochs,
+                                 lr=cfg.probe_lr, batch_size=cfg.probe_batch_size, seed=params.seed)
+        probes[task] = _folded_probe(probe, mean, std)
+        with torch.no_grad():
+            acc = float((probes[task](f_test).argmax(1) == test.labels[task]).float().mean())
+        majority = float(torch.bincount(test.labels[task], minlength=len(classes)).max()) / len(test.labels[task])
+        sensitive = POSITION_SENSITIVE.get(task)
+        rows.append({"task": task, "classes": len(classes), "position_sensitive":
+                     "unknown" if sensitive is None else ("yes" if sensitive else "no"),
+                     "probe_acc": acc, "majority": majority})
+        tensors[f"{task}/weight"], tensors[f"{task}/bias"] = probes[task].weight, probes[task].bias
+        log.info("audio.evaluate: probe %s %.4f (majority class %.4f)", task, acc, majority)
+    save_tensors(tmp / "probes.safetensors", tensors,
+                 {"tasks": {t: train.classes[t] for t in tasks}, "dim": encoder.out_dim})
+
+    sensitivity = position_sensitivity(encoder, test.logmel, cfg.sensitivity_shifts)
+    metrics = {f"probe_acc/{r['task']}": r["probe_acc"] for r in rows}
+    metrics["probe_acc_mean"] = sum(r["probe_acc"] for r in rows) / len(rows)
+    metrics["position_sensitivity"] = sensitivity
+
+    robust_rows = []
+    if cfg.attack_task:
+        n = min(cfg.max_test, len(test.waveforms))
+        model = WaveformClassifier(LogMel(settings), stats["mean"], stats["std"], encoder, probes[cfg.attack_task])
+        model.eval()
+        u = ((test.waveforms[:n] + 1) / 2).clamp(0, 1).unsqueeze(1)
+        y = test.labels[cfg.attack_task][:n]
+        clean = accuracy(model, u, y, batch_size=cfg.attack_batch_size)
+        robust_rows.append({"eps (waveform)": 0.0, "accuracy": clean})
+        metrics["clean_acc"] = clean
+        for eps in cfg.eps:
+            attack = PGD(model, eps=eps / 2, steps=cfg.pgd_steps, alpha=2.5 * eps / 2 / cfg.pgd_steps,
+                         random_start=True, seed=params.seed)
+            acc = robust_accuracy(model, attack, u, y, batch_size=cfg.attack_batch_size, desc=f"PGD eps {eps:g}")
+            metrics[f"robust_acc/{eps:g}"] = acc
+            robust_rows.append({"eps (waveform)": eps, "accuracy": acc})
+        metrics["robust_acc_mean"] = sum(r["accuracy"] for r in robust_rows[1:]) / len(cfg.eps)
+    atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
+    protocol = {"tasks": tasks, "probe_epochs": cfg.probe_epochs, "probe_lr": cfg.probe_lr,
+                "test_clips": len(test.logmel), "shards": read_manifest(shards, verify=False)["digest"],
+                "attack": "pgd-linf" if cfg.attack_task else None, "attack_task": cfg.attack_task,
+                "eps": cfg.eps, "steps": cfg.pgd_steps}
+    atomic_write_text(tmp / "protocol.json", json.dumps(protocol, indent=1, sort_keys=True))
+    bar_plot([r["task"] for r in rows], {"linear probe": [r["probe_acc"] for r in rows],
+                                         "majority class": [r["majority"] for r in rows]},
+             tmp / "probes.png", ylabel="test accuracy", title="linear probes on the frozen audio encoder")
+    md = (f"- audio probes (test accuracy; mean {metrics['probe_acc_mean']:.4f}); position sensitivity "
+          f"1 − cos(f(x), f(shift(x))) = {sensitivity:.4f} over shifts {cfg.sensitivity_shifts} mel bins\n\n"
+          + markdown_table(rows))
+    if robust_rows:
+        md += (f"\n\n- PGD-{cfg.pgd_steps} ℓ∞ on waveforms, `{cfg.attack_task}` probe, {len(u)} test clips\n\n"
+               + markdown_table(robust_rows))
+    return StageSummary(metrics=metrics, markdown=md, plots=["probes.png"])
