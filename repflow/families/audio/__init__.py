@@ -1,0 +1,1 @@
+"""The audio family (placeholder docstring; the lead writes the real package module)."""
