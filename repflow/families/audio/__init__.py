@@ -5,41 +5,15 @@ shards) → train (an AudioNTT-style CNN on normalised log-mel: ``baseline`` Sim
 ``advneg`` with positional negatives) → evaluate (linear probes per label, position sensitivity, PGD on
 waveforms) → register (``repflow-audio-encoder``; alias gated on the mean probe accuracy).
 Its params live under ``audio:`` in ``params.yaml``; ``repflow embed-audio FILE.wav`` uses the registered encoder.
+
+The declaration is read on first use of ``FAMILY`` (the registry's discovery does that), so importing an
+algorithm of this package (``repflow.families.audio.advneg``) needs torch alone, as on a GPU box.
 """
-from __future__ import annotations
-
-from repflow.family import Family, Method, ModelSpec, Stage
-from repflow.families.audio.params import SECTIONS, check
-
-_STAGES = "repflow.families.audio.stages"
 
 
-def _methods() -> list[Method]:
-    from repflow.families.audio.ssl import AUDIO_METHODS
+def __getattr__(name: str):
+    if name == "FAMILY":
+        from repflow.families.audio.declaration import FAMILY
 
-    return [Method(name, "train", m.paradigm, m.paper, m.summary) for name, m in AUDIO_METHODS.items()]
-
-
-FAMILY = Family(
-    name="audio",
-    summary="self-supervised audio representations with adversarial positional negatives (torchaudio)",
-    params=SECTIONS,
-    check=check,
-    flow="repflow.families.audio.flow:audio_flow",
-    methods=_methods,
-    commands="repflow.families.audio.commands:add_commands",
-    stages=(
-        Stage("prep", f"{_STAGES}.prep", "data/audio/prep", ("seed", "audio.prep", "audio.features"),
-              summary="espeak / asterisk / audio folder → resampled flac shards, log-mel statistics"),
-        Stage("train", f"{_STAGES}.train", "artifacts/audio/train", ("seed", "audio.train"), {"shards": "prep"},
-              summary="AudioNTT encoder: SimCLR on BYOL-A views (baseline) or + positional negatives (advneg)"),
-        Stage("evaluate", f"{_STAGES}.evaluate", "reports/audio/evaluate", ("seed", "audio.evaluate"),
-              {"shards": "prep", "encoder": "train"},
-              summary="linear probes per label, position sensitivity, PGD on waveforms"),
-        Stage("register", f"{_STAGES}.register", "reports/audio/register", ("audio.register",),
-              {"encoder": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-audio-encoder", metric="probe_acc_mean", direction="max",
-                                   alias="champion"),),
-              summary="MLflow registry; the alias moves only when the mean probe accuracy beats its holder"),
-    ),
-)
+        return FAMILY
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

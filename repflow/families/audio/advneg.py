@@ -68,7 +68,8 @@ def positional_candidates(x: torch.Tensor, g: torch.Generator, *, shifts: Sequen
     """All candidate negatives of a batch: (N, K, 1, F, T) and the K transform names.
 
     K = 2·len(shifts) (each shift up and down) + 1 (time reversal) + ``reorders`` random block orders
-    (drawn from ``g``, one order per batch, each moving every block).
+    (drawn from ``g``, one order per batch, each moving every block). Names: ``freq+12``, ``reverse``,
+    ``reorder 2301`` (the new block order).
     """
     made, names = [], []
     for s in shifts:
@@ -80,7 +81,7 @@ def positional_candidates(x: torch.Tensor, g: torch.Generator, *, shifts: Sequen
     for _ in range(reorders):
         order = _derangement(blocks, g)
         made.append(block_reorder(x, order))
-        names.append("blocks" + "".join(str(i) for i in order))
+        names.append("reorder " + "".join(str(i) for i in order))
     return torch.stack(made, dim=1), names
 
 

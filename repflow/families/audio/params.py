@@ -29,7 +29,7 @@ class AudioPrepParams(Section):
     path: str | None = Field(None, description="folder of asterisk / audiofolder; null = the source's default")
     words: list[str] = Field(default_factory=lambda: list(DEFAULT_WORDS), min_length=2, max_length=200,
                              description="espeak: the words synthesised (each one class of the 'word' task)")
-    clips_per_word: int = Field(100, ge=3, le=10_000, description="espeak: clips synthesised per word")
+    clips_per_word: int = Field(60, ge=3, le=10_000, description="espeak: clips synthesised per word")
     pitch_bands: int = Field(3, ge=2, le=10, description="espeak: equal-width bands of the pitch parameter 0-99")
     max_seconds: float = Field(2.0, gt=0.0, le=60.0, description="longer files are cut to this (seconds)")
     stratify: str = Field("word", description="label whose classes every split keeps in proportion")
@@ -64,7 +64,7 @@ class AudioFeatureParams(Section):
 
 
 class AudioEncoderParams(Section):
-    channels: int = Field(64, ge=4, le=1024)
+    channels: int = Field(32, ge=4, le=1024, description="conv channels (AudioNTT2020: 64; 32 fits a CPU)")
     blocks: int = Field(3, ge=1, le=5)
     dim: int = Field(512, ge=8, le=8192)
     freq_pool: literal_of(FREQ_POOLING) = "mean"  # type: ignore[valid-type]
@@ -91,11 +91,11 @@ class AudioNegativeParams(Section):
     """advneg's positional negatives. Shifts are in mel bins; the smallest default (12 of 64) is about as far as
     BYOL-A's random resize crop ever moves content, so the negatives are changes the positives never make."""
 
-    k: int = Field(2, ge=1, le=32, description="negatives chosen per clip (the most similar candidates)")
+    k: int = Field(1, ge=1, le=32, description="negatives chosen per clip (the most similar candidates)")
     weight: float = Field(1.0, gt=0.0, le=100.0, description="λ on the negatives' terms of the loss")
     shifts: list[int] = Field(default_factory=lambda: [12, 20], min_length=0, max_length=16,
                               description="frequency shifts in mel bins, each used up and down")
-    reorders: int = Field(2, ge=0, le=16, description="random time-block orders per batch")
+    reorders: int = Field(1, ge=0, le=16, description="random time-block orders per batch")
     blocks: int = Field(4, ge=2, le=32, description="time blocks a reorder cuts the patch into")
 
     @field_validator("shifts")
@@ -111,7 +111,7 @@ class AudioTrainParams(Section):
     encoder: AudioEncoderParams = AudioEncoderParams()
     augment: AudioAugmentParams = AudioAugmentParams()
     negatives: AudioNegativeParams = AudioNegativeParams()
-    epochs: int = Field(20, ge=0, le=10_000, description="0 = the randomly initialised encoder (the floor)")
+    epochs: int = Field(10, ge=0, le=10_000, description="0 = the randomly initialised encoder (the floor)")
     batch_size: int = Field(128, ge=2, le=8192)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(1e-6, ge=0.0, le=1.0)

@@ -88,7 +88,8 @@ def train_audio_ssl(encoder: nn.Module, head: nn.Module, logmel: torch.Tensor, *
                 encoder.train()
                 blind += float(sim.gather(1, idx).mean())
                 for name, c in zip(names, torch.bincount(idx.flatten().cpu(), minlength=len(names)).tolist()):
-                    chosen[name] = chosen.get(name, 0) + c
+                    kind = name.split()[0]  # every block order counts as "reorder"
+                    chosen[kind] = chosen.get(kind, 0) + c
                 neg_views = byol_a_view(neg.flatten(0, 1), g_neg, **augment)  # augmented like the positives
             # one forward pass: positives and negatives share batch-norm statistics, so batch statistics
             # cannot tell them apart
@@ -100,7 +101,7 @@ def train_audio_ssl(encoder: nn.Module, head: nn.Module, logmel: torch.Tensor, *
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         stats: dict[str, Any] = {"epoch": epoch + 1, "loss": total / max(steps, 1), "steps": steps}
         if spec.negatives:
             stats["negative_similarity"] = blind / max(steps, 1)

@@ -1,0 +1,148 @@
+"""The audio family's algorithms: positional transforms, the choice of hardest negatives, the loss against a
+direct computation, BYOL-A's augmentations, the encoder, the training loop's determinism and mechanism."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from repflow.contrastive import nt_xent_loss
+from repflow.families.audio.advneg import (block_reorder, frequency_shift, hardest_negatives, nt_xent_with_negatives,
+                                           position_sensitivity, positional_candidates, time_reverse)
+from repflow.families.audio.augment import log_mixup_exp, random_resize_crop
+from repflow.families.audio.models import AudioNTT, WaveformClassifier, projection_head
+from repflow.families.audio.ssl import AUDIO_METHODS, embed_clips, train_audio_ssl
+
+
+def _patches(n=6, f=16, t=12, seed=0):
+    return torch.randn(n, 1, f, t, generator=torch.Generator().manual_seed(seed))
+
+
+def test_frequency_shift_moves_content_and_fills_with_the_clip_minimum():
+    x = _patches()
+    up = frequency_shift(x, 3)
+    assert torch.equal(up[:, :, 3:], x[:, :, :-3])
+    assert torch.equal(up[:, :, :3], x.amin(dim=(1, 2, 3), keepdim=True).expand(-1, -1, 3, x.shape[-1]))
+    down = frequency_shift(x, -3)
+    assert torch.equal(down[:, :, :-3], x[:, :, 3:])
+    assert torch.equal(frequency_shift(up, -3)[:, :, :-3], x[:, :, :-3])  # back again, except the lost rows
+
+
+def test_time_reverse_and_block_reorder():
+    x = _patches(t=12)
+    assert torch.equal(time_reverse(time_reverse(x)), x)
+    moved = block_reorder(x, [2, 0, 1])
+    assert torch.equal(moved[..., :4], x[..., 8:]) and torch.equal(moved[..., 4:8], x[..., :4])
+    assert torch.equal(block_reorder(moved, [1, 2, 0]), x)  # the inverse order undoes it
+
+
+def test_candidates_cover_every_transform_and_reorders_move_every_block():
+    x = _patches(t=16)
+    cands, names = positional_candidates(x, torch.Generator().manual_seed(1), shifts=(4, 6), reorders=3, blocks=4)
+    assert cands.shape == (6, 8, 1, 16, 16)
+    assert names[:5] == ["freq+4", "freq-4", "freq+6", "freq-6", "reverse"]
+    for name in names[5:]:
+        order = [int(c) for c in name.removeprefix("reorder ")]
+        assert sorted(order) == [0, 1, 2, 3] and all(i != j for i, j in enumerate(order))
+    assert torch.equal(cands[:, 4], time_reverse(x))
+
+
+def test_hardest_negatives_are_the_most_similar_candidates():
+    x = _patches(n=4)
+    cands, _ = positional_candidates(x, torch.Generator().manual_seed(0), shifts=(2, 5), reorders=1, blocks=3)
+    embed = lambda v: v.flatten(1)  # noqa: E731
+    neg, idx, sim = hardest_negatives(embed, x, cands, 2)
+    direct = torch.stack([torch.stack([F.cosine_similarity(x[i].flatten(), cands[i, j].flatten(), dim=0)
+                                       for j in range(cands.shape[1])]) for i in range(len(x))])
+    assert torch.allclose(sim, direct, atol=1e-5)
+    assert torch.equal(idx[:, 0], direct.argmax(1))
+    assert torch.equal(neg[torch.arange(4), 0], cands[torch.arange(4), direct.argmax(1)])
+    with pytest.raises(ValueError, match="k = 9 negatives per anchor; must be in 1..6"):
+        hardest_negatives(embed, x, cands, 9)
+
+
+def test_loss_with_negatives_matches_a_direct_computation():
+    g = torch.Generator().manual_seed(3)
+    n, k, d, tau, lam = 5, 3, 8, 0.2, 0.5
+    z1, z2, zn = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g), torch.randn(n, k, d, generator=g)
+    got = nt_xent_with_negatives(z1, z2, zn, temperature=tau, weight=lam)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    negs = F.normalize(zn, dim=2)
+    total = 0.0
+    for a in range(2 * n):
+        i, p = a % n, (a + n) % (2 * n)
+        s = lambda u, v: math.exp(float(u @ v) / tau)  # noqa: E731
+        denom = sum(s(z[a], z[b]) for b in range(2 * n) if b != a) + lam * sum(s(z[a], negs[i, j]) for j in range(k))
+        total += -math.log(s(z[a], z[p]) / denom)
+    assert got.item() == pytest.approx(total / (2 * n), rel=1e-5)
+    assert nt_xent_with_negatives(z1, z2, None, temperature=tau).item() == pytest.approx(
+        nt_xent_loss(z1, z2, temperature=tau).item(), rel=1e-6)
+    assert got.item() > nt_xent_with_negatives(z1, z2, None, temperature=tau).item()  # more negatives, more loss
+
+
+def test_position_sensitivity_is_zero_for_a_frequency_blind_embedding():
+    x = _patches(n=8, f=32, t=10)
+    x[:, :, :8] = -5.0  # headroom: shifts by up to 8 bins lose nothing but silence
+    x[:, :, 24:] = -5.0
+    blind = lambda v: v.amax(dim=2).flatten(1) + 10  # noqa: E731  (max over frequency: shift-invariant)
+    assert position_sensitivity(blind, x, shifts=(4, -8)) == pytest.approx(0.0, abs=1e-6)
+    assert position_sensitivity(lambda v: v.flatten(1), x, shifts=(4, -8)) > 0.3
+
+
+def test_log_mixup_exp_mixes_power_within_bounds():
+    x = _patches(n=8)
+    assert torch.equal(log_mixup_exp(x, torch.Generator(), ratio=0.0), x)
+    out = log_mixup_exp(x, torch.Generator().manual_seed(0), ratio=0.4)
+    perm_lo = torch.minimum(x, x.amax(0, keepdim=True))
+    assert torch.all(out >= torch.log(torch.tensor(0.6)) + perm_lo - 1e-5)  # at least (1-λ) of its own power
+    assert not torch.allclose(out, x)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(log_mixup_exp(x, g1), log_mixup_exp(x, g2))
+
+
+def test_random_resize_crop_with_unit_scales_is_the_identity():
+    x = _patches(n=3, f=16, t=16)
+    same = random_resize_crop(x, torch.Generator(), virtual_scale=(1.0, 1.0), freq_scale=(1.0, 1.0),
+                              time_scale=(1.0, 1.0))
+    assert torch.allclose(same, x, atol=1e-5)
+    moved = random_resize_crop(x, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+
+
+@pytest.mark.parametrize("freq_pool", ["mean", "flatten"])
+def test_encoder_shapes_and_the_waveform_classifier_range(freq_pool):
+    enc = AudioNTT(n_mels=16, channels=8, blocks=2, dim=32, freq_pool=freq_pool).eval()
+    assert enc(torch.randn(4, 1, 16, 24)).shape == (4, 32)
+    with pytest.raises(ValueError, match="n_mels = 18 must be divisible by 2\\*\\*blocks = 4"):
+        AudioNTT(n_mels=18, blocks=2)
+    seen = []
+    probe = torch.nn.Linear(32, 3)
+    clf = WaveformClassifier(lambda w: (seen.append(w), torch.randn(len(w), 1, 16, 24))[1], 0.0, 1.0, enc, probe)
+    clf(torch.tensor([[[0.0, 0.5, 1.0]]]))
+    assert torch.equal(seen[0], torch.tensor([[-1.0, 0.0, 1.0]]))  # [0, 1] attack space ↔ [-1, 1] waveform
+
+
+def _tiny_train(method, seed=0, epochs=2):
+    torch.manual_seed(seed)
+    enc = AudioNTT(n_mels=16, channels=8, blocks=2, dim=16)
+    head = projection_head(16, 8)
+    x = _patches(n=24, f=16, t=16, seed=1)
+    hist = train_audio_ssl(enc, head, x, method=method, epochs=epochs, batch_size=8, lr=1e-3, weight_decay=0.0,
+                           temperature=0.2, augment={}, seed=seed,
+                           negatives={"k": 2, "weight": 1.0, "shifts": [4], "reorders": 1, "blocks": 4})
+    return enc, hist, x
+
+
+def test_training_is_deterministic_and_methods_differ_only_by_the_negatives():
+    enc_a, hist_a, x = _tiny_train("advneg")
+    enc_b, hist_b, _ = _tiny_train("advneg")
+    assert all(torch.equal(p, q) for p, q in zip(enc_a.state_dict().values(), enc_b.state_dict().values()))
+    assert [h["loss"] for h in hist_a] == [h["loss"] for h in hist_b]
+    assert set(hist_a[-1]["chosen"]) <= {"freq+4", "freq-4", "reverse", "reorder"}
+    assert sum(hist_a[-1]["chosen"].values()) == 3 * 8 * 2  # 3 batches × 8 clips × k
+    enc_c, hist_c, _ = _tiny_train("baseline")
+    assert "chosen" not in hist_c[-1]
+    assert not torch.equal(embed_clips(enc_a, x), embed_clips(enc_c, x))
+    assert list(AUDIO_METHODS) == ["baseline", "advneg"]
