@@ -1,0 +1,1 @@
+"""The audio family (placeholder: the lead writes the family definition)."""
