@@ -64,15 +64,15 @@ def params_model() -> type[Params]:
     from repflow.family import families
 
     fields: dict[str, Any] = {}
-    for fam in families():
-        sections = {name: (model, model()) for name, model in fam.params.items()}
-        if fam.params_root is None:
-            fields.update(sections)
-        else:
-            nested = create_model(f"{fam.name.title()}Params", __base__=Section, **sections)
-            fields[fam.params_root] = (nested, nested())
     with warnings.catch_warnings():  # "register" is also ABCMeta.register; instances still read the field
         warnings.filterwarnings("ignore", message='Field name "register"')
+        for fam in families():
+            sections = {name: (model, model()) for name, model in fam.params.items()}
+            if fam.params_root is None:
+                fields.update(sections)
+            else:
+                nested = create_model(f"{fam.name.title()}Params", __base__=Section, **sections)
+                fields[fam.params_root] = (nested, nested())
         return create_model("Params", __base__=Params, **fields)
 
 

@@ -38,6 +38,14 @@ class AudioPrepParams(Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     shard_size: int = Field(1000, ge=1, le=1_000_000, description="clips per shard")
 
+    @field_validator("words", mode="before")
+    @classmethod
+    def _words_are_text(cls, v):
+        if isinstance(v, list) and any(isinstance(w, bool) for w in v):
+            raise ValueError(f"{v}: YAML reads unquoted yes / no / on / off as booleans; quote those words "
+                             "(-P 'audio.prep.words=[\"yes\", \"no\"]')")
+        return v
+
 
 class AudioFeatureParams(Section):
     """Log-mel settings (BYOL-A's defaults: 16 kHz, 64 mel bins from 60 to 7800 Hz, 10 ms hop, 96 frames)."""

@@ -77,15 +77,14 @@ def run(ctx: StageContext) -> StageSummary:
 
     # one example per class of the stratifying label: its log-mel, and its audio for a listener
     (tmp / "examples").mkdir()
-    rows = []
-    strat = labels[cfg.stratify]
-    for cls in tasks[cfg.stratify][:8]:
+    strat, panels = labels[cfg.stratify], []
+    for cls in tasks[cfg.stratify][:12]:
         i = int(splits["train"][strat[splits["train"]] == cls][0])
         soundfile.write(tmp / "examples" / f"{cls.replace('/', '_')}.wav", clips.waveforms[i], feat.sample_rate)
         patch = train_mel[int(np.searchsorted(splits["train"], i))]
-        rows.append((cls, [(clips.names[i][-40:], (patch - norm["mean"]) / norm["std"])]))
-    logmel_rows(rows, tmp / "samples.png", title=f"{cfg.source}: normalised log-mel, one clip per {cfg.stratify}",
-                frame_ms=1000 * feat.hop_length / feat.sample_rate)
+        panels.append((f"{cfg.stratify} {cls}", (patch - norm["mean"]) / norm["std"]))
+    logmel_rows([("", panels[r:r + 4]) for r in range(0, len(panels), 4)], tmp / "samples.png",
+                title=f"{cfg.source}: normalised log-mel of train clips", frame_ms=1000 * feat.hop_length / feat.sample_rate)
     counts = {k: len(v) for k, v in splits.items()}
     if clips.skipped:
         log.warning("audio.prep: skipped %d undecodable files (listed in the manifest), e.g. %s", len(clips.skipped),
