@@ -9,9 +9,9 @@ consistent with the abstract (see ``../shared/research/papers-rest.md`` §1.2):
 
 1. **Candidates** A(x): positional changes that change meaning — frequency shifts by at least
    ``min_shift`` mel bins (up and down), time reversal, and reordering of time blocks.
-2. **Adversarial choice**: per anchor, the ``k`` candidates the current encoder is most blind to, i.e.
-   with the highest cosine similarity cos(f(x), f(A(x))) (a search over a discrete transform set, the
-   inner max of a min–max game).
+2. **Adversarial choice**: per anchor, the ``k`` candidates the current model is most blind to, i.e.
+   with the highest cosine similarity cos(z(x), z(A(x))) of their projections z = g(f(·)), where the loss
+   compares them (a search over a discrete transform set, the inner max of a min–max game).
 3. **Loss**: NT-Xent whose denominator for anchor i also holds its chosen negatives (weight λ):
 
        L_i = −log  e^{s(z_i, z_i⁺)/τ} / ( Σ_{b ≠ i} e^{s(z_i, z_b)/τ} + λ Σ_j e^{s(z_i, z⁻_ij)/τ} )
@@ -127,15 +127,23 @@ def nt_xent_with_negatives(z1: torch.Tensor, z2: torch.Tensor, negatives: torch.
 
 @torch.no_grad()
 def position_sensitivity(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                         shifts: Sequence[int] = (8, -8, 16, -16), batch_size: int = 256) -> float:
-    """Mean of 1 − cos(f(x), f(shift(x, Δ))) over clips and the frequency shifts Δ (mel bins): 0 = the
-    embedding ignores where in frequency the content sits."""
-    total, count = 0.0, 0
+                         shifts: Sequence[int] = (8, -8, 16, -16), batch_size: int = 256) -> tuple[float, float]:
+    """(absolute, relative) sensitivity of an embedding to where content sits in frequency.
+
+    absolute: mean of 1 − cos(f(x), f(shift(x, Δ))) over clips and the frequency shifts Δ (mel bins); 0 = the
+    embedding ignores the shift. relative: that mean divided by the mean 1 − cos(f(x), f(x')) between each
+    clip and the next one (another clip): 1 = a shift moves the embedding as far as changing the clip does.
+    The relative score is comparable across encoders whose embeddings share a large common component
+    (non-negative ReLU features all point roughly one way, so every absolute cosine distance is small).
+    """
+    shifted, other, count = 0.0, 0.0, 0
+    z_all = F.normalize(torch.cat([embed(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]), dim=1)
+    other = float((1 - (z_all * z_all.roll(1, dims=0)).sum(1)).mean())
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        z = F.normalize(embed(xb), dim=1)
+        xb, z = x[i:i + batch_size], z_all[i:i + batch_size]
         for s in shifts:
             zs = F.normalize(embed(frequency_shift(xb, s)), dim=1)
-            total += float((1 - (z * zs).sum(1)).sum())
+            shifted += float((1 - (z * zs).sum(1)).sum())
             count += len(xb)
-    return total / max(count, 1)
+    absolute = shifted / max(count, 1)
+    return absolute, absolute / max(other, 1e-12)

@@ -26,7 +26,8 @@ def embed_file(path: Path, ref: str) -> dict:
     mv = tracking.get_model_version(ref)
     rate = mv.tags.get("repflow.sample_rate")
     if rate is None or mv.tags.get("repflow.family") != "audio":
-        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not an audio encoder registered by audio.register")
+        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not an audio encoder registered by "
+                                     "audio.register")
     try:
         wave, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as exc:

@@ -184,5 +184,6 @@ def check(params) -> None:
     too_far = [s for s in a.train.negatives.shifts + [abs(s) for s in a.evaluate.sensitivity_shifts]
                if s >= feat.n_mels]
     if too_far:
-        raise ValueError(f"frequency shifts {too_far} (audio.train.negatives.shifts / audio.evaluate.sensitivity_shifts)"
-                         f" must be smaller than audio.features.n_mels = {feat.n_mels}")
+        raise ValueError(f"frequency shifts {too_far} (audio.train.negatives.shifts / "
+                         f"audio.evaluate.sensitivity_shifts) must be smaller than audio.features.n_mels = "
+                         f"{feat.n_mels}")

@@ -59,8 +59,9 @@ def train_audio_ssl(encoder: nn.Module, head: nn.Module, logmel: torch.Tensor, *
 
     ``negatives`` (advneg only): ``k`` chosen per clip, ``weight`` λ, ``shifts`` (mel bins), ``reorders``,
     ``blocks``. Batches are ⌊N / batch_size⌋ full ones per epoch (NT-Xent and batch norm want full batches).
-    Each epoch's stats: loss, and for advneg the mean cosine similarity of the chosen negatives to their
-    anchors when chosen (how blind the encoder is to them), and how often each transform was chosen.
+    Negatives are chosen in the projection space, where the loss compares them with their anchor. Each epoch's
+    stats: loss, and for advneg the mean cosine similarity of the chosen negatives' projections to their
+    anchors' when chosen (how blind the model is to them), and how often each transform kind was chosen.
     """
     spec = AUDIO_METHODS[method]
     if len(logmel) < 2:
@@ -83,9 +84,9 @@ def train_audio_ssl(encoder: nn.Module, head: nn.Module, logmel: torch.Tensor, *
             if spec.negatives:
                 cands, names = positional_candidates(x, g_neg, shifts=negatives["shifts"],
                                                      reorders=negatives["reorders"], blocks=negatives["blocks"])
-                encoder.eval()  # choosing must not move batch-norm statistics (nor drop units)
-                neg, idx, sim = hardest_negatives(encoder, x, cands, negatives["k"])
-                encoder.train()
+                encoder.eval(), head.eval()  # choosing must not move batch-norm statistics (nor drop units)
+                neg, idx, sim = hardest_negatives(lambda v: head(encoder(v)), x, cands, negatives["k"])
+                encoder.train(), head.train()
                 blind += float(sim.gather(1, idx).mean())
                 for name, c in zip(names, torch.bincount(idx.flatten().cpu(), minlength=len(names)).tolist()):
                     kind = name.split()[0]  # every block order counts as "reorder"

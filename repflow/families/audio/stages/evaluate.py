@@ -1,8 +1,7 @@
 """audio.evaluate: linear probes per label task, the position-sensitivity score, and PGD on waveforms.
 
 Every clip is read with the encoder's own log-mel settings and normalisation statistics (from its
-checkpoint). Probes are fitted on standardised train embeddings; the standardisation is folded into each
-probe's weights, so ``probes.safetensors`` applies to raw embeddings (what ``repflow embed-audio`` does).
+checkpoint). ``probes.safetensors`` holds probes on raw embeddings (what ``repflow embed-audio`` applies).
 The robust accuracy is the attacked task's probe on adversarial *waveforms*: PGD-ℓ∞ of
 :mod:`repflow.attacks` through log-mel, normalisation, encoder and probe.
 """
@@ -12,19 +11,16 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from repflow.attacks import PGD, accuracy, robust_accuracy
 from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
 from repflow.families.audio.advneg import position_sensitivity
 from repflow.families.audio.data import load_audio_split
+from repflow.families.audio.evaluation import fit_probes
 from repflow.families.audio.features import LogMel, MelSettings
 from repflow.families.audio.models import AudioNTT, WaveformClassifier
 from repflow.families.audio.params import POSITION_SENSITIVE
 from repflow.families.audio.ssl import embed_clips
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
-from repflow.probe import fit_linear_probe
 from repflow.report import bar_plot, markdown_table
 from repflow.stage import StageContext, StageSummary
 
@@ -59,15 +55,6 @@ def check(params, inputs: dict[str, Path]) -> None:
                           f"has labels {sorted(have)} only")
 
 
-def _folded_probe(probe: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
-    """The probe on raw embeddings: W(x − μ)/σ + b = (W/σ)x + (b − (W/σ)μ)."""
-    folded = nn.Linear(probe.in_features, probe.out_features)
-    with torch.no_grad():
-        folded.weight.copy_(probe.weight / std)
-        folded.bias.copy_(probe.bias - folded.weight @ mean)
-    return folded
-
-
 def run(ctx: StageContext) -> StageSummary:
     params, tmp = ctx.params, ctx.tmp
     cfg = params.audio.evaluate
@@ -78,35 +65,31 @@ def run(ctx: StageContext) -> StageSummary:
     train = load_audio_split(shards, "train", settings=settings, stats=stats, tasks=tasks)
     test = load_audio_split(shards, "test", settings=settings, stats=stats, tasks=tasks)
     f_train, f_test = embed_clips(encoder, train.logmel), embed_clips(encoder, test.logmel)
-    mean, std = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
-
-    rows, probes, tensors = [], {}, {}
-    for task in tasks:
-        classes = train.classes[task]
-        probe = fit_linear_probe((f_train - mean) / std, train.labels[task], len(classes), epochs=cfg.probe_epochs,
-                                 lr=cfg.probe_lr, batch_size=cfg.probe_batch_size, seed=params.seed)
-        probes[task] = _folded_probe(probe, mean, std)
-        with torch.no_grad():
-            acc = float((probes[task](f_test).argmax(1) == test.labels[task]).float().mean())
-        majority = float(torch.bincount(test.labels[task], minlength=len(classes)).max()) / len(test.labels[task])
+    fitted = fit_probes(f_train, {t: train.labels[t] for t in tasks}, f_test, {t: test.labels[t] for t in tasks},
+                        {t: len(train.classes[t]) for t in tasks}, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
+                        batch_size=cfg.probe_batch_size, seed=params.seed)
+    rows, tensors = [], {}
+    for task, result in fitted.items():
         sensitive = POSITION_SENSITIVE.get(task)
-        rows.append({"task": task, "classes": len(classes), "position_sensitive":
+        rows.append({"task": task, "classes": len(train.classes[task]), "position_sensitive":
                      "unknown" if sensitive is None else ("yes" if sensitive else "no"),
-                     "probe_acc": acc, "majority": majority})
-        tensors[f"{task}/weight"], tensors[f"{task}/bias"] = probes[task].weight, probes[task].bias
-        log.info("audio.evaluate: probe %s %.4f (majority class %.4f)", task, acc, majority)
+                     "probe_acc": result.accuracy, "majority": result.majority})
+        tensors[f"{task}/weight"], tensors[f"{task}/bias"] = result.probe.weight, result.probe.bias
+        log.info("audio.evaluate: probe %s %.4f (majority class %.4f)", task, result.accuracy, result.majority)
     save_tensors(tmp / "probes.safetensors", tensors,
                  {"tasks": {t: train.classes[t] for t in tasks}, "dim": encoder.out_dim})
 
-    sensitivity = position_sensitivity(encoder, test.logmel, cfg.sensitivity_shifts)
+    sensitivity, relative = position_sensitivity(encoder, test.logmel, cfg.sensitivity_shifts)
     metrics = {f"probe_acc/{r['task']}": r["probe_acc"] for r in rows}
     metrics["probe_acc_mean"] = sum(r["probe_acc"] for r in rows) / len(rows)
     metrics["position_sensitivity"] = sensitivity
+    metrics["position_sensitivity_relative"] = relative
 
     robust_rows = []
     if cfg.attack_task:
         n = min(cfg.max_test, len(test.waveforms))
-        model = WaveformClassifier(LogMel(settings), stats["mean"], stats["std"], encoder, probes[cfg.attack_task])
+        model = WaveformClassifier(LogMel(settings), stats["mean"], stats["std"], encoder,
+                                   fitted[cfg.attack_task].probe)
         model.eval()
         u = ((test.waveforms[:n] + 1) / 2).clamp(0, 1).unsqueeze(1)
         y = test.labels[cfg.attack_task][:n]
@@ -130,7 +113,8 @@ def run(ctx: StageContext) -> StageSummary:
                                          "majority class": [r["majority"] for r in rows]},
              tmp / "probes.png", ylabel="test accuracy", title="linear probes on the frozen audio encoder")
     md = (f"- audio probes (test accuracy; mean {metrics['probe_acc_mean']:.4f}); position sensitivity "
-          f"1 − cos(f(x), f(shift(x))) = {sensitivity:.4f} over shifts {cfg.sensitivity_shifts} mel bins\n\n"
+          f"1 − cos(f(x), f(shift(x))) = {sensitivity:.4f} over shifts {cfg.sensitivity_shifts} mel bins "
+          f"({relative:.3f} of the distance between two different clips)\n\n"
           + markdown_table(rows))
     if robust_rows:
         md += (f"\n\n- PGD-{cfg.pgd_steps} ℓ∞ on waveforms, `{cfg.attack_task}` probe, {len(u)} test clips\n\n"

@@ -41,7 +41,8 @@ def split_indices(labels: np.ndarray, *, val_fraction: float, test_fraction: flo
             rest, val = train_test_split(rest, test_size=val_fraction, stratify=labels[rest], random_state=seed)
     except ValueError as exc:
         raise SourceError(f"cannot split {len(keep)} clips of {len(np.unique(labels[keep]))} classes with "
-                          f"audio.prep.test_fraction / val_fraction ({exc}); use more clips or larger fractions")
+                          f"audio.prep.test_fraction / val_fraction ({exc}); use more clips or larger "
+                          "fractions") from None
     return {"train": np.sort(rest), "val": np.sort(val), "test": np.sort(test)}, dropped
 
 
@@ -84,7 +85,8 @@ def run(ctx: StageContext) -> StageSummary:
         patch = train_mel[int(np.searchsorted(splits["train"], i))]
         panels.append((f"{cfg.stratify} {cls}", (patch - norm["mean"]) / norm["std"]))
     logmel_rows([("", panels[r:r + 4]) for r in range(0, len(panels), 4)], tmp / "samples.png",
-                title=f"{cfg.source}: normalised log-mel of train clips", frame_ms=1000 * feat.hop_length / feat.sample_rate)
+                title=f"{cfg.source}: normalised log-mel of train clips",
+                frame_ms=1000 * feat.hop_length / feat.sample_rate)
     counts = {k: len(v) for k, v in splits.items()}
     if clips.skipped:
         log.warning("audio.prep: skipped %d undecodable files (listed in the manifest), e.g. %s", len(clips.skipped),

@@ -31,14 +31,16 @@ def build_encoder(params) -> AudioNTT:
                     freq_pool=enc.freq_pool)
 
 
-def _views_figure(encoder, x: torch.Tensor, params, path) -> None:
-    """Anchor, one BYOL-A positive, and the adversarial negative the trained encoder is most blind to."""
+def _views_figure(encoder, head, x: torch.Tensor, params, path) -> None:
+    """Anchor, one BYOL-A positive, and the positional negative the trained model is most blind to (highest
+    cosine similarity of projections, as advneg chooses)."""
     cfg = params.audio.train
     g = torch.Generator().manual_seed(params.seed)
     positive, _ = method_views(x, g, cfg.augment.model_dump())
     neg = cfg.negatives
     cands, names = positional_candidates(x, g, shifts=neg.shifts, reorders=neg.reorders, blocks=neg.blocks)
-    hardest, idx, sim = hardest_negatives(encoder.eval(), x, cands, 1)
+    encoder.eval(), head.eval()
+    hardest, idx, sim = hardest_negatives(lambda v: head(encoder(v)), x, cands, 1)
     rows = [(f"clip {i}", [("anchor", x[i]), ("positive (BYOL-A view)", positive[i]),
                            (f"negative: {names[int(idx[i, 0])]}\ncos {float(sim[i, idx[i, 0]]):.2f}", hardest[i, 0])])
             for i in range(len(x))]
@@ -69,7 +71,7 @@ def run(ctx: StageContext) -> StageSummary:
         line_plot([h["epoch"] for h in history], {"loss": [h["loss"] for h in history]}, tmp / "loss.png",
                   xlabel="epoch", ylabel="NT-Xent", title=f"audio.train {cfg.method}")
         plots.append("loss.png")
-    _views_figure(encoder, data.logmel[:3], params, tmp / "views.png")
+    _views_figure(encoder, head, data.logmel[:3], params, tmp / "views.png")
     plots.append("views.png")
     last = history[-1] if history else {}
     metrics = {"final_loss": last.get("loss", float("nan")), "train_clips": len(data.logmel)}
