@@ -27,7 +27,7 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-from repflow.families.audio import espeak
+import repflow.families.audio.espeak as espeak  # a module import: the package itself is no stage code
 from repflow.progress import progress
 from repflow.sources import SourceError
 
