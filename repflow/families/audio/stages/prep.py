@@ -96,6 +96,7 @@ def run(ctx: StageContext) -> StageSummary:
           + ", ".join(f"{t} ({len(c)} classes)" for t, c in tasks.items())
           + f"; {len(clips.skipped)} undecodable files skipped"
           + (f"; {len(dropped)} {cfg.stratify} classes with < {cfg.min_class_count} clips dropped" if dropped else ""))
+    md += f"\n\n![log-mel of train clips]({(ctx.out / 'samples.png').resolve().as_uri()})"
     return StageSummary(metrics={**{f"{k}_count": v for k, v in counts.items()}, "skipped_files": len(clips.skipped),
                                  "norm_mean": norm["mean"], "norm_std": norm["std"]},
                         markdown=md, plots=["samples.png"])

@@ -83,4 +83,5 @@ def run(ctx: StageContext) -> StageSummary:
     if "negative_similarity" in last:
         md += (f"; chosen negatives' cosine similarity to their anchors {metrics['negative_similarity_first']:.3f} "
                f"(epoch 1) → {metrics['negative_similarity_last']:.3f}; chosen transforms {last['chosen']}")
+    md += f"\n\n![anchor, positive and hardest positional negative]({(ctx.out / 'views.png').resolve().as_uri()})"
     return StageSummary(metrics=metrics, markdown=md, plots=plots)
