@@ -1,0 +1,1 @@
+"""The super-resolution family's stage bodies, one module per stage, each with ``run(ctx) -> StageSummary``."""

@@ -1,0 +1,104 @@
+"""sr.train: one super-resolution model per scale in ``sr.train.scales``, L1 on the prep stage's patch pairs.
+
+Resumable like the image family's training: every ``checkpoint_every`` epochs the model, optimizer and history
+go to ``.train.progress/x<scale>.safetensors`` beside the output; a killed run started again with the same
+params, inputs and code continues from there (a checkpoint made under another stage key is ignored).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import torch
+
+from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
+                                 unflatten_optimizer)
+from repflow.families.sr.data import load_pairs
+from repflow.families.sr.models import SR_MODELS, build_sr_model
+from repflow.families.sr.training import train_sr
+from repflow.manifest import read_manifest
+from repflow.report import line_plot
+from repflow.stage import StageContext, StageSummary
+
+log = logging.getLogger("repflow.sr.train")
+
+
+def model_config(params, scale: int) -> dict:
+    cfg = params.sr.train
+    return {"model": cfg.model, "scale": scale, "channels": cfg.channels, "blocks": cfg.blocks}
+
+
+def build_from_config(config: dict) -> torch.nn.Module:
+    """The module a checkpoint config describes (the inverse of :func:`model_config`)."""
+    kwargs = {} if config["model"] == "bicubic" else {"channels": config["channels"], "blocks": config["blocks"]}
+    return build_sr_model(config["model"], config["scale"], **kwargs)
+
+
+def _resume(path: Path, key: str, model: torch.nn.Module) -> tuple[int, list, dict | None]:
+    """(epoch, history, optimizer state) of a usable progress checkpoint, else (0, [], None)."""
+    if not path.is_file():
+        return 0, [], None
+    try:
+        tensors, meta = load_tensors(path)
+        if meta.get("stage_key") != key:
+            log.info("sr.train: ignoring %s (made with other params, inputs or code)", path)
+            return 0, [], None
+        load_state_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, path)
+        return int(meta["epoch"]), list(meta["history"]), unflatten_optimizer(tensors, meta["optimizer"])
+    except (CheckpointError, KeyError) as exc:
+        log.warning("sr.train: progress checkpoint %s unusable (%s); starting over", path, exc)
+        return 0, [], None
+
+
+def run(ctx: StageContext) -> StageSummary:
+    params, tmp = ctx.params, ctx.tmp
+    cfg = params.sr.train
+    metrics, md, plots, curves = {}, [], [], {}
+    ctx.meta["scales"] = cfg.scales
+    for scale in cfg.scales:
+        config = model_config(params, scale)
+        torch.manual_seed(params.seed)
+        model = build_from_config(config)
+        out = tmp / f"x{scale}"
+        out.mkdir()
+        history: list[dict] = []
+        if any(p.requires_grad for p in model.parameters()):
+            lrs, hrs, _ = load_pairs(ctx.inputs["shards"], "train", scale)
+            progress_file = ctx.progress_dir / f"x{scale}.safetensors"
+            start, history, opt_state = _resume(progress_file, ctx.key, model)
+            if start:
+                log.info("sr.train: ×%d resuming after epoch %d", scale, start)
+            mlflow.set_tag(f"repflow.resumed_from_epoch.x{scale}", str(start))
+
+            def on_epoch(epoch: int, stats: dict, opt, scale=scale, progress_file=progress_file, model=model,
+                         history=history) -> None:
+                history.append(stats)
+                mlflow.log_metric(f"loss_x{scale}", stats["loss"], step=epoch)
+                log.info("sr.train: ×%d epoch %d/%d L1 %.5f", scale, epoch, cfg.epochs, stats["loss"])
+                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                    progress_file.parent.mkdir(parents=True, exist_ok=True)
+                    opt_tensors, opt_meta = flatten_optimizer(opt)
+                    save_tensors(progress_file, {**{f"model/{k}": v for k, v in model.state_dict().items()},
+                                                 **opt_tensors},
+                                 {"stage_key": ctx.key, "epoch": epoch, "history": history, "optimizer": opt_meta})
+
+            train_sr(model, torch.stack(lrs), torch.stack(hrs), epochs=cfg.epochs, batch_size=cfg.batch_size,
+                     lr=cfg.lr, lr_half_every=cfg.lr_half_every, seed=params.seed + scale, start_epoch=start,
+                     optimizer_state=opt_state, on_epoch=on_epoch)
+            curves[f"×{scale}"] = [h["loss"] for h in history]
+            metrics[f"final_l1/x{scale}"] = history[-1]["loss"]
+        params_count = sum(p.numel() for p in model.parameters())
+        lr_patch = read_manifest(ctx.inputs["shards"], verify=False)["meta"]["hr_patch"] // scale
+        save_tensors(out / "model.safetensors", model.state_dict(), {**config, "params": params_count,
+                                                                      "lr_patch": lr_patch, "history": history})
+        metrics[f"params/x{scale}"] = params_count
+        md.append(f"×{scale}: {params_count:,} parameters" + (f", final L1 {history[-1]['loss']:.5f}" if history else
+                                                                " (no training: a fixed method)"))
+    if curves:
+        line_plot(list(range(1, cfg.epochs + 1)), curves, tmp / "loss.png", xlabel="epoch", ylabel="L1 (pixel units)",
+                  title=f"sr.train {cfg.model}")
+        plots.append("loss.png")
+    summary = (f"- SR model **{cfg.model}** ({SR_MODELS[cfg.model].summary}), {cfg.channels} channels, {cfg.blocks} "
+               f"blocks, {cfg.epochs} epochs of L1: " + "; ".join(md))
+    return StageSummary(metrics=metrics, markdown=summary, plots=plots)
