@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from repflow.families.sr.inference import count_macs, count_params, self_ensemble, upscale_tiled
-from repflow.families.sr.models import DTB, SHSR, SR_MODELS, Bicubic, build_sr_model
+from repflow.families.sr.models import DIV2K_RGB_MEAN, DTB, SHSR, SR_MODELS, Bicubic, EDSRBaseline, build_sr_model
 from repflow.registry import UnknownName
 
 TINY = {"channels": 8, "blocks": 2}
@@ -220,3 +220,24 @@ def test_tiled_upscaling_validates_its_arguments():
         upscale_tiled(model, (image * 255).to(torch.uint8), 2)
     with pytest.raises(ValueError, match="does the model upscale by scale=3"):
         upscale_tiled(model, image, 3, tile=12, overlap=2)
+
+
+@pytest.mark.parametrize("cls", [SHSR, EDSRBaseline])
+def test_global_skip_adds_bicubic_and_without_it_the_mean(cls):
+    """With the output conv silenced, the model returns exactly what its skip adds."""
+    x = torch.rand(1, 3, 9, 10)
+    with_skip, without = cls(2, global_skip=True, **TINY), cls(2, global_skip=False, **TINY)
+    for model in (with_skip, without):
+        nn.init.zeros_(model.tail.weight)
+        nn.init.zeros_(model.tail.bias)
+    bicubic = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.allclose(with_skip(x), bicubic, atol=1e-6)
+    mean = torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1).expand(1, 3, 18, 20)
+    assert torch.allclose(without(x), mean)
+    torch.manual_seed(0)
+    tiled_model = cls(2, global_skip=False, **TINY).double().eval()
+    image = torch.rand(1, 3, 20, 13, dtype=torch.float64)
+    radius = tiled_model.receptive_radius
+    with torch.no_grad():
+        whole = tiled_model(image)
+    assert (upscale_tiled(tiled_model, image, 2, tile=2 * radius + 9, overlap=radius) - whole).abs().max() < 1e-9

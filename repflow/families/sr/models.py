@@ -63,6 +63,12 @@ def _check_size(name: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _add_skip(residual: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The global skip: ``residual`` (N, 3, s·h, s·w) + the bicubic upsampling of ``lr`` (unclamped, so the
+    gradient reaches every pixel)."""
+    return residual + F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
 class MeanShift(nn.Module):
     """Adds ``sign`` × the DIV2K mean per channel (a fixed buffer, not trained)."""
 
@@ -205,14 +211,17 @@ class SHSR(nn.Module):
 
     ``dtb=False`` is the ablation without distribution transformation; ``shared=True`` shares each SMB's
     3×3 weight across its steps; ``window`` is DTB's statistics window (see :class:`DTB`).
-    ``global_skip`` adds the bicubic upsampling of the input to the output (the network then learns only
-    the residual detail) instead of the mean shift; off by default, like MSRN and EDSR.
+    ``global_skip`` (default on) adds the bicubic upsampling of the input to the output, so the network
+    learns only the missing detail; off, the DIV2K mean is added back instead (as MSRN and EDSR do).
+    It is on because it helps at small scale: ×2, 16 channels, 4 blocks, 800 Adam steps (lr 1e-3, batch 8
+    of 48×48 HR patches from skimage's bundled images, L1) reached Y-PSNR 33.2 / 34.0 dB (seeds 0 / 1)
+    on four held-out images without it, far below bicubic's 38.0 dB, and 38.2 / 37.6 dB with it.
     At the defaults (32 channels, 6 blocks) it has 238,527 parameters at ×2 and 275,519 at ×4
     (127,551 at ×2 with ``shared``), and 0.552 / 0.916 GMACs on a 48×48 LR input at ×2 / ×4.
     """
 
     def __init__(self, scale: int, channels: int = 32, blocks: int = 6, dtb: bool = True, shared: bool = False,
-                 window: int | None = 7, global_skip: bool = False):
+                 window: int | None = 7, global_skip: bool = True):
         super().__init__()
         _upsampling_steps(scale)
         _check_size("channels", channels)
@@ -244,9 +253,7 @@ class SHSR(nn.Module):
             outputs.append(f)
         fused = self.fusion(torch.cat(outputs, dim=1)) + head
         residual = self.tail(self.upsampler(fused))
-        if self.global_skip:
-            return residual + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return self.add_mean(residual)
+        return _add_skip(residual, x, self.scale) if self.global_skip else self.add_mean(residual)
 
 
 class ResBlock(nn.Module):
@@ -265,6 +272,7 @@ class EDSRBaseline(nn.Module):
     """EDSR (Lim et al. 2017): head conv → ``blocks`` residual blocks → conv, + head features → upsampler →
     output conv; DIV2K mean removed before, added after.
 
+    ``global_skip``: as :class:`SHSR`'s (on by default in both, so the two differ only in their body).
     Defaults: 16 blocks (EDSR's own "baseline" depth) at 32 channels (SHSR's width), so the two differ in
     the block design, not the width; 343,939 parameters at ×2, 380,931 at ×4 (0.796 / 1.159 GMACs on a
     48×48 LR input). ``res_scale`` 1, as EDSR's baseline (0.1 is for its 256-channel model).
@@ -273,12 +281,13 @@ class EDSRBaseline(nn.Module):
     configuration with fewer parameters and MACs.
     """
 
-    def __init__(self, scale: int, channels: int = 32, blocks: int = 16, res_scale: float = 1.0):
+    def __init__(self, scale: int, channels: int = 32, blocks: int = 16, res_scale: float = 1.0,
+                 global_skip: bool = True):
         super().__init__()
         _upsampling_steps(scale)
         _check_size("channels", channels)
         _check_size("blocks", blocks)
-        self.scale = scale
+        self.scale, self.global_skip = scale, global_skip
         self.sub_mean, self.add_mean = MeanShift(-1.0), MeanShift(1.0)
         self.head = _conv3x3(3, channels)
         self.body = nn.Sequential(*(ResBlock(channels, res_scale) for _ in range(blocks)),
@@ -287,7 +296,7 @@ class EDSRBaseline(nn.Module):
         self.tail = _conv3x3(channels, 3)
         self.n_blocks = blocks
         self.config = {"arch": "edsr", "scale": scale, "channels": channels, "blocks": blocks,
-                       "res_scale": res_scale}
+                       "res_scale": res_scale, "global_skip": global_skip}
 
     @property
     def receptive_radius(self) -> int:
@@ -295,7 +304,8 @@ class EDSRBaseline(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.head(self.sub_mean(x))
-        return self.add_mean(self.tail(self.upsampler(self.body(head) + head)))
+        residual = self.tail(self.upsampler(self.body(head) + head))
+        return _add_skip(residual, x, self.scale) if self.global_skip else self.add_mean(residual)
 
 
 class Bicubic(nn.Module):
