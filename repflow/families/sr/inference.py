@@ -1,0 +1,117 @@
+"""Inference utilities for the SR models: self-ensemble (the "+" variants), parameter and MAC counts, and
+tiled upscaling of images of any size with bounded memory and no seams."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from repflow.progress import progress
+
+__all__ = ["dihedral", "undo_dihedral", "self_ensemble", "count_params", "count_macs", "tile_spans",
+           "upscale_tiled"]
+
+Upscaler = Callable[[torch.Tensor], torch.Tensor]
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Transform ``k`` (0..3) × 90° rotation after an optional left-right flip of (N, C, H, W)."""
+    return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+
+def undo_dihedral(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """The inverse of :func:`dihedral`."""
+    y = torch.rot90(y, -k, dims=(-2, -1))
+    return y.flip(-1) if flip else y
+
+
+def self_ensemble(model: Upscaler, x: torch.Tensor) -> torch.Tensor:
+    """Mean over the 8 symmetries T of the square (4 rotations × optional flip) of T⁻¹(model(T(x))).
+
+    The "+" variants of SR papers (EDSR+, SHSR+): 8 forward passes, no training. For a model that is
+    already equivariant to these symmetries it returns the model's output.
+    """
+    total = None
+    for flip in (False, True):
+        for k in range(4):
+            out = undo_dihedral(model(dihedral(x, k, flip)), k, flip)
+            total = out if total is None else total + out
+    return total / 8
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters (a weight shared between layers counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on a tensor of ``input_shape`` (e.g. (1, 3, 48, 48)).
+
+    Counted by torch's ``FlopCounterMode``, which counts the matrix products and convolutions (2 FLOPs per
+    MAC, so MACs = FLOPs / 2) and nothing else: bias adds, activations, pooling, normalisation, pixel
+    shuffle and interpolation count zero. A k×k conv from Cin to Cout channels on an H×W output counts
+    H·W·Cin·Cout·k² MACs, the convention of SR papers' MAC tables (and of thop / ptflops for convolutions).
+    """
+    if len(input_shape) != 4 or any(not isinstance(s, int) or s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be 4 positive ints (N, C, H, W), got {input_shape!r}")
+    reference = next(model.parameters(), None)
+    x = torch.rand(input_shape, device=reference.device if reference is not None else "cpu",
+                   dtype=reference.dtype if reference is not None else torch.float32)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Along one axis of ``size`` LR pixels: (core start, core end, window start, window end) per tile.
+
+    Cores of ``tile − 2·overlap`` pixels partition [0, size); each window is its core plus up to ``overlap``
+    pixels of context per side, cut at the image's edges (where the model sees the image's own border, as
+    on the whole image). An image smaller than one tile is one window, the whole axis.
+    """
+    core = tile - 2 * overlap
+    spans = []
+    for start in range(0, size, core):
+        end = min(start + core, size)
+        spans.append((start, end, max(0, start - overlap), min(size, end + overlap)))
+    return spans
+
+
+def upscale_tiled(model: Upscaler, image: torch.Tensor, scale: int, *, tile: int = 96,
+                  overlap: int = 16) -> torch.Tensor:
+    """Upscale ``image`` (N, 3, H, W) by ``scale``, running ``model`` on LR windows of at most ``tile``×``tile``
+    pixels so memory is bounded by the tile, not the image; returns (N, 3, scale·H, scale·W).
+
+    Each window is its core plus ``overlap`` LR pixels of context per side; only the core's output is kept.
+    If ``overlap`` ≥ the model's ``receptive_radius`` (see :mod:`.models`), every kept pixel is computed
+    from exactly the inputs it sees on the whole image, so the result equals the whole-image output up to
+    float rounding: no seams. A smaller overlap approximates (the effective receptive field of a trained
+    network is usually much smaller than the bound). Runs under ``torch.no_grad``; the model's
+    train / eval mode is left as is (use eval). ``model`` may be any upscaler, e.g. a self-ensemble.
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W), got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
+    for name, value, minimum in (("scale", scale, 1), ("tile", tile, 1), ("overlap", overlap, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if tile <= 2 * overlap:
+        raise ValueError(f"tile ({tile}) must be larger than 2·overlap ({2 * overlap}): each tile needs a core "
+                         f"of at least one pixel besides its {overlap} px of context per side")
+    n, _, height, width = image.shape
+    out = image.new_zeros(n, 3, scale * height, scale * width)
+    windows = [(r, c) for r in tile_spans(height, tile, overlap) for c in tile_spans(width, tile, overlap)]
+    with torch.no_grad():
+        for (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) in progress(windows, desc="upscale tiles", unit="tile"):
+            sr = model(image[:, :, wr0:wr1, wc0:wc1])
+            expected = (n, 3, scale * (wr1 - wr0), scale * (wc1 - wc0))
+            if tuple(sr.shape) != expected:
+                raise ValueError(f"model returned {tuple(sr.shape)} for an LR tile of {wr1 - wr0}×{wc1 - wc0}; "
+                                 f"expected {expected}: does the model upscale by scale={scale}?")
+            out[:, :, scale * r0:scale * r1, scale * c0:scale * c1] = sr[
+                :, :, scale * (r0 - wr0):scale * (r1 - wr0), scale * (c0 - wc0):scale * (c1 - wc0)]
+    return out
