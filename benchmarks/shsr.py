@@ -53,7 +53,7 @@ def evaluate(model, prep: str, scale: int, ensemble: bool) -> tuple[float, float
     with torch.no_grad():
         for lr, hr in zip(lrs, hrs):
             x = lr[None].float().div(255)
-            run = (lambda t: upscale_tiled(model, t, scale, tile=128, overlap=16))
+            run = (lambda t: upscale_tiled(model, t, scale, tile=192, overlap=40))
             sr = (self_ensemble(run, x) if ensemble else run(x)).clamp(0, 1)
             scores.append(score(sr, hr, scale))
     return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)

@@ -9,8 +9,8 @@ from pathlib import Path
 __all__ = ["add_commands", "upscale_file"]
 
 
-def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, tile: int = 128,
-                 overlap: int = 16) -> dict:
+def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, tile: int = 192,
+                 overlap: int = 40) -> dict:
     """Upscale ``src`` into ``dst`` (PNG, written to a temporary file, then renamed) with the registered model."""
     import mlflow
     import numpy as np
@@ -72,7 +72,7 @@ def add_commands(subparsers) -> None:
     u.add_argument("output", help="PNG to write (replaced atomically)")
     u.add_argument("--scale", type=int, required=True, choices=[2, 3, 4])
     u.add_argument("--model", default=None, help="NAME@ALIAS or NAME/VERSION (default repflow-sr-x<scale>@champion)")
-    u.add_argument("--tile", type=int, default=128, help="LR tile side (px)")
-    u.add_argument("--overlap", type=int, default=16, help="LR context around each tile (px)")
+    u.add_argument("--tile", type=int, default=192, help="LR tile side (px), context included")
+    u.add_argument("--overlap", type=int, default=40, help="LR context on each side of a tile's core (px)")
     u.add_argument("--workdir", default=".", help="project folder holding mlflow.db")
     u.set_defaults(func=_cmd_upscale)

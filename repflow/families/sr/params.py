@@ -69,8 +69,10 @@ class SREvaluateParams(Section):
     """Y-PSNR / SSIM on the held-out photos (BT.601 luma, ``scale`` border pixels shaved), plain and self-ensemble."""
 
     self_ensemble: bool = Field(True, description="also score the '+' model: the mean over 8 flips / rotations")
-    tile: int = Field(128, ge=16, le=4096, description="LR tile side (px) for whole-photo inference")
-    overlap: int = Field(16, ge=0, le=1024, description="LR context (px) around each tile; ≥ the receptive radius")
+    tile: int = Field(192, ge=16, le=4096, description="LR tile side (px, context included) for whole photos")
+    overlap: int = Field(40, ge=0, le=1024, description="LR context (px) on each side of a tile's core; at least "
+                                                          "the model's receptive radius (SHSR 39, EDSR 36) for "
+                                                          "tiles identical to one whole-image pass")
     speed_batch: int = Field(8, ge=1, le=1024, description="48×48 LR images per batch when timing images/s")
 
 
