@@ -80,7 +80,7 @@ def _read_files(files: list[Path], root: Path, source: str) -> Photos:
     for path in progress(files, desc=f"{source}: decoding photos", unit="photo"):
         try:
             images.append(_decode(path))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
             skipped.append({"file": str(path), "error": f"{type(exc).__name__}: {exc}"})
             continue
         names.append(path.relative_to(root).as_posix())
