@@ -29,9 +29,10 @@ the other LR against ours, mean over the photos at x2 / x3 / x4):
   fixed-point, 8-bit intermediate between passes (up to 3-4 levels on ~10-14% of interior values). The
   bicubic-upscaling baseline's Y-PSNR moves by less than 0.01 dB when its LR comes from PIL.
 - ``torch.nn.functional.interpolate(mode="bicubic")``: a = -0.75 and no antialiasing: 36.3 / 31.0 / 30.2 dB,
-  i.e. a different, aliased LR image; with ``antialias=True`` (a = -0.5, truncated border) 68.4 / 64.4 / 62.3 dB.
+  i.e. a different, aliased LR image; with ``antialias=True`` (a = -0.5, truncated border) 68.1 / 64.4 / 62.3 dB.
 
 So the LR images here are MATLAB's; PIL would be a near miss, torch's default bicubic a different task.
+(``python -m benchmarks.sr_bicubic``; results in ``benchmarks/results/sr_bicubic.md``.)
 """
 from __future__ import annotations
 
