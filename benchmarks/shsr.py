@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results  # noqa: E402
+from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
 from repflow.families.sr.data import load_pairs  # noqa: E402
 from repflow.families.sr.imresize import imresize  # noqa: E402
 from repflow.families.sr.inference import count_macs, count_params, self_ensemble, upscale_tiled  # noqa: E402
@@ -154,8 +154,8 @@ def main() -> None:
         c_shsr, c_edsr = costs("shsr", scale, a), costs("edsr", scale, a)
         notes.append(
             f"×{scale}: SHSR − bicubic {mean_std(gain)[0]:+.2f} ± {mean_std(gain)[1]:.2f} dB; SHSR − EDSR "
-            f"{mean_std(vs_edsr)[0]:+.3f} ± {mean_std(vs_edsr)[1]:.3f} dB ({'beyond' if beyond_noise(vs_edsr) else 'within'}"
-            f" seed noise) with {c_shsr['params'] / c_edsr['params']:.0%} of its parameters and "
+            f"{mean_std(vs_edsr)[0]:+.3f} ± {mean_std(vs_edsr)[1]:.3f} dB "
+            f"({'beyond' if beyond_noise(vs_edsr) else 'within'} seed noise) with {c_shsr['params'] / c_edsr['params']:.0%} of its parameters and "
             f"{c_shsr['macs_48px'] / c_edsr['macs_48px']:.0%} of its MACs; DTB (SHSR − no DTB) "
             f"{mean_std(dtb)[0]:+.3f} ± {mean_std(dtb)[1]:.3f} dB ({'beyond' if beyond_noise(dtb) else 'within'} seed "
             f"noise); self-ensemble {mean_std(plus)[0]:+.3f} dB.")

@@ -20,7 +20,7 @@ from tests.conftest import REPO, child_env, tiny_params
 
 
 def test_unknown_family_or_stage_lists_the_valid_ones():
-    with pytest.raises(FamilyError, match=r"unknown family 'nope'; families: image, audio"):
+    with pytest.raises(FamilyError, match=r"unknown family 'nope'; families: image, audio, sr"):
         resolve_stage("nope.train")
     with pytest.raises(FamilyError, match=r"unknown stage 'image.trian'; stages: image.prep, image.generate"):
         resolve_stage("image.trian")
@@ -39,7 +39,7 @@ def test_bad_declarations_are_errors_naming_both_sides():
         register_family(Family("image", "", (Stage("a", "m", "out/new"),), {}, "m:f"))
     with pytest.raises(FamilyError, match=r"family 'y': params name\(s\) \['train'\] are taken by another family"):
         register_family(Family("y", "", (Stage("a", "m", "out/y"),), {"train": BaseModel}, "m:f", params_root=None))
-    assert [f.name for f in families()] == ["image", "audio"]  # nothing half-registered
+    assert [f.name for f in families()] == ["image", "audio", "sr"]  # nothing half-registered
 
 
 def test_code_versions_cover_a_stage_and_its_imports_only():
@@ -287,7 +287,7 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
 
 def test_cli_names_the_valid_families_and_stages(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio"),
+    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio, sr"),
                            (["stage", "image.nope"], "unknown stage 'image.nope'; stages: image.prep, ")):
         r = subprocess.run([sys.executable, "-m", "repflow", *args, "--workdir", str(tmp_path)], env=child_env(),
                            capture_output=True, text=True, timeout=120)
@@ -302,7 +302,8 @@ def test_algorithms_import_with_torch_alone():
     code = ("import sys; import repflow.attacks, repflow.acl, repflow.augment, repflow.contrastive, repflow.coreset, "
             "repflow.distill, repflow.generative, repflow.probe, repflow.supervised, repflow.zoo, repflow.models, "
             "repflow.families.audio.advneg, repflow.families.audio.augment, repflow.families.audio.ssl, "
-            "repflow.families.audio.models; "
+            "repflow.families.audio.models, repflow.families.sr.models, repflow.families.sr.inference, "
+            "repflow.families.sr.imresize, repflow.families.sr.metrics, repflow.families.sr.training; "
             "print(sorted(m for m in ('pydantic', 'mlflow', 'prefect', 'ray', 'yaml') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]

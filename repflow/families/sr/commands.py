@@ -37,13 +37,13 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
     except (OSError, UnidentifiedImageError) as exc:
         raise SourceError(f"{src}: cannot read it as an image ({exc})") from None
     ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
-    state, config = load_tensors(ckpt / "model.safetensors")
+    state, config = load_tensors(ckpt / f"x{scale}.safetensors")
     side = int(config.get("lr_patch", 1))
     if min(image.shape[:2]) < side:
         raise SourceError(f"{src}: {image.shape[1]}×{image.shape[0]} px is smaller than one LR training patch "
                           f"({side}×{side} px) of the ×{scale} model")
     model = build_from_config(config)
-    load_state_strict(model, state, ckpt / "model.safetensors")
+    load_state_strict(model, state, ckpt / f"x{scale}.safetensors")
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
     with torch.no_grad():
         y = upscale_tiled(model.eval(), x, scale, tile=tile, overlap=overlap).clamp(0, 1)

@@ -31,9 +31,10 @@ log = logging.getLogger("repflow.sr.evaluate")
 def load_sr_model(folder: Path, scale: int) -> tuple[torch.nn.Module, dict]:
     """The ×``scale`` model of a verified sr.train output, in eval mode, and its config."""
     read_manifest(folder, stage="sr.train")
-    state, config = load_tensors(Path(folder) / f"x{scale}" / "model.safetensors")
+    path = Path(folder) / f"x{scale}.safetensors"
+    state, config = load_tensors(path)
     model = build_from_config(config)
-    load_state_strict(model, state, Path(folder) / f"x{scale}" / "model.safetensors")
+    load_state_strict(model, state, path)
     return model.eval(), config
 
 
@@ -87,12 +88,13 @@ def run(ctx: StageContext) -> StageSummary:
             psnr = sum(s[0] for s in scores) / len(scores)
             ssim = sum(s[1] for s in scores) / len(scores)
             fixed = arm == "bicubic"
+            copies = 8 if arm.endswith("+") else 1
             rows.append({"scale": f"×{scale}", "model": arm, "psnr_y": psnr, "ssim_y": ssim,
-                         "params": 0 if fixed else n_params, "macs_48px": 0 if fixed else macs * (8 if "+" in arm else 1),
-                         "images_per_s": float("nan") if fixed else speed / (8 if "+" in arm else 1)})
+                         "params": 0 if fixed else n_params, "macs_48px": 0 if fixed else macs * copies,
+                         "images_per_s": float("nan") if fixed else speed / copies})
             key = {"bicubic": "bicubic_", config["model"]: "", config["model"] + "+": "plus_"}[arm]
             metrics[f"{key}psnr_y/x{scale}"], metrics[f"{key}ssim_y/x{scale}"] = psnr, ssim
-        metrics[f"params/x{scale}"], metrics[f"macs/x{scale}"], metrics[f"images_per_s/x{scale}"] = n_params, macs, speed
+        metrics.update({f"params/x{scale}": n_params, f"macs/x{scale}": macs, f"images_per_s/x{scale}": speed})
         log.info("sr.evaluate: ×%d %s Y-PSNR %.2f dB (bicubic %.2f)", scale, config["model"],
                  metrics[f"psnr_y/x{scale}"], metrics[f"bicubic_psnr_y/x{scale}"])
         comparison_crops(*shown, scale, tmp / f"crops_x{scale}.png",

@@ -41,11 +41,12 @@ def run(ctx: StageContext) -> StageSummary:
                 "repflow.git_commit": tracking.git_commit(),
                 "repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
                 "repflow.register_run_id": mlflow.active_run().info.run_id,
-                "repflow.input.models": lin["inputs"]["models"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
-                "repflow.code_version": lin["code_version"], "repflow.protocol": json.dumps(scale_protocol, sort_keys=True)}
+                "repflow.input.models": lin["inputs"]["models"],
+                "repflow.input.evaluation": lin["inputs"]["evaluation"], "repflow.code_version": lin["code_version"],
+                "repflow.protocol": json.dumps(scale_protocol, sort_keys=True)}
         tags.update({f"repflow.metric.{k}": v for k, v in metrics.items() if k.endswith(f"/x{scale}")})
         example = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
-        files = (models_dir / f"x{scale}" / "model.safetensors", models_dir / f"x{scale}" / "model.json")
+        files = (models_dir / f"x{scale}.safetensors", models_dir / f"x{scale}.json")  # one name per scale: one run
         version = tracking.register_model(model, name, example, tags, files,
                                           identity={"evaluation": lin["inputs"]["evaluation"], "scale": scale})
         holder = tracking.alias_holder(name, cfg.alias)

@@ -60,8 +60,6 @@ def run(ctx: StageContext) -> StageSummary:
         config = model_config(params, scale)
         torch.manual_seed(params.seed)
         model = build_from_config(config)
-        out = tmp / f"x{scale}"
-        out.mkdir()
         history: list[dict] = []
         if any(p.requires_grad for p in model.parameters()):
             lrs, hrs, _ = load_pairs(ctx.inputs["shards"], "train", scale)
@@ -90,7 +88,7 @@ def run(ctx: StageContext) -> StageSummary:
             metrics[f"final_l1/x{scale}"] = history[-1]["loss"]
         params_count = sum(p.numel() for p in model.parameters())
         lr_patch = read_manifest(ctx.inputs["shards"], verify=False)["meta"]["hr_patch"] // scale
-        save_tensors(out / "model.safetensors", model.state_dict(), {**config, "params": params_count,
+        save_tensors(tmp / f"x{scale}.safetensors", model.state_dict(), {**config, "params": params_count,
                                                                       "lr_patch": lr_patch, "history": history})
         metrics[f"params/x{scale}"] = params_count
         md.append(f"×{scale}: {params_count:,} parameters" + (f", final L1 {history[-1]['loss']:.5f}" if history else
