@@ -155,7 +155,8 @@ def main() -> None:
         notes.append(
             f"×{scale}: SHSR − bicubic {mean_std(gain)[0]:+.2f} ± {mean_std(gain)[1]:.2f} dB; SHSR − EDSR "
             f"{mean_std(vs_edsr)[0]:+.3f} ± {mean_std(vs_edsr)[1]:.3f} dB "
-            f"({'beyond' if beyond_noise(vs_edsr) else 'within'} seed noise) with {c_shsr['params'] / c_edsr['params']:.0%} of its parameters and "
+            f"({'beyond' if beyond_noise(vs_edsr) else 'within'} seed noise) with "
+            f"{c_shsr['params'] / c_edsr['params']:.0%} of its parameters and "
             f"{c_shsr['macs_48px'] / c_edsr['macs_48px']:.0%} of its MACs; DTB (SHSR − no DTB) "
             f"{mean_std(dtb)[0]:+.3f} ± {mean_std(dtb)[1]:.3f} dB ({'beyond' if beyond_noise(dtb) else 'within'} seed "
             f"noise); self-ensemble {mean_std(plus)[0]:+.3f} dB.")
