@@ -33,7 +33,7 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
                                      f"repflow-sr-x{scale}@champion (registered scales: repflow models list)")
     try:
         with Image.open(src) as im:
-            image = np.asarray(im.convert("RGB"))
+            image = np.array(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise SourceError(f"{src}: cannot read it as an image ({exc})") from None
     ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))

@@ -82,7 +82,7 @@ def lr_of(hr: np.ndarray | Tensor, scale: int) -> np.ndarray | Tensor:
     if isinstance(hr, np.ndarray):
         if hr.dtype != np.uint8 or hr.ndim not in (3, 4) or hr.shape[-1] != 3:
             raise PatchError(f"lr_of: arrays must be uint8 (N, H, W, 3) or (H, W, 3), got {hr.dtype} {hr.shape}")
-        batch = torch.from_numpy(np.ascontiguousarray(hr if hr.ndim == 4 else hr[None])).permute(0, 3, 1, 2)
+        batch = torch.from_numpy(np.array(hr if hr.ndim == 4 else hr[None])).permute(0, 3, 1, 2)  # a writable copy
         low = lr_of(batch.to(torch.float32) / 255, scale)
         stored = torch.round(low * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return stored if hr.ndim == 4 else stored[0]
