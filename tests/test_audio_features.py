@@ -93,6 +93,15 @@ def test_logmel_is_differentiable_and_takes_channel_dim():
     assert (x.grad[..., :crop] == 0).all() and (x.grad[..., -crop:] == 0).all()  # centre crop drops the ends
 
 
+def test_logmel_exports_with_torch_export():
+    """The registry stores the waveform → embedding model as a torch.export program (pt2)."""
+    module = LogMel(SMALL).eval()
+    x = 0.1 * torch.randn(2, SMALL.clip_samples, generator=torch.Generator().manual_seed(3))
+    program = torch.export.export(module, (x,))
+    other = 0.1 * torch.randn(2, SMALL.clip_samples, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(program.module()(other), module(other), atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [torch.zeros(3, 2, 16000), torch.zeros(16000),
                                  torch.zeros(2, 16000, dtype=torch.int16)])
 def test_logmel_rejects_other_inputs(bad):
