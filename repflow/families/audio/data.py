@@ -135,8 +135,8 @@ def load_audio_split(folder: str | Path, split: str, *, settings: MelSettings | 
             raise OutputError(f"{mpath}: {split} sample {key!r} has {audio.shape[0]} channels; the audio family "
                               "stores mono clips")
         waveforms[i] = fix_length(torch.from_numpy(audio[0]), settings.clip_samples).numpy()
-        info = sample["json"]
-        given = info.get("labels", {}) if isinstance(info, dict) else {}
+        info = sample["json"] if isinstance(sample["json"], dict) else {}
+        given = info.get("labels", {})
         for task, lookup in index.items():
             if given.get(task) not in lookup:
                 raise OutputError(f"{mpath}: {split} sample {key!r} has label {given.get(task)!r} for task "
