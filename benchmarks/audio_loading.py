@@ -144,6 +144,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     settings = MelSettings()
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="repflow-bench-audio-") as tmp:
         folder, files = write_data(Path(tmp), args.clips, args.seconds, settings)
@@ -199,6 +200,8 @@ def main() -> None:
         f"{'within' if ok else 'OUTSIDE'}; the cached-basis librosa loader differs from the plain one by at most "
         f"{agreement['max_abs_diff_librosa_cached_vs_librosa']:.2e}",
         f"norm statistics (train split, 16-bit clips): mean {stats['mean']:.4f}, std {stats['std']:.4f}",
+        f"machine load (1-min load average, {os.cpu_count()} CPUs): {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; the machine is shared, so the paired ratio is the steadier number",
     ]
     write_results("audio_loading", f"Audio loading: shards → normalised log-mel ({args.clips} clips)", rows, notes,
                   extra={"agreement": {**agreement, "tolerance_logmel": tol_logmel, "tolerance_power": tol_power,
