@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchaudio.transforms import MelSpectrogram
 
 from repflow.families.audio.data import load_audio_split
 from repflow.families.audio.features import (LOG_EPS, STD_FLOOR, FeatureError, LogMel, MelSettings, batched_logmel,
@@ -39,7 +40,7 @@ def numpy_logmel(wave: np.ndarray, s: MelSettings, pad_mode: str = "reflect") ->
 
 def test_clip_samples_is_the_shortest_length_giving_frames():
     for s in (MelSettings(), SMALL, MelSettings(hop_length=100, win_length=800, frames=50)):
-        raw = LogMel(s).mel  # the transform without fix_length
+        raw = LogMel(s).spectrogram  # the STFT without fix_length
         assert LogMel(s)(torch.zeros(2, 3 * s.clip_samples)).shape == (2, 1, s.n_mels, s.frames)
         assert raw(torch.zeros(s.clip_samples)).shape[-1] == s.frames
         assert raw(torch.zeros(s.clip_samples + s.hop_length - 1)).shape[-1] == s.frames
@@ -62,8 +63,24 @@ def test_logmel_matches_a_direct_numpy_computation(settings):
     assert np.abs(numpy_logmel(wave, settings, pad_mode="constant") - ours)[:, 0].max() > 0.05
 
 
-def test_filterbank_is_the_one_logmel_applies():
-    assert torch.equal(LogMel(SMALL).mel.mel_scale.fb, SMALL.filterbank())
+@pytest.mark.parametrize("settings", [MelSettings(), SMALL, MelSettings(n_mels=7)], ids=["64", "40", "7"])
+def test_logmel_bands_hold_every_filterbank_weight(settings):
+    module, bank = LogMel(settings), settings.filterbank()
+    rebuilt = torch.zeros_like(bank)
+    for k, (lo, hi) in enumerate(module.bins):
+        band = getattr(module, f"band{k}")
+        rebuilt[lo:hi, 16 * k:16 * k + band.shape[1]] = band
+    assert torch.equal(rebuilt, bank)
+
+
+@pytest.mark.parametrize("settings", [MelSettings(), SMALL], ids=["byol-a", "short-window"])
+def test_logmel_is_torchaudio_melspectrogram_logged(settings):
+    s = settings
+    x = 0.3 * torch.randn(5, s.clip_samples, generator=torch.Generator().manual_seed(2))
+    mel = MelSpectrogram(sample_rate=s.sample_rate, n_fft=s.n_fft, win_length=s.win_length, hop_length=s.hop_length,
+                         f_min=s.f_min, f_max=s.f_max, n_mels=s.n_mels, power=2.0, center=True, pad_mode="reflect",
+                         norm=None, mel_scale="htk")(x)
+    assert torch.allclose(LogMel(s)(x)[:, 0], torch.log(mel + LOG_EPS), atol=1e-5, rtol=0)
 
 
 def test_logmel_is_differentiable_and_takes_channel_dim():
@@ -74,6 +91,15 @@ def test_logmel_is_differentiable_and_takes_channel_dim():
     crop = (16000 - MelSettings().clip_samples) // 2
     assert torch.isfinite(x.grad).all() and x.grad[..., crop:-crop].abs().min() > 0
     assert (x.grad[..., :crop] == 0).all() and (x.grad[..., -crop:] == 0).all()  # centre crop drops the ends
+
+
+def test_logmel_exports_with_torch_export():
+    """The registry stores the waveform → embedding model as a torch.export program (pt2)."""
+    module = LogMel(SMALL).eval()
+    x = 0.1 * torch.randn(2, SMALL.clip_samples, generator=torch.Generator().manual_seed(3))
+    program = torch.export.export(module, (x,))
+    other = 0.1 * torch.randn(2, SMALL.clip_samples, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(program.module()(other), module(other), atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(3, 2, 16000), torch.zeros(16000),
@@ -213,6 +239,8 @@ def test_load_audio_split_shapes_labels_and_normalisation(tmp_path):
     assert val.stats == train.stats
     expected = normalise(LogMel(s)(val.waveforms), train.stats)
     assert torch.allclose(val.logmel, expected, atol=1e-5)
+    whole_batches = load_audio_split(folder, "val", batch_size=5, tasks=["shape"])  # 5 clips: no partial batch
+    assert torch.allclose(whole_batches.logmel, val.logmel, atol=1e-5)
 
     own = normalisation_stats(LogMel(s)(val.waveforms))
     with_own = load_audio_split(folder, "val", stats=own)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchaudio.functional import melscale_fbanks
-from torchaudio.transforms import MelSpectrogram
+from torchaudio.transforms import Spectrogram
 
 __all__ = ["FeatureError", "MelSettings", "LogMel", "fix_length", "normalisation_stats", "normalise", "check_stats",
            "batched_logmel", "pcm16",
@@ -154,22 +154,39 @@ def fix_length(waveforms: Tensor, samples: int) -> Tensor:
     return waveforms
 
 
+_BAND = 16
+
+
 class LogMel(nn.Module):
     """Waveforms float (N, T) or (N, 1, T) at ``settings.sample_rate`` → log-mel (N, 1, n_mels, frames).
 
-    Each waveform is first fixed to ``settings.clip_samples`` (:func:`fix_length`); then a centred STFT
-    (reflect padding, periodic Hann window), power 2, the HTK mel filterbank without area normalisation,
-    and ``log(mel + LOG_EPS)``. Differentiable end to end (the evaluation runs PGD on waveforms through it);
-    the window and filterbank are buffers, so ``.to(device)`` moves them.
+    Each waveform is first fixed to ``settings.clip_samples`` (:func:`fix_length`); then torchaudio's
+    centred STFT (reflect padding, periodic Hann window), power 2, the HTK mel filterbank of
+    :meth:`MelSettings.filterbank` (torchaudio's, without area normalisation), and ``log(mel + LOG_EPS)``:
+    the values of torchaudio's ``MelSpectrogram`` with these settings, logged. Differentiable end to end
+    (the evaluation runs PGD on waveforms through it); window and filterbank are buffers, so
+    ``.to(device)`` moves them.
+
+    Two shortcuts make it about twice as fast as ``MelSpectrogram`` on CPU, with the same numbers: the power
+    is ``re² + im²`` rather than ``|X|.pow(2)`` (no square root, which costs as much as the STFT, and a
+    gradient that stays finite at |X| = 0); and the filterbank is applied in bands of 16 mel filters, each
+    multiplying only the FFT bins its triangles cover, instead of one dense (n_fft/2+1) x n_mels product
+    that is over 90 % zeros.
     """
 
     def __init__(self, settings: MelSettings | None = None):
         super().__init__()
         self.settings = settings or MelSettings()
         s = self.settings
-        self.mel = MelSpectrogram(sample_rate=s.sample_rate, n_fft=s.n_fft, win_length=s.win_length,
-                                  hop_length=s.hop_length, f_min=s.f_min, f_max=s.f_max, n_mels=s.n_mels,
-                                  power=2.0, center=True, pad_mode="reflect", norm=None, mel_scale="htk")
+        self.spectrogram = Spectrogram(n_fft=s.n_fft, win_length=s.win_length, hop_length=s.hop_length, power=None,
+                                       center=True, pad_mode="reflect", onesided=True)
+        bank = s.filterbank()
+        self.bins: list[tuple[int, int]] = []
+        for k, first in enumerate(range(0, s.n_mels, _BAND)):
+            band = bank[:, first:first + _BAND]
+            rows = band.any(dim=1).nonzero()[:, 0]
+            self.bins.append((int(rows[0]), int(rows[-1]) + 1))
+            self.register_buffer(f"band{k}", band[self.bins[-1][0]:self.bins[-1][1]].contiguous())
 
     def forward(self, waveforms: Tensor) -> Tensor:
         if waveforms.ndim == 3 and waveforms.shape[1] == 1:
@@ -177,14 +194,17 @@ class LogMel(nn.Module):
         if waveforms.ndim != 2 or not waveforms.is_floating_point():
             raise FeatureError(f"LogMel takes float waveforms (N, T) or (N, 1, T), got {waveforms.dtype} "
                                f"{tuple(waveforms.shape)}")
-        mel = self.mel(fix_length(waveforms, self.settings.clip_samples))
-        return torch.log(mel + LOG_EPS).unsqueeze(1)
+        parts = torch.view_as_real(self.spectrogram(fix_length(waveforms, self.settings.clip_samples)))
+        power = torch.addcmul(parts[..., 0].square(), parts[..., 1], parts[..., 1]).transpose(1, 2)  # (N, T, F)
+        mel = torch.cat([power[..., lo:hi] @ getattr(self, f"band{k}") for k, (lo, hi) in enumerate(self.bins)], -1)
+        return torch.log(mel + LOG_EPS).transpose(1, 2).unsqueeze(1).contiguous()
 
 
-def batched_logmel(waveforms: Tensor, settings: MelSettings | None = None, *, batch_size: int = 256,
+def batched_logmel(waveforms: Tensor, settings: MelSettings | None = None, *, batch_size: int = 8,
                    stats: Mapping[str, Any] | None = None) -> Tensor:
     """Waveforms (N, T) → float32 log-mels (N, 1, n_mels, frames), ``batch_size`` clips at a time without
-    autograd (the fast path for whole splits), normalised with ``stats`` when given."""
+    autograd (the fast path for whole splits), normalised with ``stats`` when given. On CPU small batches
+    are fastest (the STFT of a few clips stays in cache); on a GPU pass a large one."""
     if batch_size < 1:
         raise FeatureError(f"batch_size = {batch_size}, must be >= 1")
     to_logmel = LogMel(settings).to(waveforms.device)
