@@ -63,6 +63,10 @@ bench: setup
 	$(BIN)/pip install --quiet --disable-pip-version-check librosa==0.11.0 numba==0.68.1 llvmlite==0.50.0 soxr==1.1.0 \
 	  audioread==3.1.0 decorator==5.3.1 lazy-loader==0.6 pooch==1.9.0 2>&1 | $(QUIET_PIP)
 	python -m benchmarks.audio_loading
+	python -m benchmarks.audio_espeak
+	python -m benchmarks.audio_advneg
+	python -m benchmarks.sr_bicubic
+	python -m benchmarks.shsr
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock).
 lock:
