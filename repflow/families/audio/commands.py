@@ -20,7 +20,7 @@ def embed_file(path: Path, ref: str) -> dict:
 
     from repflow import tracking
     from repflow.checkpoints import load_tensors
-    from repflow.families.audio.features import fix_length
+    from repflow.families.audio.features import MelSettings, fix_length
     from repflow.sources import SourceError
 
     mv = tracking.get_model_version(ref)
@@ -40,7 +40,7 @@ def embed_file(path: Path, ref: str) -> dict:
     ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
     probes, probe_config = load_tensors(ckpt / "probes.safetensors")
     _, enc_config = load_tensors(ckpt / "encoder.safetensors")
-    samples = _clip_samples(enc_config["features"])
+    samples = MelSettings.from_dict(enc_config["features"]).clip_samples
     model = mlflow.pytorch.load_model(f"models:/{mv.name}/{mv.version}")
     with torch.no_grad():
         z = model(fix_length(x.unsqueeze(0), samples))[0]
@@ -51,12 +51,6 @@ def embed_file(path: Path, ref: str) -> dict:
     return {"file": str(path), "model": f"{mv.name}/{mv.version}", "sample_rate": int(rate),
             "seconds": round(len(x) / int(rate), 3), "embedding": [round(float(v), 5) for v in z],
             "predictions": predictions}
-
-
-def _clip_samples(features: dict) -> int:
-    from repflow.families.audio.features import MelSettings
-
-    return MelSettings.from_dict(features).clip_samples
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
