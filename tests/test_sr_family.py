@@ -101,7 +101,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
 
 
 @pytest.mark.integration
-def test_the_sr_flow_registers_a_model_that_upscales_a_users_image(prefect_harness, tmp_path, monkeypatch):
+def test_the_sr_flow_registers_a_model_that_upscales_a_users_image(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
 
     from repflow.families.sr.flow import sr_flow
