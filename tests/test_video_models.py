@@ -17,7 +17,8 @@ from repflow.families.video.distortions import (
 from repflow.families.video.losses import (
     bit_accuracy, critic_loss, fidelity_loss, frame_errors, frame_loss, frame_psnr, frame_psnr_summary,
     message_loss)
-from repflow.families.video.models import WATERMARKERS, Critic, build_watermarker, merge_time, split_time
+from repflow.families.video.models import (
+    WATERMARKERS, Critic, HiDDeNDecoder, HiDDeNEncoder, build_watermarker, merge_time, split_time)
 from repflow.registry import UnknownName
 
 T, L, SIZE = 8, 8, 32
@@ -112,19 +113,40 @@ def test_depthwise_and_time_in_channels_cut_macs():
     assert params["itov"] > 4 * params["itov_dw"]
 
 
+def test_encoder_and_decoder_follow_hiddens_layout():
+    """HiDDeN's sizes (biases dropped before BN): encoder blocks 3→w, w→w…, concat (L+w+3)→w, 1×1 w→3 (with
+    bias); decoder blocks 3→w, w→w…, w→L, linear L→L. Depthwise swaps k²·a·b for k²·a + a·b per conv."""
+    w, bn = 16, lambda c: 2 * c
+    encoder = HiDDeNEncoder(3, L, w, blocks=2)
+    assert count_params(encoder) == (9 * 3 * w + bn(w) + 9 * w * w + bn(w) + 9 * (L + w + 3) * w + bn(w) + w * 3 + 3)
+    decoder = HiDDeNDecoder(3, L, w, blocks=2)
+    assert count_params(decoder) == 9 * 3 * w + bn(w) + 9 * w * w + bn(w) + 9 * w * L + bn(L) + L * L + L
+    separable = HiDDeNDecoder(3, L, w, blocks=2, depthwise=True)
+    assert count_params(separable) == ((9 * 3 + 3 * w) + bn(w) + (9 * w + w * w) + bn(w) + (9 * w + w * L) + bn(L)
+                                       + L * L + L)
+
+
 def test_count_macs_matches_the_conv_formula():
     conv = torch.nn.Conv2d(6, 4, 3, padding=1, groups=2)
     assert count_macs(conv, torch.rand(1, 6, 5, 7)) == 5 * 7 * 4 * 3 * 9
 
 
-def test_critic_scores_each_clip_and_trains():
-    critic = Critic(T, width=8)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_critic_scores_each_clip_and_trains(stride):
+    critic = Critic(T, width=8, stride=stride)
     clip, _ = clips()
     marked = clip + 0.01 * torch.randn_like(clip)
     real, fake = critic(clip), critic(marked)
     assert real.shape == fake.shape == (2,)
     critic_loss(real, fake).backward()
     assert all(p.grad is not None for p in critic.parameters())
+
+
+def test_critic_stride_changes_cost_not_weights():
+    clip, _ = clips(1)
+    full, strided = Critic(T, width=8).eval(), Critic(T, width=8, stride=2).eval()
+    assert count_params(full) == count_params(strided) == 3 * T * 8 * 9 + 2 * 8 * 8 * 9 + 3 * 2 * 8 + 8 + 1
+    assert count_macs(full, clip) > 3 * count_macs(strided, clip)
 
 
 def test_frame_loss_is_the_variance_of_per_frame_errors():

@@ -12,7 +12,8 @@ What is verified and what is a choice (papers-rest §3):
   convolution is what matters; depthwise convolutions cut compute with little loss. HiDDeN's defaults
   (ando-khachatryan/HiDDeN): encoder 4 conv-BN-ReLU blocks of 64 channels, the message broadcast over the
   image and concatenated with the features and the image; decoder 7 blocks of 64, a block to L channels,
-  global average pooling and a linear L → L; discriminator 3 blocks of 64.
+  global average pooling and a linear L → L; discriminator 3 blocks of 64 (stride 1), pooling, linear → 1;
+  every conv 3×3 except the encoder's last (1×1). Its convs carry a bias, dropped here (BN follows).
 - choices here: the encoder outputs a residual added to the input (HiDDeN outputs the image itself), its last
   1×1 conv initialised small so a fresh encoder is nearly the identity (:data:`RESIDUAL_INIT_GAIN`); the
   depthwise-separable block (depthwise k×k + pointwise 1×1, each followed by nothing until the block's BN +
@@ -244,15 +245,17 @@ class Conv3D(Watermarker):
 
 class Critic(nn.Module):
     """HiDDeN's discriminator on clips, ItoV style: clip (N, 3, T, H, W) → merged to (N, 3T, H, W) →
-    ``blocks`` conv-BN-ReLU blocks of ``width`` with stride 2 → global average pool → linear → one logit
-    per clip (N,), high for "watermarked". Built for one T (the merge fixes the input channels)."""
+    ``blocks`` conv-BN-ReLU blocks of ``width`` → global average pool → linear → one logit per clip (N,),
+    high for "watermarked". Built for one T (the merge fixes the input channels). ``stride`` 1 is HiDDeN's;
+    2 cuts the critic's cost about 4× per block (its blocks see only pooled statistics in the end)."""
 
-    def __init__(self, T: int, width: int = 64, blocks: int = 3, depthwise: bool = False):
+    def __init__(self, T: int, width: int = 64, blocks: int = 3, depthwise: bool = False, stride: int = 1):
         super().__init__()
         for name, value in (("T", T), ("width", width), ("blocks", blocks)):
             _check_size(name, value)
+        _check_size("stride", stride)
         self.T = T
-        self.body = nn.Sequential(*(ConvBNReLU(3 * T if i == 0 else width, width, stride=2, depthwise=depthwise)
+        self.body = nn.Sequential(*(ConvBNReLU(3 * T if i == 0 else width, width, stride=stride, depthwise=depthwise)
                                     for i in range(blocks)), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(width, 1)
 
