@@ -1,6 +1,6 @@
 """Video files in and out through PyAV (the ``av`` wheel bundles FFmpeg, so nothing outside pip is needed).
 
-- :func:`read_video` decodes every frame to uint8 RGB.
+- :func:`read_video` decodes every frame to uint8 RGB (optionally shrunk to a centre square as it goes).
 - :func:`write_video` encodes H.264 (libx264, yuv420p, constant quality ``crf``) into a temporary file beside
   the target and renames it into place only once the file is complete, so a failed write never leaves a
   half-written file; the audio stream of another file can be copied in unchanged (remuxed, not re-encoded),
@@ -23,10 +23,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from repflow.sources import SourceError
 
-__all__ = ["Video", "SourceError", "read_video", "write_video", "h264_roundtrip", "CRF_RANGE", "OUTPUT_FORMATS"]
+__all__ = ["Video", "SourceError", "read_video", "square_resize", "write_video", "h264_roundtrip",
+           "CRF_RANGE", "OUTPUT_FORMATS"]
 
 CRF_RANGE = (0, 51)
 """libx264's constant-rate-factor range: 0 is lossless, 23 its default, 51 the coarsest."""
@@ -50,16 +52,29 @@ def _fps(stream: av.video.stream.VideoStream) -> float:
     return float(rate) if rate else 25.0
 
 
-def read_video(path: str | Path, *, max_frames: int | None = None) -> Video:
+def square_resize(image: Image.Image, size: int) -> np.ndarray:
+    """The centre square of ``image`` resized to uint8 (size, size, 3) RGB with PIL's bicubic filter, which is
+    antialiased when it shrinks."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC,
+                                         box=(left, top, left + side, top + side))
+    return np.asarray(square, dtype=np.uint8)
+
+
+def read_video(path: str | Path, *, max_frames: int | None = None, square: int | None = None) -> Video:
     """Decode the first video stream of ``path`` (at most ``max_frames`` frames, from the start).
 
+    ``square``: cut every frame to its centre square and resize it to ``square`` x ``square``
+    (:func:`square_resize`) while decoding, so a long video costs only its small frames in memory.
     A file that does not open as a container, has no video stream, or yields no frame raises
     :class:`SourceError` naming the file; a stream that breaks off part-way keeps the frames decoded so far.
     """
     path = Path(path)
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
-                                   or max_frames < 1):
-        raise ValueError(f"max_frames {max_frames!r} must be an integer >= 1 or None")
+    for key, value in (("max_frames", max_frames), ("square", square)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key} {value!r} must be an integer >= 1 or None")
     if not path.is_file():
         raise SourceError(f"video file {path} does not exist")
     frames: list[np.ndarray] = []
@@ -72,7 +87,8 @@ def read_video(path: str | Path, *, max_frames: int | None = None) -> Video:
             fps, has_audio = _fps(stream), bool(container.streams.audio)
             try:
                 for frame in container.decode(stream):
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                    frames.append(frame.to_ndarray(format="rgb24") if square is None
+                                  else square_resize(frame.to_image(), square))
                     if max_frames is not None and len(frames) >= max_frames:
                         break
             except _DECODE_ERRORS:
