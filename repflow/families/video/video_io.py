@@ -188,7 +188,7 @@ class VideoWriter:
     """An H.264 video being written: :meth:`write` blocks of frames as they come, and the file appears at
     ``path`` only when the ``with`` block ends without an exception.
 
-    Frames: uint8 (T, width, height, 3) RGB, encoded with libx264 at constant quality ``crf`` (18, the default,
+    Frames: uint8 (T, height, width, 3) RGB, encoded with libx264 at constant quality ``crf`` (18, the default,
     is visually near-lossless) and ``fps``; the container follows the suffix (:data:`OUTPUT_FORMATS`); both
     sides must be even (yuv420p).
 
