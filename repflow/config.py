@@ -10,6 +10,7 @@ import copy
 import functools
 import hashlib
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 __all__ = ["Params", "Section", "ParamsError", "params_model", "load_params", "parse_params", "apply_overrides",
            "section_digest", "epsilon_list"]
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML as DVC writes ``params.yaml`` (ruamel, YAML 1.2): only true / false are booleans. PyYAML's YAML 1.1
+    would turn a word list's ``yes``, ``no``, ``on`` and ``off`` into booleans after ``dvc exp run -S`` rewrites
+    the file without quotes."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse params text (a file, or a ``-P`` value) the YAML 1.2 way DVC writes it."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 class ParamsError(ValueError):
@@ -123,7 +142,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParamsError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        node[parts[-1]] = read_yaml(text) if text.strip() else None
     return out
 
 
@@ -133,7 +152,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     return parse_params(apply_overrides(raw, overrides or []), origin=str(path))

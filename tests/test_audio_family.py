@@ -129,3 +129,16 @@ def test_the_audio_flow_registers_an_encoder_that_embeds_a_users_file(prefect_ha
                           str(ws)], env=child_env(), capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "params.yaml: cannot decode it as audio" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_params_files_are_read_as_yaml_1_2_like_dvc_writes_them(tmp_path):
+    """``dvc exp run -S`` rewrites params.yaml with YAML 1.2, which leaves yes / no unquoted: they stay words."""
+    from repflow.config import load_params
+
+    text = yaml.safe_dump(audio_params(), sort_keys=False).replace("- zero\n", "- 'yes'\n")
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("'yes'", "yes"))
+    assert "- yes\n" in path.read_text()
+    params = load_params(path, ["audio.prep.clips_per_word=9", "audio.evaluate.tasks=[word, pitch_band]"])
+    assert params.audio.prep.words[0] == "yes"
+    assert params.audio.evaluate.tasks == ["word", "pitch_band"]

@@ -42,8 +42,8 @@ class AudioPrepParams(Section):
     @classmethod
     def _words_are_text(cls, v):
         if isinstance(v, list) and any(isinstance(w, bool) for w in v):
-            raise ValueError(f"{v}: YAML reads unquoted yes / no / on / off as booleans; quote those words "
-                             "(-P 'audio.prep.words=[\"yes\", \"no\"]')")
+            raise ValueError(f"{v}: words must be text, these are booleans (a YAML 1.1 writer turns unquoted "
+                             "yes / no / on / off into booleans); quote those words")
         return v
 
 
