@@ -19,7 +19,7 @@ from torch import nn
 from repflow.manifest import atomic_write_text
 
 __all__ = ["CheckpointError", "save_tensors", "load_tensors", "load_state_strict", "load_encoder",
-           "flatten_optimizer", "unflatten_optimizer"]
+           "flatten_optimizer", "unflatten_optimizer", "save_progress", "load_progress"]
 
 
 class CheckpointError(ValueError):
@@ -102,6 +102,50 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, prefix: st
         pid, name = key.split("/", 1)
         state.setdefault(int(pid), {})[name] = v
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_progress(path: Path, key: str, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                  meta: dict[str, Any]) -> None:
+    """A resumable training checkpoint at ``path``: every module's weights and optimizer's state under its
+    name, ``meta`` (epoch, history ...) and the stage ``key`` it belongs to; written atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    layouts = {}
+    for name, module in modules.items():
+        tensors.update({f"{name}/{k}": v for k, v in module.state_dict().items()})
+    for name, opt in optimizers.items():
+        opt_tensors, layouts[name] = flatten_optimizer(opt, prefix=f"optim.{name}/")
+        tensors.update(opt_tensors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, tensors, {**meta, "stage_key": key, "optimizers": layouts})
+
+
+def load_progress(path: Path, key: str, modules: dict[str, nn.Module]) -> tuple[dict, dict[str, dict]] | None:
+    """(meta, optimizer state dicts by name) of the :func:`save_progress` checkpoint at ``path``, the modules'
+    weights loaded from it; None (and the modules untouched) when there is none, when it was made under
+    another stage key (other params, inputs or code), or when it is unusable, the last two logged."""
+    import logging
+
+    log = logging.getLogger("repflow.checkpoints")
+    if not path.is_file():
+        return None
+    before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    try:
+        tensors, meta = load_tensors(path)
+        if meta.get("stage_key") != key:
+            log.info("ignoring progress checkpoint %s (made with other params, inputs or code)", path)
+            return None
+        states = {name: {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}/")}
+                  for name in modules}
+        for name, module in modules.items():
+            load_state_strict(module, states[name], path)
+        optimizers = {name: unflatten_optimizer(tensors, layout, prefix=f"optim.{name}/")
+                      for name, layout in meta["optimizers"].items()}
+        return meta, optimizers
+    except (CheckpointError, KeyError, ValueError) as exc:
+        for name, module in modules.items():
+            module.load_state_dict(before[name])
+        log.warning("progress checkpoint %s unusable (%s); starting over", path, exc)
+        return None
 
 
 def load_encoder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:

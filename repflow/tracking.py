@@ -388,6 +388,37 @@ def register_model(module: Any, name: str, input_example: Any, tags: dict[str, A
     return version
 
 
+def register_champion(module: Any, name: str, input_example: Any, *, score: float, criterion: str,
+                      protocol: dict[str, Any], alias: str, files: tuple[Path, ...], identity: dict[str, Any],
+                      code_version: str, tags: dict[str, Any] | None = None,
+                      higher_is_better: bool = True) -> dict[str, Any]:
+    """What every register stage does: :func:`register_model` with the common tags (score, criterion,
+    protocol, git commit, Prefect flow run, register run, code version) plus ``tags``, then move ``alias``
+    to the new version only when :func:`champion_gate` says its score beats the holder's under the same
+    protocol. Returns the record a stage writes to ``register.json`` (version, uri, alias_moved, reason,
+    previous_champion_score ...)."""
+    import logging
+
+    import mlflow
+
+    common = {"repflow.score": score, "repflow.criterion": criterion, "repflow.git_commit": git_commit(),
+              "repflow.prefect_flow_run_id": prefect_flow_run_id() or "",
+              "repflow.register_run_id": mlflow.active_run().info.run_id, "repflow.code_version": code_version,
+              "repflow.protocol": json.dumps(protocol, sort_keys=True)}
+    version = register_model(module, name, input_example, {**common, **(tags or {})}, files, identity=identity)
+    holder = alias_holder(name, alias)
+    moved, reason = champion_gate(score, protocol, holder, higher_is_better=higher_is_better)
+    if holder is not None and holder.version == version:
+        moved, reason = False, f"version {version} already holds it"
+    if moved:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    logging.getLogger("repflow.tracking").info("%s version %s (%s %.4f): alias %s %s: %s", name, version, criterion,
+                                               score, alias, "moved to it" if moved else "kept", reason)
+    return {"model": name, "version": version, "alias": alias, "alias_moved": moved, "alias_reason": reason,
+            "criterion": criterion, "score": score, "previous_champion_score": None if holder is None else holder.score,
+            "protocol": protocol, "uri": f"models:/{name}/{version}", "tracking_uri": mlflow.get_tracking_uri()}
+
+
 def describe_model(ref: str) -> str:
     """Human-readable summary of a registered version: metrics, lineage, params."""
     import mlflow

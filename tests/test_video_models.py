@@ -18,7 +18,8 @@ from repflow.families.video.losses import (
     bit_accuracy, critic_loss, fidelity_loss, frame_errors, frame_loss, frame_psnr, frame_psnr_summary,
     message_loss)
 from repflow.families.video.models import (
-    WATERMARKERS, Critic, HiDDeNDecoder, HiDDeNEncoder, build_watermarker, merge_time, split_time)
+    MESSAGE_CODE, MESSAGE_GRID, WATERMARKERS, Critic, HiDDeNDecoder, HiDDeNEncoder, MessageMap, build_watermarker,
+    merge_time, split_time)
 from repflow.registry import UnknownName
 
 T, L, SIZE = 8, 8, 32
@@ -114,16 +115,30 @@ def test_depthwise_and_time_in_channels_cut_macs():
 
 
 def test_encoder_and_decoder_follow_hiddens_layout():
-    """HiDDeN's sizes (biases dropped before BN): encoder blocks 3→w, w→w…, concat (L+w+3)→w, 1×1 w→3 (with
-    bias); decoder blocks 3→w, w→w…, w→L, linear L→L. Depthwise swaps k²·a·b for k²·a + a·b per conv."""
-    w, bn = 16, lambda c: 2 * c
+    """HiDDeN's sizes (biases dropped before BN) with the message code map: encoder map L→c·g², blocks 3→w,
+    w→w…, concat (c+w+3)→w, 1×1 w→3 (with bias); decoder blocks 3→w, w→w…, w→c, linear c·g²→L. Depthwise
+    swaps k²·a·b for k²·a + a·b per conv."""
+    w, bn, c, cells = 16, lambda ch: 2 * ch, MESSAGE_CODE, MESSAGE_CODE * MESSAGE_GRID ** 2
     encoder = HiDDeNEncoder(3, L, w, blocks=2)
-    assert count_params(encoder) == (9 * 3 * w + bn(w) + 9 * w * w + bn(w) + 9 * (L + w + 3) * w + bn(w) + w * 3 + 3)
+    assert count_params(encoder) == (L * cells + cells + 9 * 3 * w + bn(w) + 9 * w * w + bn(w)
+                                     + 9 * (c + w + 3) * w + bn(w) + w * 3 + 3)
     decoder = HiDDeNDecoder(3, L, w, blocks=2)
-    assert count_params(decoder) == 9 * 3 * w + bn(w) + 9 * w * w + bn(w) + 9 * w * L + bn(L) + L * L + L
+    assert count_params(decoder) == 9 * 3 * w + bn(w) + 9 * w * w + bn(w) + 9 * w * c + bn(c) + cells * L + L
     separable = HiDDeNDecoder(3, L, w, blocks=2, depthwise=True)
-    assert count_params(separable) == ((9 * 3 + 3 * w) + bn(w) + (9 * w + w * w) + bn(w) + (9 * w + w * L) + bn(L)
-                                       + L * L + L)
+    assert count_params(separable) == ((9 * 3 + 3 * w) + bn(w) + (9 * w + w * w) + bn(w) + (9 * w + w * c) + bn(c)
+                                       + cells * L + L)
+
+
+def test_message_code_has_a_spatial_layout():
+    """Two messages differing in one bit give code maps differing in some 8×8 cells, constant inside each."""
+    code = MessageMap(L)
+    msg = torch.zeros(2, L)
+    msg[1, 0] = 1
+    maps = code(msg, (32, 32))
+    assert maps.shape == (2, MESSAGE_CODE, 32, 32)
+    cell = 32 // MESSAGE_GRID
+    assert torch.equal(maps[:, :, :cell, :cell], maps[:, :, :1, :1].expand(-1, -1, cell, cell))
+    assert not torch.allclose(maps[0], maps[1])
 
 
 def test_count_macs_matches_the_conv_formula():
@@ -149,16 +164,18 @@ def test_critic_stride_changes_cost_not_weights():
     assert count_macs(full, clip) > 3 * count_macs(strided, clip)
 
 
-def test_frame_loss_is_the_variance_of_per_frame_errors():
+def test_frame_loss_is_the_relative_variance_of_per_frame_errors():
     clip, _ = clips()
     marked = clip + 0.05 * torch.randn_like(clip) * torch.linspace(0.2, 2, T).view(1, 1, T, 1, 1)
     direct = 0.0
     for i in range(clip.shape[0]):
         errors = [((marked[i, :, t] - clip[i, :, t]) ** 2).mean() for t in range(T)]
         mean = sum(errors) / T
-        direct += sum((e - mean) ** 2 for e in errors) / T
+        direct += sum((e - mean) ** 2 for e in errors) / T / mean ** 2
     assert frame_loss(marked, clip).item() == pytest.approx(direct.item() / clip.shape[0], rel=1e-5)
     assert frame_loss(marked, clip) > 0
+    louder = clip + 3 * (marked - clip)
+    assert frame_loss(louder, clip).item() == pytest.approx(frame_loss(marked, clip).item(), rel=1e-4)
     signs = torch.tensor([1.0, -1.0] * (T // 2)).view(1, 1, T, 1, 1)
     assert frame_loss(clip + 0.03 * signs, clip).item() == pytest.approx(0, abs=1e-12)
 

@@ -288,9 +288,10 @@ def straight_through(fn: Callable[[torch.Tensor], torch.Tensor], name: str | Non
 
 
 class Combined(Distortion):
-    """Applies one of ``distortions`` per call (per batch), chosen uniformly by its own generator seeded with
-    ``seed``; the chosen distortion's randomness comes from the same generator unless the caller passes one.
-    ``last`` is the index chosen by the latest call."""
+    """Applies one of ``distortions`` per call (per batch), chosen uniformly. The choice and the chosen
+    distortion's randomness come from the caller's ``generator`` when one is passed (so a training run whose
+    generator is re-seeded each epoch repeats exactly, resumed or not), else from the module's own generator
+    seeded with ``seed``. ``last`` is the index chosen by the latest call."""
 
     def __init__(self, distortions: Sequence[nn.Module], seed: int = 0):
         super().__init__()
@@ -300,9 +301,10 @@ class Combined(Distortion):
         self.generator = torch.Generator().manual_seed(seed)
         self.last: int | None = None
 
-    def choose(self) -> int:
-        self.last = int(torch.randint(len(self.distortions), (1,), generator=self.generator).item())
+    def choose(self, generator: torch.Generator | None = None) -> int:
+        source = generator if generator is not None else self.generator
+        self.last = int(torch.randint(len(self.distortions), (1,), generator=source).item())
         return self.last
 
     def forward(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.distortions[self.choose()](clip, generator if generator is not None else self.generator)
+        return self.distortions[self.choose(generator)](clip, generator if generator is not None else self.generator)

@@ -11,9 +11,7 @@ for users who need the ``nn.Module`` class back.
 from __future__ import annotations
 
 import json
-import logging
 
-import mlflow
 import numpy as np
 
 from repflow import tracking
@@ -21,13 +19,9 @@ from repflow.checkpoints import load_encoder
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.stage import StageContext, StageSummary
 
-log = logging.getLogger("repflow.register")
-
-
 def run(ctx: StageContext) -> StageSummary:
     params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
     encoder_dir, eval_dir = ctx.inputs["encoder"], ctx.inputs["evaluation"]
-    tracking_uri = mlflow.get_tracking_uri()
     cfg = params.register
     read_manifest(eval_dir, stage="image.evaluate")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -38,35 +32,18 @@ def run(ctx: StageContext) -> StageSummary:
     protocol = {"criterion": cfg.criterion, **json.loads(protocol_file.read_text())}
     encoder, enc_config = load_encoder(encoder_dir)
     train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
-    run = mlflow.active_run()
     example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)
-    tags = {"repflow.score": score, "repflow.criterion": cfg.criterion,
-            "repflow.params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
-            "repflow.git_commit": tracking.git_commit(),
-            "repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
-            "repflow.register_run_id": run.info.run_id,
+    tags = {"repflow.params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
             "repflow.input.encoder": lin["inputs"]["encoder"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
-            "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", ""),
-            "repflow.code_version": lin["code_version"],
-            "repflow.protocol": json.dumps(protocol, sort_keys=True)}
+            "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", "")}
     tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
-    version = tracking.register_model(encoder, cfg.model_name, example, tags,
-                                      (encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
-                                      identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion})
-    holder = tracking.alias_holder(cfg.model_name, cfg.alias)
-    higher_is_better = ctx.stage.registers[0].direction == "max"  # the declaration's gate
-    moved, reason = tracking.champion_gate(score, protocol, holder, higher_is_better=higher_is_better)
-    if holder is not None and holder.version == version:
-        moved, reason = False, f"version {version} already holds it"
-    if moved:
-        mlflow.MlflowClient().set_registered_model_alias(cfg.model_name, cfg.alias, version)
-    log.info("register: %s version %s (%s %.4f): alias %s %s: %s", cfg.model_name, version, cfg.criterion, score,
-             cfg.alias, "moved to it" if moved else "kept", reason)
-    previous = None if holder is None else holder.score
-    result = {"model": cfg.model_name, "version": version, "alias": cfg.alias, "alias_moved": moved,
-              "criterion": cfg.criterion, "score": score, "previous_champion_score": previous,
-              "alias_reason": reason, "protocol": protocol,
-              "uri": f"models:/{cfg.model_name}/{version}", "tracking_uri": tracking_uri}
+    result = tracking.register_champion(
+        encoder, cfg.model_name, example, score=score, criterion=cfg.criterion, protocol=protocol, alias=cfg.alias,
+        files=(encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
+        identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion},
+        code_version=lin["code_version"], tags=tags,
+        higher_is_better=ctx.stage.registers[0].direction == "max")  # the declaration's gate
+    moved, reason, version = result["alias_moved"], result["alias_reason"], result["version"]
     atomic_write_text(tmp / "register.json", json.dumps(result, indent=1))
     md = (f"- registered `{result['uri']}`; alias `{cfg.alias}` "
           + ("moved to it" if moved else "kept") + f" ({reason})"

@@ -8,7 +8,6 @@ images of any size.
 from __future__ import annotations
 
 import json
-import logging
 
 import mlflow
 import numpy as np
@@ -17,8 +16,6 @@ from repflow import tracking
 from repflow.families.sr.stages.evaluate import load_sr_model
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.stage import StageContext, StageSummary
-
-log = logging.getLogger("repflow.sr.register")
 
 
 def run(ctx: StageContext) -> StageSummary:
@@ -35,30 +32,19 @@ def run(ctx: StageContext) -> StageSummary:
         score = float(metrics[f"{cfg.criterion}/x{scale}"])
         model, config = load_sr_model(models_dir, scale)
         scale_protocol = {"criterion": cfg.criterion, "scale": scale, **protocol}
-        tags = {"repflow.score": score, "repflow.criterion": cfg.criterion, "repflow.family": "sr",
-                "repflow.scale": scale, "repflow.model": config["model"],
+        tags = {"repflow.family": "sr", "repflow.scale": scale, "repflow.model": config["model"],
                 "repflow.params": json.dumps(params.sr.model_dump(mode="json"), sort_keys=True),
-                "repflow.git_commit": tracking.git_commit(),
-                "repflow.prefect_flow_run_id": tracking.prefect_flow_run_id() or "",
-                "repflow.register_run_id": mlflow.active_run().info.run_id,
                 "repflow.input.models": lin["inputs"]["models"],
-                "repflow.input.evaluation": lin["inputs"]["evaluation"], "repflow.code_version": lin["code_version"],
-                "repflow.protocol": json.dumps(scale_protocol, sort_keys=True)}
+                "repflow.input.evaluation": lin["inputs"]["evaluation"]}
         tags.update({f"repflow.metric.{k}": v for k, v in metrics.items() if k.endswith(f"/x{scale}")})
         example = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
-        files = (models_dir / f"x{scale}.safetensors", models_dir / f"x{scale}.json")  # one name per scale: one run
-        version = tracking.register_model(model, name, example, tags, files,
-                                          identity={"evaluation": lin["inputs"]["evaluation"], "scale": scale})
-        holder = tracking.alias_holder(name, cfg.alias)
-        moved, reason = tracking.champion_gate(score, scale_protocol, holder)
-        if holder is not None and holder.version == version:
-            moved, reason = False, f"version {version} already holds it"
-        if moved:
-            mlflow.MlflowClient().set_registered_model_alias(name, cfg.alias, version)
-        log.info("sr.register: %s version %s (%s %.4f): alias %s %s: %s", name, version, cfg.criterion, score,
-                 cfg.alias, "moved to it" if moved else "kept", reason)
-        results.append({"model": name, "version": version, "score": score, "alias": cfg.alias, "alias_moved": moved,
-                        "alias_reason": reason, "uri": f"models:/{name}/{version}"})
+        result = tracking.register_champion(
+            model, name, example, score=score, criterion=cfg.criterion, protocol=scale_protocol, alias=cfg.alias,
+            files=(models_dir / f"x{scale}.safetensors", models_dir / f"x{scale}.json"),  # one name per scale: one run
+            identity={"evaluation": lin["inputs"]["evaluation"], "scale": scale}, code_version=lin["code_version"],
+            tags=tags)
+        results.append(result)
+        moved, reason, version = result["alias_moved"], result["alias_reason"], result["version"]
         md.append(f"- registered `models:/{name}/{version}` ({cfg.criterion} {score:.4f}); alias `{cfg.alias}` "
                   f"{'moved to it' if moved else 'kept'} ({reason}); try it: "
                   f"`repflow upscale IN.png OUT.png --scale {scale}`")

@@ -7,13 +7,11 @@ params, inputs and code continues from there (a checkpoint made under another st
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import mlflow
 import torch
 
-from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
-                                 unflatten_optimizer)
+from repflow.checkpoints import load_progress, save_progress, save_tensors
 from repflow.families.sr.data import load_pairs
 from repflow.families.sr.models import SR_MODELS, build_sr_model
 from repflow.families.sr.training import train_sr
@@ -35,22 +33,6 @@ def build_from_config(config: dict) -> torch.nn.Module:
     return build_sr_model(config["model"], config["scale"], **kwargs)
 
 
-def _resume(path: Path, key: str, model: torch.nn.Module) -> tuple[int, list, dict | None]:
-    """(epoch, history, optimizer state) of a usable progress checkpoint, else (0, [], None)."""
-    if not path.is_file():
-        return 0, [], None
-    try:
-        tensors, meta = load_tensors(path)
-        if meta.get("stage_key") != key:
-            log.info("sr.train: ignoring %s (made with other params, inputs or code)", path)
-            return 0, [], None
-        load_state_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, path)
-        return int(meta["epoch"]), list(meta["history"]), unflatten_optimizer(tensors, meta["optimizer"])
-    except (CheckpointError, KeyError) as exc:
-        log.warning("sr.train: progress checkpoint %s unusable (%s); starting over", path, exc)
-        return 0, [], None
-
-
 def run(ctx: StageContext) -> StageSummary:
     params, tmp = ctx.params, ctx.tmp
     cfg = params.sr.train
@@ -64,7 +46,11 @@ def run(ctx: StageContext) -> StageSummary:
         if any(p.requires_grad for p in model.parameters()):
             lrs, hrs, _ = load_pairs(ctx.inputs["shards"], "train", scale)
             progress_file = ctx.progress_dir / f"x{scale}.safetensors"
-            start, history, opt_state = _resume(progress_file, ctx.key, model)
+            resumed = load_progress(progress_file, ctx.key, {"model": model})
+            start, history, opt_state = 0, [], None
+            if resumed:
+                meta, optimizers = resumed
+                start, history, opt_state = meta["epoch"], meta["history"], optimizers["model"]
             if start:
                 log.info("sr.train: ×%d resuming after epoch %d", scale, start)
             mlflow.set_tag(f"repflow.resumed_from_epoch.x{scale}", str(start))
@@ -75,11 +61,8 @@ def run(ctx: StageContext) -> StageSummary:
                 mlflow.log_metric(f"loss_x{scale}", stats["loss"], step=epoch)
                 log.info("sr.train: ×%d epoch %d/%d L1 %.5f", scale, epoch, cfg.epochs, stats["loss"])
                 if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                    progress_file.parent.mkdir(parents=True, exist_ok=True)
-                    opt_tensors, opt_meta = flatten_optimizer(opt)
-                    save_tensors(progress_file, {**{f"model/{k}": v for k, v in model.state_dict().items()},
-                                                 **opt_tensors},
-                                 {"stage_key": ctx.key, "epoch": epoch, "history": history, "optimizer": opt_meta})
+                    save_progress(progress_file, ctx.key, {"model": model}, {"model": opt},
+                                  {"epoch": epoch, "history": history})
 
             train_sr(model, torch.stack(lrs), torch.stack(hrs), epochs=cfg.epochs, batch_size=cfg.batch_size,
                      lr=cfg.lr, lr_half_every=cfg.lr_half_every, seed=params.seed + scale, start_epoch=start,

@@ -1,0 +1,1 @@
+"""The video watermarking family's stage bodies, one module per stage, each with ``run(ctx) -> StageSummary``."""
