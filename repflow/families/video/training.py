@@ -51,12 +51,15 @@ def as_float_clips(clips: torch.Tensor) -> torch.Tensor:
 
 def train_watermarker(model: Watermarker, clips: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
                       weights: LossWeights, distortion: nn.Module, seed: int, critic: Critic | None = None,
-                      start_epoch: int = 0, optimizer_state: dict | None = None,
+                      frame_warmup_epochs: int = 0, start_epoch: int = 0, optimizer_state: dict | None = None,
                       on_epoch: Callable[[int, dict, torch.optim.Optimizer], None] | None = None) -> list[dict]:
     """Train ``model`` (and ``critic``, if given) on uint8 (N, T, H, W, 3) ``clips`` for epochs
     ``start_epoch + 1 .. epochs``; returns one dict of epoch means per epoch trained (loss terms, bit
     accuracy through the distortion, watermark PSNR). ``distortion(clip, generator)`` is applied between
-    embedding and extraction. Adam at ``lr`` for both networks; ``optimizer_state`` restores the model's
+    embedding and extraction. The frame loss is off for the first ``frame_warmup_epochs`` epochs: from the
+    start it keeps the mark too faint for the decoder to find (bit accuracy 0.50 after 320 steps, against
+    0.9+ without it), so the message is learned first and the frame loss then evens it out. Adam at ``lr``
+    for both networks; ``optimizer_state`` restores the model's
     optimizer when resuming. ``on_epoch(epoch, stats, optimizer)`` is called after each epoch."""
     if weights.adversarial > 0 and critic is None:
         raise ValueError("an adversarial weight > 0 needs a critic")
@@ -87,7 +90,8 @@ def train_watermarker(model: Watermarker, clips: torch.Tensor, *, epochs: int, b
                      "frame": frame_loss(marked, clip)}
             if critic is not None:
                 terms["adversarial"] = adversarial_loss(critic(marked))
-            loss = sum(getattr(weights, k) * v for k, v in terms.items())
+            frame_on = epoch > frame_warmup_epochs
+            loss = sum(getattr(weights, k) * v for k, v in terms.items() if k != "frame" or frame_on)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -82,7 +82,8 @@ def run(ctx: StageContext) -> StageSummary:
     weights = LossWeights(fidelity=cfg.fidelity_weight, message=cfg.message_weight,
                           adversarial=cfg.adversarial_weight, frame=cfg.frame_weight)
     train_watermarker(model, clips, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weights=weights,
-                      distortion=distortion, seed=params.seed, critic=critic, start_epoch=start,
+                      distortion=distortion, seed=params.seed, critic=critic,
+                      frame_warmup_epochs=cfg.frame_warmup_epochs, start_epoch=start,
                       optimizer_state=opt_state, on_epoch=on_epoch)
     n_params = sum(p.numel() for p in model.parameters())
     save_tensors(tmp / "watermarker.safetensors", model.state_dict(), {**config, "params": n_params,
