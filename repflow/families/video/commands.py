@@ -33,10 +33,14 @@ def load_registered_watermarker(ref: str):
 def _cmd_embed(args: argparse.Namespace) -> int:
     from repflow import tracking
     from repflow.families.video.watermark import embed_video, parse_message
+    from repflow.sources import SourceError
 
     tracking.configure(args.workdir)
     model, config = load_registered_watermarker(args.model)
-    message = parse_message(args.message, config["bits"])
+    try:
+        message = parse_message(args.message, config["bits"])
+    except ValueError as exc:
+        raise SourceError(f"--message: {exc}") from None
     r = embed_video(model, config["size"], config["frames"], Path(args.input), Path(args.output), message,
                     crf=args.crf)
     print(f"{r['in']} → {r['out']}: {r['frames']} frames of {r['width']}×{r['height']} at {r['fps']:.3g} fps, "
