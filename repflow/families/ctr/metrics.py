@@ -73,10 +73,10 @@ def gauc(labels, scores, groups) -> dict[str, float]:
         if np.isnan(value):
             skipped += 1
             continue
-        total += value * (b - a)
-        weight += b - a
+        total += value * float(b - a)
+        weight += int(b - a)
         scored += 1
-    return {"gauc": total / weight if weight else float("nan"), "users_scored": scored, "users_skipped": skipped,
+    return {"gauc": float(total / weight) if weight else float("nan"), "users_scored": scored, "users_skipped": skipped,
             "impressions_scored": weight}
 
 

@@ -85,7 +85,8 @@ def read_movielens(folder: str | Path | None = None, *, click_threshold: float =
     raw = _read_atomic_file(inter_path)
     _need(raw, ("user_id", "item_id", "rating", "timestamp"), inter_path)
     raw = raw.rename({"user_id": "user", "item_id": "item"})
-    interactions = _typed_interactions(raw, inter_path, has_rating=True, click_threshold=click_threshold)
+    names = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp"}
+    interactions = _typed_interactions(raw, inter_path, names, has_rating=True, click_threshold=click_threshold)
     meta = _read_atomic_file(item_path)
     _need(meta, ("item_id", "movie_title", "release_year", "class"), item_path)
     items = meta.select(
@@ -97,9 +98,10 @@ def read_movielens(folder: str | Path | None = None, *, click_threshold: float =
     return CtrTables(interactions, _complete_items(items, interactions), origin=str(folder))
 
 
-def _numeric(table: pl.DataFrame, column: str, path: Path, role: str) -> pl.Series:
-    """``column`` as float64; a value that is not a number is an error naming the file, column, row, value."""
-    series = table[column]
+def _numeric(table: pl.DataFrame, role: str, path: Path, names: Mapping[str, str]) -> pl.Series:
+    """Column ``role`` as float64; a value that is not a number is an error naming the file, the file's
+    column (``names[role]``), the row and the value."""
+    series = table[role]
     if series.dtype == pl.Datetime or series.dtype == pl.Date:
         return series.cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Float64)
     if series.dtype == pl.Boolean:
@@ -109,28 +111,31 @@ def _numeric(table: pl.DataFrame, column: str, path: Path, role: str) -> pl.Seri
     bad = (cast.is_null() & series.is_not_null()) | cast.is_nan() | cast.is_infinite()
     if bad.any():
         row = int(bad.arg_true()[0])
-        raise SourceError(f"{path}: column {column!r} ({role}) must be numeric; row {row} holds "
+        raise SourceError(f"{path}: column {names[role]!r} ({role}) must be numeric; row {row} holds "
                           f"{series[row]!r}")
     return cast
 
 
-def _typed_interactions(raw: pl.DataFrame, path: Path, *, has_rating: bool, click_threshold: float) -> pl.DataFrame:
-    """``raw`` with columns user, item, timestamp and rating or click (any types) → the interactions table."""
+def _typed_interactions(raw: pl.DataFrame, path: Path, names: Mapping[str, str], *, has_rating: bool,
+                        click_threshold: float) -> pl.DataFrame:
+    """``raw`` with columns user, item, timestamp and rating or click (any types) → the interactions table;
+    ``names`` maps those roles to the file's column names, for errors."""
     for role in ("user", "item", "timestamp", "rating" if has_rating else "click"):
         nulls = raw[role].is_null()
         if nulls.any():
-            raise SourceError(f"{path}: column for {role!r} is empty at row {int(nulls.arg_true()[0])}")
-    timestamp = _numeric(raw, "timestamp", path, "timestamp")
+            raise SourceError(f"{path}: column {names[role]!r} ({role}) is empty at row {int(nulls.arg_true()[0])}")
+    timestamp = _numeric(raw, "timestamp", path, names)
     if has_rating:
-        rating = _numeric(raw, "rating", path, "rating")
+        rating = _numeric(raw, "rating", path, names)
         click = (rating >= click_threshold).cast(pl.Int8)
     else:
         rating = pl.Series("rating", [None] * raw.height, dtype=pl.Float64)
-        click = _numeric(raw, "click", path, "click")
+        click = _numeric(raw, "click", path, names)
         bad = ~click.is_in([0.0, 1.0])
         if bad.any():
             row = int(bad.arg_true()[0])
-            raise SourceError(f"{path}: column for 'click' must hold 0 or 1; row {row} holds {raw['click'][row]!r}")
+            raise SourceError(f"{path}: column {names['click']!r} (click) must hold 0 or 1; row {row} holds "
+                              f"{raw['click'][row]!r}")
         click = click.cast(pl.Int8)
     return pl.DataFrame({
         "user": raw["user"].cast(pl.String), "item": raw["item"].cast(pl.String), "rating": rating,
@@ -177,10 +182,10 @@ def read_interaction_table(path: str | Path, columns: Mapping[str, str], *, clic
         if column not in table.columns:
             raise SourceError(f"{path}: no column {column!r} (mapped as {role!r}); the file has {table.columns}")
     raw = table.select(pl.col(column).alias(role) for role, column in columns.items())
-    interactions = _typed_interactions(raw, path, has_rating="click" not in columns,
+    interactions = _typed_interactions(raw, path, columns, has_rating="click" not in columns,
                                        click_threshold=click_threshold)
     if "click" in columns and "rating" in columns:
-        interactions = interactions.with_columns(_numeric(raw, "rating", path, "rating").alias("rating"))
+        interactions = interactions.with_columns(_numeric(raw, "rating", path, columns).alias("rating"))
     item_meta = [pl.col("item").cast(pl.String)]
     item_meta.append(pl.col("title").cast(pl.String).fill_null("") if "title" in columns else pl.lit("").alias("title"))
     if "genres" in columns:
@@ -190,7 +195,7 @@ def read_interaction_table(path: str | Path, columns: Mapping[str, str], *, clic
     else:
         item_meta.append(pl.lit([], dtype=pl.List(pl.String)).alias("genres"))
     if "year" in columns:
-        item_meta.append(_numeric(raw, "year", path, "year").cast(pl.Int32).alias("year"))
+        item_meta.append(_numeric(raw, "year", path, columns).cast(pl.Int32).alias("year"))
     else:
         item_meta.append(pl.lit(None, dtype=pl.Int32).alias("year"))
     items = raw.select(item_meta)
