@@ -8,6 +8,7 @@ import torch
 
 from repflow.families.ctr.features import (
     build_examples, build_feature_space, examples_to_tensors, time_split)
+from repflow.families.ctr.metrics import auc
 from repflow.families.ctr.models import CTR_MODELS, MODALITIES, build_ctr_model, grad_reverse
 from repflow.families.ctr.tables import read_interaction_table
 from repflow.families.ctr.training import ctr_losses, grl_schedule, predict, predict_with_attention, train_ctr
@@ -151,7 +152,9 @@ def test_deepctr_peer_trains_on_the_same_split(data):
     x = peer_inputs(test, features)
     assert x["hist_item"].shape == tuple(test.history.shape) and (x["seq_length"] == test.history_len.numpy()).all()
     assert ((x["hist_item"] > 0) == (test.history > 0).numpy()).all()
-    result = train_peer_din(train, test, features, epochs=1, batch_size=64, dim=4, dnn_hidden_units=(8,),
-                            att_hidden_size=(8,))
+    result = train_peer_din(train, test, features, epochs=2, batch_size=64, dim=4, dnn_hidden_units=(8,),
+                            att_hidden_size=(8,), validate=test)
     assert result.probs.shape == (len(test),) and ((result.probs > 0) & (result.probs < 1)).all()
-    assert result.samples_per_s > 0 and len(result.history["loss"]) == 1
+    assert result.samples_per_s > 0 and len(result.history["loss"]) == len(result.history["val_auc"]) == 2
+    best = result.history["best_epoch"]
+    assert result.history["val_auc"][best - 1] == max(result.history["val_auc"]) == auc(test.label, result.probs)

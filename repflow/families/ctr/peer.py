@@ -32,7 +32,7 @@ _ITEM_FEATURES = ("item", "genre", "year", "popularity", "click_rate")
 @dataclass
 class PeerResult:
     """``probs`` (N,) click probabilities on the evaluation examples; ``samples_per_s`` the training
-    throughput (examples × epochs / wall seconds of DeepCTR's ``fit``); ``history`` its per-epoch loss."""
+    throughput (examples × epochs / wall seconds inside DeepCTR's ``fit``); ``history`` per epoch."""
 
     probs: np.ndarray
     samples_per_s: float
@@ -88,27 +88,44 @@ def _columns(features: FeatureTensors, history_len: int, genres_len: int, dim: i
 
 def train_peer_din(train: CtrTensors, evaluate: CtrTensors, features: FeatureTensors, *, epochs: int,
                    batch_size: int = 256, lr: float = 1e-3, seed: int = 0, dim: int = 16,
-                   dnn_hidden_units: tuple[int, ...] = (64, 32), att_hidden_size: tuple[int, ...] = (64, 16)
-                   ) -> PeerResult:
-    """Train DeepCTR-Torch's DIN on ``train`` and score ``evaluate``. Without the package this is an
-    ImportError saying how to install it."""
+                   dnn_hidden_units: tuple[int, ...] = (64, 32), att_hidden_size: tuple[int, ...] = (64, 16),
+                   validate: CtrTensors | None = None) -> PeerResult:
+    """Train DeepCTR-Torch's DIN on ``train`` and score ``evaluate`` after the last epoch, or, with
+    ``validate``, after the epoch with the best validation AUC (one ``fit`` call per epoch; the optimiser
+    state carries over). ``history``: ``loss`` per epoch, and ``val_auc`` / ``best_epoch`` with ``validate``.
+    Without the package this is an ImportError saying how to install it."""
     try:
         from deepctr_torch.models import DIN
     except ImportError as exc:
         raise ImportError(f"the DeepCTR-Torch peer needs deepctr-torch ({DEEPCTR_INSTALL}): {exc}") from None
+    from repflow.families.ctr.metrics import auc
+
     history_len = train.history.shape[1]
-    if evaluate.history.shape[1] != history_len:
-        raise ValueError(f"train histories have length {history_len}, evaluation ones {evaluate.history.shape[1]}")
+    for name, part in (("evaluation", evaluate), ("validation", validate)):
+        if part is not None and part.history.shape[1] != history_len:
+            raise ValueError(f"train histories have length {history_len}, {name} ones {part.history.shape[1]}")
     x_train, x_eval = peer_inputs(train, features), peer_inputs(evaluate, features)
+    x_val = peer_inputs(validate, features) if validate is not None else None
     columns = _columns(features, history_len, x_train["genres"].shape[1], dim)
     torch.manual_seed(seed)
     model = DIN(columns, list(_ITEM_FEATURES), dnn_hidden_units=tuple(dnn_hidden_units),
                 att_hidden_size=tuple(att_hidden_size), seed=seed, device="cpu")
     model.compile(torch.optim.Adam(model.parameters(), lr=lr), "binary_crossentropy")
     torch.manual_seed(seed)
-    started = time.perf_counter()
-    fitted = model.fit(x_train, train.label.numpy().astype(np.float32), batch_size=batch_size, epochs=epochs,
-                       verbose=0, shuffle=True)
-    elapsed = time.perf_counter() - started
-    probs = model.predict(x_eval, batch_size=4096).reshape(-1)
-    return PeerResult(probs.astype(np.float64), len(train) * epochs / max(elapsed, 1e-9), dict(fitted.history))
+    y_train = train.label.numpy().astype(np.float32)
+    elapsed, log = 0.0, {"loss": [], "val_auc": []}
+    best, probs = -1.0, None
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        fitted = model.fit(x_train, y_train, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+        elapsed += time.perf_counter() - started
+        log["loss"] += fitted.history["loss"]
+        if x_val is not None:
+            log["val_auc"].append(auc(validate.label.numpy(), model.predict(x_val, batch_size=4096).reshape(-1)))
+        if x_val is None and epoch < epochs - 1:
+            continue
+        if x_val is None or log["val_auc"][-1] > best:
+            best = log["val_auc"][-1] if x_val is not None else best
+            log["best_epoch"] = epoch + 1
+            probs = model.predict(x_eval, batch_size=4096).reshape(-1)
+    return PeerResult(probs.astype(np.float64), len(train) * epochs / max(elapsed, 1e-9), log)
