@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from repflow.families.ctr.features import (
     PAD, UNKNOWN, UnknownUser, build_examples, build_feature_space, examples_to_tensors, load_space, save_space,
@@ -149,6 +150,10 @@ def test_user_lookup_and_request(tiny):
     candidates = set(space.items.filter(pl.col("row").is_in(request.item.tolist()))["item"].to_list())
     assert candidates.isdisjoint(rated) and len(candidates) == space.items.height - len(rated)
     assert (request.user == user_row(space, "u3")).all() and request.history_len[0] == 5
+    row_of = dict(zip(space.items["item"], space.items["row"]))
+    clicks = tables.interactions.filter((pl.col("user") == "u3") & (pl.col("click") == 1)).with_columns(
+        pl.col("item").replace_strict(row_of).alias("row")).sort("timestamp", "row", descending=True)
+    assert (request.history == torch.tensor(clicks["row"].head(5).to_list())).all()
     assert request.label.isnan().all()
 
 

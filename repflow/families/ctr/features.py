@@ -314,11 +314,12 @@ def user_request(space: FeatureSpace, interactions: pl.DataFrame, user: str | in
                  exclude_seen: bool = True) -> CtrTensors:
     """Everything needed to score items for ``user`` now: one row per candidate item (every catalogue item, less
     those the user already interacted with when ``exclude_seen``), each with the user's latest clicks in
-    ``interactions`` as history; ``item`` holds the candidates' rows (map back with ``space.items``)."""
+    ``interactions`` as history (same order as :func:`build_examples`: most recent first, ties by descending
+    row); ``item`` holds the candidates' rows (map back with ``space.items``)."""
     row = user_row(space, user)
     mine = interactions.filter(pl.col("user") == str(user)).join(space.items.select("item", "row"), on="item",
                                                                  how="inner")
-    clicked = mine.filter(pl.col("click") == 1).sort("timestamp", "row", descending=[True, False])["row"].to_list()
+    clicked = mine.filter(pl.col("click") == 1).sort("timestamp", "row", descending=True)["row"].to_list()
     seen = set(mine["row"].to_list()) if exclude_seen else set()
     candidates = [r for r in space.items["row"].sort().to_list() if r not in seen]
     n = len(candidates)
