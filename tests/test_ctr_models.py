@@ -3,13 +3,15 @@ flips the sign of the gradient (alone and inside MARN), D1 never trains the enco
 not change a prediction, the same seed gives the same predictions, and the DeepCTR-Torch peer runs."""
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import torch
 
 from repflow.families.ctr.features import (
-    build_examples, build_feature_space, examples_to_tensors, time_split)
+    UnknownUser, build_examples, build_feature_space, examples_to_tensors, time_split, user_request)
 from repflow.families.ctr.metrics import auc
 from repflow.families.ctr.models import CTR_MODELS, MODALITIES, build_ctr_model, grad_reverse
+from repflow.families.ctr.recommend import recommend
 from repflow.families.ctr.tables import read_interaction_table
 from repflow.families.ctr.training import ctr_losses, grl_schedule, predict, predict_with_attention, train_ctr
 from repflow.registry import UnknownName
@@ -142,6 +144,25 @@ def test_bad_model_options(data):
         build_ctr_model("din_concat", features, dim=0)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         train_ctr(small("man", features), data[1], epochs=1, batch_size=0)
+
+
+def test_recommend_ranks_unseen_items_by_score(tmp_path):
+    tables = read_interaction_table(write_tiny(tmp_path), COLUMNS)
+    split, _ = time_split(tables.interactions)
+    space = build_feature_space(split, tables.items)
+    model = small("man", space.tensors())
+    top = recommend(model, space, tables.interactions, tables.items, "u2", top=4)
+    assert top["rank"].to_list() == [1, 2, 3, 4] and top["score"].to_list() == sorted(top["score"], reverse=True)
+    rated = set(tables.interactions.filter(pl.col("user") == "u2")["item"].to_list())
+    assert rated.isdisjoint(top["item"].to_list())
+    titles = dict(zip(tables.items["item"], tables.items["title"]))
+    assert top["title"].to_list() == [titles[i] for i in top["item"]]
+    request = user_request(space, tables.interactions, "u2")
+    scores = dict(zip(request.item.tolist(), predict(model, request).tolist()))
+    row_of = dict(zip(space.items["item"], space.items["row"]))
+    assert max(scores.values()) == pytest.approx(scores[row_of[top["item"][0]]])
+    with pytest.raises(UnknownUser, match="'ghost'"):
+        recommend(model, space, tables.interactions, tables.items, "ghost")
 
 
 def test_deepctr_peer_trains_on_the_same_split(data):
