@@ -68,6 +68,7 @@ bench: setup
 	python -m benchmarks.audio_advneg
 	python -m benchmarks.sr_bicubic
 	python -m benchmarks.shsr
+	python -m benchmarks.marn
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock); the --no-deps data wheels of
 # requirements-nodeps.txt stay out of the lock (their declared dependencies conflict with it).

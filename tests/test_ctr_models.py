@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from repflow.families.ctr.features import (
-    UnknownUser, build_examples, build_feature_space, examples_to_tensors, time_split, user_request)
+    UNKNOWN, UnknownUser, build_examples, build_feature_space, examples_to_tensors, time_split, user_request)
 from repflow.families.ctr.metrics import auc
 from repflow.families.ctr.models import CTR_MODELS, MODALITIES, build_ctr_model, grad_reverse
 from repflow.families.ctr.recommend import recommend
@@ -76,6 +76,17 @@ def test_outputs(name, data):
         assert out.d2_logits.shape == (n, m, m) and out.omega.shape == (n, m)
         assert ((out.omega >= 0) & (out.omega <= 1)).all()
         assert (out.d1_logits is None) == (CTR_MODELS[name].discriminators == 1)
+
+
+def test_tokens_unseen_in_training_stay_zero(data):
+    """Users and items absent from training share an UNKNOWN token that no training example carries; its
+    vectors start at zero and must not move (a random vector would be noise for every cold user / item)."""
+    features, train, _ = data
+    model = small("man", features)
+    train_ctr(model, train, epochs=1, batch_size=32, seed=0)
+    emb = model.embeddings
+    for table in (model.user, emb.id, emb.popularity_emb, emb.click_rate_emb):
+        assert table.weight[UNKNOWN].abs().sum() == 0 and table.weight[UNKNOWN + 1].abs().sum() > 0
 
 
 def test_grad_reverse_flips_the_gradient():

@@ -10,7 +10,9 @@ Shared parts:
 - :class:`ModalityEmbeddings`: item rows → one ``dim``-vector per modality (:data:`MODALITIES`): ``id``
   (embedding of the training-item token), ``title`` (the small text encoder trained here: mean of the title's
   word embeddings, then a linear layer and tanh), ``genres`` (mean of the item's genre embeddings), ``year``
-  (bucket embedding), ``stats`` (sum of the popularity-bucket and click-rate-bucket embeddings).
+  (bucket embedding), ``stats`` (sum of the popularity-bucket and click-rate-bucket embeddings). Items absent
+  from training share an ID token, and have no statistics; those tokens' vectors (and the unseen users') are
+  zero and stay zero, since no training example carries them.
 - :class:`DinHead`: DIN's local activation unit (Zhou et al., KDD 2018): each history item h is scored by an
   MLP on [h, t, h − t, h ⊙ t] against the target t; the interest is Σ score·h over real history items (DIN
   keeps the scores unnormalised so the interest's size says how much history is relevant; an empty history
@@ -40,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.families.ctr.features import FeatureTensors
+from repflow.families.ctr.features import UNKNOWN, FeatureTensors
 from repflow.registry import Listed, Registry
 
 __all__ = ["MODALITIES", "CtrOutput", "ModalityEmbeddings", "DinHead", "CtrModel", "ConcatItems", "ManItems",
@@ -101,6 +103,7 @@ class ModalityEmbeddings(nn.Module):
         self.year_emb = nn.Embedding(s["year"], dim, padding_idx=0)
         self.popularity_emb = nn.Embedding(s["popularity"], dim, padding_idx=0)
         self.click_rate_emb = nn.Embedding(s["click_rate"], dim, padding_idx=0)
+        _zero_unknown(self.id, self.popularity_emb, self.click_rate_emb)
         self.dim = dim
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
@@ -113,6 +116,14 @@ class ModalityEmbeddings(nn.Module):
         stats = self.popularity_emb(self.popularity[rows]) + self.click_rate_emb(self.click_rate[rows])
         parts = [self.id(self.item_token[rows]), title, genres, self.year_emb(self.year[rows]), stats]
         return torch.stack(parts, dim=-2)
+
+
+def _zero_unknown(*tables: nn.Embedding) -> None:
+    """Start the UNKNOWN row of tables whose unknown token never occurs in training (unseen users and items,
+    and their missing statistics) at zero, where it stays: "no information" rather than a random vector."""
+    with torch.no_grad():
+        for table in tables:
+            table.weight[UNKNOWN].zero_()
 
 
 def _mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
@@ -234,6 +245,7 @@ class CtrModel(nn.Module):
         self.embeddings = ModalityEmbeddings(features, dim)
         self.register_buffer("user_token", features.user_token.clone(), persistent=True)
         self.user = nn.Embedding(features.sizes["user_token"], user_dim, padding_idx=0)
+        _zero_unknown(self.user)
         self.items = items(dim, len(MODALITIES))
         self.head = DinHead(self.items.out_dim, user_dim, attention_hidden, tuple(hidden))
 
