@@ -17,9 +17,10 @@ export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
 setup: $(VENV)/.installed $(FMNIST)
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
 	touch $@
 
@@ -67,12 +68,14 @@ bench: setup
 	python -m benchmarks.audio_advneg
 	python -m benchmarks.sr_bicubic
 	python -m benchmarks.shsr
+	python -m benchmarks.marn
 
-# Re-resolve requirements.in and pin the result (then commit requirements.lock).
+# Re-resolve requirements.in and pin the result (then commit requirements.lock); the --no-deps data wheels of
+# requirements-nodeps.txt stay out of the lock (their declared dependencies conflict with it).
 lock:
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.in
-	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' | grep -v -x -F -f requirements-nodeps.txt > requirements.lock
 
 clean:
 	rm -rf data/prep artifacts/train reports/evaluate reports/register mlflow.db mlruns
