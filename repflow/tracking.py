@@ -388,6 +388,24 @@ def register_model(module: Any, name: str, input_example: Any, tags: dict[str, A
     return version
 
 
+def read_evaluation(folder: Path, stage: str, criterion: str) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """(metrics, score, protocol) of a verified evaluate-stage output: ``metrics.json``, the value of
+    ``criterion`` in it, and ``protocol.json`` with the criterion added (what a register stage gates on).
+    A criterion the evaluation does not report, or a missing protocol, is an error naming the file."""
+    from repflow.manifest import read_manifest
+
+    folder = Path(folder)
+    read_manifest(folder, stage=stage)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if criterion not in metrics:
+        raise KeyError(f"criterion {criterion!r} is not a metric of {folder / 'metrics.json'}; its metrics: "
+                       f"{sorted(metrics)}")
+    protocol_file = folder / "protocol.json"
+    if not protocol_file.is_file():
+        raise FileNotFoundError(f"{protocol_file}: the evaluation has no measurement protocol; rerun {stage}")
+    return metrics, float(metrics[criterion]), {"criterion": criterion, **json.loads(protocol_file.read_text())}
+
+
 def register_champion(module: Any, name: str, input_example: Any, *, score: float, criterion: str,
                       protocol: dict[str, Any], alias: str, files: tuple[Path, ...], identity: dict[str, Any],
                       code_version: str, tags: dict[str, Any] | None = None,

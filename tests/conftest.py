@@ -72,6 +72,29 @@ def write_params(folder: Path, **sections) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (small tensors: threads only add overhead and jitter)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def crash_after_first_epoch(train):
+    """``train`` (a training loop taking ``on_epoch``) made to raise KeyboardInterrupt right after epoch 1's
+    ``on_epoch`` (which saves the progress checkpoint): a run killed mid-training, for resume tests."""
+    def crashing(*args, on_epoch, **kwargs):
+        def save_then_crash(epoch, stats, opt):
+            on_epoch(epoch, stats, opt)
+            if epoch == 1:
+                raise KeyboardInterrupt("killed")
+        return train(*args, on_epoch=save_then_crash, **kwargs)
+    return crashing
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     from repflow.cluster import ensure_ray

@@ -20,12 +20,7 @@ from tests.ctr_tiny import COLUMNS, write_tiny
 SMALL = {"dim": 8, "user_dim": 4, "attention_hidden": 8, "hidden": (16,)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from repflow.config import ParamsError, parse_params
 from repflow.manifest import read_manifest
-from tests.conftest import child_env, tiny_params
+from tests.conftest import child_env, crash_after_first_epoch, tiny_params
 
 TINY_SR = {
     "prep": {"patches": 24, "scales": [2, 4], "max_side": 96},
@@ -80,14 +80,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
 
     real = train_stage.train_sr
 
-    def crash_after_first_epoch(*args, on_epoch, **kwargs):
-        def save_then_crash(epoch, stats, opt):
-            on_epoch(epoch, stats, opt)
-            if epoch == 1:
-                raise KeyboardInterrupt("killed")
-        return real(*args, on_epoch=save_then_crash, **kwargs)
-
-    monkeypatch.setattr(train_stage, "train_sr", crash_after_first_epoch)
+    monkeypatch.setattr(train_stage, "train_sr", crash_after_first_epoch(real))
     with pytest.raises(KeyboardInterrupt):
         run_stage("sr.train", params, {"shards": shards}, mlflow_tmp / "resumed")
     assert (mlflow_tmp / ".resumed.progress" / "x2.safetensors").is_file() and not (mlflow_tmp / "resumed").exists()

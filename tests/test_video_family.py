@@ -18,7 +18,7 @@ from repflow.families.video.models import Watermarker
 from repflow.families.video.video_io import SourceError, read_video
 from repflow.families.video.watermark import embed_video, extract_video, format_message, parse_message
 from repflow.manifest import read_manifest
-from tests.conftest import child_env, tiny_params
+from tests.conftest import child_env, crash_after_first_epoch, tiny_params
 from tests.test_video_io import audio_payload, make_video_with_audio, moving_frames
 
 TINY_VIDEO = {
@@ -136,14 +136,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
     whole = run_stage("video.train", params, {"shards": shards}, mlflow_tmp / "whole")
     real = train_stage.train_watermarker
 
-    def crash_after_first_epoch(*args, on_epoch, **kwargs):
-        def save_then_crash(epoch, stats, opt):
-            on_epoch(epoch, stats, opt)
-            if epoch == 1:
-                raise KeyboardInterrupt("killed")
-        return real(*args, on_epoch=save_then_crash, **kwargs)
-
-    monkeypatch.setattr(train_stage, "train_watermarker", crash_after_first_epoch)
+    monkeypatch.setattr(train_stage, "train_watermarker", crash_after_first_epoch(real))
     with pytest.raises(KeyboardInterrupt):
         run_stage("video.train", params, {"shards": shards}, mlflow_tmp / "resumed")
     assert (mlflow_tmp / ".resumed.progress" / "watermarker.safetensors").is_file()

@@ -36,12 +36,7 @@ def clips(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 3, T, SIZE, SIZE, generator=g), torch.randint(0, 2, (n, L), generator=g).float()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(WATERMARKERS))

@@ -14,20 +14,14 @@ from repflow import tracking
 from repflow.families.audio.features import LogMel, MelSettings
 from repflow.families.audio.models import AudioEmbedder
 from repflow.families.audio.stages.evaluate import load_audio_encoder
-from repflow.manifest import atomic_write_text, read_manifest
+from repflow.manifest import atomic_write_text
 from repflow.stage import StageContext, StageSummary
 
 def run(ctx: StageContext) -> StageSummary:
     params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
     cfg = params.audio.register
     encoder_dir, eval_dir = ctx.inputs["encoder"], ctx.inputs["evaluation"]
-    read_manifest(eval_dir, stage="audio.evaluate")
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    if cfg.criterion not in metrics:
-        raise KeyError(f"audio.register.criterion = {cfg.criterion!r} is not a metric of {eval_dir / 'metrics.json'};"
-                       f" its metrics: {sorted(metrics)}")
-    score = float(metrics[cfg.criterion])
-    protocol = {"criterion": cfg.criterion, **json.loads((eval_dir / "protocol.json").read_text())}
+    metrics, score, protocol = tracking.read_evaluation(eval_dir, "audio.evaluate", cfg.criterion)
     encoder, config = load_audio_encoder(encoder_dir)
     settings = MelSettings.from_dict(config["features"])
     model = AudioEmbedder(LogMel(settings), config["norm"]["mean"], config["norm"]["std"], encoder).eval()

@@ -23,13 +23,7 @@ def run(ctx: StageContext) -> StageSummary:
     params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
     encoder_dir, eval_dir = ctx.inputs["encoder"], ctx.inputs["evaluation"]
     cfg = params.register
-    read_manifest(eval_dir, stage="image.evaluate")
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    score = float(metrics[cfg.criterion])
-    protocol_file = eval_dir / "protocol.json"
-    if not protocol_file.is_file():
-        raise FileNotFoundError(f"{protocol_file}: the evaluation has no measurement protocol; rerun image.evaluate")
-    protocol = {"criterion": cfg.criterion, **json.loads(protocol_file.read_text())}
+    metrics, score, protocol = tracking.read_evaluation(eval_dir, "image.evaluate", cfg.criterion)
     encoder, enc_config = load_encoder(encoder_dir)
     train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
     example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)

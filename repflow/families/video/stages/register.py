@@ -14,7 +14,7 @@ import torch
 
 from repflow import tracking
 from repflow.families.video.stages.train import load_watermarker
-from repflow.manifest import atomic_write_text, read_manifest
+from repflow.manifest import atomic_write_text
 from repflow.stage import StageContext, StageSummary
 
 
@@ -33,13 +33,7 @@ def run(ctx: StageContext) -> StageSummary:
     params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
     cfg = params.video.register
     models_dir, eval_dir = ctx.inputs["models"], ctx.inputs["evaluation"]
-    read_manifest(eval_dir, stage="video.evaluate")
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    if cfg.criterion not in metrics:
-        raise KeyError(f"video.register.criterion = {cfg.criterion!r} is not a metric of {eval_dir / 'metrics.json'};"
-                       f" its metrics: {sorted(metrics)}")
-    score = float(metrics[cfg.criterion])
-    protocol = {"criterion": cfg.criterion, **json.loads((eval_dir / "protocol.json").read_text())}
+    metrics, score, protocol = tracking.read_evaluation(eval_dir, "video.evaluate", cfg.criterion)
     model, config = load_watermarker(models_dir)
     example = np.random.default_rng(0).random((1, 3, config["frames"], config["size"], config["size"]),
                                               dtype=np.float32)
