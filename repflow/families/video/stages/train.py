@@ -4,7 +4,8 @@ through a distortion layer (one of ``video.train.distortions`` per batch), with 
 
 Resumable: every ``checkpoint_every`` epochs the networks, optimizer and history go to
 ``.train.progress/watermarker.safetensors`` beside the output; a killed run started again with the same
-params, inputs and code continues from there.
+params, inputs and code continues from there (exactly, without a critic; with one, the critic's weights are
+restored but its Adam state starts afresh).
 """
 from __future__ import annotations
 
