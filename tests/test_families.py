@@ -20,7 +20,7 @@ from tests.conftest import REPO, child_env, tiny_params
 
 
 def test_unknown_family_or_stage_lists_the_valid_ones():
-    with pytest.raises(FamilyError, match=r"unknown family 'nope'; families: image, audio, sr"):
+    with pytest.raises(FamilyError, match=r"unknown family 'nope'; families: image, audio, ctr, sr, video"):
         resolve_stage("nope.train")
     with pytest.raises(FamilyError, match=r"unknown stage 'image.trian'; stages: image.prep, image.generate"):
         resolve_stage("image.trian")
@@ -39,7 +39,7 @@ def test_bad_declarations_are_errors_naming_both_sides():
         register_family(Family("image", "", (Stage("a", "m", "out/new"),), {}, "m:f"))
     with pytest.raises(FamilyError, match=r"family 'y': params name\(s\) \['train'\] are taken by another family"):
         register_family(Family("y", "", (Stage("a", "m", "out/y"),), {"train": BaseModel}, "m:f", params_root=None))
-    assert [f.name for f in families()] == ["image", "audio", "sr"]  # nothing half-registered
+    assert [f.name for f in families()] == ["image", "audio", "ctr", "sr", "video"]  # nothing half-registered
 
 
 def test_code_versions_cover_a_stage_and_its_imports_only():
@@ -287,7 +287,7 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
 
 def test_cli_names_the_valid_families_and_stages(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio, sr"),
+    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio, ctr, sr, video"),
                            (["stage", "image.nope"], "unknown stage 'image.nope'; stages: image.prep, ")):
         r = subprocess.run([sys.executable, "-m", "repflow", *args, "--workdir", str(tmp_path)], env=child_env(),
                            capture_output=True, text=True, timeout=120)

@@ -31,7 +31,7 @@ class CtrPrepParams(Section):
     history: int = Field(20, ge=1, le=1000, description="behaviour history: the user's latest clicks strictly "
                                                         "before the interaction")
     title_len: int = Field(12, ge=1, le=256, description="title word tokens per item (padded / cut)")
-    min_word_count: int = Field(2, ge=1, description="training-title words seen fewer times are out of vocabulary")
+    min_word_count: int = Field(2, ge=1, le=1_000_000, description="training-title words seen fewer times are out of vocabulary")
     year_buckets: int = Field(8, ge=1, le=1000)
     popularity_buckets: int = Field(8, ge=1, le=1000)
     click_rate_buckets: int = Field(10, ge=1, le=1000)
