@@ -31,7 +31,8 @@ class CtrPrepParams(Section):
     history: int = Field(20, ge=1, le=1000, description="behaviour history: the user's latest clicks strictly "
                                                         "before the interaction")
     title_len: int = Field(12, ge=1, le=256, description="title word tokens per item (padded / cut)")
-    min_word_count: int = Field(2, ge=1, le=1_000_000, description="training-title words seen fewer times are out of vocabulary")
+    min_word_count: int = Field(2, ge=1, le=1_000_000, description="training-title words seen fewer times are out "
+                                                                   "of vocabulary")
     year_buckets: int = Field(8, ge=1, le=1000)
     popularity_buckets: int = Field(8, ge=1, le=1000)
     click_rate_buckets: int = Field(10, ge=1, le=1000)
@@ -76,9 +77,10 @@ class CtrTrainParams(Section):
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     adversarial_weight: float = Field(1.0, ge=0.0, description=(
-        "weight of D2's loss behind the gradient reversal (marn models). At 0.1 the click loss alone shaped "
-        "the invariant encoder and its features collapsed (near-constant across items, so [s; c] carried "
-        "nothing beyond MAN); 1.0 keeps the modality-confusion pressure on"))
+        "weight of D2's loss behind the gradient reversal (marn models). At 0.1 the invariant features "
+        "collapse toward one small vector (ml-100k, 3 epochs: their spread across items 0.07 vs 0.21 at 1.0, "
+        "mean |c| 0.13 vs 0.47) while D2 is near chance either way: at 0.1 the branch is made uninformative "
+        "rather than modality-invariant"))
     checkpoint_every: int = Field(1, ge=1, le=10_000, description="epochs between resumable checkpoints")
 
     @field_validator("hidden")
