@@ -104,8 +104,11 @@ def test_the_ctr_flow_registers_a_model_repflow_recommend_uses(prefect_harness, 
         assert 0 <= metrics[key] <= 1 or key.endswith("logloss") and metrics[key] > 0, (key, metrics[key])
     attention = [metrics[f"attention/{m}"] for m in ("id", "title", "genres", "year", "stats")]
     assert abs(sum(attention) - 1) < 1e-4 and any(k.startswith("auc/popularity_") for k in metrics)
-    table = (ws / "reports" / "ctr" / "evaluate" / "report.md")
-    assert not table.exists() or "deepctr_din (peer)" in table.read_text()
+    evaluated = ws / "reports" / "ctr" / "evaluate"
+    table = json.loads((evaluated / "summary.json").read_text())["markdown"]
+    assert "| marn |" in table and "| deepctr_din (peer) |" in table
+    protocol = json.loads((evaluated / "protocol.json").read_text())
+    assert protocol["test_impressions"] == metrics["impressions"] and protocol["history"] == 5
     version = mlflow.MlflowClient().get_model_version_by_alias("repflow-ctr", "champion")
     assert version.tags["repflow.family"] == "ctr" and version.tags["repflow.model"] == "marn"
     assert float(version.tags["repflow.score"]) == pytest.approx(metrics["val_auc"])
