@@ -1,0 +1,69 @@
+"""``repflow recommend USER_ID --top K``: the registered click model's top unseen items for a user it knows
+(:mod:`repflow.families.ctr.recommend`), with titles and click probabilities."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_commands", "load_registered_recommender"]
+
+DEFAULT_MODEL = "repflow-ctr@champion"
+
+
+def load_registered_recommender(ref: str) -> dict:
+    """What :func:`~repflow.families.ctr.recommend.recommend` needs from the registered version ``ref``: the model
+    (rebuilt from its safetensors over its feature space), the space, interactions, catalogue and history
+    length, plus its ``ref`` as name/version."""
+    import mlflow
+
+    from repflow import tracking
+    from repflow.families.ctr.features import load_space
+    from repflow.families.ctr.stages.train import load_model
+    from repflow.families.ctr.tables import INTERACTION_COLUMNS, ITEM_COLUMNS, read_parquet
+
+    mv = tracking.get_model_version(ref)
+    if mv.tags.get("repflow.family") != "ctr":
+        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not a click model registered by ctr.register")
+    ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
+    model, config = load_model(ckpt, ckpt)
+    return {"model": model, "config": config, "space": load_space(ckpt),
+            "interactions": read_parquet(ckpt / "interactions.parquet", INTERACTION_COLUMNS),
+            "items": read_parquet(ckpt / "catalogue.parquet", ITEM_COLUMNS),
+            "history": int(mv.tags.get("repflow.history", 20)), "ref": f"{mv.name}/{mv.version}"}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
+    return value
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from repflow import tracking
+    from repflow.families.ctr.recommend import recommend
+
+    tracking.configure(args.workdir)
+    r = load_registered_recommender(args.model)
+    ranked = recommend(r["model"], r["space"], r["interactions"], r["items"], args.user, top=args.top,
+                       history_len=r["history"])
+    if args.json:
+        print(json.dumps({"user": args.user, "model": r["ref"], "items": ranked.to_dicts()}))
+        return 0
+    for row in ranked.iter_rows(named=True):
+        print(f"{row['rank']:>3}  {row['score']:.4f}  {row['item']}  {row['title']}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    r = subparsers.add_parser("recommend", help="a user's top unseen items by the registered click model")
+    r.add_argument("user", help="user id as in the interactions (ml-100k: 1..943)")
+    r.add_argument("--top", type=_positive, default=10, help="how many items (default 10)")
+    r.add_argument("--model", default=DEFAULT_MODEL, help="NAME@ALIAS or NAME/VERSION")
+    r.add_argument("--workdir", default=".", help="project folder holding mlflow.db")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(func=_cmd_recommend)

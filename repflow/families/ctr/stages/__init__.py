@@ -1,0 +1,1 @@
+"""The CTR family's stage bodies, one module per stage, each with ``run(ctx) -> StageSummary``."""
