@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--hidden", type=int, nargs="+", default=[64, 32])
     ap.add_argument("--history", type=int, default=20)
-    ap.add_argument("--adv-weight", type=float, default=0.1)
+    ap.add_argument("--adv-weight", type=float, default=1.0, help="ctr.train.adversarial_weight (1.0 by default)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
