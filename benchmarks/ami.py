@@ -40,6 +40,7 @@ from repflow.families.text.tokenizer import TextTokenizer, train_tokenizer  # no
 from repflow.families.text.wordnet import read_wordnet  # noqa: E402
 
 ARMS = ("mle", "mle+", "mmi", "ami")
+EVALUATOR_SEED = 1000
 
 
 def prepare(a: dict) -> dict:
@@ -78,8 +79,9 @@ def model(vocab: int, a: dict, seed: int):
 
 
 def generate(arm: str, forward, backward, data: dict, a: dict) -> tuple[list[list[int]], float]:
-    """Token ids of each test source's output, and generated tokens per second (CPU, one thread)."""
-    outputs, started = [], time.perf_counter()
+    """Token ids of each test source's output, and generated tokens (<eos> included) per CPU second of this
+    process (one thread; CPU time rather than wall time, since other processes share the cores)."""
+    outputs, started = [], time.process_time()
     for i in range(0, len(data["test_ids"]), 100):
         source = pad_batch(data["test_ids"][i:i + 100])
         if arm == "mmi":
@@ -87,11 +89,12 @@ def generate(arm: str, forward, backward, data: dict, a: dict) -> tuple[list[lis
         else:
             best = beam_search(forward, source, beam=a["beam"], max_len=a["max_len"]).best
         outputs += [[t for t in row.tolist() if t != 0] for row in best]
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     return outputs, sum(len(o) + 1 for o in outputs) / seconds
 
 
 def score(arm: str, outputs: list[list[int]], speed: float, evaluator, data: dict, tokenizer: TextTokenizer) -> dict:
+    """The metrics of one arm's outputs (the first 8 decoded outputs kept as samples)."""
     texts = [tokenizer.decode(o) for o in outputs]
     return {"arm": arm, "bleu": bleu(texts, data["test_refs"]), "distinct_1": distinct_n(texts, 1),
             "distinct_2": distinct_n(texts, 2), "generic_rate": generic_rate(texts),
@@ -100,47 +103,56 @@ def score(arm: str, outputs: list[list[int]], speed: float, evaluator, data: dic
             "samples": texts[:8]}
 
 
-def run_seed(job: tuple[int, dict, dict]) -> list[dict]:
-    seed, data, a = job
-    torch.set_num_threads(a["threads"])
+def tokenizer_of(data: dict) -> TextTokenizer:
     from tokenizers import Tokenizer
-    tokenizer = TextTokenizer(Tokenizer.from_str(data["tokenizer"]))
-    vocab, train = tokenizer.vocab_size, data["train"]
+
+    return TextTokenizer(Tokenizer.from_str(data["tokenizer"]))
+
+
+def train_evaluator(data: dict, a: dict) -> dict:
+    """The backward evaluator: trained like the backward models, on the same train split, from its own seed."""
+    torch.set_num_threads(a["threads"])
+    evaluator = model(tokenizer_of(data).vocab_size, a, EVALUATOR_SEED)
+    train_mle(evaluator, swap(data["train"]), epochs=a["epochs"], lr=a["lr"], seed=EVALUATOR_SEED)
+    return evaluator.state_dict()
+
+
+def run_seed(seed: int, data: dict, a: dict) -> dict:
+    """Every arm of one seed: {arm: (output token ids per test source, tokens/s, training CPU s)} and AMI's
+    reward trace."""
+    torch.set_num_threads(a["threads"])
+    vocab, train = tokenizer_of(data).vocab_size, data["train"]
     t0 = time.process_time()
     forward = model(vocab, a, seed)
     train_mle(forward, train, epochs=a["epochs"], lr=a["lr"], seed=seed)
     backward = model(vocab, a, seed + 100)
     train_mle(backward, swap(train), epochs=a["epochs"], lr=a["lr"], seed=seed + 100)
-    evaluator = model(vocab, a, seed + 1000)
-    train_mle(evaluator, swap(train), epochs=a["epochs"], lr=a["lr"], seed=seed + 1000)
     pretrain_s = time.process_time() - t0
-    rows = []
+    arms = {}
     for arm in ("mle", "mmi"):
-        outputs, speed = generate(arm, forward, backward, data, a)
-        rows.append(score(arm, outputs, speed, evaluator, data, tokenizer) | {"train_cpu_s": pretrain_s})
-    config = AMIConfig(max_len=a["max_len"], lr=a["ami_lr"], adversarial_weight=a["adv_weight"])
-    forward_batches = a["ami_steps"] * config.gm_iter_count // (2 * config.gm_iter_count + config.noise_batches)
+        arms[arm] = (*generate(arm, forward, backward, data, a), pretrain_s)
+    config = AMIConfig(max_len=a["max_len"], lr=a["ami_lr"], adversarial_weight=a["adv_weight"], samples=a["k"])
+    cycle = 2 * config.gm_iter_count + config.noise_batches
+    forward_batches = a["ami_steps"] // cycle * config.gm_iter_count + min(a["ami_steps"] % cycle, config.gm_iter_count)
     state = {k: v.clone() for k, v in forward.state_dict().items()}
     t0 = time.process_time()
-    train_mle(forward, train[:forward_batches * 64], epochs=1, lr=a["ami_lr"], seed=seed + 7)
-    outputs, speed = generate("mle+", forward, backward, data, a)
-    rows.append(score("mle+", outputs, speed, evaluator, data, tokenizer)
-                | {"train_cpu_s": pretrain_s + time.process_time() - t0})
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7)).tolist()
+    train_mle(forward, [train[i] for i in order[:forward_batches * a["ami_batch"]]], epochs=1,
+              batch_size=a["ami_batch"], lr=a["ami_lr"], seed=seed + 7)
+    arms["mle+"] = (*generate("mle+", forward, backward, data, a), pretrain_s + time.process_time() - t0)
     forward.load_state_dict(state)
     torch.manual_seed(seed + 200)
     noise = LatentNoise(a["hidden"])
     t0 = time.process_time()
-    history = train_ami(forward, backward, noise, train, steps=a["ami_steps"], config=config, seed=seed + 300)
-    ami_s = time.process_time() - t0
-    outputs, speed = generate("ami", forward, backward, data, a)
-    rows.append(score("ami", outputs, speed, evaluator, data, tokenizer) | {"train_cpu_s": pretrain_s + ami_s})
+    history = train_ami(forward, backward, noise, train, steps=a["ami_steps"], batch_size=a["ami_batch"],
+                        config=config, seed=seed + 300)
+    arms["ami"] = (*generate("ami", forward, backward, data, a), pretrain_s + time.process_time() - t0)
     rewards = [h["reward"] for h in history if "reward" in h]
-    for r in rows:
-        r["seed"] = seed
-        print(f"[seed {seed} {r['arm']}] BLEU {r['bleu']:.2f} d1 {r['distinct_1']:.3f} d2 {r['distinct_2']:.3f} "
-              f"generic {r['generic_rate']:.3f} logQ {r['log_q']:.2f} tok/s {r['tokens_per_s']:.0f}", flush=True)
-    rows[-1]["reward_first_last"] = [sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10] if len(rewards) >= 10 else []
-    return rows
+    norms = [h["noise_norm"] for h in history if "noise_norm" in h]
+    trace = {"reward_first": rewards[:5], "reward_last": rewards[-5:], "noise_norm_first": norms[:4],
+             "noise_norm_last": norms[-4:]}
+    print(f"[seed {seed}] done: reward {trace}", flush=True)
+    return {"arms": arms, "trace": trace}
 
 
 def main() -> None:
@@ -149,7 +161,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=20000)
     ap.add_argument("--max-words", type=int, default=10)
     ap.add_argument("--max-len", type=int, default=24)
-    ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--vocab", type=int, default=2000)
     ap.add_argument("--test-sources", type=int, default=600)
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
@@ -158,6 +170,8 @@ def main() -> None:
     ap.add_argument("--ami-steps", type=int, default=400)
     ap.add_argument("--ami-lr", type=float, default=2e-4)
     ap.add_argument("--adv-weight", type=float, default=1.0)
+    ap.add_argument("--ami-batch", type=int, default=64)
+    ap.add_argument("--k", type=int, default=5, help="AMI samples per source (the official default 5)")
     ap.add_argument("--beam", type=int, default=8)
     ap.add_argument("--mmi-lambda", type=float, default=0.5)
     ap.add_argument("--jobs", type=int, default=2)
@@ -168,9 +182,23 @@ def main() -> None:
     a = {k: v for k, v in vars(args).items()}
     data = prepare(a)
     print(data["counts"], flush=True)
-    jobs = [(seed, data, a) for seed in range(args.seeds)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = [row for rows in pool.map(run_seed, jobs) for row in rows]
+        evaluator_job = pool.submit(train_evaluator, data, a)
+        seed_jobs = {seed: pool.submit(run_seed, seed, data, a) for seed in range(args.seeds)}
+        tokenizer = tokenizer_of(data)
+        evaluator = model(tokenizer.vocab_size, a, EVALUATOR_SEED)
+        evaluator.load_state_dict(evaluator_job.result())
+        evaluator.eval()
+        results, traces = [], {}
+        for seed, job in seed_jobs.items():
+            out = job.result()
+            traces[seed] = out["trace"]
+            for arm, (outputs, speed, train_s) in out["arms"].items():
+                row = score(arm, outputs, speed, evaluator, data, tokenizer) | {"train_cpu_s": train_s, "seed": seed}
+                print(f"[seed {seed} {arm}] BLEU {row['bleu']:.2f} d1 {row['distinct_1']:.3f} d2 "
+                      f"{row['distinct_2']:.3f} generic {row['generic_rate']:.3f} logQ {row['log_q']:.2f} "
+                      f"tok/s {row['tokens_per_s']:.0f} len {row['mean_length']:.1f}", flush=True)
+                results.append(row)
     by = {(r["arm"], r["seed"]): r for r in results}
     seeds = list(range(args.seeds))
     keys = ("bleu", "distinct_1", "distinct_2", "generic_rate", "log_q", "tokens_per_s", "mean_length", "train_cpu_s")
@@ -200,7 +228,7 @@ def main() -> None:
     notes.append(f"Test sources shown: {data['test_sources'][:5]}")
     notes.append(f"Wall time {time.time() - started:.0f} s, {args.jobs} processes × {args.threads} torch thread(s).")
     write_results("ami", "AMI vs MLE vs MMI reranking on WordNet definition generation (CPU scale)", rows, notes,
-                  extra={"per_seed": results, "counts": data["counts"], "args": vars(args)})
+                  extra={"per_seed": results, "ami_traces": traces, "counts": data["counts"], "args": vars(args)})
 
 
 if __name__ == "__main__":
