@@ -13,7 +13,7 @@ the fine-tuned forward model; "MLE+" continues MLE for as many forward batches a
 training alone cannot explain a difference. Every arm decodes by beam search (beam --beam; MMI reranks that
 beam's N-best). The evaluator is a backward model trained on the same train split from another seed.
 
-    python -m benchmarks.ami [--seeds 3] [--pairs 20000] [--epochs 6] [--ami-steps 400] [--noise-scale 0.1] [--jobs 2]
+    python -m benchmarks.ami [--seeds 3] [--pairs 16000] [--epochs 5] [--ami-steps 320] [--noise-scale 0.1] [--jobs 4]
 """
 from __future__ import annotations
 
@@ -159,16 +159,16 @@ def run_seed(seed: int, data: dict, a: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--pairs", type=int, default=20000)
+    ap.add_argument("--pairs", type=int, default=16000)
     ap.add_argument("--max-words", type=int, default=10)
     ap.add_argument("--max-len", type=int, default=24)
     ap.add_argument("--vocab", type=int, default=2000)
     ap.add_argument("--test-sources", type=int, default=400)
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--ami-steps", type=int, default=400)
+    ap.add_argument("--ami-steps", type=int, default=320)
     ap.add_argument("--ami-lr", type=float, default=2e-4)
     ap.add_argument("--adv-weight", type=float, default=1.0)
     ap.add_argument("--ami-batch", type=int, default=64)
@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--noise-scale", type=float, default=0.1, help="λ in h + λε (official 1.0; see AMIConfig)")
     ap.add_argument("--beam", type=int, default=8)
     ap.add_argument("--mmi-lambda", type=float, default=0.5)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
