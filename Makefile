@@ -7,13 +7,14 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
+WORDNET := /usr/share/wordnet/data.noun
 export PATH := $(BIN):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: setup run test bench lock clean
+.PHONY: setup run test bench lock clean text-data
 
 setup: $(VENV)/.installed $(FMNIST)
 
@@ -41,6 +42,20 @@ $(CHROMIUM):
 	else \
 	  echo "The UI test needs Chromium (it is skipped without it):  sudo apt-get install -y chromium"; \
 	fi
+
+# The text family's definition-generation data is WordNet 3.0's plain-text database (Debian wordnet-base,
+# WordNet license); root installs it, others are told how. The family's tests write their own tiny
+# WordNet-format files and do not need it; its flow and benchmarks/ami.py read it.
+$(WORDNET):
+	@if [ "$$(id -u)" = "0" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base; \
+	else \
+	  echo "The text family's data (WordNet) is missing. Install it with:"; \
+	  echo "  sudo apt-get install -y --no-install-recommends wordnet-base"; \
+	  exit 1; \
+	fi
+
+text-data: $(WORDNET)
 
 run: setup
 	repflow run
