@@ -66,7 +66,7 @@ test: setup $(CHROMIUM)
 	repflow dvc-yaml
 	pytest
 
-bench: setup
+bench: setup $(WORDNET)
 	python -m benchmarks.loading
 	python -m benchmarks.flow_overhead
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1 2>&1 | $(QUIET_PIP)
@@ -84,6 +84,8 @@ bench: setup
 	python -m benchmarks.sr_bicubic
 	python -m benchmarks.shsr
 	python -m benchmarks.marn
+	python -m benchmarks.itov
+	python -m benchmarks.ami
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock); the --no-deps data wheels of
 # requirements-nodeps.txt stay out of the lock (their declared dependencies conflict with it).
