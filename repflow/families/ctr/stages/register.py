@@ -17,7 +17,7 @@ from repflow import tracking
 from repflow.families.ctr.features import examples_to_tensors
 from repflow.families.ctr.stages.prep import load_prepared
 from repflow.families.ctr.stages.train import load_model
-from repflow.manifest import atomic_write_text, read_manifest
+from repflow.manifest import atomic_write_text
 from repflow.stage import StageContext, StageSummary
 
 CHECKPOINT_FILES = ("model.safetensors", "model.json")
@@ -39,13 +39,7 @@ def run(ctx: StageContext) -> StageSummary:
     params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
     cfg = params.ctr.register
     prep_dir, models_dir, eval_dir = ctx.inputs["prep"], ctx.inputs["models"], ctx.inputs["evaluation"]
-    read_manifest(eval_dir, stage="ctr.evaluate")
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    if cfg.criterion not in metrics:
-        raise KeyError(f"ctr.register.criterion = {cfg.criterion!r} is not a metric of {eval_dir / 'metrics.json'}; "
-                       f"its metrics: {sorted(metrics)}")
-    score = float(metrics[cfg.criterion])
-    protocol = {"criterion": cfg.criterion, **json.loads((eval_dir / "protocol.json").read_text())}
+    metrics, score, protocol = tracking.read_evaluation(eval_dir, "ctr.evaluate", cfg.criterion)
     _, examples, history = load_prepared(prep_dir)
     model, config = load_model(models_dir, prep_dir)
     sample = examples_to_tensors(examples.head(4), None, history)
