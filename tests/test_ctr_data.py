@@ -3,7 +3,6 @@ the time split, behaviour histories checked against a brute-force recomputation,
 user lookup for recommendations, and parquet persistence. Tiny tables the tests write themselves."""
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import polars as pl
@@ -25,7 +24,6 @@ def tiny(tmp_path):
     return tables, split, cuts
 
 
-@pytest.mark.skipif(importlib.util.find_spec("recbole") is None, reason="pip install --no-deps recbole==1.2.1")
 def test_movielens_from_the_recbole_wheel():
     tables = read_movielens()
     inter, items = tables.interactions, tables.items

@@ -172,7 +172,6 @@ def test_recommend_ranks_unseen_items_by_score(tmp_path):
 
 
 def test_deepctr_peer_trains_on_the_same_split(data):
-    pytest.importorskip("deepctr_torch")
     from repflow.families.ctr.peer import peer_inputs, train_peer_din
 
     features, train, test = data

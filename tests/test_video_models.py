@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repflow.families.video.costs import count_macs, count_params
+from repflow.costs import count_macs, count_params
 from repflow.families.video.distortions import (
     DISTORTIONS, Combined, FrameDrop, GaussianNoise, JpegApprox, jpeg_quantisation_tables, straight_through)
 from repflow.families.video.losses import (

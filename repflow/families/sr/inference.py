@@ -6,8 +6,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from repflow import costs
+from repflow.costs import count_params
 from repflow.progress import progress
 
 __all__ = ["dihedral", "undo_dihedral", "self_ensemble", "count_params", "count_macs", "tile_spans",
@@ -41,28 +42,16 @@ def self_ensemble(model: Upscaler, x: torch.Tensor) -> torch.Tensor:
     return total / 8
 
 
-def count_params(model: nn.Module) -> int:
-    """Parameters (a weight shared between layers counts once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass on a tensor of ``input_shape`` (e.g. (1, 3, 48, 48)).
-
-    Counted by torch's ``FlopCounterMode``, which counts the matrix products and convolutions (2 FLOPs per
-    MAC, so MACs = FLOPs / 2) and nothing else: bias adds, activations, pooling, normalisation, pixel
-    shuffle and interpolation count zero. A k×k conv from Cin to Cout channels on an H×W output counts
-    H·W·Cin·Cout·k² MACs, the convention of SR papers' MAC tables (and of thop / ptflops for convolutions).
-    """
+    """Multiply-accumulates of one forward pass on a tensor of ``input_shape`` (e.g. (1, 3, 48, 48)), by
+    :func:`repflow.costs.count_macs`: a k×k conv from Cin to Cout channels on an H×W output counts
+    H·W·Cin·Cout·k² MACs, the convention of SR papers' MAC tables (and of thop / ptflops for convolutions)."""
     if len(input_shape) != 4 or any(not isinstance(s, int) or s < 1 for s in input_shape):
         raise ValueError(f"input_shape must be 4 positive ints (N, C, H, W), got {input_shape!r}")
     reference = next(model.parameters(), None)
     x = torch.rand(input_shape, device=reference.device if reference is not None else "cpu",
                    dtype=reference.dtype if reference is not None else torch.float32)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops() // 2
+    return costs.count_macs(model, x)
 
 
 def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from repflow.families.video.costs import count_macs, count_params
+from repflow.costs import count_macs, count_params
 from repflow.families.video.distortions import DISTORTIONS
 from repflow.families.video.losses import bit_accuracy, frame_psnr, frame_psnr_summary
 from repflow.families.video.models import Watermarker

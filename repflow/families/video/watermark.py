@@ -53,10 +53,14 @@ def format_message(bits: torch.Tensor) -> str:
 
 
 def _groups(reader: VideoReader, frames: int):
-    """(uint8 (T, H, W, 3) group padded to T frames, number of real frames) for the whole video."""
-    for chunk in reader.chunks(frames):
+    """(uint8 (T, H, W, 3) group padded to T frames, number of real frames) for the whole video. A video of
+    fewer than T frames is an error, found in its first group, before anything is written."""
+    for index, chunk in enumerate(reader.chunks(frames)):
         real = len(chunk)
         if real < frames:
+            if index == 0:
+                raise SourceError(f"{reader.path} has {real} frame(s); the watermarker works on clips of T = "
+                                  f"{frames} frames, so a video needs at least {frames}")
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], frames - real, axis=0)])
         yield chunk, real
 
@@ -74,15 +78,6 @@ def _resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return frames.reshape(n, t, c, *size).transpose(1, 2)
 
 
-def _check_length(path: Path, frames: int) -> int:
-    with VideoReader(path) as reader:
-        count = sum(1 for _ in reader.frames())
-    if count < frames:
-        raise SourceError(f"{path} has {count} frame(s); the watermarker works on clips of T = {frames} frames, "
-                          f"so a video needs at least {frames}")
-    return count
-
-
 @torch.no_grad()
 def embed_video(model: Watermarker, size: int, frames: int, src: str | Path, dst: str | Path, message: torch.Tensor,
                 *, crf: int = 18) -> dict:
@@ -91,15 +86,12 @@ def embed_video(model: Watermarker, size: int, frames: int, src: str | Path, dst
     src, dst = Path(src), Path(dst)
     if message.shape != (1, model.L):
         raise ValueError(f"message must be (1, {model.L}) bits, got {tuple(message.shape)}")
-    total = _check_length(src, frames)
     model.eval()
-    squared_error, pixels = 0.0, 0
+    total, squared_error, pixels = 0, 0.0, 0
     with VideoReader(src) as reader:
         with VideoWriter(dst, fps=reader.fps, width=reader.width, height=reader.height, crf=crf,
                          audio_from=src if reader.has_audio else None) as writer:
-            bar = progress(_groups(reader, frames), desc=f"watermark embed {src.name}", unit="clip",
-                           total=-(-total // frames))
-            for chunk, real in bar:
+            for chunk, real in progress(_groups(reader, frames), desc=f"watermark embed {src.name}", unit="clip"):
                 clip = _to_clip(chunk)
                 small = _resize(clip, (size, size))
                 residual = model.embed(small, message) - small
@@ -107,6 +99,7 @@ def embed_video(model: Watermarker, size: int, frames: int, src: str | Path, dst
                 out = marked[0].permute(1, 2, 3, 0).mul(255).round().to(torch.uint8)[:real]
                 squared_error += (out.float() - torch.from_numpy(chunk[:real]).float()).square().sum().item()
                 pixels += out.numel()
+                total += real
                 writer.write(out.numpy())
             fps = reader.fps
             height, width = reader.height, reader.width
@@ -120,7 +113,6 @@ def extract_video(model: Watermarker, size: int, frames: int, src: str | Path) -
     """The message in ``src``: ``message`` (hex), ``bits`` (L,), ``confidence`` and ``agreement`` in [0, 1] and
     the number of ``clips`` read (see the module docstring)."""
     src = Path(src)
-    _check_length(src, frames)
     model.eval()
     logits = []
     with VideoReader(src) as reader:

@@ -1,7 +1,7 @@
-"""Parameter and multiply-accumulate counts of the family's networks (for the cost columns of its tables).
+"""Parameter and multiply-accumulate counts of networks, for the cost columns of every family's tables.
 
-The SR family has the same two helpers for single-input models; families do not import each other, so this
-one is written for callables with any inputs (a watermarker's ``embed(clip, msg)`` and ``extract(clip)``).
+``count_macs`` takes any callable and its inputs, so a single-input model (an SR network) and a method of one
+(a watermarker's ``embed(clip, msg)`` and ``extract(clip)``) are counted the same way.
 """
 from __future__ import annotations
 
