@@ -15,7 +15,8 @@ from repflow.families.text.ami import (
 from repflow.families.text.decoding import NEVER_GENERATED, beam_search, greedy_decode, sample_decode
 from repflow.families.text.metrics import bleu, distinct_n, generic_rate, mean_backward_log_likelihood
 from repflow.families.text.models import (
-    SEQ2SEQ, LatentNoise, Memory, build_seq2seq, decoder_io, noise_norm, pad_batch, sequence_log_prob)
+    SEQ2SEQ, LatentNoise, Memory, build_seq2seq, decoder_io, noise_norm, pad_batch, reverse_within,
+    sequence_log_prob)
 from repflow.families.text.tokenizer import BOS, EOS, PAD
 from repflow.registry import UnknownName
 
@@ -44,6 +45,35 @@ def toy_pairs(n: int = 96, seed: int = 0) -> list[tuple[list[int], list[int]]]:
 def tiny(seed: int = 0, name: str = "gru_attention"):
     torch.manual_seed(seed)
     return build_seq2seq(name, VOCAB, embed=16, hidden=32, dropout=0.0)
+
+
+@pytest.mark.filterwarnings("ignore:The tensor attributes")
+def test_encoder_equals_a_packed_bidirectional_gru_and_exports():
+    """The two-GRU encoder computes what a packed 2-layer bidirectional nn.GRU does with the same weights, and
+    the model goes through torch.export (what the register stage needs)."""
+    torch.manual_seed(0)
+    model = build_seq2seq("gru_attention", VOCAB, embed=8, hidden=12, layers=2, dropout=0.0).eval()
+    packed = torch.nn.GRU(8, 6, 2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for layer in range(2):
+            for gru, suffix in ((model.encoder_forward[layer], ""), (model.encoder_backward[layer], "_reverse")):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(packed, f"{name}_l{layer}{suffix}").copy_(getattr(gru, f"{name}_l0"))
+    source = pad_batch([[5, 6, 7, 8, 9], [4, 10], [11]])
+    memory = model.encode(source)
+    lengths = torch.tensor([5, 2, 1])
+    run = torch.nn.utils.rnn.pack_padded_sequence(model.embedding(source), lengths, batch_first=True,
+                                                  enforce_sorted=False)
+    states, final = packed(run)
+    states, _ = torch.nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=5)
+    torch.testing.assert_close(memory.states, states)
+    final = final.view(2, 2, 3, 6)
+    torch.testing.assert_close(memory.init, torch.tanh(model.bridge(torch.cat([final[:, 0], final[:, 1]], -1))))
+    assert reverse_within(torch.arange(8).view(2, 4), torch.tensor([3, 4])).tolist() == [[2, 1, 0, 3],
+                                                                                          [7, 6, 5, 4]]
+    target = pad_batch([[5, 6], [7], [8, 9, 10]])
+    exported = torch.export.export(model, (source, target)).module()
+    torch.testing.assert_close(exported(source, target), model(source, target))
 
 
 def test_decoder_io_places_bos_and_eos():

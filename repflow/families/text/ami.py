@@ -38,13 +38,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from repflow.families.text.decoding import beam_search, greedy_decode, sample_decode
+from repflow.families.text.decoding import Hypotheses, beam_search, greedy_decode, sample_decode
 from repflow.families.text.models import (LatentNoise, Seq2Seq, decoder_io, lengths_of, noise_norm, pad_batch,
                                           sequence_log_prob)
 from repflow.families.text.tokenizer import PAD
 from repflow.progress import progress
 
-__all__ = ["Batch", "make_batches", "mle_loss", "train_mle", "mmi_rerank", "AMIConfig", "ami_phase",
+__all__ = ["Batch", "make_batches", "mle_loss", "train_mle", "mmi_rerank", "mmi_order", "AMIConfig", "ami_phase",
            "forward_adversarial_loss", "backward_adversarial_loss", "noise_loss", "train_ami", "frozen",
            "swap"]
 
@@ -117,17 +117,26 @@ def train_mle(model: Seq2Seq, pairs: Sequence[tuple[list[int], list[int]]], *, e
 # MMI-bidi reranking (Li et al. 2016): T̂ = argmax_{T ∈ N-best of P} log P(T|S) + λ log Q(S|T) + γ|T|  (Eq. MMI)
 
 @torch.no_grad()
-def mmi_rerank(forward: Seq2Seq, backward: Seq2Seq, source: torch.Tensor, *, n_best: int = 8, lam: float = 0.5,
-               length_bonus: float = 0.0, max_len: int = 32) -> torch.Tensor:
-    """(N, L) the forward model's N-best (beam search, ``n_best`` = 8 as the notes' plan) reranked by Eq. MMI.
-    λ = 0.5 and γ = 0 are choices (the notes give no value; Li et al. tune both on validation data)."""
-    hypotheses = beam_search(forward, source, beam=n_best, max_len=max_len)
+def mmi_order(backward: Seq2Seq, hypotheses: Hypotheses, source: torch.Tensor, *, lam: float = 0.5,
+              length_bonus: float = 0.0) -> torch.Tensor:
+    """(N, B) the forward N-best ``hypotheses`` of each source reordered by Eq. MMI, best first. λ = 0.5 and
+    γ = 0 are choices (the notes give no value; Li et al. tune both on validation data)."""
     n, beam, width = hypotheses.tokens.shape
     candidates = hypotheses.tokens.reshape(n * beam, width)
     backward_lp = sequence_log_prob(backward, candidates, source.repeat_interleave(beam, 0)).reshape(n, beam)
     lengths = lengths_of(candidates).reshape(n, beam).float()
     score = hypotheses.log_prob + lam * backward_lp + length_bonus * lengths
-    return hypotheses.tokens[torch.arange(n), score.argmax(dim=1)]
+    return score.argsort(dim=1, descending=True, stable=True)
+
+
+@torch.no_grad()
+def mmi_rerank(forward: Seq2Seq, backward: Seq2Seq, source: torch.Tensor, *, n_best: int = 8, lam: float = 0.5,
+               length_bonus: float = 0.0, max_len: int = 32) -> torch.Tensor:
+    """(N, L) the best of the forward model's N-best (beam search, ``n_best`` = 8 as the notes' plan) by
+    Eq. MMI (:func:`mmi_order`)."""
+    hypotheses = beam_search(forward, source, beam=n_best, max_len=max_len)
+    best = mmi_order(backward, hypotheses, source, lam=lam, length_bonus=length_bonus)[:, 0]
+    return hypotheses.tokens[torch.arange(source.shape[0]), best]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,12 +21,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from repflow.families.text.tokenizer import BOS, EOS, PAD
 from repflow.registry import Listed, Registry
 
-__all__ = ["Memory", "Seq2Seq", "LatentNoise", "noise_norm", "pad_batch", "lengths_of", "decoder_io",
+__all__ = ["Memory", "Seq2Seq", "reverse_within", "LatentNoise", "noise_norm", "pad_batch", "lengths_of", "decoder_io",
            "Seq2SeqEntry", "SEQ2SEQ", "build_seq2seq", "sequence_log_prob"]
 
 
@@ -64,6 +63,14 @@ def decoder_io(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     return decoder_in, output, mask
 
 
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first ``lengths[n]`` positions of ``x`` (N, L, ...) in reverse order, the rest left in place:
+    what a backward-direction RNN must read so that padding at the end never enters it."""
+    positions = torch.arange(x.shape[1], device=x.device)[None, :]
+    index = torch.where(positions < lengths[:, None], lengths[:, None] - 1 - positions, positions)
+    return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
 @dataclass
 class Memory:
     """What the encoder hands the decoder: ``states`` (N, S, H) attention memory, ``mask`` (N, S) True on real
@@ -93,7 +100,10 @@ class Seq2Seq(nn.Module):
     """GRU encoder-decoder with attention over one shared vocabulary (embeddings shared by encoder and decoder).
 
     Encoder: embedding (``embed``) → bidirectional GRU (``hidden``/2 per direction, ``layers``) → states (N, S,
-    hidden); decoder initial state = tanh(linear(final forward and backward states)). Decoder: GRU (``hidden``,
+    hidden); decoder initial state = tanh(linear(final forward and backward states)). The two directions are
+    separate GRUs and the backward one reads each row reversed within its length (:func:`reverse_within`):
+    the same function as a packed bidirectional ``nn.GRU``, without ``pack_padded_sequence``'s data-dependent
+    shapes, so the model exports with ``torch.export`` (the registered pt2 scorer). Decoder: GRU (``hidden``,
     ``layers``) over the embedded previous tokens → Luong general attention (score h_tᵀ W s) → tanh(W_c [h_t;
     c_t]) → logits over the vocabulary. ``dropout`` is applied to embeddings and attention outputs."""
 
@@ -109,7 +119,10 @@ class Seq2Seq(nn.Module):
                        "dropout": dropout}
         self.vocab_size, self.hidden, self.layers = vocab_size, hidden, layers
         self.embedding = nn.Embedding(vocab_size, embed, padding_idx=PAD)
-        self.encoder = nn.GRU(embed, hidden // 2, layers, batch_first=True, bidirectional=True)
+        self.encoder_forward = nn.ModuleList(
+            nn.GRU(embed if i == 0 else hidden, hidden // 2, batch_first=True) for i in range(layers))
+        self.encoder_backward = nn.ModuleList(
+            nn.GRU(embed if i == 0 else hidden, hidden // 2, batch_first=True) for i in range(layers))
         self.bridge = nn.Linear(hidden, hidden)
         self.decoder = nn.GRU(embed, hidden, layers, batch_first=True)
         self.attention = nn.Linear(hidden, hidden, bias=False)
@@ -123,13 +136,16 @@ class Seq2Seq(nn.Module):
         step feeds the forward model's predictions to the backward model this way); ``source`` then only
         gives the lengths. An empty row is read as one <pad> (so an empty generated target still encodes)."""
         lengths = lengths_of(source).clamp_min(1)
-        embedded = self.embedding(source) if soft is None else soft @ self.embedding.weight
-        packed = pack_padded_sequence(self.drop(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, final = self.encoder(packed)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=source.shape[1])
-        final = final.view(self.layers, 2, source.shape[0], self.hidden // 2)
-        init = torch.tanh(self.bridge(torch.cat([final[:, 0], final[:, 1]], dim=-1)))
-        mask = torch.arange(source.shape[1])[None, :] < lengths[:, None]
+        rows = torch.arange(source.shape[0], device=source.device)
+        mask = torch.arange(source.shape[1], device=source.device)[None, :] < lengths[:, None]
+        states = self.drop(self.embedding(source) if soft is None else soft @ self.embedding.weight)
+        finals = []
+        for forward_gru, backward_gru in zip(self.encoder_forward, self.encoder_backward):
+            ahead, _ = forward_gru(states)
+            behind, _ = backward_gru(reverse_within(states, lengths))
+            finals.append(torch.cat([ahead[rows, lengths - 1], behind[rows, lengths - 1]], dim=-1))
+            states = torch.cat([ahead, reverse_within(behind, lengths)], dim=-1) * mask[..., None]
+        init = torch.tanh(self.bridge(torch.stack(finals)))
         return Memory(states, mask, init)
 
     def _readout(self, decoded: torch.Tensor, memory: Memory) -> torch.Tensor:

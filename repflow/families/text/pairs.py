@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repflow.families.text.wordnet import Definition
+from repflow.sources import SourceError
 
 __all__ = ["Pair", "SkipReport", "PairsError", "wordnet_source", "wordnet_pairs", "read_jsonl_pairs",
-           "split_by_group", "word_count", "DEFAULT_SPLITS"]
+           "split_by_group", "choose_by_group", "word_count", "DEFAULT_SPLITS"]
 
 DEFAULT_SPLITS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 SHOWN_BAD_LINES = 5
@@ -32,7 +33,7 @@ class Pair:
     group: str
 
 
-class PairsError(ValueError):
+class PairsError(SourceError):
     """A pairs file whose share of bad lines is over the threshold, or that holds no usable pair."""
 
 
@@ -165,3 +166,21 @@ def split_by_group(pairs: list[Pair], fractions: Mapping[str, float] = DEFAULT_S
     for p in pairs:
         out[split_of[p.group]].append(p)
     return out
+
+
+def choose_by_group(pairs: list[Pair], max_pairs: int | None, seed: int = 0) -> list[Pair]:
+    """All pairs of randomly chosen groups (words), group after group in an order from ``seed``, until at least
+    ``max_pairs`` pairs (all of them for None): a smaller task that keeps every definition of a chosen word,
+    so multi-reference scoring stays complete. Kept in the input order."""
+    if max_pairs is None or len(pairs) <= max_pairs:
+        return list(pairs)
+    groups = sorted({p.group for p in pairs})
+    random.Random(seed).shuffle(groups)
+    sizes = Counter(p.group for p in pairs)
+    chosen, total = set(), 0
+    for g in groups:
+        if total >= max_pairs:
+            break
+        chosen.add(g)
+        total += sizes[g]
+    return [p for p in pairs if p.group in chosen]
