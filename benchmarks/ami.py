@@ -10,8 +10,16 @@ Same start for every arm of a seed: one data set (WordNet pairs with definitions
 split), one MLE forward and one MLE backward model (seeded). MLE decodes the forward model; MMI reranks its
 N-best with the backward model; AMI fine-tunes both (with the noise model) for --ami-steps batches and decodes
 the fine-tuned forward model; "MLE+" continues MLE for as many forward batches as AMI's, so AMI's extra
-training alone cannot explain a difference. Every arm decodes by beam search (beam --beam; MMI reranks that
-beam's N-best). The evaluator is a backward model trained on the same train split from another seed.
+training alone cannot explain a difference. Every arm decodes through the family's ``generate`` (beam --beam;
+MMI reranks that beam's N-best), as ``text.evaluate`` does. The evaluator is a backward model trained on the
+same train split from another seed.
+
+Mechanism check first (does the forward model's adversarial step raise what it optimises?): the arm "RL"
+starts from the same MLE forward model and takes as many forward batches as AMI's, every one with the
+adversarial term (REINFORCE on r = log Q(S|T̃)) against the *frozen* pretrained backward model, no noise
+update. For every arm, ``reward`` is the mean log Q_pre(S|T̃) over --reward-samples sampled outputs per test
+source under that frozen pretrained backward model: the quantity AMI's forward step climbs. If RL raises it
+over MLE+, the mechanism works here, and AMI's result can be judged.
 
     python -m benchmarks.ami [--seeds 3] [--pairs 16000] [--epochs 5] [--ami-steps 320] [--noise-scale 0.1] [--jobs 4]
 """
@@ -29,33 +37,25 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 import torch  # noqa: E402
 
 from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
-from repflow.families.text.ami import AMIConfig, swap, train_ami, train_mle  # noqa: E402
-from repflow.families.text.decoding import beam_search  # noqa: E402
-from repflow.families.text.ami import mmi_rerank  # noqa: E402
+from repflow.families.text.ami import (  # noqa: E402
+    AMIConfig, forward_adversarial_loss, make_batches, mle_loss, swap, train_ami, train_mle)
+from repflow.families.text.decoding import sample_decode  # noqa: E402
+from repflow.families.text.generation import generate as generate_texts  # noqa: E402
 from repflow.families.text.metrics import (  # noqa: E402
     bleu, distinct_n, generic_rate, mean_backward_log_likelihood)
-from repflow.families.text.models import LatentNoise, build_seq2seq, pad_batch  # noqa: E402
-from repflow.families.text.pairs import split_by_group, wordnet_pairs  # noqa: E402
+from repflow.families.text.models import LatentNoise, build_seq2seq, pad_batch, sequence_log_prob  # noqa: E402
+from repflow.families.text.pairs import choose_by_group, split_by_group, wordnet_pairs  # noqa: E402
 from repflow.families.text.tokenizer import TextTokenizer, train_tokenizer  # noqa: E402
 from repflow.families.text.wordnet import read_wordnet  # noqa: E402
 
-ARMS = ("mle", "mle+", "mmi", "ami")
+ARMS = ("mle", "mle+", "mmi", "rl", "ami")
 EVALUATOR_SEED = 1000
 
 
 def prepare(a: dict) -> dict:
     """Pairs from randomly chosen WordNet words until --pairs, split by word; tokenizer on the train split."""
     pairs = wordnet_pairs(read_wordnet(), max_target_words=a["max_words"])
-    by_word = defaultdict(list)
-    for p in pairs:
-        by_word[p.group].append(p)
-    words = sorted(by_word)
-    random.Random(0).shuffle(words)
-    chosen = []
-    for w in words:
-        if len(chosen) >= a["pairs"]:
-            break
-        chosen.extend(by_word[w])
+    chosen = choose_by_group(pairs, a["pairs"], seed=0)
     splits = split_by_group(chosen, {"train": 0.9, "test": 0.1}, seed=0)
     tokenizer = train_tokenizer([t for p in splits["train"] for t in (p.source, p.target)], vocab_size=a["vocab"])
     refs = defaultdict(list)
@@ -79,18 +79,46 @@ def model(vocab: int, a: dict, seed: int):
 
 
 def generate(arm: str, forward, backward, data: dict, a: dict) -> tuple[list[list[int]], float]:
-    """Token ids of each test source's output, and generated tokens (<eos> included) per CPU second of this
+    """Token ids of each test source's best output, and generated tokens (<eos> included) per CPU second of this
     process (one thread; CPU time rather than wall time, since other processes share the cores)."""
-    outputs, started = [], time.process_time()
-    for i in range(0, len(data["test_ids"]), 100):
-        source = pad_batch(data["test_ids"][i:i + 100])
-        if arm == "mmi":
-            best = mmi_rerank(forward, backward, source, n_best=a["beam"], lam=a["mmi_lambda"], max_len=a["max_len"])
-        else:
-            best = beam_search(forward, source, beam=a["beam"], max_len=a["max_len"]).best
-        outputs += [[t for t in row.tolist() if t != 0] for row in best]
-    seconds = time.process_time() - started
-    return outputs, sum(len(o) + 1 for o in outputs) / seconds
+    out = generate_texts("mmi" if arm == "mmi" else "mle", forward, tokenizer_of(data), data["test_sources"],
+                         backward=backward, beam=a["beam"], mmi_lambda=a["mmi_lambda"], max_len=a["max_len"])
+    return [o[0] for o in out.ids], out.tokens_per_s
+
+
+@torch.no_grad()
+def sampled_reward(forward, frozen_backward, data: dict, a: dict, seed: int) -> float:
+    """Mean log Q_pre(S|T̃) (nats per source) of --reward-samples outputs sampled from ``forward`` per test
+    source, under the frozen pretrained backward model: what AMI's forward step maximises."""
+    generator = torch.Generator().manual_seed(seed)
+    source = pad_batch(data["test_ids"])
+    k = a["reward_samples"]
+    samples = sample_decode(forward, source.repeat_interleave(k, 0), max_len=a["max_len"], generator=generator)
+    return sequence_log_prob(frozen_backward, samples, source.repeat_interleave(k, 0)).mean().item()
+
+
+def train_rl_only(forward, frozen_backward, train: list, steps: int, config: AMIConfig, a: dict, seed: int) -> list:
+    """The mechanism arm: ``steps`` forward batches of MLE + the adversarial term (as AMI's adversarial forward
+    batches), the backward model frozen and the noise model untrained. Returns the batch rewards."""
+    torch.manual_seed(seed + 200)
+    noise = LatentNoise(a["hidden"])
+    generator = torch.Generator().manual_seed(seed + 300)
+    optimizer = torch.optim.Adam(forward.parameters(), lr=config.lr)
+    rewards, batches = [], []
+    forward.train()
+    for _ in range(steps):
+        if not batches:
+            batches = list(make_batches(train, a["ami_batch"], generator, a["max_len"]))
+        source, target = batches.pop(0)
+        adv, info = forward_adversarial_loss(forward, frozen_backward, noise, source, config, generator)
+        loss = mle_loss(forward, source, target) + config.adversarial_weight * adv
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(forward.parameters(), config.max_grad_norm)
+        optimizer.step()
+        rewards.append(info["reward"].mean().item())
+    forward.eval()
+    return rewards
 
 
 def score(arm: str, outputs: list[list[int]], speed: float, evaluator, data: dict, tokenizer: TextTokenizer) -> dict:
@@ -118,8 +146,8 @@ def train_evaluator(data: dict, a: dict) -> dict:
 
 
 def run_seed(seed: int, data: dict, a: dict) -> dict:
-    """Every arm of one seed: {arm: (output token ids per test source, tokens/s, training CPU s)} and AMI's
-    reward trace."""
+    """Every arm of one seed: {arm: (output token ids per test source, tokens/s, training CPU s, sampled reward
+    under the frozen pretrained backward model)} and the AMI and RL reward traces."""
     torch.set_num_threads(a["threads"])
     vocab, train = tokenizer_of(data).vocab_size, data["train"]
     t0 = time.process_time()
@@ -128,9 +156,17 @@ def run_seed(seed: int, data: dict, a: dict) -> dict:
     backward = model(vocab, a, seed + 100)
     train_mle(backward, swap(train), epochs=a["epochs"], lr=a["lr"], seed=seed + 100)
     pretrain_s = time.process_time() - t0
+    frozen_backward = model(vocab, a, seed + 100)
+    frozen_backward.load_state_dict(backward.state_dict())
+    frozen_backward.eval()
+
+    def finish(arm: str, train_s: float) -> None:
+        arms[arm] = (*generate(arm, forward, backward, data, a), train_s,
+                     sampled_reward(forward, frozen_backward, data, a, seed + 500))
+
     arms = {}
     for arm in ("mle", "mmi"):
-        arms[arm] = (*generate(arm, forward, backward, data, a), pretrain_s)
+        finish(arm, pretrain_s)
     config = AMIConfig(max_len=a["max_len"], lr=a["ami_lr"], adversarial_weight=a["adv_weight"], samples=a["k"],
                        noise_scale=a["noise_scale"])
     cycle = 2 * config.gm_iter_count + config.noise_batches
@@ -140,19 +176,27 @@ def run_seed(seed: int, data: dict, a: dict) -> dict:
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 7)).tolist()
     train_mle(forward, [train[i] for i in order[:forward_batches * a["ami_batch"]]], epochs=1,
               batch_size=a["ami_batch"], lr=a["ami_lr"], seed=seed + 7)
-    arms["mle+"] = (*generate("mle+", forward, backward, data, a), pretrain_s + time.process_time() - t0)
+    finish("mle+", pretrain_s + time.process_time() - t0)
+    forward.load_state_dict(state)
+    t0 = time.process_time()
+    rl_rewards = train_rl_only(forward, frozen_backward, train, forward_batches, config, a, seed)
+    finish("rl", pretrain_s + time.process_time() - t0)
     forward.load_state_dict(state)
     torch.manual_seed(seed + 200)
     noise = LatentNoise(a["hidden"])
     t0 = time.process_time()
     history = train_ami(forward, backward, noise, train, steps=a["ami_steps"], batch_size=a["ami_batch"],
                         config=config, seed=seed + 300)
-    arms["ami"] = (*generate("ami", forward, backward, data, a), pretrain_s + time.process_time() - t0)
+    finish("ami", pretrain_s + time.process_time() - t0)
     rewards = [h["reward"] for h in history if "reward" in h]
     norms = [h["noise_norm"] for h in history if "noise_norm" in h]
-    trace = {"reward_first": rewards[:5], "reward_last": rewards[-5:], "noise_norm_first": norms[:4],
-             "noise_norm_last": norms[-4:]}
-    print(f"[seed {seed}] done: reward {trace}", flush=True)
+    fifth = max(1, len(rewards) // 5)
+    trace = {"ami_reward_first_fifth": sum(rewards[:fifth]) / fifth, "ami_reward_last_fifth":
+             sum(rewards[-fifth:]) / fifth, "rl_reward_first_fifth": sum(rl_rewards[:len(rl_rewards) // 5]) /
+             max(1, len(rl_rewards) // 5), "rl_reward_last_fifth": sum(rl_rewards[-(len(rl_rewards) // 5):]) /
+             max(1, len(rl_rewards) // 5), "noise_norm_first": norms[:4], "noise_norm_last": norms[-4:],
+             "forward_batches": forward_batches}
+    print(f"[seed {seed}] done: {trace}", flush=True)
     return {"arms": arms, "trace": trace}
 
 
@@ -175,6 +219,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5, help="AMI samples per source (the official default 5)")
     ap.add_argument("--noise-scale", type=float, default=0.1, help="λ in h + λε (official 1.0; see AMIConfig)")
     ap.add_argument("--beam", type=int, default=8)
+    ap.add_argument("--reward-samples", type=int, default=4, help="sampled outputs per test source for 'reward'")
     ap.add_argument("--mmi-lambda", type=float, default=0.5)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -195,15 +240,17 @@ def main() -> None:
         for seed, job in seed_jobs.items():
             out = job.result()
             traces[seed] = out["trace"]
-            for arm, (outputs, speed, train_s) in out["arms"].items():
-                row = score(arm, outputs, speed, evaluator, data, tokenizer) | {"train_cpu_s": train_s, "seed": seed}
+            for arm, (outputs, speed, train_s, reward) in out["arms"].items():
+                row = score(arm, outputs, speed, evaluator, data, tokenizer) | {"train_cpu_s": train_s, "seed": seed,
+                                                                                "reward": reward}
                 print(f"[seed {seed} {arm}] BLEU {row['bleu']:.2f} d1 {row['distinct_1']:.3f} d2 "
                       f"{row['distinct_2']:.3f} generic {row['generic_rate']:.3f} logQ {row['log_q']:.2f} "
-                      f"tok/s {row['tokens_per_s']:.0f} len {row['mean_length']:.1f}", flush=True)
+                      f"tok/s {row['tokens_per_s']:.0f} len {row['mean_length']:.1f} reward {reward:.2f}", flush=True)
                 results.append(row)
     by = {(r["arm"], r["seed"]): r for r in results}
     seeds = list(range(args.seeds))
-    keys = ("bleu", "distinct_1", "distinct_2", "generic_rate", "log_q", "tokens_per_s", "mean_length", "train_cpu_s")
+    keys = ("bleu", "distinct_1", "distinct_2", "generic_rate", "log_q", "reward", "tokens_per_s", "mean_length",
+            "train_cpu_s")
     rows = []
     for arm in ARMS:
         row = {"arm": arm}
@@ -217,10 +264,18 @@ def main() -> None:
              f"(multi-reference BLEU); BPE vocabulary {data['counts']['vocab']}; GRU seq2seq with attention, "
              f"embed {args.embed}, hidden {args.hidden}; MLE {args.epochs} epochs, Adam {args.lr}, batch 64; "
              f"AMI {args.ami_steps} batches of {args.ami_batch} (Adam {args.ami_lr}, K={args.k}, λ={args.noise_scale}, "
-             f"official schedule 8/8/4), MLE+ the same number of forward batches of plain MLE; beam {args.beam} for "
+             f"official schedule 8/8/4), MLE+ the same number of forward batches of plain MLE; RL as many "
+             f"forward batches, each MLE + the adversarial term, against the frozen pretrained backward model "
+             f"(reward = mean log Q_pre(S|T̃) of "
+             f"{args.reward_samples} samples per test source under it); beam {args.beam} for "
              f"every arm, MMI λ={args.mmi_lambda}; generic rate = share of outputs among the 10 most frequent "
              f"(repeated) outputs; log Q in nats per source under an evaluator trained from another seed; "
              f"seeds {seeds}; one torch thread per process."]
+    for arm in ("rl", "ami"):
+        d = [by[arm, s]["reward"] - by["mle+", s]["reward"] for s in seeds]
+        notes.append(f"Mechanism: {arm} − mle+ sampled reward log Q_pre(S|T̃): {mean_std(d)[0]:+.3f} ± "
+                     f"{mean_std(d)[1]:.3f} nats ({'beyond' if beyond_noise(d) else 'within'} seed noise; the "
+                     "adversarial forward step wants higher)")
     for key, better in (("generic_rate", "lower"), ("distinct_2", "higher"), ("log_q", "higher"), ("bleu", "same")):
         for base in ("mle", "mle+", "mmi"):
             d = [by["ami", s][key] - by[base, s][key] for s in seeds]
