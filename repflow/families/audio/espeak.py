@@ -23,8 +23,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["synthesize", "synthesize_with_phonemes", "PhonemeEvent", "available_variants", "available_accents", "ENGLISH_ACCENTS", "RATE_RANGE",
-           "PITCH_RANGE", "espeak_version"]
+__all__ = ["synthesize", "synthesize_with_phonemes", "PhonemeEvent", "available_variants", "available_accents",
+           "ENGLISH_ACCENTS", "RATE_RANGE", "PITCH_RANGE", "espeak_version"]
 
 RATE_RANGE = (80, 450)
 """Speaking rate in words per minute that espeak-ng accepts (inclusive)."""

@@ -2,9 +2,10 @@
 
 :func:`render_face` draws with PIL at 4x the requested size and box-filters down, so the small frames are
 antialiased (edges move smoothly with the mouth instead of jumping whole pixels). The face is made of a hair
-mass, a skin ellipse, eyes with irises, brows, a nose line and a mouth; the mouth is a lip line when closed and
-a dark opening with teeth and lips when open (shapes are polygons and lines: PIL's ``chord`` leaves stray
-pixels far from the arc at some angles), its corners raised or lowered by the emotion's mouth curve.
+mass, a skin ellipse, eyes with irises, brows, a nose line and a mouth. The mouth is a lip line when closed;
+open, it is a dark opening with the lips drawn around it (so even a slight opening shows) and teeth once it
+opens wider; the emotion's mouth curve raises or lowers its corners. Every shape is a polygon, ellipse or
+line: PIL's ``chord`` leaves stray pixels far from its arc at some angles.
 
 What belongs to whom:
 - identity (:class:`FaceIdentity`, fixed per speaker, drawn by :func:`face_identity` from a seed): face width
@@ -26,13 +27,16 @@ from PIL import Image, ImageDraw
 from repflow.families.av.emotions import Emotion, emotion as as_emotion
 from repflow.families.av.visemes import VISEMES, Viseme
 
-__all__ = ["FaceIdentity", "face_identity", "render_face", "BACKGROUND", "FACE_CENTER"]
+__all__ = ["FaceIdentity", "face_identity", "render_face", "BACKGROUND", "FACE_CENTER", "MOUTH_OPENING"]
 
 BACKGROUND = (196, 206, 218)
 """Backdrop colour, the same for everyone, so identity lives in the face alone."""
 FACE_CENTER = (0.5, 0.54)
 """Face centre (x, y) as fractions of the frame side."""
+MOUTH_OPENING = (70, 22, 32)
+"""Colour of the inside of an open mouth."""
 _SUPERSAMPLE = 4
+_LIP_WIDTH = 0.03
 _SKIN_TONES = ((255, 224, 196), (241, 194, 150), (224, 172, 120), (198, 140, 90), (150, 100, 62), (100, 66, 44))
 _HAIR_COLOURS = ((25, 20, 18), (70, 45, 30), (120, 80, 45), (205, 170, 100), (160, 70, 35), (150, 150, 150))
 _IRIS_COLOURS = ((70, 45, 25), (50, 90, 150), (60, 110, 70), (30, 30, 30))
@@ -86,7 +90,7 @@ def _mouth_curves(face: FaceIdentity, mood: Emotion, viseme: Viseme) -> tuple[np
     """Upper and lower lip edges of the opening, (N, 2) unit-frame points left to right, and the half height."""
     cx = FACE_CENTER[0]
     half_width = face.mouth_width * (0.7 + 0.6 * viseme.width) * (1 - 0.45 * viseme.roundness)
-    half_height = 0.085 * viseme.openness
+    half_height = 0.09 * viseme.openness
     x = np.linspace(-1.0, 1.0, 25)
     corner_lift = -0.028 * mood.mouth_curve * x ** 2
     arch = np.sqrt(1 - x ** 2) ** (1.0 - 0.5 * viseme.roundness)
@@ -142,17 +146,18 @@ def _render(face: FaceIdentity, mood: Emotion, viseme: Viseme, size: int, eyes_o
 
     upper, lower, half_height = _mouth_curves(face, mood, viseme)
     lip = _shade(face.skin, 0.8, (175, 45, 65), 0.6)
-    lip_width = max(1, round(0.03 * side))
-    if half_height * side < 0.5 * lip_width:
+    lip_width = max(1, round(_LIP_WIDTH * side))
+    if half_height <= 0:
         draw.line(px(upper), fill=lip, width=lip_width, joint="curve")
     else:
-        draw.polygon(px(np.concatenate([upper, lower[::-1]])), fill=(70, 22, 32))
+        draw.polygon(px(np.concatenate([upper, lower[::-1]])), fill=MOUTH_OPENING)
         if viseme.openness > 0.3:
             teeth = upper.copy()
             teeth[:, 1] += 0.35 * half_height * np.sqrt(1 - np.linspace(-1, 1, len(upper)) ** 2)
             draw.polygon(px(np.concatenate([upper, teeth[::-1]])), fill=(238, 236, 228))
-        draw.line(px(upper), fill=lip, width=lip_width, joint="curve")
-        draw.line(px(lower), fill=lip, width=round(lip_width * 1.3), joint="curve")
+        outward = np.array([0.0, _LIP_WIDTH / 2])
+        draw.line(px(upper - outward), fill=lip, width=lip_width, joint="curve")
+        draw.line(px(lower + 1.3 * outward), fill=lip, width=round(lip_width * 1.3), joint="curve")
     frame = np.asarray(image.reduce(_SUPERSAMPLE), dtype=np.uint8)
     frame.setflags(write=False)
     return frame
