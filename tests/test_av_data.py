@@ -190,7 +190,9 @@ def test_corpus_is_seeded_balanced_and_restricted_to_the_speakers_asked_for():
     assert all(c.frames.shape == (30, 64, 64, 3) and c.spectra.shape == (30, 257) for c in clips)
     assert all(1 <= len(c.text.replace(",", "").split()) <= 2 for c in clips)
     with pytest.raises(ValueError, match=r"speaker_ids \[5\] are not among the 3 speakers"):
-        next(make_corpus(3, 1, seed=1, speaker_ids=[5]))
+        make_corpus(3, 1, seed=1, speaker_ids=[5])
+    with pytest.raises(ValueError, match="max_onset 2.0 must be in"):
+        make_corpus(3, 1, seed=1, max_onset=2.0)
 
 
 # --- speakers --------------------------------------------------------------------------------------------------
@@ -271,6 +273,8 @@ def test_user_clips_without_sound_too_short_or_not_video_are_errors_naming_the_f
     text.write_text("not a video")
     with pytest.raises(ValueError, match=f"{text} is not a decodable video"):
         read_user_clip(text)
+    with pytest.raises(ValueError, match=f"{m4a} is not a video: it has no video stream"):
+        read_user_clip(m4a)
     with pytest.raises(ValueError, match="does not exist"):
         read_user_clip(tmp_path / "missing.mp4")
     with pytest.raises(ValueError, match="max_frames 5 must be None or an integer >= min_frames"):

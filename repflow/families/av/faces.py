@@ -100,7 +100,7 @@ def _mouth_curves(face: FaceIdentity, mood: Emotion, viseme: Viseme) -> tuple[np
     return upper, lower, half_height
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)
 def _render(face: FaceIdentity, mood: Emotion, viseme: Viseme, size: int, eyes_open: float) -> np.ndarray:
     side = size * _SUPERSAMPLE
     image = Image.new("RGB", (side, side), BACKGROUND)

@@ -94,7 +94,8 @@ def eyes_open_per_frame(n_frames: int, fps: float, blink_at: float | None) -> np
     return open_
 
 
-def _check_clip_args(fps: float, n_frames: int, size: int, onset: float) -> None:
+def _check_clip_args(fps: float, n_frames: int, size: int, onset: float, sample_rate: int, n_fft: int,
+                     onset_key: str = "onset") -> None:
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 1 <= fps <= 120:
         raise ValueError(f"fps {fps!r} must be a number in 1..120")
     if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 1:
@@ -102,7 +103,11 @@ def _check_clip_args(fps: float, n_frames: int, size: int, onset: float) -> None
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise ValueError(f"size {size!r} must be an integer >= 16 (pixels)")
     if not 0 <= onset < n_frames / fps:
-        raise ValueError(f"onset {onset!r} must be in [0, {n_frames / fps:g}) seconds (the clip's length)")
+        raise ValueError(f"{onset_key} {onset!r} must be in [0, {n_frames / fps:g}) seconds (the clip's length)")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 48000:
+        raise ValueError(f"sample_rate {sample_rate!r} must be an integer in 8000..48000 (Hz)")
+    if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < 16:
+        raise ValueError(f"n_fft {n_fft!r} must be an integer >= 16 (samples)")
 
 
 def _assemble(speech: Speech, speaker: Speaker, mood: Emotion, *, fps: float, n_frames: int, size: int,
@@ -129,7 +134,7 @@ def make_clip(text: str, speaker: Speaker, emotion: int | str | Emotion, *, fps:
     ``n_frames`` frames of ``size`` x ``size`` at ``fps``, audio at ``sample_rate`` Hz starting ``onset``
     seconds in (speech longer than the clip is cut), spectra with ``n_fft`` (F = n_fft // 2 + 1), a blink at
     ``blink_at`` seconds or none. Same arguments, same bytes."""
-    _check_clip_args(fps, n_frames, size, onset)
+    _check_clip_args(fps, n_frames, size, onset, sample_rate, n_fft)
     mood = as_emotion(emotion)
     speech = speak(text, speaker, mood, sample_rate=sample_rate)
     return _assemble(speech, speaker, mood, fps=fps, n_frames=n_frames, size=size, onset=onset,
@@ -149,6 +154,7 @@ def make_corpus(n_speakers: int, clips_per_speaker: int, seed: int, *, speaker_i
     Emotions cycle through all of them in a per-speaker shuffled order (balanced when ``clips_per_speaker``
     is a multiple of their number). The onset is uniform in [0, min(``max_onset``, the slack the speech leaves)];
     a blink at a uniform time with ``blink_probability``. Clip k of speaker s is named ``s{s:03d}-c{k:04d}``.
+    Arguments are checked when this is called; the clips are made as they are iterated.
     """
     speakers = make_speakers(n_speakers, seed)
     if isinstance(clips_per_speaker, bool) or not isinstance(clips_per_speaker, int) or clips_per_speaker < 1:
@@ -165,7 +171,15 @@ def make_corpus(n_speakers: int, clips_per_speaker: int, seed: int, *, speaker_i
     for key, p in (("pause_probability", pause_probability), ("blink_probability", blink_probability)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{key} {p!r} must be in [0, 1]")
-    _check_clip_args(fps, n_frames, size, max_onset)
+    _check_clip_args(fps, n_frames, size, max_onset, sample_rate, n_fft, onset_key="max_onset")
+    return _corpus(speakers, clips_per_speaker, seed, words=list(words), max_words=max_words,
+                   pause_probability=pause_probability, blink_probability=blink_probability, max_onset=max_onset,
+                   fps=fps, n_frames=n_frames, sample_rate=sample_rate, size=size, n_fft=n_fft)
+
+
+def _corpus(speakers: list[Speaker], clips_per_speaker: int, seed: int, *, words: list[str], max_words: int,
+            pause_probability: float, blink_probability: float, max_onset: float, fps: float, n_frames: int,
+            sample_rate: int, size: int, n_fft: int) -> Iterator[AVClip]:
     seconds = n_frames / fps
     jobs = [(speaker, k) for speaker in speakers for k in range(clips_per_speaker)]
     orders = {s.id: np.random.default_rng([seed, 1, s.id]).permutation(
@@ -173,7 +187,7 @@ def make_corpus(n_speakers: int, clips_per_speaker: int, seed: int, *, speaker_i
     for speaker, k in progress(jobs, desc="av clips", unit="clip"):
         rng = np.random.default_rng([seed, 2, speaker.id, k])
         mood = EMOTIONS[int(orders[speaker.id][k])]
-        chosen = [str(w) for w in rng.choice(list(words), size=int(rng.integers(1, max_words + 1)))]
+        chosen = [str(w) for w in rng.choice(words, size=int(rng.integers(1, max_words + 1)))]
         separator = ", " if rng.random() < pause_probability else " "
         onset_draw, blink_draw, blink_time = rng.random(), rng.random(), rng.random()
         for count in range(len(chosen), 0, -1):
