@@ -104,6 +104,10 @@ def test_phoneme_events_come_in_order_inside_the_wave_and_leave_it_unchanged():
     assert names[:5] == ["s", "E", "v", "@", "n"]
     starts = [e.start for e in events]
     assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= len(wave)
+    flat, _, _ = espeak.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40, pitch_range=0)
+    lively, _, _ = espeak.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40,
+                                                   pitch_range=99)
+    assert abs(median_f0(lively, rate) - median_f0(flat, rate)) > 5
     with pytest.raises(ValueError, match="pitch_range 120 is outside 0..99"):
         espeak.synthesize_with_phonemes("seven", voice="en-us", rate=160, pitch=40, pitch_range=120)
 
