@@ -193,6 +193,7 @@ def test_corpus_is_seeded_balanced_and_restricted_to_the_speakers_asked_for():
     assert all(a.audio.tobytes() == b.audio.tobytes() and a.text == b.text for a, b in zip(clips[4:], again))
     assert all(c.frames.shape == (30, 64, 64, 3) and c.spectra.shape == (30, 257) for c in clips)
     assert all(1 <= len(c.text.replace(",", "").split()) <= 2 for c in clips)
+    assert len({c.emotion for c in make_corpus(12, 1, seed=1)}) > 1
     with pytest.raises(ValueError, match=r"speaker_ids \[5\] are not among the 3 speakers"):
         make_corpus(3, 1, seed=1, speaker_ids=[5])
     with pytest.raises(ValueError, match="max_onset 2.0 must be in"):

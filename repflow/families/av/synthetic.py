@@ -151,8 +151,9 @@ def make_corpus(n_speakers: int, clips_per_speaker: int, seed: int, *, speaker_i
 
     Per clip: 1..``max_words`` words drawn from ``words``, joined by a comma (a spoken pause) with
     ``pause_probability``, else by a space; words are dropped from the end until the speech fits in the clip.
-    Emotions cycle through all of them in a per-speaker shuffled order (balanced when ``clips_per_speaker``
-    is a multiple of their number). The onset is uniform in [0, min(``max_onset``, the slack the speech leaves)];
+    A speaker's emotions are shuffled rounds of all of them (balanced when ``clips_per_speaker`` is a multiple
+    of their number, else off by at most one; with one clip each, a random emotion per speaker). The onset is
+    uniform in [0, min(``max_onset``, the slack the speech leaves)];
     a blink at a uniform time with ``blink_probability``. Clip k of speaker s is named ``s{s:03d}-c{k:04d}``.
     Arguments are checked when this is called; the clips are made as they are iterated.
     """
@@ -177,13 +178,18 @@ def make_corpus(n_speakers: int, clips_per_speaker: int, seed: int, *, speaker_i
                    fps=fps, n_frames=n_frames, sample_rate=sample_rate, size=size, n_fft=n_fft)
 
 
+def _emotion_order(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` emotion ids in shuffled order: whole shuffled rounds of all emotions, then a random part of one."""
+    rounds = -(-n // len(EMOTIONS))
+    return rng.permutation(np.concatenate([rng.permutation(len(EMOTIONS)) for _ in range(rounds)])[:n])
+
+
 def _corpus(speakers: list[Speaker], clips_per_speaker: int, seed: int, *, words: list[str], max_words: int,
             pause_probability: float, blink_probability: float, max_onset: float, fps: float, n_frames: int,
             sample_rate: int, size: int, n_fft: int) -> Iterator[AVClip]:
     seconds = n_frames / fps
     jobs = [(speaker, k) for speaker in speakers for k in range(clips_per_speaker)]
-    orders = {s.id: np.random.default_rng([seed, 1, s.id]).permutation(
-        np.resize(np.arange(len(EMOTIONS)), clips_per_speaker)) for s in speakers}
+    orders = {s.id: _emotion_order(np.random.default_rng([seed, 1, s.id]), clips_per_speaker) for s in speakers}
     for speaker, k in progress(jobs, desc="av clips", unit="clip"):
         rng = np.random.default_rng([seed, 2, speaker.id, k])
         mood = EMOTIONS[int(orders[speaker.id][k])]
