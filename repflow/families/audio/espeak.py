@@ -15,6 +15,7 @@ import _ctypes
 import ctypes
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from operator import index
 from pathlib import Path
@@ -22,8 +23,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["synthesize", "available_variants", "available_accents", "ENGLISH_ACCENTS", "RATE_RANGE",
-           "PITCH_RANGE", "espeak_version"]
+__all__ = ["synthesize", "synthesize_with_phonemes", "PhonemeEvent", "available_variants", "available_accents",
+           "ENGLISH_ACCENTS", "RATE_RANGE", "PITCH_RANGE", "espeak_version"]
 
 RATE_RANGE = (80, 450)
 """Speaking rate in words per minute that espeak-ng accepts (inclusive)."""
@@ -38,17 +39,48 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
+_PARAM_RANGE = 4
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
 _NOISE_SEED = 0
 
 _LOCK = threading.Lock()
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 _chunks: list[np.ndarray] = []
+_phonemes: list[tuple[str, int]] = []
 
 
 @_SYNTH_CALLBACK
 def _collect(samples, count, events):
     if count > 0:
         _chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+    return 0
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    """speak_lib.h's ``espeak_EVENT``; ``sample`` counts output samples from the start of the synthesis."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+@_SYNTH_CALLBACK
+def _collect_with_phonemes(samples, count, events):
+    if count > 0:
+        _chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+    if events:
+        event = ctypes.cast(events, ctypes.POINTER(_Event))
+        i = 0
+        while event[i].type != _EVENT_LIST_TERMINATED:
+            if event[i].type == _EVENT_PHONEME:
+                _phonemes.append((event[i].id.string.decode("utf-8", "replace"), int(event[i].sample)))
+            i += 1
     return 0
 
 
@@ -82,14 +114,14 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 @contextmanager
-def _fresh_library() -> Iterator[tuple[ctypes.CDLL, int]]:
-    """A newly loaded, initialised copy of the library and its sample rate in Hz; closed on exit.
-    Call with ``_LOCK`` held."""
+def _fresh_library(options: int = 0) -> Iterator[tuple[ctypes.CDLL, int]]:
+    """A newly loaded, initialised copy of the library (``espeak_Initialize`` ``options`` flags) and its sample
+    rate in Hz; closed on exit. Call with ``_LOCK`` held."""
     lib_path, data_path = _paths()
     lib = ctypes.CDLL(lib_path)
     try:
         _declare(lib)
-        sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
+        sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), options)
         if sample_rate <= 0:
             raise RuntimeError(f"espeak: espeak_Initialize failed ({sample_rate}) with data {data_path}")
         try:
@@ -175,6 +207,42 @@ def _in_range(name: str, value: int, allowed: tuple[int, int]) -> int:
     return value
 
 
+def _synthesize(text: str, voice: str, rate: int, pitch: int, pitch_range: int | None,
+                phonemes: bool) -> tuple[np.ndarray, int, list[tuple[str, int]]]:
+    """The checked synthesis behind :func:`synthesize` and :func:`synthesize_with_phonemes`: the waveform, its
+    sample rate and, with ``phonemes``, the (mnemonic, start sample) of every phoneme event (else empty)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"espeak: text must be a non-empty string, got {text!r}")
+    rate = _in_range("rate", rate, RATE_RANGE)
+    pitch = _in_range("pitch", pitch, PITCH_RANGE)
+    if pitch_range is not None:
+        pitch_range = _in_range("pitch_range", pitch_range, PITCH_RANGE)
+    name = _voice_name(voice)
+    encoded = ctypes.create_string_buffer(text.encode())
+    with _LOCK, _fresh_library(_INITIALIZE_PHONEME_EVENTS if phonemes else 0) as (lib, sample_rate):
+        _chunks.clear()
+        _phonemes.clear()
+        if phonemes:
+            lib.espeak_SetSynthCallback(_collect_with_phonemes)
+        if lib.espeak_SetVoiceByName(name.encode()) != 0:
+            raise ValueError(f"espeak: voice {voice!r} ({name}) was rejected by espeak-ng")
+        lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
+        lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
+        if pitch_range is not None:
+            lib.espeak_SetParameter(_PARAM_RANGE, pitch_range, 0)
+        status = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if status != 0:
+            raise RuntimeError(f"espeak: espeak_Synth failed with status {status} for {text!r}")
+        lib.espeak_Synchronize()
+        samples = np.concatenate(_chunks) if _chunks else np.zeros(0, np.int16)
+        events = list(_phonemes)
+        _chunks.clear()
+        _phonemes.clear()
+    if samples.size == 0:
+        raise ValueError(f"espeak: {text!r} with voice {voice!r} produced no audio")
+    return samples.astype(np.float32) / 32768.0, sample_rate, events
+
+
 def synthesize(text: str, *, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
     """Speak ``text`` with ``voice`` (``accent`` or ``accent+variant``, e.g. ``en-gb-scotland+m3``) at ``rate``
     words per minute (:data:`RATE_RANGE`) and base pitch ``pitch`` (:data:`PITCH_RANGE`).
@@ -182,24 +250,28 @@ def synthesize(text: str, *, voice: str, rate: int, pitch: int) -> tuple[np.ndar
     Returns the mono waveform as float32 (T,) in [-1, 1) and its sample rate in Hz (22050 for espeak-ng).
     Leading and trailing silence is kept as espeak makes it. Identical arguments give identical samples.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"espeak: text must be a non-empty string, got {text!r}")
-    rate = _in_range("rate", rate, RATE_RANGE)
-    pitch = _in_range("pitch", pitch, PITCH_RANGE)
-    name = _voice_name(voice)
-    encoded = ctypes.create_string_buffer(text.encode())
-    with _LOCK, _fresh_library() as (lib, sample_rate):
-        _chunks.clear()
-        if lib.espeak_SetVoiceByName(name.encode()) != 0:
-            raise ValueError(f"espeak: voice {voice!r} ({name}) was rejected by espeak-ng")
-        lib.espeak_SetParameter(_PARAM_RATE, rate, 0)
-        lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
-        status = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-        if status != 0:
-            raise RuntimeError(f"espeak: espeak_Synth failed with status {status} for {text!r}")
-        lib.espeak_Synchronize()
-        samples = np.concatenate(_chunks) if _chunks else np.zeros(0, np.int16)
-        _chunks.clear()
-    if samples.size == 0:
-        raise ValueError(f"espeak: {text!r} with voice {voice!r} produced no audio")
-    return samples.astype(np.float32) / 32768.0, sample_rate
+    wave, sample_rate, _ = _synthesize(text, voice, rate, pitch, None, phonemes=False)
+    return wave, sample_rate
+
+
+@dataclass(frozen=True)
+class PhonemeEvent:
+    """One phoneme of a synthesis: espeak's ASCII mnemonic (``E``, ``aI``, ``p``; ``_`` and ``_:`` are pauses)
+    and the index of the waveform sample where it starts."""
+
+    phoneme: str
+    start: int
+
+
+def synthesize_with_phonemes(text: str, *, voice: str, rate: int, pitch: int, pitch_range: int | None = None
+                             ) -> tuple[np.ndarray, int, list[PhonemeEvent]]:
+    """:func:`synthesize` that also returns the phoneme timing espeak-ng reports while it speaks.
+
+    ``pitch_range``: espeak's intonation range (:data:`PITCH_RANGE`; None keeps the voice's own, 50 for most):
+    0 is a monotone, higher values swing the pitch further. Returns (waveform, sample rate, events in order
+    of ``start``). A phoneme lasts until the next event's start; the last one is usually the closing pause
+    ``_:``. With ``pitch_range`` None the waveform equals :func:`synthesize`'s for the same arguments.
+    """
+    wave, sample_rate, events = _synthesize(text, voice, rate, pitch, pitch_range, phonemes=True)
+    return wave, sample_rate, sorted((PhonemeEvent(name, start) for name, start in events),
+                                     key=lambda event: event.start)
