@@ -271,6 +271,29 @@ def test_mmi_reranking_picks_the_candidate_the_backward_model_prefers():
     assert torch.equal(plain, n_best.best)
 
 
+def test_generate_decodes_by_the_methods_rule_through_a_tokenizer():
+    """``generate`` (what text.evaluate and ``repflow define`` use): MLE/AMI give the beam's best, MMI the
+    reranked best, both decoded to text; unknown characters do not stop it."""
+    from repflow.families.text.generation import TEXT_METHODS, generate
+    from repflow.families.text.tokenizer import train_tokenizer
+
+    pairs, forward, backward = pretrained()
+    tokenizer = train_tokenizer(["a b c d e f g h"], vocab_size=VOCAB, min_frequency=1)
+    assert tokenizer.vocab_size <= VOCAB
+    sources = [" ".join("abcdefgh"[t - 4] for t in s) for s, _ in pairs[:6]] + ["☃ unknown ✓"]
+    ids = pad_batch([tokenizer.encode(s) for s in sources])
+    for method in TEXT_METHODS:
+        out = generate(method, forward, tokenizer, sources, backward=backward, beam=4, show=2, mmi_lambda=1.0,
+                       max_len=8)
+        best = (mmi_rerank(forward, backward, ids, n_best=4, lam=1.0, max_len=8) if TEXT_METHODS[method].rerank
+                else beam_search(forward, ids, beam=4, max_len=8).best)
+        assert [o[0] for o in out.ids] == [[t for t in row.tolist() if t != PAD] for row in best], method
+        assert [t[0] for t in out.texts] == [tokenizer.decode(o[0]) for o in out.ids]
+        assert all(1 <= len(o) <= 2 and len(set(map(tuple, o))) == len(o) for o in out.ids) and out.tokens_per_s > 0
+    with pytest.raises(ValueError, match="reranks with the backward model"):
+        generate("mmi", forward, tokenizer, sources)
+
+
 def test_make_batches_covers_every_pair_once_in_a_seeded_order():
     pairs = toy_pairs(50)
     first = list(make_batches(pairs, 16, torch.Generator().manual_seed(0)))
