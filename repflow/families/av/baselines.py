@@ -21,7 +21,7 @@ from torch import nn
 
 from repflow.families.av.blocks import (Batch, Gaussian, GaussianHead, SequenceModel, gaussian_kl, gaussian_nll,
                                         mlp, standard_normal_kl)
-from repflow.families.av.mdvae import MDVAE, DynamicChain, static_encoder_output
+from repflow.families.av.mdvae import MDVAE, DynamicChain, stack_dynamic, static_encoder_output
 from repflow.registry import Listed, Registry
 
 __all__ = ["DVAE", "FrameVAE", "SequenceModelEntry", "SEQUENCE_MODELS", "build_sequence_model"]
@@ -67,17 +67,16 @@ class DVAE(SequenceModel):
         q_w = self.q_w(static_encoder_output(self.w_gru, f))
         w = q_w.sample(generator)
         z, h = self.chain.start(x.shape[0], x)
-        qs, ps, zs = [], [], []
+        states, posteriors, samples = [], [], []
         for t in range(x.shape[1]):
-            h, p = self.chain.step(z, h)
+            h = self.chain.cell(z, h)
             q = self.q_z(torch.cat([h, w, f[:, t]], -1))
             z = q.sample(generator)
-            qs.append(q)
-            ps.append(p)
-            zs.append(z)
-        q_z = Gaussian(torch.stack([q.mu for q in qs], 1), torch.stack([q.logvar for q in qs], 1))
-        p_z = Gaussian(torch.stack([p.mu for p in ps], 1), torch.stack([p.logvar for p in ps], 1))
-        return q_w, w, q_z, p_z, torch.stack(zs, 1)
+            states.append(h)
+            posteriors.append(q)
+            samples.append(z)
+        latent = stack_dynamic(self.chain, states, posteriors, samples)
+        return q_w, w, latent.q, latent.p, latent.sample
 
     def _decode(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([w.unsqueeze(1).expand(-1, z.shape[1], -1), z], -1))

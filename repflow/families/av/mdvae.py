@@ -53,7 +53,7 @@ from torch import nn
 from repflow.families.av.blocks import (Batch, Gaussian, GaussianHead, SequenceModel, gaussian_kl, gaussian_nll,
                                         mlp, standard_normal_kl)
 
-__all__ = ["MDVAE", "DynamicLatent", "MDVAEPosterior", "elbo", "static_encoder_output"]
+__all__ = ["MDVAE", "DynamicChain", "DynamicLatent", "MDVAEPosterior", "elbo", "stack_dynamic", "static_encoder_output"]
 
 
 @dataclass
@@ -77,12 +77,6 @@ class MDVAEPosterior:
     z_v: DynamicLatent
 
 
-def _stack(steps: list[tuple[Gaussian, Gaussian, torch.Tensor]]) -> DynamicLatent:
-    q = Gaussian(torch.stack([s[0].mu for s in steps], 1), torch.stack([s[0].logvar for s in steps], 1))
-    p = Gaussian(torch.stack([s[1].mu for s in steps], 1), torch.stack([s[1].logvar for s in steps], 1))
-    return DynamicLatent(q, p, torch.stack([s[2] for s in steps], 1))
-
-
 def static_encoder_output(gru: nn.GRU, features: torch.Tensor) -> torch.Tensor:
     """Final states of a bidirectional GRU over (B, T, f) features, both directions side by side (B, 2H)."""
     _, last = gru(features)
@@ -102,9 +96,13 @@ class DynamicChain(nn.Module):
         """(z_0, h_0): zeros."""
         return like.new_zeros(batch, self.z_dim), like.new_zeros(batch, self.gru_dim)
 
-    def step(self, z_prev: torch.Tensor, h_prev: torch.Tensor) -> tuple[torch.Tensor, Gaussian]:
-        h = self.cell(z_prev, h_prev)
-        return h, self.prior(h)
+
+def stack_dynamic(chain: DynamicChain, states: list[torch.Tensor], posteriors: list[Gaussian],
+                  samples: list[torch.Tensor]) -> DynamicLatent:
+    """Stack a chain's per-frame GRU states, posteriors and samples over time; the priors p(z_t | h_t) are
+    computed here, all frames at once (they depend on h_t alone)."""
+    q = Gaussian(torch.stack([g.mu for g in posteriors], 1), torch.stack([g.logvar for g in posteriors], 1))
+    return DynamicLatent(q, chain.prior(torch.stack(states, 1)), torch.stack(samples, 1))
 
 
 class MDVAE(SequenceModel):
@@ -157,21 +155,25 @@ class MDVAE(SequenceModel):
         z_av, h_av = self.chain_av.start(n, xa)
         z_a, h_a = self.chain_a.start(n, xa)
         z_v, h_v = self.chain_v.start(n, xa)
-        steps_av, steps_a, steps_v = [], [], []
+        states: dict[str, list] = {"av": [], "a": [], "v": []}
+        posteriors: dict[str, list] = {"av": [], "a": [], "v": []}
+        samples: dict[str, list] = {"av": [], "a": [], "v": []}
         for t in range(frames):
-            h_av, p_av = self.chain_av.step(z_av, h_av)
+            h_av = self.chain_av.cell(z_av, h_av)
             q_av = self.q_av(torch.cat([h_av, w, fa[:, t], fv[:, t]], -1))
             z_av = q_av.sample(generator)
-            h_a, p_a = self.chain_a.step(z_a, h_a)
+            h_a = self.chain_a.cell(z_a, h_a)
             q_a = self.q_a(torch.cat([h_a, w, fa[:, t], z_av], -1))
             z_a = q_a.sample(generator)
-            h_v, p_v = self.chain_v.step(z_v, h_v)
+            h_v = self.chain_v.cell(z_v, h_v)
             q_v = self.q_v(torch.cat([h_v, w, fv[:, t], z_av], -1))
             z_v = q_v.sample(generator)
-            steps_av.append((q_av, p_av, z_av))
-            steps_a.append((q_a, p_a, z_a))
-            steps_v.append((q_v, p_v, z_v))
-        return MDVAEPosterior(q_w, w, _stack(steps_av), _stack(steps_a), _stack(steps_v))
+            for key, h, q, z in (("av", h_av, q_av, z_av), ("a", h_a, q_a, z_a), ("v", h_v, q_v, z_v)):
+                states[key].append(h)
+                posteriors[key].append(q)
+                samples[key].append(z)
+        return MDVAEPosterior(q_w, w, *(stack_dynamic(getattr(self, f"chain_{key}"), states[key], posteriors[key],
+                                                  samples[key]) for key in ("av", "a", "v")))
 
     def decode_standardised(self, w: torch.Tensor, z_av: torch.Tensor, z_a: torch.Tensor,
                             z_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
