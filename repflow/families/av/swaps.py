@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+import torchaudio
 
 from repflow.families.av.blocks import SequenceModel
 from repflow.families.av.mdvae import MDVAE
@@ -82,8 +83,6 @@ def spectra_to_waveform(spectra: torch.Tensor, *, sample_rate: int, fps: float, 
     by Griffin–Lim with n_fft = 2(F − 1) and zero initial phase (deterministic). Each video frame's spectrum
     is held for r STFT frames of hop sample_rate/(fps·r) ≤ n_fft/4, so the inversion has the overlap it
     needs whatever hop the data used. ``spectrum``: "power" (|STFT|²) or "log_power" (natural log of it)."""
-    import torchaudio
-
     if spectrum not in ("power", "log_power"):
         raise ValueError(f"spectrum must be 'power' or 'log_power', got {spectrum!r}")
     if spectra.dim() != 2 or spectra.shape[1] < 2:

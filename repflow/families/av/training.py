@@ -42,10 +42,15 @@ def random_batches(data: Data, batch_size: int, seed: int) -> Iterator[Data]:
 
 
 def cycle(batches: Iterable[Data]) -> Iterator[Data]:
-    """Batches from an iterator as they come, or from a re-iterable (a list, a DataLoader) pass after pass."""
+    """Batches from an iterator as they come (a ValueError when it runs out), or from a re-iterable (a list,
+    a DataLoader) pass after pass."""
     if iter(batches) is batches:
-        yield from batches
-        return
+        count = 0
+        for batch in batches:
+            count += 1
+            yield batch
+        raise ValueError(f"the batch iterator ran out after {count} batches; pass an endless one "
+                         f"(random_batches) or a list to cycle through")
     while True:
         empty = True
         for batch in batches:
