@@ -106,7 +106,7 @@ def test_spectrum_vqvae_learns_and_is_deterministic():
     def run():
         torch.manual_seed(1)
         vq = SpectrumVQVAE(65, code_dim=4, num_codes=16)
-        return vq, train_vqvae(vq, random_batches(spectra, 32, seed=2), steps=60, lr=3e-3, seed=3)
+        return vq, train_vqvae(vq, random_batches(spectra, 32, seed=2), steps=40, lr=5e-3, seed=3)
 
     (vq, first), (vq2, _) = run(), run()
     assert first[-1]["reconstruction"] < 0.5 * first[0]["reconstruction"], (first[0], first[-1])
@@ -208,7 +208,7 @@ def test_build_and_input_errors_name_the_problem():
         model.terms({"audio": torch.zeros(2, 5, DA), "visual": torch.zeros(2, 6, DV)})
 
 
-def toy_sequences(n: int, seed: int, t: int = 10) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def toy_sequences(n: int, seed: int, t: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """papers-rest §2.3's toy: class c ∈ {0..3}, bit 0 shifting the audio latents and bit 1 the visual ones for
     the whole clip (static); a shared 2-D random walk drives both modalities, and each modality has its own
     1-D random walk (dynamic); plus small noise."""
@@ -231,8 +231,8 @@ def toy_sequences(n: int, seed: int, t: int = 10) -> tuple[dict[str, torch.Tenso
 
 
 def test_toy_mdvae_w_takes_the_static_class_and_the_dynamics_do_not():
-    """200 steps: w's few-label accuracy (10 labels per class) 0.79–0.98 over model seeds 0–3, the
-    time-averaged dynamic latents' 0.32–0.50 (chance 0.25)."""
+    """200 steps: w's few-label accuracy (10 labels per class) 0.97–1.00 over model seeds 0–3, the
+    time-averaged dynamic latents' 0.29–0.47 (chance 0.25)."""
     train, train_labels = toy_sequences(256, seed=0)
     test, test_labels = toy_sequences(128, seed=1)
     torch.manual_seed(0)
@@ -246,7 +246,7 @@ def test_toy_mdvae_w_takes_the_static_class_and_the_dynamics_do_not():
         dyn_train, dyn_test = model.dynamic(train).mean(1), model.dynamic(test).mean(1)
     from_w = few_label_accuracy(w_train, train_labels, w_test, test_labels, ks=(10,), draws=3)[10]["mean"]
     from_dynamics = few_label_accuracy(dyn_train, train_labels, dyn_test, test_labels, ks=(10,), draws=3)[10]["mean"]
-    assert from_w > 0.7 and from_w > from_dynamics + 0.2, (from_w, from_dynamics)
+    assert from_w > 0.85 and from_w > from_dynamics + 0.3, (from_w, from_dynamics)
     validation = evaluate_sequence_model(model, [test], seed=0)
     assert validation["loss"] < history[0]["loss"]
 
