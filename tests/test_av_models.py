@@ -263,6 +263,18 @@ def test_training_is_deterministic():
     assert not torch.equal(states[0], states[2])
 
 
+def test_batches_cover_every_clip_once_per_pass_and_repeat_with_the_seed():
+    data = {"audio": torch.arange(10.0).view(10, 1, 1), "visual": torch.arange(10.0).view(10, 1, 1) * 2}
+    stream = random_batches(data, 3, seed=4)
+    first_pass = [next(stream) for _ in range(3)]  # 10 rows, batches of 3: the 10th row waits for the next pass
+    rows = torch.cat([b["audio"].flatten() for b in first_pass])
+    assert len(set(rows.tolist())) == 9 and all(torch.equal(b["visual"], 2 * b["audio"]) for b in first_pass)
+    again = random_batches(data, 3, seed=4)
+    assert all(torch.equal(next(again)["audio"], b["audio"]) for b in first_pass)
+    with pytest.raises(ValueError, match="ran out after 1 batches"):
+        train_sequence_model(tiny_model("frame_vae"), iter([latents()]), steps=2, lr=1e-3, seed=0)
+
+
 # --- probes --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("classifier", ["logistic", "centroid"])

@@ -128,11 +128,12 @@ def restore_faces(model: SequenceModel, frames: torch.Tensor, *, vq_visual: VQVA
         if spectra is None or vq_audio is None:
             raise ValueError(f"{type(model).__name__} reads audio: pass spectra and vq_audio")
         batch["audio"] = vq_audio.encode_sequence(spectra)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    latents = model.reconstruct(batch)["visual"]
+    latents = model.reconstruct({k: v.to(device) for k, v in batch.items()})["visual"]
     model.train(was_training)
-    return vq_visual.decode_sequence(latents)
+    return vq_visual.decode_sequence(latents).to(frames.device)
 
 
 def psnr(estimate: torch.Tensor, reference: torch.Tensor) -> float:

@@ -14,7 +14,7 @@ import torch
 from repflow.families.av.blocks import Batch, SequenceModel
 from repflow.progress import progress
 
-__all__ = ["random_batches", "cycle", "kl_weight", "train_sequence_model", "evaluate_sequence_model"]
+__all__ = ["random_batches", "cycle", "to_device", "kl_weight", "train_sequence_model", "evaluate_sequence_model"]
 
 Data = TypeVar("Data", torch.Tensor, Mapping[str, torch.Tensor])
 
@@ -60,6 +60,13 @@ def cycle(batches: Iterable[Data]) -> Iterator[Data]:
             raise ValueError("batches is empty")
 
 
+def to_device(data: Data, device: torch.device | str) -> Data:
+    """A tensor, or a dict of tensors, on ``device`` (no copy when already there)."""
+    if isinstance(data, Mapping):
+        return {k: v.to(device) for k, v in data.items()}
+    return data.to(device)
+
+
 def kl_weight(step: int, warmup: int) -> float:
     """β at 0-based ``step``: rising linearly from 1/warmup to 1 over the first ``warmup`` steps, then 1
     (``warmup`` 0: always 1, the official code's setting)."""
@@ -67,22 +74,23 @@ def kl_weight(step: int, warmup: int) -> float:
 
 
 def train_sequence_model(model: SequenceModel, batches: Iterable[Batch], *, steps: int, lr: float, seed: int,
-                         kl_warmup: int = 0, grad_clip: float | None = None,
+                         kl_warmup: int = 0, grad_clip: float | None = None, device: torch.device | str = "cpu",
                          on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Adam at ``lr`` for ``steps`` steps on the negative ELBO of batches from ``batches`` (dicts of (B, T, D)
     latents; an endless iterator such as :func:`random_batches`, or a list cycled); β warmed up over
     ``kl_warmup`` steps (:func:`kl_weight`); gradient norm clipped at ``grad_clip`` if given. If the
-    model's standardisation was never fitted it is fitted on the first batch. Returns one dict per step:
+    model's standardisation was never fitted it is fitted on the first batch. The model and each batch
+    are moved to ``device`` (the noise generator lives there too). Returns one dict per step:
     ``step`` (1-based), ``beta`` and every term of ``model.terms`` (nats per frame)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     stream = cycle(batches)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
     history = []
     for step in progress(range(steps), desc=f"av.train {type(model).__name__}", unit="step"):
-        batch = next(stream)
+        batch = to_device(next(stream), device)
         if not bool(model.standardisation_fitted):
             model.fit_standardisation(batch)
         beta = kl_weight(step, kl_warmup)
@@ -101,15 +109,18 @@ def train_sequence_model(model: SequenceModel, batches: Iterable[Batch], *, step
 
 
 @torch.no_grad()
-def evaluate_sequence_model(model: SequenceModel, batches: Iterable[Batch], *, seed: int) -> dict[str, float]:
+def evaluate_sequence_model(model: SequenceModel, batches: Iterable[Batch], *, seed: int,
+                            device: torch.device | str = "cpu") -> dict[str, float]:
     """Mean of each ELBO term (nats per frame, β = 1) over one pass of ``batches`` of held-out clips (a finite
-    iterable), in eval mode and without gradients; samples drawn from ``seed`` so the number repeats."""
-    generator = torch.Generator().manual_seed(seed)
+    iterable), in eval mode and without gradients; samples drawn from ``seed`` so the number repeats. The
+    model must already be on ``device``; batches are moved there."""
+    generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     clips = 0
     for batch in batches:
+        batch = to_device(batch, device)
         n = len(next(iter(batch.values())))
         for key, value in model.terms(batch, beta=1.0, generator=generator).items():
             sums[key] = sums.get(key, 0.0) + value.item() * n

@@ -119,7 +119,7 @@ class VectorQuantizer(nn.Module):
         chosen = torch.nonzero(which).flatten()
         if len(chosen) == 0:
             return 0
-        picks = flat[torch.randint(len(flat), (len(chosen),), generator=generator)]
+        picks = flat[torch.randint(len(flat), (len(chosen),), generator=generator, device=generator.device)]
         self.codebook.data[chosen] = picks
         if self.ema_decay is not None:
             self.ema_sum[chosen] = picks
@@ -222,15 +222,16 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def encode_sequence(self, raw: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Clips of raw frames (B, T, *frame_shape) → flattened pre-quantisation latents (B, T, latent_dim),
-        in eval mode (the frozen stage-1 model)."""
+        in eval mode (the frozen stage-1 model), computed on the model's device and returned on the input's."""
         self.check_raw(raw, leading=2)
         was_training = self.training
         self.eval()
+        device = next(self.parameters()).device
         frames = raw.reshape(-1, *self.frame_shape)
-        latents = torch.cat([self.encode_prequant(self.prepare(frames[i:i + batch_size])).flatten(1)
+        latents = torch.cat([self.encode_prequant(self.prepare(frames[i:i + batch_size].to(device))).flatten(1)
                              for i in range(0, len(frames), batch_size)])
         self.train(was_training)
-        return latents.reshape(*raw.shape[:2], self.latent_dim)
+        return latents.reshape(*raw.shape[:2], self.latent_dim).to(raw.device)
 
     @torch.no_grad()
     def decode_sequence(self, latents: torch.Tensor, quantize: bool = True, batch_size: int = 1024) -> torch.Tensor:
@@ -239,11 +240,12 @@ class VQVAE(nn.Module):
             raise ValueError(f"latents must be (B, T, {self.latent_dim}), got {tuple(latents.shape)}")
         was_training = self.training
         self.eval()
+        device = next(self.parameters()).device
         flat = latents.reshape(-1, *self.latent_shape)
-        frames = torch.cat([self.to_raw(self.decode(flat[i:i + batch_size], quantize))
+        frames = torch.cat([self.to_raw(self.decode(flat[i:i + batch_size].to(device), quantize))
                             for i in range(0, len(flat), batch_size)])
         self.train(was_training)
-        return frames.reshape(*latents.shape[:2], *self.frame_shape)
+        return frames.reshape(*latents.shape[:2], *self.frame_shape).to(latents.device)
 
 
 class FrameVQVAE(VQVAE):
@@ -417,21 +419,22 @@ def check_frame_size(model_meta: Mapping[str, Any], frames: torch.Tensor, *, lea
 
 
 def train_vqvae(model: VQVAE, batches: Iterable[torch.Tensor], *, steps: int, lr: float, seed: int,
-                restart_every: int = 100, dead_usage: float = 0.01,
+                restart_every: int = 100, dead_usage: float = 0.01, device: torch.device | str = "cpu",
                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Adam at ``lr`` for ``steps`` steps on raw frames from ``batches`` (an endless iterator such as
     ``training.random_batches(frames, B, seed)``, or a list cycled). On the first batch: the input scale is
     fitted if it was not, and the codebook is set to encoder outputs of that batch. Every ``restart_every``
     steps codes whose usage (EMA of counts per batch) fell below ``dead_usage`` are reset to current encoder
-    outputs. Both draw from ``seed``. Returns one dict per step: ``step``, the loss terms, ``restarted``."""
+    outputs. Both draw from ``seed``. The model and each batch are moved to ``device``. Returns one dict per
+    step: ``step``, the loss terms, ``restarted`` (codes reset)."""
     _check_int("train_vqvae", "steps", steps)
     stream = cycle(batches)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
     history = []
     for step in progress(range(steps), desc=f"av.vqvae {model.kind}", unit="step"):
-        raw = next(stream)
+        raw = next(stream).to(device)
         if not model.input_scale_fitted():
             model.fit_input_scale(raw)
         quantizer = model.quantizer
