@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from repflow.checkpoints import save_tensors
 from repflow.families.av.baselines import SEQUENCE_MODELS, DVAE, build_sequence_model
 from repflow.families.av.mdvae import MDVAE, elbo
 from repflow.families.av.probes import few_label_accuracy, mutual_information, per_frame_samples
@@ -15,7 +16,7 @@ from repflow.families.av.swaps import (corrupt_frames, denoising_psnr, image_str
                                        spectra_to_waveform, swap_static)
 from repflow.families.av.training import evaluate_sequence_model, random_batches, train_sequence_model
 from repflow.families.av.vqvae import (FrameVQVAE, SpectrumVQVAE, VectorQuantizer, build_vqvae, check_frame_size,
-                                       train_vqvae)
+                                       load_vqvae, save_vqvae, train_vqvae)
 from repflow.registry import UnknownName
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,6 +112,22 @@ def test_spectrum_vqvae_learns_and_is_deterministic():
     (vq, first), (vq2, _) = run(), run()
     assert first[-1]["reconstruction"] < 0.5 * first[0]["reconstruction"], (first[0], first[-1])
     assert all(torch.equal(a, b) for a, b in zip(vq.state_dict().values(), vq2.state_dict().values()))
+
+
+def test_saved_vqvae_loads_and_its_frame_size_guard_names_the_file(tmp_path):
+    torch.manual_seed(0)
+    vq = SpectrumVQVAE(33, spectrum="log_power", code_dim=2, num_codes=8)
+    vq.fit_input_scale(torch.randn(16, 33))
+    path = tmp_path / "speech_vq.safetensors"
+    save_vqvae(vq, path, {"steps": 3})
+    loaded, meta = load_vqvae(path)
+    spectra = torch.randn(2, 4, 33)
+    assert meta["steps"] == 3 and torch.equal(loaded.encode_sequence(spectra), vq.encode_sequence(spectra))
+    with pytest.raises(ValueError, match=r"speech_vq\.safetensors.*\(33,\).*\(65,\)"):
+        check_frame_size(meta, torch.zeros(2, 4, 65))
+    save_tensors(path, SpectrumVQVAE(33, code_dim=2).state_dict(), SpectrumVQVAE(33, code_dim=4).config())
+    with pytest.raises(ValueError, match=r"speech_vq\.safetensors.*shape mismatch"):
+        load_vqvae(path)
 
 
 def test_power_spectrum_vqvae_rejects_negative_spectra():

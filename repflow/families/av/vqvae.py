@@ -26,18 +26,21 @@ A VQ-VAE's ``config()`` rebuilds it (:func:`build_vqvae`) and names the frame sh
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repflow.checkpoints import load_state_strict, load_tensors, save_tensors
 from repflow.families.av.training import cycle
 from repflow.progress import progress
 
 __all__ = ["VQOutput", "VectorQuantizer", "VQVAE", "FrameVQVAE", "SpectrumVQVAE", "build_vqvae",
-           "check_frame_size", "train_vqvae", "itakura_saito"]
+           "save_vqvae", "load_vqvae", "check_frame_size", "train_vqvae", "itakura_saito"]
 
 LOG_EPS = 1e-8
 """Added to power spectra before their log (and to both sides of the IS divergence): silence is exactly 0."""
@@ -397,6 +400,31 @@ def build_vqvae(config: Mapping[str, Any]) -> VQVAE:
     if "channels" in kwargs:
         kwargs["channels"] = tuple(kwargs["channels"])
     return _VQVAE_CLASSES[kind](**kwargs)
+
+
+def save_vqvae(model: VQVAE, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+    """Write the weights to ``path`` (safetensors) with ``config()`` and ``extra`` (e.g. training stats)
+    embedded, so :func:`load_vqvae` rebuilds it and :func:`check_frame_size` knows its frame shape."""
+    save_tensors(Path(path), model.state_dict(), {**model.config(), **(extra or {})})
+
+
+def load_vqvae(path: str | Path) -> tuple[VQVAE, dict[str, Any]]:
+    """(model in eval mode, its metadata with ``checkpoint`` = ``path``) from a :func:`save_vqvae` file;
+    a missing file, a foreign config or weights that do not fit raise CheckpointError (a ValueError)
+    naming the file."""
+    tensors, meta = load_tensors(Path(path))
+    meta = {**meta, "checkpoint": str(path)}
+    try:
+        model = build_vqvae({k: v for k, v in meta.items() if k in _config_keys(meta)})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"VQ-VAE checkpoint {path}: its config does not build a VQ-VAE ({exc})") from None
+    load_state_strict(model, tensors, path)
+    return model.eval(), meta
+
+
+def _config_keys(meta: Mapping[str, Any]) -> set[str]:
+    cls = _VQVAE_CLASSES.get(meta.get("kind"))
+    return {"kind"} | (set(inspect.signature(cls.__init__).parameters) - {"self"} if cls else set())
 
 
 def check_frame_size(model_meta: Mapping[str, Any], frames: torch.Tensor, *, leading: int | None = None,
