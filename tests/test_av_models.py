@@ -354,7 +354,7 @@ def test_rendering_strips_audio_and_denoising_plumbing():
     strip = image_strip([frames[0], rendered["frames"][0]], every=2, gap=1)
     assert strip.shape == (33, 33, 3) and (strip[:16, :16] == frames[0, 0].numpy()).all()
     wave = spectra_to_waveform(spectra[0], sample_rate=8000, fps=25, n_iter=2)
-    assert wave.dim() == 1 and abs(len(wave) - 4 * 8000 / 25) <= 64
+    assert wave.dim() == 1 and abs(len(wave) - 4 * 8000 / 25) <= 64 and wave.abs().max() == pytest.approx(0.9)
     masked = corrupt_frames(frames, kind="mask", strength=0.25)
     assert (masked[..., 12:, :, :] == 128).all() and torch.equal(masked[..., :12, :, :], frames[..., :12, :, :])
     assert psnr(frames, frames) == pytest.approx(100.0)

@@ -78,11 +78,14 @@ def image_strip(rows: Sequence[torch.Tensor], *, every: int = 1, gap: int = 2) -
 
 
 def spectra_to_waveform(spectra: torch.Tensor, *, sample_rate: int, fps: float, spectrum: str = "power",
-                        n_iter: int = 32) -> torch.Tensor:
+                        n_iter: int = 32, peak: float | None = 0.9) -> torch.Tensor:
     """A float32 waveform (T·sample_rate/fps samples, about) from (T, F) spectrum frames, one per video frame,
     by Griffin–Lim with n_fft = 2(F − 1) and zero initial phase (deterministic). Each video frame's spectrum
     is held for r STFT frames of hop sample_rate/(fps·r) ≤ n_fft/4, so the inversion has the overlap it
-    needs whatever hop the data used. ``spectrum``: "power" (|STFT|²) or "log_power" (natural log of it)."""
+    needs whatever hop the data used (the synthetic clips average several windows per video frame).
+    ``spectrum``: "power" (|STFT|²) or "log_power" (natural log of it). A spectrum's absolute scale (e.g. a
+    periodogram's 1/Σwindow²) only scales the waveform, so it is rescaled to a maximum |x| of ``peak``
+    (None: left as Griffin–Lim returns it)."""
     if spectrum not in ("power", "log_power"):
         raise ValueError(f"spectrum must be 'power' or 'log_power', got {spectrum!r}")
     if spectra.dim() != 2 or spectra.shape[1] < 2:
@@ -95,7 +98,10 @@ def spectra_to_waveform(spectra: torch.Tensor, *, sample_rate: int, fps: float, 
     held = power.repeat_interleave(repeats, dim=0).t()
     griffin_lim = torchaudio.transforms.GriffinLim(n_fft=n_fft, n_iter=n_iter, hop_length=hop, power=2.0,
                                                    rand_init=False)
-    return griffin_lim(held).float()
+    wave = griffin_lim(held).float()
+    if peak is not None:
+        wave = wave * (peak / wave.abs().max().clamp_min(1e-12))
+    return wave
 
 
 def corrupt_frames(frames: torch.Tensor, *, kind: str = "mask", strength: float = 0.4, seed: int = 0) -> torch.Tensor:
