@@ -11,7 +11,7 @@ from torch.distributions import Normal, kl_divergence
 from repflow.checkpoints import save_tensors
 from repflow.families.av.baselines import SEQUENCE_MODELS, DVAE, build_sequence_model
 from repflow.families.av.mdvae import MDVAE, elbo
-from repflow.families.av.probes import few_label_accuracy, mutual_information, per_frame_samples
+from repflow.families.av.probes import few_label_accuracy, linear_information, mutual_information, per_frame_samples
 from repflow.families.av.swaps import (corrupt_frames, denoising_psnr, image_strip, psnr, render_latents,
                                        spectra_to_waveform, swap_static)
 from repflow.families.av.training import evaluate_sequence_model, random_batches, train_sequence_model
@@ -324,6 +324,22 @@ def test_mutual_information_is_higher_for_an_informative_representation():
     assert mi_good["mean"] > 0.5 and mi_bad["max"] < 0.1, (mi_good, mi_bad)
     rows, frame_labels = per_frame_samples(torch.randn(5, 7, 3), torch.arange(5))
     assert rows.shape == (35, 3) and torch.equal(frame_labels[:8], torch.tensor([0] * 7 + [1]))
+
+
+def test_linear_information_counts_only_what_holds_across_groups():
+    """Identity in 4 coordinates; emotion in 4 more, the same code for every speaker (shared) or a speaker's
+    own code per emotion (entangled): kNN MI sees both; the read-out on held-out speakers only the shared one."""
+    g = torch.Generator().manual_seed(0)
+    speakers, emotions = torch.arange(12).repeat_interleave(40), torch.arange(4).repeat(120)
+    identity = torch.randn(12, 4, generator=g)[speakers] * 5
+    codes = {"shared": 3 * torch.nn.functional.one_hot(emotions, 4).float(),
+             "entangled": 3 * torch.randn(12, 4, 4, generator=g)[speakers, emotions]}
+    noise = 0.3 * torch.randn(480, 8, generator=g)
+    held_out = {name: linear_information(torch.cat([identity, code], 1) + noise, emotions, groups=speakers, folds=4)
+                for name, code in codes.items()}
+    assert held_out["shared"] > 1.0 and held_out["entangled"] < 0.3, held_out
+    assert mutual_information(torch.cat([identity, codes["entangled"]], 1) + noise, emotions)["max"] > 0.3
+    assert linear_information(torch.randn(480, 4, generator=g), emotions) < 0.05
 
 
 # --- swaps and denoising --------------------------------------------------------------------------------------
