@@ -57,8 +57,10 @@ def main() -> None:
         f"SSA N = {args.spectrum} spectrum copies per step, ρ = 0.5, σ = ε",
         "model: zoo ConvNet (3 blocks, width 32, instance norm), 1 epoch on 3000 images; "
         f"clean acc on the batch {accuracy(model, x, y, device=device):.3f}",
-        f"{args.repeats} timed rounds after one warm-up each (the warm-up includes compile=True's compile, "
-        "'first call s'), order rotated per round; median reported",
+        f"one warm-up per arm (it includes compile=True's compile: 'first call s'), then heat by heat (PGD, "
+        f"MI-FGSM, SSA with an MI-FGSM baseline) {args.repeats} rounds, order rotated per round; '× baseline "
+        "time' is the median over rounds of the arm's seconds / the heat's first arm's seconds in that round "
+        "(paired, so the machine's load swings cancel); the verdicts below use it",
         *lines,
         "robust acc differ across implementations only through random starts (PGD), SSA's random copies and "
         "float rounding; every arm stays inside the ε-ball and [0, 1] ('inside ε-ball')",

@@ -61,7 +61,8 @@ def main() -> None:
     (out / "gpu_perf.json").write_text(json.dumps(report, indent=1, default=str))
     md = [f"# Issue 21 GPU rows ({name}, torch {torch.__version__})", "", markdown_table(rows, floatfmt="{:.3f}"), "",
           f"- batch {args.batch} synthetic 28×28 images, ε = 0.1, {args.steps} steps, SSA N = {args.spectrum}; "
-          f"{args.repeats} rounds after one warm-up each (compile included in 'first call s'), order rotated; medians",
+          f"one warm-up per arm (compile included in 'first call s'), then {args.repeats} rounds per heat, order "
+          "rotated; '× baseline time' = median over rounds of seconds / the heat's first arm's seconds",
           *[f"- {line}" for line in lines]]
     (out / "gpu_perf.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import mmap
 import re
 from collections import Counter
@@ -114,6 +115,7 @@ def _decode_tokens(raw: bytes, spec: dict) -> np.ndarray:
 
 
 _RAW_DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
+_TORCH_DTYPES = {name: getattr(torch, name) for name in _RAW_DTYPES}
 
 
 def _encode_raw(value: Any, spec: dict) -> bytes:
@@ -124,11 +126,11 @@ def _encode_raw(value: Any, spec: dict) -> bytes:
 
 
 def _decode_raw(raw: bytes, spec: dict) -> torch.Tensor:
-    dtype = np.dtype(spec["dtype"])
-    expected = int(np.prod(spec["shape"])) * dtype.itemsize
+    dtype = _TORCH_DTYPES[spec["dtype"]]
+    expected = math.prod(spec["shape"]) * dtype.itemsize
     if len(raw) != expected:
         raise ValueError(f"{len(raw)} bytes, {spec['dtype']} {tuple(spec['shape'])} needs {expected}")
-    return torch.from_numpy(np.frombuffer(bytearray(raw), dtype=dtype).reshape(spec["shape"]))
+    return torch.frombuffer(bytearray(raw), dtype=dtype).view(spec["shape"])
 
 
 def _encode_cls(value: Any, spec: dict) -> bytes:
@@ -309,8 +311,8 @@ def _shard_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 if header == _ZERO_BLOCK:
                     break
                 name = header[:100].split(b"\0", 1)[0].decode()
-                prefix = header[345:500].split(b"\0", 1)[0].decode()
-                name = f"{prefix}/{name}" if prefix else name
+                if header[345]:
+                    name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
                 size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
                 kind = header[156:157]
                 pos += 512
