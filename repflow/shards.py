@@ -425,11 +425,17 @@ class ShardReader:
         worker. Without a shuffle buffer, in write order; with one, shards and samples are shuffled from
         ``seed`` (reproducible).
         """
+        return self._pipeline(split, partial(_decode_sample, members=self.members(split)), shuffle_buffer, seed)
+
+    def _pipeline(self, split: str, decode: Callable[[dict[str, Any]], Any], shuffle_buffer: int,
+                  seed: int) -> wds.DataPipeline:
+        """Raw samples of ``split`` (shuffled when ``shuffle_buffer``), each mapped by ``decode``: one stage
+        for decoding and whatever the caller makes of the sample, since every stage costs per sample."""
         stages: list[Any] = [wds.SimpleShardList(self.urls(split), seed=seed if shuffle_buffer else None),
                              wds.split_by_node, wds.split_by_worker, _shard_samples]
         if shuffle_buffer:
             stages.append(wds.shuffle(shuffle_buffer, seed=seed))
-        stages.append(wds.map(partial(_decode_sample, members=self.members(split))))
+        stages.append(wds.map(decode))
         return wds.DataPipeline(*stages)
 
     def __repr__(self) -> str:
@@ -476,10 +482,13 @@ class ShardSet(ShardReader):
         ``extras`` names further members to return, e.g. ``("latent.npy", "json")``.
         With a shuffle buffer, shard order and samples are shuffled from ``seed`` (reproducible).
         """
-        image = self._image_member(split, extras)
-        ds = self.stream(split, shuffle_buffer=shuffle_buffer, seed=seed)
-        ds.append(wds.map(lambda s: (s[image], s["cls"], *(s[e] for e in extras))))
-        return ds
+        image, members = self._image_member(split, extras), self.members(split)
+
+        def image_tuple(sample: dict[str, Any]) -> tuple[Any, ...]:
+            decoded = _decode_sample(sample, members)
+            return (decoded[image], decoded["cls"], *(decoded[e] for e in extras))
+
+        return self._pipeline(split, image_tuple, shuffle_buffer, seed)
 
     def loader(self, split: str, *, batch_size: int, num_workers: int = 0, shuffle_buffer: int = 0,
                seed: int = 0) -> wds.WebLoader:
