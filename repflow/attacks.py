@@ -11,7 +11,7 @@ device (same seed), so no step waits for a host-to-device copy.
 Speed: the model's parameters are frozen (``requires_grad=False``) while an attack runs, since only
 ∇_x is wanted; ``compile=True`` runs the model through ``torch.compile`` (about 1.4× on a small CNN on
 CPU, after a compile of several seconds on the first batch, so it pays for whole evaluations, not
-for one batch). SSA's spectrum copies go through the model as one batch.
+for one batch). On a GPU, SSA's spectrum copies go through the model as one batch.
 
 One iterative core serves every attack; each step is
 
@@ -56,9 +56,10 @@ class IterativeAttack:
 
     alpha_factor = 1.0
     copies = 1
-    pass_images = {"cpu": 512, "other": 8192}
-    """Most images per forward pass when ``copies`` transformed copies are batched: on a CPU a bigger
-    batch saves little and costs memory; on a GPU one launch per copy is what makes SSA slow."""
+    pass_images = {"cpu": 1, "other": 8192}
+    """Most images per forward pass when ``copies`` transformed copies are batched (a batch is never
+    split). On a GPU one pass per copy is what makes SSA slow; on a CPU the bigger batch falls out of
+    cache (N = 5 copies of 128 28×28 images: 6.5× MI-FGSM's time batched, 4.3× one copy per pass)."""
     paradigm: str | None = None
     paper = ""
     summary = ""

@@ -210,6 +210,7 @@ def test_ssa_copies_in_one_batch_give_the_one_at_a_time_gradient():
     model = tiny_model()
     x, y = random_batch()
     together = SSA(model, eps=0.05, num_spectrum=5, seed=1)
+    together.pass_images = {"cpu": 10_000, "other": 10_000}  # as on a GPU: all five copies in one pass
     apart = SSA(model, eps=0.05, num_spectrum=5, seed=1)
     apart.pass_images = {"cpu": 1, "other": 1}
     assert torch.allclose(together.loss_gradient(x, y), apart.loss_gradient(x, y), atol=1e-6)
