@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import mmap
 import re
 from collections import Counter
@@ -113,6 +114,25 @@ def _decode_tokens(raw: bytes, spec: dict) -> np.ndarray:
     return a
 
 
+_RAW_DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
+_TORCH_DTYPES = {name: getattr(torch, name) for name in _RAW_DTYPES}
+
+
+def _encode_raw(value: Any, spec: dict) -> bytes:
+    a = np.asarray(value)
+    if a.dtype != np.dtype(spec["dtype"]) or list(a.shape) != list(spec["shape"]):
+        raise ValueError(f"needs {spec['dtype']} {tuple(spec['shape'])} as declared, got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a).tobytes()
+
+
+def _decode_raw(raw: bytes, spec: dict) -> torch.Tensor:
+    dtype = _TORCH_DTYPES[spec["dtype"]]
+    expected = math.prod(spec["shape"]) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{len(raw)} bytes, {spec['dtype']} {tuple(spec['shape'])} needs {expected}")
+    return torch.frombuffer(bytearray(raw), dtype=dtype).view(spec["shape"])
+
+
 def _encode_cls(value: Any, spec: dict) -> bytes:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"needs an int class label, got {type(value).__name__}")
@@ -124,6 +144,7 @@ _CODECS: dict[str, tuple[Callable[[Any, dict], bytes], Callable[[bytes, dict], A
     "jpg": _image_codec("JPEG", (1, 3), decode_jpeg, quality=95),
     "flac": (_encode_flac, _decode_flac),
     "npy": (_encode_npy, lambda raw, spec: _load_npy(raw)),
+    "raw": (_encode_raw, _decode_raw),
     "tokens": (_encode_tokens, _decode_tokens),
     "json": (lambda value, spec: json.dumps(value).encode("utf-8"), lambda raw, spec: json.loads(raw)),
     "cls": (_encode_cls, lambda raw, spec: int(raw)),
@@ -135,11 +156,14 @@ MEMBER_TYPES = frozenset(_CODECS)
 png / jpg: uint8 (H,W) or (H,W,C) array → uint8 (C,H,W) tensor (jpg is lossy, quality 95; png takes C=4 too).
 flac: float waveform (T,) or (C,T) in [-1, 1] → float32 (C,T) array; declares ``sample_rate`` (Hz); 16-bit.
 npy: any non-object array → the same array, dtype and shape kept.
+raw: array of the declared ``dtype`` and ``shape`` → a tensor of them; the bytes alone (C order), so reading
+     needs no decode at all (images: uint8 (C,H,W), the fastest image member; png / jpg save disk).
 tokens: int sequence (T,) → int32 (T,) array.   json: JSON value → the same value.   cls: int → int.
 No type carries pickle (pyd, pth, pickle), so reading a shard never runs code from it.
 """
 
-_PARAMS = {"flac": {"sample_rate"}}
+_PARAMS = {"flac": {"sample_rate"}, "raw": {"dtype", "shape"}}
+_IMAGE_TYPES = ("png", "jpg", "raw")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)*")
 # manifests written before member declarations existed: images with labels and optional json / npy extras
 _LEGACY_TYPES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "cls": "cls", "json": "json", "npy": "npy"}
@@ -162,6 +186,13 @@ def _declare(members: Mapping[str, str | Mapping[str, Any]]) -> dict[str, dict[s
                              f"got {sorted(set(spec) - {'type'})}")
         if kind == "flac" and (not isinstance(spec["sample_rate"], int) or spec["sample_rate"] <= 0):
             raise ValueError(f"member {name!r}: sample_rate must be a positive int (Hz), got {spec['sample_rate']!r}")
+        if kind == "raw":
+            if spec["dtype"] not in _RAW_DTYPES:
+                raise ValueError(f"member {name!r}: dtype {spec['dtype']!r} unknown; allowed: {list(_RAW_DTYPES)}")
+            shape = spec["shape"]
+            if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d > 0 for d in shape):
+                raise ValueError(f"member {name!r}: shape must be a list of positive ints, got {shape!r}")
+            spec["shape"] = list(shape)
         out[name] = spec
     if not out:
         raise ValueError("declare at least one member")
@@ -205,8 +236,11 @@ def write_split(folder: str | Path, split: str, samples: Iterable[Mapping[str, A
 
 def write_image_split(folder: str | Path, split: str, images: np.ndarray, labels: np.ndarray, *,
                       shard_size: int, extras: Iterable[dict[str, Any]] | None = None,
-                      show_progress: bool = False) -> dict[str, Any]:
-    """Write ``images`` (N,H,W) or (N,H,W,C) uint8 with int ``labels`` as ``png`` + ``cls`` shards of ``split``.
+                      show_progress: bool = False, image_format: str = "png") -> dict[str, Any]:
+    """Write ``images`` (N,H,W) or (N,H,W,C) uint8 with int ``labels`` as image + ``cls`` shards of ``split``.
+
+    ``image_format``: "png" (lossless, compressed) or "raw" (the uint8 (C,H,W) bytes, declared with their
+    shape: no decode when read, for small images whose PNG saves little space).
 
     ``extras`` yields one dict per image of further members, typed by their last extension (``latent.npy``
     → npy, ``json`` → json, ``ids.tokens`` → tokens). Returns the split's manifest entry: count, per-class
@@ -216,7 +250,11 @@ def write_image_split(folder: str | Path, split: str, images: np.ndarray, labels
         raise ValueError(f"{split}: images must be uint8 (N,H,W[,C]), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
-    members: dict[str, str] = {"png": "png", "cls": "cls"}
+    if image_format not in ("png", "raw"):
+        raise ValueError(f"{split}: image_format {image_format!r} unknown; allowed: ['png', 'raw']")
+    chw = [1, *images.shape[1:3]] if images.ndim == 3 else [images.shape[3], *images.shape[1:3]]
+    members: dict[str, Any] = {"png": "png", "cls": "cls"} if image_format == "png" else \
+        {"raw": {"type": "raw", "dtype": "uint8", "shape": chw}, "cls": "cls"}
     more: Iterator[dict[str, Any]] | None = None
     if extras is not None:
         more = iter(extras)
@@ -225,7 +263,7 @@ def write_image_split(folder: str | Path, split: str, images: np.ndarray, labels
             kind = name.rsplit(".", 1)[-1]
             if kind not in MEMBER_TYPES or kind in _PARAMS or name in members:
                 raise ValueError(f"{split}: extra member {name!r} must end in a type from "
-                                 f"{sorted(MEMBER_TYPES - set(_PARAMS))} and not repeat png/cls; write other "
+                                 f"{sorted(MEMBER_TYPES - set(_PARAMS))} and not repeat the image or cls; write other "
                                  "members with write_split")
             members[name] = kind
         more = itertools.chain([first] if first is not None else [], more)
@@ -235,7 +273,9 @@ def write_image_split(folder: str | Path, split: str, images: np.ndarray, labels
 
     def samples() -> Iterator[dict[str, Any]]:
         for i in index:
-            sample = {"png": images[i], "cls": int(labels[i])}
+            image = images[i] if image_format == "png" else \
+                (images[i][None] if images.ndim == 3 else images[i].transpose(2, 0, 1))
+            sample = {image_format: image, "cls": int(labels[i])}
             if more is not None:
                 extra = next(more, None)
                 if extra is None:
@@ -271,8 +311,8 @@ def _shard_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 if header == _ZERO_BLOCK:
                     break
                 name = header[:100].split(b"\0", 1)[0].decode()
-                prefix = header[345:500].split(b"\0", 1)[0].decode()
-                name = f"{prefix}/{name}" if prefix else name
+                if header[345]:
+                    name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
                 size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
                 kind = header[156:157]
                 pos += 512
@@ -385,11 +425,17 @@ class ShardReader:
         worker. Without a shuffle buffer, in write order; with one, shards and samples are shuffled from
         ``seed`` (reproducible).
         """
+        return self._pipeline(split, partial(_decode_sample, members=self.members(split)), shuffle_buffer, seed)
+
+    def _pipeline(self, split: str, decode: Callable[[dict[str, Any]], Any], shuffle_buffer: int,
+                  seed: int) -> wds.DataPipeline:
+        """Raw samples of ``split`` (shuffled when ``shuffle_buffer``), each mapped by ``decode``: one stage
+        for decoding and whatever the caller makes of the sample, since every stage costs per sample."""
         stages: list[Any] = [wds.SimpleShardList(self.urls(split), seed=seed if shuffle_buffer else None),
                              wds.split_by_node, wds.split_by_worker, _shard_samples]
         if shuffle_buffer:
             stages.append(wds.shuffle(shuffle_buffer, seed=seed))
-        stages.append(wds.map(partial(_decode_sample, members=self.members(split))))
+        stages.append(wds.map(decode))
         return wds.DataPipeline(*stages)
 
     def __repr__(self) -> str:
@@ -398,8 +444,8 @@ class ShardReader:
 
 
 class ShardSet(ShardReader):
-    """An image shard folder: one png or jpg member and a ``cls`` label per sample, ``shape`` and ``classes``
-    in ``meta``.
+    """An image shard folder: one png, jpg or raw member and a ``cls`` label per sample, ``shape`` and
+    ``classes`` in ``meta``.
 
     ``load(split)`` returns the whole split as tensors (fast path for data that fits in memory);
     ``dataset(split)`` / ``loader(split)`` stream it with a shuffle buffer, split by node and worker.
@@ -420,10 +466,10 @@ class ShardSet(ShardReader):
         members = self.members(split)
         if members is None:
             return "png"
-        images = [n for n, spec in members.items() if spec["type"] in ("png", "jpg")]
+        images = [n for n, spec in members.items() if spec["type"] in _IMAGE_TYPES]
         if len(images) != 1 or members.get("cls", {}).get("type") != "cls":
-            raise OutputError(f"{self.folder}: split {split!r} declares {members}; an image split needs one png or "
-                              "jpg member and a 'cls' member of type cls")
+            raise OutputError(f"{self.folder}: split {split!r} declares {members}; an image split needs one png, "
+                              "jpg or raw member and a 'cls' member of type cls")
         missing = [e for e in extras if e not in members]
         if missing:
             raise OutputError(f"{self.folder}: split {split!r} has no member(s) {missing}; declared {sorted(members)}")
@@ -436,10 +482,13 @@ class ShardSet(ShardReader):
         ``extras`` names further members to return, e.g. ``("latent.npy", "json")``.
         With a shuffle buffer, shard order and samples are shuffled from ``seed`` (reproducible).
         """
-        image = self._image_member(split, extras)
-        ds = self.stream(split, shuffle_buffer=shuffle_buffer, seed=seed)
-        ds.append(wds.map(lambda s: (s[image], s["cls"], *(s[e] for e in extras))))
-        return ds
+        image, members = self._image_member(split, extras), self.members(split)
+
+        def image_tuple(sample: dict[str, Any]) -> tuple[Any, ...]:
+            decoded = _decode_sample(sample, members)
+            return (decoded[image], decoded["cls"], *(decoded[e] for e in extras))
+
+        return self._pipeline(split, image_tuple, shuffle_buffer, seed)
 
     def loader(self, split: str, *, batch_size: int, num_workers: int = 0, shuffle_buffer: int = 0,
                seed: int = 0) -> wds.WebLoader:

@@ -131,16 +131,28 @@ def test_simclr_lowers_the_loss_and_is_deterministic():
     assert embed(enc_a, images).shape == (len(images), enc_a.out_dim)
 
 
-@pytest.mark.parametrize("name, channels, size", [("small_cnn", 1, 28), ("small_cnn", 3, 32), ("resnet18", 3, 32),
-                                                  ("resnet18", 1, 20)])
+@pytest.mark.parametrize("name, channels, size", [("small_cnn", 1, 28), ("small_cnn", 3, 32), ("small_cnn_s2", 1, 28),
+                                                  ("small_cnn_s2", 3, 7), ("resnet18", 3, 32), ("resnet18", 1, 20)])
 def test_encoders_take_any_channels_and_size(name, channels, size):
     enc = build_encoder({"name": name, "in_channels": channels, "width": 8}).eval()
     assert enc(torch.rand(2, channels, size, size)).shape == (2, enc.out_dim)
 
 
 def test_unknown_encoder_lists_allowed():
-    with pytest.raises(ValueError, match="allowed: \\['resnet18', 'small_cnn'\\]"):
+    with pytest.raises(ValueError, match="allowed: \\['resnet18', 'small_cnn', 'small_cnn_s2'\\]"):
         build_encoder({"name": "vit"})
+
+
+def test_strided_stem_cuts_the_flops_to_about_a_quarter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for name in ("small_cnn", "small_cnn_s2"):
+        enc = build_encoder({"name": name, "in_channels": 1, "width": 8}).eval()
+        with FlopCounterMode(display=False) as counter:
+            enc(torch.rand(1, 1, 28, 28))
+        flops[name] = counter.get_total_flops()
+    assert 0.2 < flops["small_cnn_s2"] / flops["small_cnn"] < 0.35
 
 
 def test_accuracy_of_constant_model():

@@ -183,6 +183,52 @@ def test_exact_rank1_gradient_is_the_svd_gradient_and_finite_on_repeated_singula
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+def _unrolled_power_rank1(a, iterations, generator):
+    """The SVD-SSA code's power iteration, round by round: the function rank1_approximation computes."""
+    v = torch.randn((a.shape[0], a.shape[2], 1), generator=generator).to(a)
+    for _ in range(iterations):
+        u = F.normalize(a @ v, dim=1)
+        v = F.normalize(a.mT @ u, dim=1)
+    return (a @ v) @ v.mT
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 7), (3, 5, 16)])  # AᵀA or A Aᵀ is the smaller Gram matrix
+@pytest.mark.parametrize("iterations", [1, 6, 20])
+def test_power_rank1_is_the_unrolled_iteration_in_value_and_gradient(shape, iterations):
+    a = torch.relu(torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64))
+    a.requires_grad_(True)
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    ours = rank1_approximation(a, "power", iterations, torch.Generator().manual_seed(9))
+    reference = _unrolled_power_rank1(a, iterations, torch.Generator().manual_seed(9))
+    assert torch.allclose(ours, reference, atol=1e-12)
+    (grad,) = torch.autograd.grad((ours * weight).sum(), a)
+    (expected,) = torch.autograd.grad((reference * weight).sum(), a)
+    assert torch.allclose(grad, expected, atol=1e-9)
+
+
+def test_ssa_copies_in_one_batch_give_the_one_at_a_time_gradient():
+    model = tiny_model()
+    x, y = random_batch()
+    together = SSA(model, eps=0.05, num_spectrum=5, seed=1)
+    together.pass_images = {"cpu": 10_000, "other": 10_000}  # as on a GPU: all five copies in one pass
+    apart = SSA(model, eps=0.05, num_spectrum=5, seed=1)
+    apart.pass_images = {"cpu": 1, "other": 1}
+    assert torch.allclose(together.loss_gradient(x, y), apart.loss_gradient(x, y), atol=1e-6)
+
+
+def test_attacks_freeze_the_parameters_only_while_they_run():
+    model = tiny_model()
+    model.stages[0][0].bias.requires_grad_(False)
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(any(p.requires_grad
+                                                                          for p in module.parameters())))
+    PGD(model, eps=0.05, steps=2)(*random_batch())
+    assert seen and not any(seen)
+    assert [p.requires_grad for p in model.parameters()] == [p is not model.stages[0][0].bias
+                                                             for p in model.parameters()]
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_power_and_exact_agree_on_real_middle_features(surrogate, digits):
     front, _ = surrogate.split("block2")
     with torch.no_grad():

@@ -415,3 +415,33 @@ def test_writer_checks_samples_against_the_declaration(tmp_path):
         write_split(tmp_path, "train", [], {"flac": "flac"}, shard_size=4)
     with pytest.raises(ValueError, match=r"member name '\.\./x'"):
         write_split(tmp_path, "train", [], {"../x": "npy"}, shard_size=4)
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_raw_image_shards_read_back_the_png_shards_images_without_a_decode(tmp_path, channels):
+    x, y = rng_images(20, c=channels), np.arange(20) % 3
+    png = ShardSet(make_set(tmp_path / "png", x, y))
+    meta = {"classes": png.classes, "shape": list(png.shape), "splits": {}}
+    with staged_output(tmp_path / "raw", stage="prep", meta=meta) as tmp:
+        meta["splits"]["train"] = write_image_split(tmp, "train", x, y, shard_size=7, image_format="raw")
+    raw = ShardSet(tmp_path / "raw")
+    assert raw.members("train")["raw"] == {"type": "raw", "dtype": "uint8", "shape": list(png.shape)}
+    for a, b in zip(raw.load("train"), png.load("train")):
+        assert torch.equal(a, b)
+    streamed = [img for batch, _ in raw.loader("train", batch_size=8) for img in batch]
+    assert len(streamed) == 20 and streamed[0].dtype == torch.uint8 and tuple(streamed[0].shape) == png.shape
+
+
+def test_raw_members_check_their_declaration(tmp_path):
+    spec = {"type": "raw", "dtype": "float32", "shape": [2, 3]}
+    with pytest.raises(ValueError, match=r"member 'a' \(type raw\): needs float32 \(2, 3\) as declared, got float64"):
+        write_split(tmp_path, "train", [{"a": np.zeros((2, 3))}], {"a": spec}, shard_size=4)
+    with pytest.raises(ValueError, match=r"member 'a': dtype 'object' unknown; allowed: \['uint8'"):
+        write_split(tmp_path, "train", [], {"a": {**spec, "dtype": "object"}}, shard_size=4)
+    with pytest.raises(ValueError, match=r"member 'a': shape must be a list of positive ints, got \[2, 0\]"):
+        write_split(tmp_path, "train", [], {"a": {**spec, "shape": [2, 0]}}, shard_size=4)
+    with pytest.raises(ValueError, match=r"image_format 'bmp' unknown; allowed: \['png', 'raw'\]"):
+        write_image_split(tmp_path, "train", rng_images(2), np.zeros(2, int), shard_size=4, image_format="bmp")
+    folder = _declared_folder(tmp_path / "s", {"a": spec}, [("k0.a", bytes(20))])
+    with pytest.raises(OutputError, match=r"member 'a' is not valid raw data .*20 bytes, float32 \(2, 3\) needs 24"):
+        list(ShardReader(folder).stream("train"))

@@ -72,16 +72,23 @@ class _Normalize(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Three conv-BN-ReLU blocks (width, 2w, 4w), each halving resolution, then global average pool."""
+    """Three conv-BN-ReLU blocks (width, 2w, 4w), each halving resolution, then global average pool.
+
+    ``stem_stride`` 2 makes the first convolution strided, so every later layer sees a quarter of the
+    pixels (about a quarter of the FLOPs per image); see :func:`small_cnn_s2`.
+    """
 
     def __init__(self, in_channels: int = 1, width: int = 32, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, dual_bn: bool = False):
+                 std: Sequence[float] | None = None, dual_bn: bool = False, stem_stride: int = 1):
         super().__init__()
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         self.normalize = _Normalize(mean or [0.5] * in_channels, std or [0.25] * in_channels)
         chans = [in_channels, width, 2 * width, 4 * width]
         blocks: list[nn.Module] = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
-            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _bn2d(c_out, dual_bn), nn.ReLU(inplace=True),
+        for i, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
+            blocks += [nn.Conv2d(c_in, c_out, 3, stride=stem_stride if i == 0 else 1, padding=1, bias=False),
+                       _bn2d(c_out, dual_bn), nn.ReLU(inplace=True),
                        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _bn2d(c_out, dual_bn), nn.ReLU(inplace=True),
                        nn.MaxPool2d(2, ceil_mode=True)]
         self.features = nn.Sequential(*blocks)
@@ -157,7 +164,15 @@ class ProbedEncoder(nn.Module):
         return self.probe(self.encoder(x))
 
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "resnet18": ResNet18}
+def small_cnn_s2(**kwargs: Any) -> SmallCNN:
+    """:class:`SmallCNN` with a stride-2 first convolution: a 28×28 image costs about 16 MFLOP forward
+    instead of 58 (width 32), for cheaper contrastive training on small images
+    (``benchmarks/results/time_to_accuracy.md`` has its accuracy-vs-seconds curve against small_cnn)."""
+    return SmallCNN(**kwargs, stem_stride=2)
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "small_cnn_s2": small_cnn_s2,
+                                                 "resnet18": ResNet18}
 
 
 def build_encoder(config: dict[str, Any]) -> nn.Module:
