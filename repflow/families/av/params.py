@@ -11,7 +11,7 @@ from repflow.families.av.probes import CLASSIFIERS
 
 __all__ = ["SECTIONS", "check", "CRITERIA"]
 
-CRITERIA = ("val_emotion_k10", "val_emotion_k5", "emotion_k10")
+CRITERIA = ("val_emotion_k10", "val_emotion_k5", "val_emotion_k2", "emotion_k10")
 """Metrics of av.evaluate the registry may gate on (higher is better): few-label emotion accuracy of the
 registered model's static latent at k labels per class, on the validation speakers (``val_*``) or the test
 speakers."""
@@ -39,6 +39,9 @@ class AvPrepParams(Section):
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves "
                              "under 10% of the speakers for training")
+        if self.source == "synthetic" and round(self.test_fraction * self.speakers) < 2:
+            raise ValueError(f"test_fraction {self.test_fraction:g} of {self.speakers} speakers holds out fewer than "
+                             "2 test speakers (information across speakers needs 2)")
         if self.source == "folder" and self.path is None:
             raise ValueError("source 'folder' needs path: <path>/<speaker>/<emotion>/<clip> video files")
         return self
@@ -56,6 +59,10 @@ class AvVqvaeParams(Section):
     face_codes: int = Field(128, ge=2, le=65_536, description="face codebook size (official 512)")
     speech_codes: int = Field(64, ge=2, le=65_536, description="speech codebook size (official 64)")
     code_dim: int = Field(8, ge=1, le=1024, description="code vector size (official 32 faces / 8 speech)")
+    face_checkpoint: str | None = Field(None, description="a face VQ-VAE .safetensors from an earlier av.vqvae "
+                                                          "(or a registered version's checkpoint/) used as it is, "
+                                                          "not trained; its frame size must match the clips'")
+    speech_checkpoint: str | None = Field(None, description="likewise for the speech VQ-VAE")
 
 
 class AvTrainParams(Section):
