@@ -20,7 +20,7 @@ from tests.conftest import REPO, child_env, tiny_params
 
 
 def test_unknown_family_or_stage_lists_the_valid_ones():
-    with pytest.raises(FamilyError, match=r"unknown family 'nope'; families: image, audio, ctr, sr, text, video"):
+    with pytest.raises(FamilyError, match=r"unknown family 'nope'; families: image, audio, av, ctr, sr, text, video"):
         resolve_stage("nope.train")
     with pytest.raises(FamilyError, match=r"unknown stage 'image.trian'; stages: image.prep, image.generate"):
         resolve_stage("image.trian")
@@ -29,7 +29,7 @@ def test_unknown_family_or_stage_lists_the_valid_ones():
 
 def test_bad_declarations_are_errors_naming_both_sides():
     before = [f.name for f in families()]  # discovers the built-in families first
-    assert before[0] == "image" and {"audio", "ctr", "sr", "text", "video"} <= set(before)
+    assert before[0] == "image" and {"audio", "av", "ctr", "sr", "text", "video"} <= set(before)
     with pytest.raises(FamilyError, match=r"x.b: input 'data' names stage 'nothere', which family 'x' does not "
                                           r"declare; its stages: a, b"):
         Family("x", "", (Stage("a", "m", "out/a"), Stage("b", "m", "out/b", inputs={"data": "nothere"})), {}, "m:f")
@@ -289,7 +289,7 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
 
 def test_cli_names_the_valid_families_and_stages(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio, ctr, sr, text, video"),
+    for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio, av, ctr, sr, text, video"),
                            (["stage", "image.nope"], "unknown stage 'image.nope'; stages: image.prep, ")):
         r = subprocess.run([sys.executable, "-m", "repflow", *args, "--workdir", str(tmp_path)], env=child_env(),
                            capture_output=True, text=True, timeout=120)

@@ -1,0 +1,1 @@
+"""The audio-visual family's stage bodies, one module per stage, each with ``run(ctx) -> StageSummary``."""
