@@ -50,6 +50,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def distinct_names(v: list[str], allowed, what: str) -> list[str]:
+    """A params list of names, each one of ``allowed`` (a registry, dict or tuple), at least one; repeats
+    dropped, order kept. The error lists what is allowed."""
+    unknown = [name for name in v if name not in allowed]
+    if unknown or not v:
+        raise ValueError(f"{what} {v}: each must be one of {list(allowed)}, at least one")
+    return list(dict.fromkeys(v))
+
+
 def epsilon_list(v: list[float]) -> list[float]:
     """Attack radii in pixel units of [0, 1] images: at least one, each in (0, 1]; sorted, deduplicated."""
     if not v:

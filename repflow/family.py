@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-__all__ = ["Stage", "Family", "ModelSpec", "Method", "FamilyError", "register_family", "families", "get_family",
-           "resolve_stage", "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
+__all__ = ["Stage", "Family", "ModelSpec", "Method", "FamilyError", "positive_int", "register_family", "families",
+           "get_family", "resolve_stage", "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
 
 DEFAULT_FAMILY = "image"
 ENTRY_POINT_GROUP = "repflow.families"
@@ -174,6 +174,20 @@ class Family:
 
 _REGISTRY: dict[str, Family] = {}
 _discovered = False
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a family command's counts (``--top``, ``--beam``): a whole number >= 1, else
+    argparse's usage error naming the value."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
+    return value
 
 
 def register_family(family: Family) -> Family:

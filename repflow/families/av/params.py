@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from repflow.config import Section
+from repflow.config import Section, distinct_names
 from repflow.families.av.baselines import SEQUENCE_MODELS
 from repflow.families.av.probes import CLASSIFIERS
 
@@ -80,10 +80,7 @@ class AvTrainParams(Section):
     @field_validator("models")
     @classmethod
     def _models(cls, v: list[str]) -> list[str]:
-        unknown = [m for m in v if m not in SEQUENCE_MODELS]
-        if unknown:
-            raise ValueError(f"models {v}: each must be one of {list(SEQUENCE_MODELS)}")
-        return list(dict.fromkeys(v))
+        return distinct_names(v, SEQUENCE_MODELS, "models")
 
 
 class AvEvaluateParams(Section):

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from repflow.family import positive_int
+
 __all__ = ["add_commands", "load_registered_recommender"]
 
 DEFAULT_MODEL = "repflow-ctr@champion"
@@ -33,15 +35,6 @@ def load_registered_recommender(ref: str) -> dict:
             "history": int(mv.tags.get("repflow.history", 20)), "ref": f"{mv.name}/{mv.version}"}
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
-    return value
-
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from repflow import tracking
@@ -62,7 +55,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 def add_commands(subparsers) -> None:
     r = subparsers.add_parser("recommend", help="a user's top unseen items by the registered click model")
     r.add_argument("user", help="user id as in the interactions (ml-100k: 1..943)")
-    r.add_argument("--top", type=_positive, default=10, help="how many items (default 10)")
+    r.add_argument("--top", type=positive_int, default=10, help="how many items (default 10)")
     r.add_argument("--model", default=DEFAULT_MODEL, help="NAME@ALIAS or NAME/VERSION")
     r.add_argument("--workdir", default=".", help="project folder holding mlflow.db")
     r.add_argument("--json", action="store_true", help="print JSON")

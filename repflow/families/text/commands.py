@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from repflow.family import positive_int
+
 __all__ = ["add_commands", "load_registered_generator"]
 
 DEFAULT_MODEL = "repflow-text-generator@champion"
@@ -30,15 +32,6 @@ def load_registered_generator(ref: str) -> dict:
             "tokenizer": TextTokenizer.load(ckpt / "tokenizer.json"), "source": mv.tags.get("repflow.text_source"),
             "mmi_lambda": float(mv.tags.get("repflow.mmi_lambda", 0.5)), "ref": f"{mv.name}/{mv.version}"}
 
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
-    return value
 
 
 def _print(args: argparse.Namespace, sources: list[str]) -> int:
@@ -92,8 +85,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=_positive, default=8, help="beam size (default 8; MMI: the N-best it reranks)")
-    p.add_argument("--show", type=_positive, default=1, help="how many of the beam's best outputs (default 1)")
+    p.add_argument("--beam", type=positive_int, default=8, help="beam size (default 8; MMI: the N-best it reranks)")
+    p.add_argument("--show", type=positive_int, default=1, help="how many of the beam's best outputs (default 1)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="NAME@ALIAS or NAME/VERSION")
     p.add_argument("--workdir", default=".", help="project folder holding mlflow.db")
     p.add_argument("--json", action="store_true", help="print JSON")

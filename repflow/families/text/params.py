@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from repflow.config import Section
+from repflow.config import Section, distinct_names
 from repflow.families.text.generation import TEXT_METHODS
 from repflow.families.text.models import SEQ2SEQ
 from repflow.families.text.wordnet import POS_FILES, WORDNET_DIR
@@ -46,10 +46,7 @@ class TextPrepParams(Section):
     @field_validator("pos")
     @classmethod
     def _pos(cls, v: list[str]) -> list[str]:
-        unknown = [p for p in v if p not in POS_FILES]
-        if unknown:
-            raise ValueError(f"pos {v}: each must be one of {list(POS_FILES)}")
-        return list(dict.fromkeys(v))
+        return distinct_names(v, POS_FILES, "pos")
 
     @model_validator(mode="after")
     def _source(self) -> TextPrepParams:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from repflow.config import Section
+from repflow.config import Section, distinct_names
 from repflow.families.video.clips import VIDEO_SOURCES
 from repflow.families.video.distortions import DISTORTIONS
 from repflow.families.video.models import WATERMARKERS
@@ -18,10 +18,7 @@ EVAL_DISTORTIONS = ["identity", "gaussian_noise", "blur", "crop", "frame_drop", 
 
 
 def _distortions(v: list[str]) -> list[str]:
-    unknown = [name for name in v if name not in DISTORTIONS]
-    if unknown or not v:
-        raise ValueError(f"distortions {v}: each must be one of {list(DISTORTIONS)}, at least one")
-    return list(dict.fromkeys(v))
+    return distinct_names(v, DISTORTIONS, "distortions")
 
 
 class VideoPrepParams(Section):
