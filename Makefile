@@ -86,6 +86,7 @@ bench: setup $(WORDNET)
 	python -m benchmarks.marn
 	python -m benchmarks.itov
 	python -m benchmarks.ami
+	python -m benchmarks.mdvae
 
 # Re-resolve requirements.in and pin the result (then commit requirements.lock); the --no-deps data wheels of
 # requirements-nodeps.txt stay out of the lock (their declared dependencies conflict with it).
