@@ -59,6 +59,13 @@ def distinct_names(v: list[str], allowed, what: str) -> list[str]:
     return list(dict.fromkeys(v))
 
 
+def check_held_out(val_key: str, val: float, test: float, units: str) -> None:
+    """A prep section's held-out shares (validation ``val`` under ``val_key``, test ``test``) must leave at
+    least 10% of the ``units`` (speakers, words, interactions) for training."""
+    if val + test >= 0.9:
+        raise ValueError(f"{val_key} + test_fraction = {val + test:g} leaves under 10% of the {units} for training")
+
+
 def epsilon_list(v: list[float]) -> list[float]:
     """Attack radii in pixel units of [0, 1] images: at least one, each in (0, 1]; sorted, deduplicated."""
     if not v:

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from repflow.config import Section, distinct_names
+from repflow.config import Section, check_held_out, distinct_names
 from repflow.families.av.baselines import SEQUENCE_MODELS
 from repflow.families.av.probes import CLASSIFIERS
 
@@ -36,9 +36,7 @@ class AvPrepParams(Section):
 
     @model_validator(mode="after")
     def _source(self) -> AvPrepParams:
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves "
-                             "under 10% of the speakers for training")
+        check_held_out("val_fraction", self.val_fraction, self.test_fraction, "speakers")
         if self.source == "synthetic" and round(self.test_fraction * self.speakers) < 2:
             raise ValueError(f"test_fraction {self.test_fraction:g} of {self.speakers} speakers holds out fewer than "
                              "2 test speakers (information across speakers needs 2)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from repflow.config import Section
+from repflow.config import Section, check_held_out
 from repflow.families.ctr.models import CTR_MODELS
 from repflow.families.ctr.tables import CLICK_THRESHOLD, CTR_SOURCES, OPTIONAL_ROLES, REQUIRED_ROLES
 from repflow.registry import literal_of
@@ -52,9 +52,7 @@ class CtrPrepParams(Section):
 
     @model_validator(mode="after")
     def _source(self) -> CtrPrepParams:
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves "
-                             "under 10% of the interactions for training")
+        check_held_out("val_fraction", self.val_fraction, self.test_fraction, "interactions")
         if self.source == "table" and (self.path is None or self.columns is None):
             raise ValueError("source 'table' needs path (a parquet / CSV file) and columns ({role: column})")
         return self

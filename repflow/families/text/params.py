@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from repflow.config import Section, distinct_names
+from repflow.config import Section, check_held_out, distinct_names
 from repflow.families.text.generation import TEXT_METHODS
 from repflow.families.text.models import SEQ2SEQ
 from repflow.families.text.wordnet import POS_FILES, WORDNET_DIR
@@ -50,9 +50,7 @@ class TextPrepParams(Section):
 
     @model_validator(mode="after")
     def _source(self) -> TextPrepParams:
-        if self.valid_fraction + self.test_fraction >= 0.9:
-            raise ValueError(f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction:g} leaves "
-                             "under 10% of the source words for training")
+        check_held_out("valid_fraction", self.valid_fraction, self.test_fraction, "source words")
         if self.source == "jsonl" and self.path is None:
             raise ValueError("source 'jsonl' needs path: a file with one {source, target} JSON object per line")
         return self
