@@ -87,7 +87,8 @@ def run(ctx: StageContext) -> StageSummary:
         metrics.update({f"{name}/{k}": v for k, v in info.items()})
         row.update({k: v for k, v in info.items()})
         rows.append(row)
-    faces = load_split(ctx.inputs["prep"], "test")
+    a, b = _swap_pair(test)
+    faces = load_split(ctx.inputs["prep"], "test", limit=max(cfg.denoise_clips, b + 1))
     n = min(cfg.denoise_clips, len(faces["frames"]))
     readers = {k: m for k, m in models.items() if "visual" in SEQUENCE_MODELS[k].modalities}
     denoise = []
@@ -98,7 +99,6 @@ def run(ctx: StageContext) -> StageSummary:
         denoise.append({"corruption": f"{kind} {strength:g}", **scores})
     plots = []
     if "mdvae" in models:
-        a, b = _swap_pair(test)
         pick = {k: test[k][[a]] for k in ("audio", "visual")}, {k: test[k][[b]] for k in ("audio", "visual")}
         with torch.no_grad():
             swapped = render_latents(swap_static(models["mdvae"], *pick), vq_audio=speech, vq_visual=face)
@@ -110,7 +110,6 @@ def run(ctx: StageContext) -> StageSummary:
                                    fps=prep_meta["fps"] or 25.0)
         soundfile.write(tmp / "swap.wav", wave.numpy(), prep_meta["sample_rate"])
         plots.append("swap.png")
-        metrics["swap_clips"] = [a, b]
     emotion_names = prep_meta["emotions"]
     bar_plot([f"k={k}" for k in ks], {name: [metrics[f"{name}/emotion_k{k}"] for k in ks] for name in models},
              tmp / "few_label.png", ylabel=f"emotion accuracy (chance {1 / len(emotion_names):.2f})",
@@ -120,8 +119,7 @@ def run(ctx: StageContext) -> StageSummary:
     registered = params.av.register.model
     headline = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{registered}/")}
     metrics.update(headline)
-    scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    atomic_write_text(tmp / "metrics.json", json.dumps(scalar, indent=1, sort_keys=True))
+    atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
     protocol = {"latents": read_manifest(ctx.inputs["latents"], verify=False)["digest"], "ks": list(ks),
                 "draws": cfg.draws, "classifier": cfg.classifier, "seed": params.seed}
     atomic_write_text(tmp / "protocol.json", json.dumps(protocol, indent=1, sort_keys=True))
@@ -135,7 +133,7 @@ def run(ctx: StageContext) -> StageSummary:
           + (f"\n\n**Swap** (rows: clip A, its reconstruction, clip B, its reconstruction, A's w with B's dynamics; "
              f"audio: [swap.wav]({(ctx.out / 'swap.wav').resolve().as_uri()}))\n\n"
              f"![swap]({(ctx.out / 'swap.png').resolve().as_uri()})" if "mdvae" in models else ""))
-    return StageSummary(metrics=scalar, markdown=md, plots=plots)
+    return StageSummary(metrics=metrics, markdown=md, plots=plots)
 
 
 def _swap_pair(test: dict) -> tuple[int, int]:

@@ -12,6 +12,7 @@ split, emotion names, frame size, fps and sample rate.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from pathlib import Path
@@ -115,13 +116,13 @@ def run(ctx: StageContext) -> StageSummary:
                         plots=["emotions.png"])
 
 
-def load_split(folder: Path, split: str) -> dict[str, torch.Tensor]:
-    """A split of a verified av.prep output as tensors: ``frames`` uint8 (N, T, S, S, 3), ``spectra`` float32
-    (N, T, F), ``speaker`` and ``emotion`` int64 (N,)."""
+def load_split(folder: Path, split: str, limit: int | None = None) -> dict[str, torch.Tensor]:
+    """A split of a verified av.prep output as tensors (its first ``limit`` clips when given): ``frames`` uint8
+    (N, T, S, S, 3), ``spectra`` float32 (N, T, F), ``speaker`` and ``emotion`` int64 (N,)."""
     meta = read_manifest(folder, verify=False, stage="av.prep")["meta"]
     t, s = meta["frames"], meta["size"]
     frames, spectra, speaker, emotion = [], [], [], []
-    for sample in ShardReader(folder).stream(split):
+    for sample in itertools.islice(ShardReader(folder).stream(split), limit):
         image = sample["frames.png"]  # (3, S, T·S)
         frames.append(image.reshape(3, s, t, s).permute(2, 1, 3, 0))
         spectra.append(torch.from_numpy(sample["spectra.npy"]))

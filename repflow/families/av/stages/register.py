@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> StageSummary:
         identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion},
         code_version=lin["code_version"], tags=tags)
     vq = load_vqvaes(latents_dir)
-    prep_frames = load_split(ctx.inputs["prep"], "test")
+    prep_frames = load_split(ctx.inputs["prep"], "test", limit=1)
     raw = {"face": prep_frames["frames"][0, :4], "speech": prep_frames["spectra"][0, :4]}
     for spec in ctx.stage.registers[1:]:
         which = "face" if "face" in spec.name else "speech"

@@ -7,7 +7,6 @@ Written: ``<model>.safetensors`` per model (weights, its options and its trainin
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 
@@ -27,11 +26,8 @@ log = logging.getLogger("repflow.av.train")
 
 
 def model_options(name: str, w_dim: int) -> dict:
-    """The sizes a model takes from params: its static latent size where it has one."""
-    entry = SEQUENCE_MODELS[name]
-    target = inspect.signature(entry.factory).parameters
-    accepts_w = "w_dim" in target or "sizes" in target
-    return {"w_dim": w_dim} if accepts_w and entry.static_latent == "w" else {}
+    """The sizes a model takes from params: the static latent size of the models that have a w."""
+    return {"w_dim": w_dim} if SEQUENCE_MODELS[name].static_latent == "w" else {}
 
 
 def train_one(name: str, options: dict, latents: dict[str, torch.Tensor], *, dims: dict[str, int], steps: int,
