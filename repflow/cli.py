@@ -41,6 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from repflow.family import get_family
 
     family = get_family(args.family)
+    family.stages_to_run(args.stage)  # an unknown stage name is one line before anything starts
     ws = Workspace.at(args.workdir)
     params_file = _params_file(args)
     load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
@@ -55,10 +56,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         from repflow.flow import flow_with_runner
 
         summary = flow_with_runner(family, args.runner)(params_file=str(params_file), overrides=args.P,
-                                                        workdir=str(ws.root))
+                                                        workdir=str(ws.root), stages=args.stage or None)
     print(Path(summary["report"]).read_text())
     print(f"report: {summary['report']}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``repflow compare``: the image family's on-demand compare stage (and what it reads from), its
+    choices given as overrides so that the stage key, MLflow and the report record them like any param."""
+    given = [("compare.methods", args.methods), ("compare.seeds", args.seeds), ("compare.epochs", args.epochs),
+             ("compare.seconds", args.seconds)]
+    overrides = [f"{key}={list(value) if isinstance(value, list) else value}" for key, value in given
+                 if value is not None]
+    if args.seconds is not None:
+        overrides.append("compare.epochs=null")
+    if args.epochs is not None:
+        overrides.append("compare.seconds=null")
+    args.P = overrides + args.P
+    args.family, args.stage = "image", ["compare"]
+    return cmd_run(args)
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -228,8 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runner", default="local", choices=["local", "ray"],
                    help="stage tasks one at a time in this process (local), or as Ray tasks, independent stages "
                         "side by side (ray)")
+    r.add_argument("--stage", action="append", default=[], metavar="NAME",
+                   help="run only this stage and the stages it reads from (repeatable); on-demand stages such as "
+                        "image.compare run only when named")
     common(r)
     r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("compare", help="train SSL methods of every paradigm on the same data, encoder and budget; "
+                                       "probe each the same way; one table (the image family's compare stage)")
+    c.add_argument("--methods", nargs="+", metavar="METHOD", help="training methods (default: compare.methods)")
+    c.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds, one arm per method and seed")
+    budget = c.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="equal budget in epochs")
+    budget.add_argument("--seconds", type=float, help="equal budget in CPU seconds of training per arm")
+    c.add_argument("--runner", default="local", choices=["local", "ray"], help="as for repflow run")
+    common(c)
+    c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("stage", help="run one stage on the workspace's standard folders (what dvc.yaml calls)")
     s.add_argument("name", metavar="FAMILY.STAGE", help="e.g. image.train; a bare name is the image family's")

@@ -45,11 +45,12 @@ def _stage_entry(stage: Stage, root: Path, outs_by_stage: dict[str, str]) -> dic
 
 
 def dvc_yaml(root: str | Path = ".") -> str:
-    """The ``dvc.yaml`` text for every registered family, with code deps relative to ``root``."""
+    """The ``dvc.yaml`` text for every registered family's stages (not the ``on_demand`` ones), with code deps
+    relative to ``root``."""
     root = Path(root).resolve()
     stages = {}
     for fam in families():
         outs = {s.name: s.out for s in fam.stages}
-        for stage in fam.stages:
+        for stage in (s for s in fam.stages if not s.on_demand):
             stages[stage.dvc_name] = _stage_entry(stage, root, outs)
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)

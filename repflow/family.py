@@ -82,6 +82,7 @@ class Stage:
     registers: tuple[ModelSpec, ...] = ()
     summary: str = ""
     family: str = ""
+    on_demand: bool = False
 
     @property
     def qualname(self) -> str:
@@ -157,6 +158,19 @@ class Family:
                 return s
         raise FamilyError(f"family {self.name!r} has no stage {name!r}; its stages: "
                           f"{', '.join(s.name for s in self.stages)}")
+
+    def stages_to_run(self, targets: Iterable[str] | None = None) -> list[Stage]:
+        """The stages a flow run executes, in declaration order: ``targets`` and every stage they read from,
+        transitively; without targets, every stage that is not ``on_demand`` (and what it reads from)."""
+        wanted = [self.stage(t).name for t in targets] if targets else [s.name for s in self.stages
+                                                                      if not s.on_demand]
+        needed: set[str] = set()
+        while wanted:
+            name = wanted.pop()
+            if name not in needed:
+                needed.add(name)
+                wanted.extend(self.stage(name).inputs.values())
+        return [s for s in self.stages if s.name in needed]
 
     def flow_function(self) -> Callable[..., Any]:
         module, _, attr = self.flow.partition(":")

@@ -106,11 +106,14 @@ class FamilyRun:
     def done(self, name: str) -> bool:
         return name in self.paths or (name in self.futures and self.futures[name].state.is_final())
 
-    def run_all(self, inline: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Path]:
-        """Every stage, each submitted as soon as the stages it reads from are done. The task runner decides
-        what runs at once: one stage at a time by default; on ``--runner ray`` independent stages run side
-        by side, each in its own process."""
-        pending = list(self.family.stages)
+    def run_all(self, inline: dict[str, Callable[[], dict[str, Any]]],
+                targets: list[str] | None = None) -> dict[str, Path]:
+        """Every stage of :meth:`Family.stages_to_run` (``targets`` and what they read from; by default all but
+        the on-demand ones), each submitted as soon as the stages it reads from are done. The task runner
+        decides what runs at once: one stage at a time by default; on ``--runner ray`` independent stages
+        run side by side, each in its own process."""
+        chosen = self.family.stages_to_run(targets)
+        pending = list(chosen)
         while pending:
             ready = [s for s in pending if all(self.done(u) for u in s.inputs.values())]
             for stage in ready:
@@ -127,7 +130,7 @@ class FamilyRun:
                 waiting = next((u for u in pending[0].inputs.values() if not self.done(u)), None)
                 if waiting is not None:  # (None: it finished since the check above)
                     self.futures[waiting].wait()
-        return {s.name: self.path(s.name) for s in self.family.stages}
+        return {s.name: self.path(s.name) for s in chosen}
 
 
 def run_report(family: Family, params: Any, paths: dict[str, Path]) -> tuple[str, dict[str, Any]]:
@@ -191,9 +194,11 @@ def report_path(ws: Workspace, family: Family) -> Path:
 
 
 def run_family(family_name: str, params_file: str, overrides: list[str] | None, workdir: str,
-               inline: dict[str, Callable[[], dict[str, Any]]] | None = None) -> dict[str, Any]:
+               inline: dict[str, Callable[[], dict[str, Any]]] | None = None,
+               stages: list[str] | None = None) -> dict[str, Any]:
     """The body of every family flow. ``inline`` maps stages that run in the flow's process to a function
-    giving their extras (for example a subflow that fans the stage's work out)."""
+    giving their extras (for example a subflow that fans the stage's work out); ``stages`` names the
+    stages to run with what they read from (default: all but the on-demand ones)."""
     family = get_family(family_name)
     logger = get_run_logger()
     ws = Workspace.at(workdir)
@@ -209,7 +214,7 @@ def run_family(family_name: str, params_file: str, overrides: list[str] | None, 
                                             "repflow.family": family.name,
                                             "repflow.workdir": str(ws.root)}) as parent:
         _close_runs_of_killed_flows(ws, flow_name(family), keep=parent.info.run_id)
-        paths = FamilyRun(family, params, ws).run_all(inline or {})
+        paths = FamilyRun(family, params, ws).run_all(inline or {}, stages)
         md, metrics = run_report(family, params, paths)
         link = _mlflow_run_link(mlflow.get_tracking_uri(), parent)
         if link:
@@ -232,11 +237,13 @@ def flow_name(family: Family) -> str:
 def family_flow(family_name: str, inline: dict[str, Callable[[], dict[str, Any]]] | None = None):
     """The Prefect flow ``repflow-<family>`` that runs every stage of the family in dependency order."""
 
-    def body(params_file: str = "params.yaml", overrides: list[str] | None = None, workdir: str = ".") -> dict:
-        return run_family(family_name, params_file, overrides, workdir, inline)
+    def body(params_file: str = "params.yaml", overrides: list[str] | None = None, workdir: str = ".",
+             stages: list[str] | None = None) -> dict:
+        return run_family(family_name, params_file, overrides, workdir, inline, stages)
 
-    body.__doc__ = (f"Every stage of the {family_name} family on the params in ``params_file`` (+ ``KEY=VALUE`` "
-                    f"overrides), in the work folder ``workdir`` (held for the run).")
+    body.__doc__ = (f"Every stage of the {family_name} family (or ``stages`` and what they read from; on-demand "
+                    f"stages only when named) on the params in ``params_file`` (+ ``KEY=VALUE`` overrides), in the "
+                    f"work folder ``workdir`` (held for the run).")
     # Deployments find a flow by module path: name the function after the attribute the family declares
     module, _, attr = get_family(family_name).flow.partition(":")
     body.__module__, body.__name__, body.__qualname__ = module, attr, attr

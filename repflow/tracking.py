@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 __all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
            "RegistryError", "get_model_version", "Champion", "alias_holder", "champion_gate", "describe_model",
-           "register_model",
+           "register_model", "log_child_run",
            "context", "adopt", "trace_lineage", "format_lineage", "launcher", "close_orphaned_runs"]
 
 EXPERIMENT = "repflow"
@@ -165,6 +165,19 @@ def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: 
         if out is not None and (Path(out) / "manifest.json").is_file():
             digest = json.loads((Path(out) / "manifest.json").read_text())["digest"]
             mlflow.set_tags({"repflow.output_digest": digest, "repflow.output": str(Path(out).resolve())})
+
+
+def log_child_run(name: str, params: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str] | None = None
+                  ) -> str:
+    """One finished part of a stage's work (a compare arm) as an MLflow run nested under the active run (the
+    stage's): its params, its numeric metrics (others are skipped) and ``tags``. Returns the run id."""
+    import mlflow
+
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with mlflow.start_run(run_name=name, nested=True, tags=tags or {}) as run:
+        mlflow.log_params(flatten(params))
+        mlflow.log_metrics(numeric)
+    return run.info.run_id
 
 
 def context() -> dict[str, str | None]:

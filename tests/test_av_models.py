@@ -11,7 +11,8 @@ from torch.distributions import Normal, kl_divergence
 from repflow.checkpoints import save_tensors
 from repflow.families.av.baselines import SEQUENCE_MODELS, DVAE, build_sequence_model
 from repflow.families.av.mdvae import MDVAE, elbo
-from repflow.families.av.probes import few_label_accuracy, linear_information, mutual_information, per_frame_samples
+from repflow.families.av.probes import linear_information, mutual_information, per_frame_samples
+from repflow.probe import few_label_accuracy
 from repflow.families.av.swaps import (corrupt_frames, denoising_psnr, image_strip, psnr, render_latents,
                                        spectra_to_waveform, swap_static)
 from repflow.families.av.training import evaluate_sequence_model, random_batches, train_sequence_model

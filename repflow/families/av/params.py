@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 
 from repflow.config import Section, check_held_out, distinct_names
 from repflow.families.av.baselines import SEQUENCE_MODELS
-from repflow.families.av.probes import CLASSIFIERS
+from repflow.probe import FEW_LABEL_CLASSIFIERS
 
 __all__ = ["SECTIONS", "check", "CRITERIA"]
 
@@ -88,7 +88,7 @@ class AvEvaluateParams(Section):
 
     ks: list[int] = Field(default_factory=lambda: [2, 5, 10], min_length=1, description="labels per class")
     draws: int = Field(10, ge=1, le=10_000, description="random draws of the k labelled clips per class")
-    classifier: Literal[tuple(CLASSIFIERS)] = "logistic"  # type: ignore[valid-type]
+    classifier: Literal[tuple(FEW_LABEL_CLASSIFIERS)] = "logistic"  # type: ignore[valid-type]
     denoise_clips: int = Field(64, ge=1, le=100_000, description="test clips corrupted for denoising")
     mask_strength: float = Field(0.35, gt=0.0, le=1.0, description="share of the face masked")
     noise_strength: float = Field(0.15, gt=0.0, le=1.0, description="std of the added noise ([0, 1] pixels)")

@@ -1,8 +1,7 @@
 """Probes on frozen representations: few-label emotion recognition and mutual information with labels.
 
-- :func:`few_label_accuracy`: the paper's few-label protocol at CPU scale (papers-rest §2.3): for each k, draw
-  k labelled clips per class from the training pool (``draws`` seeded draws), fit a classifier on those
-  alone, score it on every test clip; report mean ± std accuracy over the draws.
+- few-label accuracy: :func:`repflow.probe.few_label_accuracy`, the paper's few-label protocol at CPU scale
+  (papers-rest §2.3), shared with the image family's compare stage.
 - :func:`mutual_information`: I(feature_j; label) in nats for each coordinate j by scikit-learn's
   ``mutual_info_classif`` (the k-nearest-neighbour estimator of Ross 2014, *PLoS ONE* 9(2):e87357, for a
   continuous variable against a discrete one), summarised by the mean and the max over coordinates. Why
@@ -33,77 +32,16 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predi
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["CLASSIFIERS", "few_label_accuracy", "mutual_information", "linear_information", "per_frame_samples"]
+from repflow.probe import as_array
 
-CLASSIFIERS = ("logistic", "centroid")
-"""``logistic``: multinomial logistic regression (L2, C = 1, lbfgs) on features standardised with the
-training pool's mean and std; ``centroid``: nearest class mean in the same standardised space."""
-
-
-def _array(x: torch.Tensor | np.ndarray, name: str, dims: int) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if a.ndim != dims:
-        raise ValueError(f"{name} must have {dims} dims, got shape {a.shape}")
-    return a
-
-
-def few_label_accuracy(train_features: torch.Tensor | np.ndarray, train_labels: torch.Tensor | np.ndarray,
-                       test_features: torch.Tensor | np.ndarray, test_labels: torch.Tensor | np.ndarray, *,
-                       ks: tuple[int, ...] = (2, 5, 10), draws: int = 10, seed: int = 0,
-                       classifier: str = "logistic") -> dict[int, dict[str, float]]:
-    """Test accuracy of a classifier fitted on k labelled clips per class, for each k in ``ks``:
-    {k: {"mean", "std" (population, over draws), "min", "max"}}. Features (N, d), labels (N,) ints. Every
-    class of the training pool must have at least max(ks) clips. Draw i of every k uses seed + i, so a
-    larger k's labelled set does not contain a smaller one's by construction, and results repeat exactly."""
-    if classifier not in CLASSIFIERS:
-        raise ValueError(f"classifier {classifier!r} unknown; allowed: {list(CLASSIFIERS)}")
-    x_pool, y_pool = _array(train_features, "train_features", 2), _array(train_labels, "train_labels", 1)
-    x_test, y_test = _array(test_features, "test_features", 2), _array(test_labels, "test_labels", 1)
-    if len(x_pool) != len(y_pool) or len(x_test) != len(y_test):
-        raise ValueError(f"features and labels differ in length: train {len(x_pool)} vs {len(y_pool)}, "
-                         f"test {len(x_test)} vs {len(y_test)}")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
-    classes, counts = np.unique(y_pool, return_counts=True)
-    if len(classes) < 2:
-        raise ValueError(f"the training pool needs at least 2 classes, got {classes.tolist()}")
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"every k must be an int >= 1, got {k!r}")
-        short = {int(c): int(n) for c, n in zip(classes, counts) if n < k}
-        if short:
-            raise ValueError(f"k={k} labels per class, but these classes have fewer training clips: {short}")
-    mean, std = x_pool.mean(0), x_pool.std(0) + 1e-8
-    x_pool, x_test = (x_pool - mean) / std, (x_test - mean) / std
-    results = {}
-    for k in ks:
-        scores = []
-        for draw in range(draws):
-            rng = np.random.default_rng(seed + draw)
-            chosen = np.concatenate([rng.choice(np.flatnonzero(y_pool == c), size=k, replace=False)
-                                     for c in classes])
-            predicted = _fit_predict(classifier, x_pool[chosen], y_pool[chosen], x_test)
-            scores.append(float((predicted == y_test).mean()))
-        a = np.asarray(scores)
-        results[k] = {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
-    return results
-
-
-def _fit_predict(classifier: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
-    if classifier == "logistic":
-        return LogisticRegression(C=1.0, max_iter=1000).fit(x, y).predict(x_test)
-    classes = np.unique(y)
-    centroids = np.stack([x[y == c].mean(0) for c in classes])
-    distances = ((x_test[:, None, :] - centroids[None]) ** 2).sum(-1)
-    return classes[distances.argmin(1)]
-
+__all__ = ["mutual_information", "linear_information", "per_frame_samples"]
 
 def mutual_information(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, *, seed: int = 0,
                        n_neighbors: int = 3, max_samples: int = 5000) -> dict[str, float]:
     """I(feature_j; label) in nats per coordinate j of (N, d) ``features`` against (N,) discrete ``labels``
     (module docstring): {"mean", "max"} over coordinates. At most ``max_samples`` rows, a seeded subset
     when there are more (the kNN search grows as N log N)."""
-    x, y = _array(features, "features", 2), _array(labels, "labels", 1)
+    x, y = as_array(features, "features", 2), as_array(labels, "labels", 1)
     if len(x) != len(y):
         raise ValueError(f"{len(x)} feature rows but {len(y)} labels")
     if len(x) <= n_neighbors:
@@ -125,8 +63,8 @@ def linear_information(features: torch.Tensor | np.ndarray, labels: torch.Tensor
     holds across groups counts. A lower bound on I(features; labels) (the read-out is linear and finite-data);
     the whole (N, d) representation at once, unlike :func:`mutual_information`. At most ``max_samples``
     rows (a seeded subset)."""
-    x, y = _array(features, "features", 2), _array(labels, "labels", 1)
-    g = None if groups is None else _array(groups, "groups", 1)
+    x, y = as_array(features, "features", 2), as_array(labels, "labels", 1)
+    g = None if groups is None else as_array(groups, "groups", 1)
     if len(x) != len(y) or (g is not None and len(g) != len(y)):
         raise ValueError(f"{len(x)} feature rows, {len(y)} labels" + ("" if g is None else f", {len(g)} groups"))
     if len(x) > max_samples:

@@ -27,6 +27,15 @@ def _generator_checkpoint(params, available: dict[str, Path]) -> dict[str, Path]
     return {**available, **({"checkpoint": Path(params.generate.checkpoint)} if params.generate.checkpoint else {})}
 
 
+def _compare_inputs(params, available: dict[str, Path]) -> dict[str, Path]:
+    """compare reads the generated views only when one of its methods learns from them (GenRep)."""
+    from repflow.contrastive import TRAIN_METHODS
+
+    if any(TRAIN_METHODS[m].latent_views for m in params.compare.methods):
+        return available
+    return {k: v for k, v in available.items() if k != "views"}
+
+
 def _methods():
     from repflow.families.image.methods import listed_methods
 
@@ -69,5 +78,10 @@ FAMILY = Family(
               {"encoder": "train", "evaluation": "evaluate"},
               registers=(ModelSpec("repflow-encoder", metric="robust_acc_mean", direction="max", alias="champion"),),
               summary="MLflow registry; the alias moves only when the score beats its holder"),
+        Stage("compare", f"{_STAGES}.compare", "reports/compare", ("seed", "device", "train", "evaluate", "zoo",
+                                                                    "transfer", "compare"),
+              {"shards": "prep", "views": "generate", "zoo": "zoo"}, uses=_compare_inputs, on_demand=True,
+              summary="on demand (repflow compare): SSL methods of every paradigm, same data, encoder and budget, "
+                      "probed alike"),
     ),
 )

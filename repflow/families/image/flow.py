@@ -1,7 +1,8 @@
 """The image family's flow, ``repflow-image``: prep → generate → distill / select → train → evaluate;
 zoo → transfer; register, one Prefect task per stage (:func:`repflow.flow.family_flow`), except the
 transfer-attack grid: a subflow whose cells are Prefect tasks on Ray (prefect-ray's RayTaskRunner), so the
-UI shows every (attack, fusion, ε) cell.
+UI shows every (attack, fusion, ε) cell. The on-demand compare stage (``repflow compare``) fans its
+(method, seed) arms out the same way.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from repflow.cluster import ray_resources
-from repflow.families.image.stages import transfer
+from repflow.families.image.stages import compare, transfer
 from repflow.flow import family_flow
 
 
@@ -29,4 +30,18 @@ def transfer_grid_flow(cells: list[dict], models: dict, x, y, params, device: st
     return [row for f in futures for row in f.result()]
 
 
-image_flow = family_flow("image", inline={"transfer": lambda: {"fan_out": transfer_grid_flow}})
+@task(name="compare-arm", cache_policy=NO_CACHE)
+def compare_arm_task(arm: dict, data: dict, params, device: str) -> dict:
+    return compare.run_arm(arm, data, params, device)
+
+
+@flow(name="compare-arms", task_runner=RayTaskRunner(), log_prints=True)
+def compare_arms_flow(arms: list[dict], data: dict, params, device: str) -> list[dict]:
+    """One Prefect task per (method, seed) arm, each in a fresh Ray worker (its peak memory is its own)."""
+    with remote_options(**ray_resources(device), max_calls=1):
+        futures = compare_arm_task.map(arms, unmapped(data), unmapped(params), unmapped(device))
+    return [f.result() for f in futures]
+
+
+image_flow = family_flow("image", inline={"transfer": lambda: {"fan_out": transfer_grid_flow},
+                                          "compare": lambda: {"fan_out": compare_arms_flow}})

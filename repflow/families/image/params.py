@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from repflow.attacks import ATTACKS, RANK1_METHODS
-from repflow.config import Section, epsilon_list, params_model
+from repflow.config import Section, distinct_names, epsilon_list, params_model
 from repflow.contrastive import LOSSES, TRAIN_METHODS, TrainMethod
 from repflow.coreset import SELECTION_METHODS, SelectionMethod
 from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES, PIXEL_INITS
@@ -251,14 +251,62 @@ class RegisterParams(Section):
     criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc", "alf_robust_acc_mean"] = "robust_acc_mean"
 
 
+class CompareParams(Section):
+    """``repflow compare``: every method in ``methods`` trained once per seed from the same initial encoder,
+    on the same shards with the same budget (``epochs``, or ``seconds`` of training CPU time per arm:
+    exactly one), then probed the same way. The encoder, optimiser, batch size, augmentations and
+    adversarial settings are the ``train`` section's; the linear probe's and PGD's settings are the
+    ``evaluate`` section's; the transfer attack is crafted on the zoo's surrogate."""
+
+    methods: list[str] = Field(default_factory=lambda: ["simclr", "genrep", "acl"],
+                               description="training methods, one arm per method and seed")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="one arm per method and seed")
+    epochs: int | None = Field(3, ge=1, le=10_000, description="equal budget in epochs (null: use seconds)")
+    seconds: float | None = Field(None, gt=0.0, le=1e6, description="equal budget in training CPU seconds per arm")
+    reference: bool = Field(True, description="also probe each seed's untrained initial encoder: the floor")
+    few_label: list[int] = Field(default_factory=lambda: [1, 5, 10], description="labelled images per class")
+    few_label_draws: int = Field(5, ge=1, le=1000, description="labelled sets drawn per k")
+    pgd_eps: float = Field(4 / 255, gt=0.0, le=1.0, description="radius of the PGD robust accuracy")
+    transfer_attack: ATTACKS.literal() = "mifgsm"  # type: ignore[valid-type]
+    transfer_eps: float = Field(0.1, gt=0.0, le=1.0, description="radius of the transfer attack from the surrogate")
+    max_test: int = Field(500, ge=10, le=1_000_000, description="test images attacked (a seeded subset)")
+    reconstruction_size: int = Field(8, ge=1, le=64, description="side of the downsized images a linear map recovers")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        return distinct_names(v, TRAIN_METHODS, "compare.methods")
+
+    @field_validator("seeds", "few_label")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"{v}: needs at least one value, no repeats")
+        return v
+
+    @field_validator("few_label")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if min(v) < 1:
+            raise ValueError(f"{v}: every count of labelled images per class must be >= 1")
+        return sorted(v)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "CompareParams":
+        if (self.epochs is None) == (self.seconds is None):
+            raise ValueError(f"set exactly one of compare.epochs ({self.epochs}) and compare.seconds ({self.seconds}); "
+                             f"the other must be null")
+        return self
+
+
 SECTIONS = {"prep": PrepParams, "generate": GenerateParams, "select": SelectParams, "train": TrainParams,
             "evaluate": EvaluateParams, "distill": DistillParams, "zoo": ZooParams, "transfer": TransferParams,
-            "register": RegisterParams}
+            "register": RegisterParams, "compare": CompareParams}
 
 
 def _rebuild(registry=None) -> None:
     """A registry changed: recompile the sections that name its entries, and forget the cached schema."""
-    for section in (TrainParams, SelectParams, DistillParams, ZooParams, TransferParams):
+    for section in (TrainParams, SelectParams, DistillParams, ZooParams, TransferParams, CompareParams):
         section.model_rebuild(force=True)
     params_model.cache_clear()
 

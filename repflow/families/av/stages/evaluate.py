@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from repflow.families.av.baselines import SEQUENCE_MODELS
-from repflow.families.av.probes import few_label_accuracy, linear_information, mutual_information, per_frame_samples
+from repflow.families.av.probes import linear_information, mutual_information, per_frame_samples
+from repflow.probe import few_label_accuracy
 from repflow.families.av.stages.prep import load_split
 from repflow.families.av.stages.train import load_models
 from repflow.families.av.stages.vqvae import load_latents, load_vqvaes
