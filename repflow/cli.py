@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
-from repflow.family import PARADIGMS
+from repflow.family import PARADIGMS, ListedMethod
 from repflow.stage import Workspace
 
 
@@ -111,7 +111,7 @@ def readme_with_table(text: str, table: str, source: str) -> str:
     return f"{text[:begin + len(README_BEGIN)]}\n{table}{text[end:]}"
 
 
-def _print_methods(rows: list, indent: str, with_family: bool) -> None:
+def _print_methods(rows: list[ListedMethod], indent: str, with_family: bool) -> None:
     columns = [[r.family for r in rows]] if with_family else []
     columns += [[r.method.kind for r in rows], [r.method.name for r in rows],
                 [r.method.paradigm or "-" for r in rows], [r.stage for r in rows],
