@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
+from repflow.family import PARADIGMS, ListedMethod
 from repflow.stage import Workspace
 
 
@@ -95,9 +96,76 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_families(args: argparse.Namespace) -> int:
-    from repflow.family import families
+README_BEGIN = "<!-- families:begin -->"
+README_END = "<!-- families:end -->"
+REGENERATE_README = "repflow families --markdown --write-readme README.md"
 
+
+def methods_markdown(paradigm: str | None = None) -> str:
+    """Every family's methods as one markdown table (family | method | kind | paradigm | paper | stage |
+    registered model), read from the registries: the table README.md holds between its families markers."""
+    from repflow.family import method_listing
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| family | method | kind | paradigm | paper | stage | registered model |", "|---|---|---|---|---|---|---|"]
+    for row in method_listing(paradigm):
+        m = row.method
+        models = ", ".join(f"`{name}`" for name in row.models) or "-"
+        rows.append(f"| {row.family} | `{m.name}` | {m.kind} | {m.paradigm or '-'} | {cell(m.paper)} | "
+                    f"`{row.stage}` | {models} |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(text: str, table: str, source: str) -> str:
+    """``text`` with what lies between the families markers replaced by ``table``; ``source`` names the file
+    in the error when the markers are missing or out of order."""
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{source}: needs the lines {README_BEGIN} and {README_END} (in this order) around the "
+                         f"families table")
+    return f"{text[:begin + len(README_BEGIN)]}\n{table}{text[end:]}"
+
+
+def _print_methods(rows: list[ListedMethod], indent: str, with_family: bool) -> None:
+    columns = [[r.family for r in rows]] if with_family else []
+    columns += [[r.method.kind for r in rows], [r.method.name for r in rows],
+                [r.method.paradigm or "-" for r in rows], [r.stage for r in rows],
+                [", ".join(r.models) or "-" for r in rows]]
+    widths = [max(map(len, c)) + 2 for c in columns]
+    for i, r in enumerate(rows):
+        lead = "".join(f"{c[i]:<{w}}" for c, w in zip(columns, widths))
+        print(f"{indent}{lead}{r.method.paper}")
+        if r.method.summary:
+            print(f"{indent}{'':<{sum(widths)}}{r.method.summary}")
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from repflow.family import families, method_listing
+    from repflow.manifest import atomic_write_text
+
+    if args.write_readme:
+        if args.paradigm:
+            print("repflow: error: --write-readme writes the whole table; drop --paradigm", file=sys.stderr)
+            return 2
+        path = Path(args.write_readme)
+        try:
+            atomic_write_text(path, readme_with_table(path.read_text(), methods_markdown(), str(path)))
+        except (OSError, ValueError) as exc:
+            print(f"repflow: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the families table into {path}")
+        return 0
+    if args.markdown:
+        print(methods_markdown(args.paradigm), end="")
+        return 0
+    if args.paradigm:
+        rows = method_listing(args.paradigm)
+        print(f"methods with SSL paradigm {args.paradigm!r} (family, kind, name, paradigm, stage, registered model, "
+              f"paper; summary below):")
+        _print_methods(rows, "  ", with_family=True)
+        return 0
     for fam in families():
         root = "top level" if fam.params_root is None else f"under '{fam.params_root}:'"
         print(f"{fam.name}: {fam.summary}\n  params: {', '.join(fam.params)} ({root} in params.yaml)\n  stages:")
@@ -105,14 +173,10 @@ def cmd_families(args: argparse.Namespace) -> int:
             reads = f" ← {', '.join(dict.fromkeys(s.inputs.values()))}" if s.inputs else ""
             models = "".join(f"  registers {m.name}" for m in s.registers)
             print(f"    {s.qualname:<18}{s.summary}{reads}{models}")
-        methods = fam.listed_methods()
-        if methods:
-            print("  methods (kind, name, SSL paradigm, paper; summary below):")
-            kind_w, name_w = (max(len(getattr(m, a)) for m in methods) + 2 for a in ("kind", "name"))
-            for m in methods:
-                print(f"    {m.kind:<{kind_w}}{m.name:<{name_w}}{m.paradigm or '-':<24}{m.paper}")
-                if m.summary:
-                    print(f"    {'':<{kind_w + name_w}}{m.summary}")
+        rows = [r for r in method_listing() if r.family == fam.name]
+        if rows:
+            print("  methods (kind, name, SSL paradigm, stage, registered model, paper; summary below):")
+            _print_methods(rows, "    ", with_family=False)
     return 0
 
 
@@ -298,7 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deployments", help="list the deployments on the Prefect server at PREFECT_API_URL")
     d.set_defaults(func=cmd_deployments)
 
-    f = sub.add_parser("families", help="list families, their stages, and their methods by SSL paradigm")
+    f = sub.add_parser("families", help="list families, their stages, and their methods (SSL paradigm, paper, "
+                                        "stage, registered model)")
+    f.add_argument("--paradigm", choices=PARADIGMS, help="only the methods of this SSL paradigm, across families")
+    f.add_argument("--markdown", action="store_true",
+                   help="print the methods as one markdown table (what README.md holds)")
+    f.add_argument("--write-readme", metavar="PATH",
+                   help=f"replace the table between {README_BEGIN} and {README_END} in PATH (README.md)")
     f.set_defaults(func=cmd_families)
 
     dv = sub.add_parser("dvc-yaml", help="check (default) or --write dvc.yaml from the stage declarations")

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-__all__ = ["Stage", "Family", "ModelSpec", "Method", "FamilyError", "positive_int", "register_family", "families",
-           "get_family", "resolve_stage", "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
+__all__ = ["Stage", "Family", "ModelSpec", "Method", "ListedMethod", "FamilyError", "positive_int", "register_family",
+           "families", "get_family", "resolve_stage", "registered_models", "method_listing", "code_files",
+           "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
 
 DEFAULT_FAMILY = "image"
 ENTRY_POINT_GROUP = "repflow.families"
@@ -53,13 +54,18 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method as ``repflow families`` lists it: where it plugs in and what kind it is."""
+    """A registered method as ``repflow families`` lists it: where it plugs in and what kind it is.
+
+    ``stage`` is the name of the family's stage that runs the method (``"train"``, listed as ``image.train``);
+    the model the method ends up in is not declared here but derived from the stages
+    (:func:`registered_models`), so it cannot drift from what the register stages do."""
 
     name: str
     kind: str  # "train", "select", "distill", "attack", ...
     paradigm: str | None  # one of PARADIGMS, or None for methods that are not self-supervised objectives
     paper: str
     summary: str = ""
+    stage: str = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,55 @@ class Family:
             getattr(importlib.import_module(module), attr)(subparsers)
 
     def listed_methods(self) -> list[Method]:
-        return list(self.methods()) if self.methods else []
+        """The family's methods as declared. ``methods`` is read lazily (it imports the algorithms), so each
+        method's stage and paradigm are checked here, where they are first read."""
+        listed = list(self.methods()) if self.methods else []
+        names = [s.name for s in self.stages]
+        for m in listed:
+            if m.stage not in names:
+                raise FamilyError(f"family {self.name!r}: method {m.name!r} names stage {m.stage!r}, which the family "
+                                  f"does not declare; its stages: {', '.join(names)}")
+            if m.paradigm is not None and m.paradigm not in PARADIGMS:
+                raise FamilyError(f"family {self.name!r}: method {m.name!r} has paradigm {m.paradigm!r}; allowed: "
+                                  f"{', '.join(PARADIGMS)} or None")
+        return listed
+
+
+@dataclass(frozen=True)
+class ListedMethod:
+    """One row of ``repflow families``: a method with its family, the qualified name of the stage that runs it
+    and the model names it ends up in (:func:`registered_models`; empty when no stage registers it)."""
+
+    family: str
+    method: Method
+    stage: str
+    models: tuple[str, ...]
+
+
+def registered_models(family: Family, stage_name: str) -> tuple[str, ...]:
+    """The MLflow model names a stage's work ends up in: the stage's own :class:`ModelSpec` names if it
+    registers any, else those of the first stage downstream of it (reached through ``Stage.inputs``,
+    transitively; "first" in declaration order) that registers one; ``()`` when none does. So
+    ``image.train`` gives ``("repflow-encoder",)`` through ``image.register``, which reads its encoder."""
+    stage = family.stage(stage_name)
+    if stage.registers:
+        return tuple(m.name for m in stage.registers)
+    reached = {stage.name}
+    for s in family.stages:  # inputs are declared before their readers: one pass closes the set downstream
+        if reached.intersection(s.inputs.values()):
+            reached.add(s.name)
+            if s.registers:
+                return tuple(m.name for m in s.registers)
+    return ()
+
+
+def method_listing(paradigm: str | None = None) -> list[ListedMethod]:
+    """Every registered family's methods (families in :func:`families` order, methods as each declares them),
+    only those of ``paradigm`` (one of :data:`PARADIGMS`) when it is given."""
+    if paradigm is not None and paradigm not in PARADIGMS:
+        raise FamilyError(f"unknown SSL paradigm {paradigm!r}; paradigms: {', '.join(PARADIGMS)}")
+    return [ListedMethod(fam.name, m, fam.stage(m.stage).qualname, registered_models(fam, m.stage))
+            for fam in families() for m in fam.listed_methods() if paradigm is None or m.paradigm == paradigm]
 
 
 _REGISTRY: dict[str, Family] = {}

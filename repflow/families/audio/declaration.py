@@ -10,7 +10,7 @@ _STAGES = "repflow.families.audio.stages"
 def _methods() -> list[Method]:
     from repflow.families.audio.ssl import AUDIO_METHODS
 
-    return [Method(name, "train", m.paradigm, m.paper, m.summary) for name, m in AUDIO_METHODS.items()]
+    return [Method(name, "train", m.paradigm, m.paper, m.summary, stage="train") for name, m in AUDIO_METHODS.items()]
 
 
 FAMILY = Family(

@@ -10,7 +10,8 @@ _STAGES = "repflow.families.av.stages"
 def _methods() -> list[Method]:
     from repflow.families.av.baselines import SEQUENCE_MODELS
 
-    return [Method(name, "representation", m.paradigm, m.paper, m.summary) for name, m in SEQUENCE_MODELS.items()]
+    return [Method(name, "representation", m.paradigm, m.paper, m.summary, stage="train")
+            for name, m in SEQUENCE_MODELS.items()]
 
 
 FAMILY = Family(

@@ -10,7 +10,7 @@ _STAGES = "repflow.families.ctr.stages"
 def _methods() -> list[Method]:
     from repflow.families.ctr.models import CTR_MODELS
 
-    return [Method(name, "ctr model", m.paradigm, m.paper, m.summary) for name, m in CTR_MODELS.items()]
+    return [Method(name, "ctr model", m.paradigm, m.paper, m.summary, stage="train") for name, m in CTR_MODELS.items()]
 
 
 FAMILY = Family(

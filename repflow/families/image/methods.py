@@ -13,17 +13,22 @@ __all__ = ["listed_methods", "GENERATOR"]
 GENERATOR = Method(
     name="cvae", kind="generator", paradigm="generative",
     paper="Kingma & Welling 2014, 'Auto-Encoding Variational Bayes' (ICLR); class-conditional as in Sohn et al. 2015",
-    summary="the generate stage's class-conditional VAE decoder with a style mapping: GenRep's views, GLaD's latents")
+    summary="the generate stage's class-conditional VAE decoder with a style mapping: GenRep's views, GLaD's latents",
+    stage="generate")
 
-_REGISTRIES = (("train", TRAIN_METHODS), ("select", SELECTION_METHODS), ("distill-loss", DISTILL_LOSSES),
-               ("distill-param", DISTILL_PARAMS), ("attack", ATTACKS))
+# (kind, registry, stage that chooses from it by name). Attacks run in transfer, whose ``transfer.attacks`` names
+# them; evaluate's PGD is its own fixed robust-accuracy protocol (``evaluate.pgd_steps``), not a registry choice.
+_REGISTRIES = (("train", TRAIN_METHODS, "train"), ("select", SELECTION_METHODS, "select"),
+               ("distill-loss", DISTILL_LOSSES, "distill"), ("distill-param", DISTILL_PARAMS, "distill"),
+               ("attack", ATTACKS, "transfer"))
 
 
 def listed_methods() -> list[Method]:
     """Training, selection, distillation and attack methods in registration order, then SVD-SSA's logit
     fusion (``transfer.fusion``, which wraps any attack) and the generator (one per family, not chosen by name)."""
-    listed = [Method(name, kind, entry.paradigm, entry.paper, entry.summary)
-              for kind, registry in _REGISTRIES for name, entry in registry.items()]
-    listed.append(Method("svd_fusion", "attack", SVDLogitFusion.paradigm, SVDLogitFusion.paper, SVDLogitFusion.summary))
+    listed = [Method(name, kind, entry.paradigm, entry.paper, entry.summary, stage=stage)
+              for kind, registry, stage in _REGISTRIES for name, entry in registry.items()]
+    listed.append(Method("svd_fusion", "attack", SVDLogitFusion.paradigm, SVDLogitFusion.paper, SVDLogitFusion.summary,
+                         stage="transfer"))
     listed.append(GENERATOR)
     return listed

@@ -10,7 +10,7 @@ _STAGES = "repflow.families.sr.stages"
 def _methods() -> list[Method]:
     from repflow.families.sr.models import SR_MODELS
 
-    return [Method(name, "sr-model", m.paradigm, m.paper, m.summary) for name, m in SR_MODELS.items()]
+    return [Method(name, "sr-model", m.paradigm, m.paper, m.summary, stage="train") for name, m in SR_MODELS.items()]
 
 
 FAMILY = Family(

@@ -10,7 +10,8 @@ _STAGES = "repflow.families.text.stages"
 def _methods() -> list[Method]:
     from repflow.families.text.generation import TEXT_METHODS
 
-    return [Method(name, "text generation", m.paradigm, m.paper, m.summary) for name, m in TEXT_METHODS.items()]
+    return [Method(name, "text generation", m.paradigm, m.paper, m.summary, stage="train")
+            for name, m in TEXT_METHODS.items()]
 
 
 FAMILY = Family(

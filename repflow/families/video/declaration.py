@@ -10,7 +10,8 @@ _STAGES = "repflow.families.video.stages"
 def _methods() -> list[Method]:
     from repflow.families.video.models import WATERMARKERS
 
-    return [Method(name, "watermarker", m.paradigm, m.paper, m.summary) for name, m in WATERMARKERS.items()]
+    return [Method(name, "watermarker", m.paradigm, m.paper, m.summary, stage="train")
+            for name, m in WATERMARKERS.items()]
 
 
 FAMILY = Family(
