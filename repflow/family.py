@@ -106,6 +106,13 @@ class Stage:
     def body(self) -> Callable[..., Any]:
         return self.module_object().run
 
+    def read_from(self, params: Any = None) -> dict[str, str]:
+        """Input name → upstream stage, narrowed by ``uses`` under ``params`` (all declared without params)."""
+        if params is None or self.uses is None:
+            return dict(self.inputs)
+        kept = self.used_inputs(params, {name: Path(upstream) for name, upstream in self.inputs.items()})
+        return {name: upstream for name, upstream in self.inputs.items() if name in kept}
+
     def used_inputs(self, params: Any, available: dict[str, Path]) -> dict[str, Path]:
         """The input folders this run reads: its key and lineage cover exactly these."""
         return dict(available) if self.uses is None else dict(self.uses(params, dict(available)))
@@ -165,9 +172,11 @@ class Family:
         raise FamilyError(f"family {self.name!r} has no stage {name!r}; its stages: "
                           f"{', '.join(s.name for s in self.stages)}")
 
-    def stages_to_run(self, targets: Iterable[str] | None = None) -> list[Stage]:
+    def stages_to_run(self, targets: Iterable[str] | None = None, params: Any = None) -> list[Stage]:
         """The stages a flow run executes, in declaration order: ``targets`` and every stage they read from,
-        transitively; without targets, every stage that is not ``on_demand`` (and what it reads from)."""
+        transitively; without targets, every stage that is not ``on_demand`` (and what it reads from). With
+        ``params``, only the inputs a stage's ``uses`` keeps are followed (compare without GenRep does not
+        need the generate stage)."""
         wanted = [self.stage(t).name for t in targets] if targets else [s.name for s in self.stages
                                                                       if not s.on_demand]
         needed: set[str] = set()
@@ -175,7 +184,7 @@ class Family:
             name = wanted.pop()
             if name not in needed:
                 needed.add(name)
-                wanted.extend(self.stage(name).inputs.values())
+                wanted.extend(self.stage(name).read_from(params).values())
         return [s for s in self.stages if s.name in needed]
 
     def flow_function(self) -> Callable[..., Any]:

@@ -78,7 +78,7 @@ class FamilyRun:
         self.paths: dict[str, Path] = {}
 
     def _inputs(self, stage: Stage) -> dict[str, Path]:
-        return {name: self.path(upstream) for name, upstream in stage.inputs.items()}
+        return {name: self.path(upstream) for name, upstream in stage.read_from(self.params).items()}
 
     def submit(self, name: str) -> None:
         """Start ``name`` on the flow's task runner once its inputs are done (in this process, or as a Ray
@@ -112,13 +112,13 @@ class FamilyRun:
         the on-demand ones), each submitted as soon as the stages it reads from are done. The task runner
         decides what runs at once: one stage at a time by default; on ``--runner ray`` independent stages
         run side by side, each in its own process."""
-        chosen = self.family.stages_to_run(targets)
+        chosen = self.family.stages_to_run(targets, self.params)
         pending = list(chosen)
         while pending:
-            ready = [s for s in pending if all(self.done(u) for u in s.inputs.values())]
+            ready = [s for s in pending if all(self.done(u) for u in s.read_from(self.params).values())]
             for stage in ready:
                 pending.remove(stage)
-                for upstream in stage.inputs.values():
+                for upstream in stage.read_from(self.params).values():
                     self.path(upstream)  # raises if an upstream stage failed
                 if stage.name in inline:
                     for name in list(self.futures):  # nothing else runs in this process beside it
@@ -127,7 +127,7 @@ class FamilyRun:
                 else:
                     self.submit(stage.name)
             if not ready:  # block until an input of the next pending stage is done
-                waiting = next((u for u in pending[0].inputs.values() if not self.done(u)), None)
+                waiting = next((u for u in pending[0].read_from(self.params).values() if not self.done(u)), None)
                 if waiting is not None:  # (None: it finished since the check above)
                     self.futures[waiting].wait()
         return {s.name: self.path(s.name) for s in chosen}

@@ -30,10 +30,11 @@ def subflow_task_states(flow_name: str, task_prefix: str) -> list[str]:
     return [t.state.name for t in tasks if t.name.startswith(task_prefix)]
 
 
-def run_flow(ws, overrides=None):
+def run_flow(ws, overrides=None, stages=None):
     from repflow.families.image.flow import image_flow
 
-    state = image_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), return_state=True)
+    state = image_flow(params_file="params.yaml", overrides=overrides or [], workdir=str(ws), stages=stages,
+                       return_state=True)
     assert state.is_completed(), state
     return state.result(), state.state_details.flow_run_id
 
@@ -93,6 +94,14 @@ def test_main_flow_end_to_end(prefect_harness, ray_session, tmp_path, monkeypatc
     shutil.rmtree(ws / "reports" / "evaluate")
     run_flow(ws, ["evaluate.eps=[0.5]", "evaluate.pgd_steps=5"])
     assert (ws / "reports" / "evaluate" / "metrics.json").exists()
+
+    # the on-demand compare stage (repflow compare): only it runs, on the cached prep and zoo, its arms as
+    # Prefect tasks on Ray; the untrained reference and one method, one seed
+    summary5, fr5 = run_flow(ws, ["compare.methods=[simclr]", "compare.seeds=[0]", "compare.epochs=1",
+                                  "compare.few_label=[1]", "compare.max_test=20"], stages=["compare"])
+    assert task_states(fr5) == {"prep": "Cached", "zoo": "Cached", "compare": "Completed"}
+    assert subflow_task_states("compare-arms", "compare-arm") == ["Completed", "Completed"]
+    assert 0.0 <= summary5["stages"]["compare"]["simclr.linear_acc"] <= 1.0
 
     # the registered champion loads in a new process and embeds a batch
     code = ("import mlflow, torch; m = mlflow.pytorch.load_model('models:/repflow-encoder@champion'); "

@@ -1,0 +1,152 @@
+"""``repflow compare`` (the image family's on-demand compare stage) on the tiny digits: the same starting
+point for every method, the table, MLflow child runs, the budgets, and the on-demand wiring."""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import torch
+
+from tests.conftest import tiny_params
+
+COMPARE = {"methods": ["simclr", "acl"], "seeds": [0, 1], "epochs": 1, "few_label": [1, 5], "few_label_draws": 2,
+           "max_test": 40}
+
+
+def _params(**compare):
+    from repflow.config import parse_params
+
+    return parse_params(tiny_params(train={"adversarial": {"steps": 1}}, compare={**COMPARE, **compare}))
+
+
+@pytest.fixture(scope="module")
+def zoo(tiny_shards, tmp_path_factory):
+    import mlflow
+
+    from repflow import tracking
+    from repflow.stage import run_stage
+
+    root = tmp_path_factory.mktemp("compare-zoo")
+    tracking.configure(root)
+    out = run_stage("image.zoo", _params(), {"shards": tiny_shards}, root / "zoo")
+    mlflow.set_tracking_uri("")
+    return out
+
+
+@pytest.mark.parametrize("method", ["simclr", "genrep", "acl", "dynacl", "masked_ae", "bigan"])
+def test_every_method_of_a_seed_starts_from_the_same_encoder(tiny_shards, method):
+    """The fairness rule: an arm's encoder weights at step 0 depend on the seed only, not on the method (dual
+    batch norm adds a second set of BN statistics, which start at the same values)."""
+    from repflow.contrastive import TRAIN_METHODS
+    from repflow.families.image.stages._contrastive import new_models
+    from repflow.families.image.stages.compare import arm_params
+    from repflow.shards import ShardSet
+
+    if method not in TRAIN_METHODS:
+        pytest.skip(f"{method} is not registered")
+    data = ShardSet(tiny_shards)
+    p = _params()
+    reference = new_models(arm_params(p, "simclr", 3), data)[0].state_dict()
+    encoder = new_models(arm_params(p, method, 3), data)[0].state_dict()
+    other_seed = new_models(arm_params(p, method, 4), data)[0].state_dict()
+    convs = [k for k, v in reference.items() if v.ndim == 4]
+    assert convs
+    for k in convs:
+        assert torch.equal(encoder[k], reference[k]), k
+    assert not all(torch.equal(other_seed[k], reference[k]) for k in convs)
+
+
+def test_compare_stage_table_child_runs_and_reference(tiny_shards, zoo, ray_session, mlflow_tmp):
+    import mlflow
+
+    from repflow.stage import run_stage
+
+    p = _params()
+    out = run_stage("image.compare", p, {"shards": tiny_shards, "zoo": zoo}, mlflow_tmp / "compare")
+    table = pl.read_parquet(out / "comparison.parquet")
+    assert sorted(zip(table["method"], table["seed"])) == sorted((m, s) for m in ("init", "simclr", "acl")
+                                                                 for s in (0, 1))
+    init = table.filter(pl.col("method") == "init")
+    assert init["epochs"].to_list() == [0.0, 0.0] and init["train_cpu_seconds"].to_list() == [0.0, 0.0]
+    trained = table.filter(pl.col("method") != "init")
+    assert (trained["epochs"] == 1.0).all() and (trained["train_cpu_seconds"] > 0).all()
+    for col in ("linear_acc", "few_label_1", "few_label_5", "robust_acc", "transfer_success"):
+        assert table[col].is_between(0.0, 1.0).all(), col
+    assert (table["robust_acc"] <= table["linear_acc"] + 0.1).all()  # a subset of 40 vs the whole test split
+    assert (table["peak_rss_mb"] > 50).all()
+    assert table.filter(pl.col("method") == "acl")["paradigm"].to_list() == ["contrastive"] * 2
+    summary = pl.read_parquet(out / "summary.parquet")
+    assert summary["method"].to_list() == ["init", "simclr", "acl"] and (summary["seeds"] == 2).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["simclr.linear_acc"] == pytest.approx(table.filter(pl.col("method") == "simclr")["linear_acc"]
+                                                         .mean())
+    assert "± " in (out / "comparison.md").read_text()
+    stage_run = mlflow.search_runs(filter_string="tags.`repflow.stage` = 'image.compare'", output_format="list")
+    assert len(stage_run) == 1
+    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{stage_run[0].info.run_id}'",
+                                  output_format="list")
+    assert sorted(r.info.run_name for r in children) == sorted(f"compare/{m}/seed{s}" for m in ("init", "simclr",
+                                                                                              "acl") for s in (0, 1))
+    acl0 = next(r for r in children if r.info.run_name == "compare/acl/seed0")
+    assert acl0.data.metrics["linear_acc"] == pytest.approx(
+        table.filter((pl.col("method") == "acl") & (pl.col("seed") == 0))["linear_acc"][0])
+
+
+def test_an_arm_repeats_exactly_and_a_seconds_budget_stops_it(tiny_shards, zoo, one_thread):
+    from repflow.families.image.stages.compare import prepare, run_arm
+
+    p = _params()
+    data = prepare(p, tiny_shards, zoo, None)
+    timing = ("train_cpu_seconds", "train_wall_seconds", "probe_seconds", "peak_rss_mb")
+    first, again = (run_arm({"method": "simclr", "seed": 0}, data, p, "cpu") for _ in range(2))
+    assert {k: v for k, v in first.items() if k not in timing} == {k: v for k, v in again.items() if k not in timing}
+    budgeted = run_arm({"method": "simclr", "seed": 0}, data, _params(epochs=None, seconds=0.05), "cpu")
+    assert 0 < budgeted["epochs"] < 1  # stopped inside the first epoch, after at least one batch
+    assert budgeted["train_cpu_seconds"] < first["train_cpu_seconds"]
+
+
+def test_compare_is_on_demand_and_skips_what_it_does_not_read():
+    from repflow.config import parse_params
+    from repflow.dvc_stages import dvc_yaml
+    from repflow.family import get_family
+
+    image = get_family("image")
+    assert "compare" not in [s.name for s in image.stages_to_run()]
+    assert "image-compare" not in dvc_yaml()
+    without_genrep = parse_params(tiny_params(compare=COMPARE))
+    with_genrep = parse_params(tiny_params(compare={**COMPARE, "methods": ["simclr", "genrep"]}))
+    assert [s.name for s in image.stages_to_run(["compare"], without_genrep)] == ["prep", "zoo", "compare"]
+    assert [s.name for s in image.stages_to_run(["compare"], with_genrep)] == ["prep", "generate", "zoo", "compare"]
+
+
+@pytest.mark.parametrize("compare, message", [
+    ({"methods": ["simclr", "nope"]}, "compare.methods"),
+    ({"epochs": 2, "seconds": 10.0}, "exactly one of compare.epochs"),
+    ({"epochs": None}, "exactly one of compare.epochs"),
+    ({"seeds": [0, 0]}, "no repeats"),
+    ({"few_label": [0, 5]}, ">= 1"),
+])
+def test_bad_compare_params_name_the_key(compare, message):
+    from repflow.config import ParamsError, parse_params
+
+    with pytest.raises(ParamsError, match=message):
+        parse_params(tiny_params(compare={**COMPARE, **compare}))
+
+
+def test_cli_compare_turns_its_options_into_overrides(monkeypatch, tmp_path):
+    from repflow import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_run", lambda args: seen.update(vars(args)) or 0)
+    assert cli.main(["compare", "--methods", "simclr", "acl", "--seeds", "0", "1", "--seconds", "30",
+                     "--workdir", str(tmp_path), "-P", "train.width=8"]) == 0
+    assert seen["family"] == "image" and seen["stage"] == ["compare"]
+    assert seen["P"] == ["compare.methods=['simclr', 'acl']", "compare.seeds=[0, 1]", "compare.seconds=30.0",
+                         "compare.epochs=null", "train.width=8"]
+    from repflow.config import parse_params
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in seen["P"][:4])}
+    c = parse_params(tiny_params(compare={k.split(".")[1]: v for k, v in overrides.items()})).compare
+    assert (c.methods, c.seeds, c.seconds, c.epochs) == (["simclr", "acl"], [0, 1], 30.0, None)
