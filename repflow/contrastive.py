@@ -1,10 +1,14 @@
-"""Contrastive losses (NT-Xent, SupCon), the one contrastive training loop (SimCLR, GenRep views,
-ACL/DynACL through an adversary object, coreset epochs; tensors and modules in, history out), and the
+"""Contrastive losses (NT-Xent, SupCon), the one encoder training loop (SimCLR, GenRep views,
+ACL/DynACL through an adversary object, generative and generative-contrastive pretext tasks through a
+:class:`PretextHead`, coreset epochs, a CPU-time budget; tensors and modules in, history out), and the
 registry of training methods ``train.method`` names (:data:`TRAIN_METHODS`)."""
 from __future__ import annotations
 
+import abc
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
@@ -12,10 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from repflow.augment import random_views
+from repflow.models import ProjectionHead
 from repflow.progress import progress
 from repflow.registry import Listed, Registry
 
-__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary", "LOSSES", "TrainMethod", "TRAIN_METHODS"]
+__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary", "PretextHead", "LOSSES", "TrainMethod",
+           "TRAIN_METHODS", "build_training_head", "load_training_head"]
 
 
 class Adversary(Protocol):
@@ -26,6 +32,32 @@ class Adversary(Protocol):
 
     def loss(self, encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *, temperature: float,
              epoch: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class PretextHead(nn.Module, abc.ABC):
+    """Everything a non-contrastive method trains next to the shared encoder (a decoder, a generator and a
+    discriminator, ...) plus its loss: the loop calls :meth:`loss` instead of a contrastive loss on a
+    projection head, and the one optimizer updates the encoder and every parameter of this module.
+
+    Subclasses are built as ``cls(in_dim, image_shape, **options)`` (``in_dim``: the encoder's
+    ``out_dim``; ``image_shape``: (C, H, W)); :meth:`config` returns ``{"in_dim", "image_shape",
+    "options"}``, which :func:`build_training_head` completes with the method's name.
+    """
+
+    @abc.abstractmethod
+    def loss(self, encoder: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *,
+             generator: torch.Generator) -> torch.Tensor:
+        """Scalar loss of one batch; ``v1``, ``v2``: two augmented views (N, C, H, W) in [0, 1] of the same
+        images (a method may use only ``v1``); ``generator``: the loop's CPU generator for any randomness."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-able ``{"in_dim", "image_shape", "options"}``: enough to rebuild this head."""
+
+    def batch_stats(self) -> dict[str, float]:
+        """Diagnostics of the last :meth:`loss` call (e.g. a discriminator's accuracy); the loop averages
+        them over an epoch into its history row. None by default."""
+        return {}
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -63,9 +95,11 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
                       labels: torch.Tensor | None = None, adversary: Adversary | None = None,
                       epoch_indices: Callable[[int], torch.Tensor] | None = None,
                       optimizer_state: dict | None = None, start_epoch: int = 0, use_every_image: bool = False,
-                      on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
-                      ) -> list[dict[str, float]]:
-    """Train ``encoder`` + ``head`` contrastively on uint8 ``images`` (N,C,H,W).
+                      on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None,
+                      max_seconds: float | None = None) -> list[dict[str, float]]:
+    """Train ``encoder`` + ``head`` on uint8 ``images`` (N,C,H,W), contrastively unless ``head`` is a
+    :class:`PretextHead`, whose own loss (masked reconstruction, an adversarial game, ...) is then
+    trained on the same views instead; the encoder, head and optimizer are the same either way.
 
     Without ``partners`` the two views of image i are two pixel augmentations of it (SimCLR). With
     ``partners`` (N,K,C,H,W) the second view is a random one of image i's K partners, augmented too
@@ -84,11 +118,24 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
     Epoch e shuffles and augments with a generator seeded from (seed, e), so a run resumed at
     ``start_epoch`` sees exactly the batches an uninterrupted run would. ``on_epoch(epoch, stats,
     optimizer)`` is called after every epoch (checkpointing and logging live with the caller).
+
+    ``max_seconds``: a budget in CPU seconds of this process (``time.process_time()``, all threads)
+    spent inside this call; once reached after a batch the loop ends, the current epoch's stats are
+    recorded (and passed to ``on_epoch``) as a partial epoch, and that last row gets
+    ``"stopped_by_budget": True``. Every row has ``"seconds"``, the CPU seconds of its epoch. Apart
+    from where it stops, a budgeted run trains exactly the batches an unbudgeted one does.
     """
     if len(images) < 2:
         raise ValueError(f"contrastive training needs at least 2 images, got {len(images)}")
     if adversary is not None and labels is not None:
         raise ValueError("adversarial contrastive training uses NT-Xent; class labels (SupCon) are not supported")
+    pretext = isinstance(head, PretextHead)
+    if pretext and (adversary is not None or labels is not None):
+        raise ValueError(f"a pretext head ({type(head).__name__}) trains its own loss: no adversary and no class "
+                         "labels (SupCon) with it")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be > 0 (CPU seconds) or None, got {max_seconds}")
+    budget_start = time.process_time()
     encoder.to(device).train()
     head.to(device).train()
     params = list(encoder.parameters()) + list(head.parameters())
@@ -97,6 +144,7 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
         opt.load_state_dict(optimizer_state)
     history = []
     for epoch in range(start_epoch, epochs):
+        epoch_start = time.process_time()
         active = epoch_indices(epoch) if epoch_indices is not None else torch.arange(len(images))
         encoder.train()
         head.train()
@@ -106,7 +154,8 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = active[torch.randperm(len(active), generator=g)]
         aug = adversary.augment(augment, epoch + 1) if adversary is not None else augment
-        total, count = 0.0, 0
+        total, count, done, out_of_time = 0.0, 0, 0, False
+        diagnostics: dict[str, float] = {}
         if use_every_image:
             batches = order.tensor_split(math.ceil(len(order) / bs))
         else:
@@ -119,7 +168,9 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
             else:
                 x2 = x
             v1, v2 = random_views(x, g, **aug), random_views(x2, g, **aug)
-            if adversary is not None:
+            if pretext:
+                loss = head.loss(encoder, v1, v2, generator=g)
+            elif adversary is not None:
                 loss = adversary.loss(encoder, head, v1, v2, temperature=temperature, epoch=epoch + 1, generator=g)
             elif labels is not None:
                 loss = supcon_loss(head(encoder(v1)), head(encoder(v2)), labels[idx].to(device), temperature)
@@ -130,11 +181,23 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
             opt.step()
             total += loss.item() * len(x)
             count += len(x)
+            done += 1
+            for key, value in (head.batch_stats() if pretext else {}).items():
+                diagnostics[key] = diagnostics.get(key, 0.0) + value * len(x)
+            if max_seconds is not None and time.process_time() - budget_start >= max_seconds:
+                out_of_time = True
+                break
         stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": len(active), "trained": count,
-                 "steps": len(batches)}
+                 "steps": done, **{k: v / max(count, 1) for k, v in diagnostics.items()},
+                 "seconds": time.process_time() - epoch_start}
+        stopped = out_of_time and (done < len(batches) or epoch + 1 < epochs)
+        if stopped:
+            stats["stopped_by_budget"] = True
         history.append(stats)
         if on_epoch is not None:
             on_epoch(epoch + 1, stats, opt)
+        if stopped:
+            break
     return history
 
 
@@ -152,11 +215,15 @@ class TrainMethod(Listed):
     ``losses``: the :data:`LOSSES` it trains with. ``adversary(adversarial, epochs)``: for an adversarial
     method, builds the :class:`Adversary` from ``train.adversarial`` (eps, alpha, steps, anneal_period,
     reweight) and the run's length in epochs; its models get dual batch norm. None: plain training.
+    ``pretext(out_dim, image_shape)``: for a generative or generative-contrastive method, builds its
+    :class:`PretextHead` for an encoder of ``out_dim`` features and images of ``image_shape`` (C, H, W);
+    it replaces the projection head and the contrastive loss. None: a contrastive method.
     """
 
     latent_views: bool = False
     losses: tuple[str, ...] = tuple(LOSSES)
     adversary: Callable[[Any, int], Adversary] | None = None
+    pretext: Callable[[int, tuple[int, int, int]], PretextHead] | None = None
 
     @property
     def adversarial(self) -> bool:
@@ -176,6 +243,18 @@ def _dynacl(adversarial: Any, epochs: int) -> Adversary:
     a = adversarial
     return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=a.anneal_period,
                reweight=a.reweight)
+
+
+def _masked_ae(out_dim: int, image_shape: tuple[int, int, int], **options: Any) -> PretextHead:
+    from repflow.masked_ae import MaskedAutoencoderHead  # repflow.masked_ae imports PretextHead from here
+
+    return MaskedAutoencoderHead(out_dim, image_shape, **options)
+
+
+def _bigan(out_dim: int, image_shape: tuple[int, int, int], **options: Any) -> PretextHead:
+    from repflow.bigan import BiGANHead
+
+    return BiGANHead(out_dim, image_shape, **options)
 
 
 TRAIN_METHODS: Registry[TrainMethod] = Registry("training method")
@@ -198,3 +277,52 @@ TRAIN_METHODS.register("dynacl", TrainMethod(
     paper="Luo et al. 2023, 'Rethinking the Effect of Data Augmentation in Adversarial Contrastive Learning' (ICLR)",
     summary="ACL with augmentation strength annealed every K epochs and the adversarial term re-weighted "
             "(still a contrastive objective)"))
+TRAIN_METHODS.register("masked_ae", TrainMethod(
+    paradigm="generative", losses=("ntxent",), pretext=_masked_ae,
+    paper="He et al. 2022, 'Masked Autoencoders Are Scalable Vision Learners' (CVPR)",
+    summary="masked-patch reconstruction: 75% of 4x4 patches zero-filled, the encoder's pooled code decoded to "
+            "the image, MSE on the masked patches only (unlike MAE: CNN encoder, masked pixels zero-filled, "
+            "not dropped)"))
+TRAIN_METHODS.register("bigan", TrainMethod(
+    paradigm="generative-contrastive", losses=("ntxent",), pretext=_bigan,
+    paper="Donahue et al. 2017, 'Adversarial Feature Learning' (ICLR); Dumoulin et al. 2017, "
+          "'Adversarially Learned Inference' (ICLR)",
+    summary="BiGAN/ALI: a discriminator tells (x, E(x)) from (G(z), z); encoder and generator learn only by "
+            "fooling it (non-saturating losses, simultaneous updates)"))
+
+
+def build_training_head(method: str, out_dim: int, image_shape: tuple[int, int, int], *, proj_dim: int,
+                        dual_bn: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """The module trained next to the encoder for ``train.method`` = ``method``, and its JSON config.
+
+    Contrastive methods: SimCLR's :class:`ProjectionHead` (``out_dim`` → ``proj_dim``, dual batch norm for
+    adversarial methods), config ``{"in_dim", "out_dim", "dual_bn"}``. Pretext methods: the method's
+    :class:`PretextHead` (``proj_dim`` unused), config ``{"pretext": method, "in_dim", "image_shape",
+    "options"}``. :func:`load_training_head` rebuilds either from its config.
+    """
+    entry = TRAIN_METHODS[method]
+    if entry.pretext is None:
+        head = ProjectionHead(out_dim, proj_dim, dual_bn=dual_bn)
+        return head, {"in_dim": out_dim, "out_dim": proj_dim, "dual_bn": dual_bn}
+    if dual_bn:
+        raise ValueError(f"training method {method!r} has a pretext head, which has no dual batch norm "
+                         "(only adversarial contrastive methods use it)")
+    head = entry.pretext(out_dim, tuple(image_shape))
+    return head, {"pretext": method, **head.config()}
+
+
+def load_training_head(config: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """Rebuild a :func:`build_training_head` module from its ``config`` and load ``state`` into it; a config
+    or state that does not fit raises ValueError naming ``path`` (the file both came from)."""
+    try:
+        if "pretext" in config:
+            entry = TRAIN_METHODS[config["pretext"]]
+            if entry.pretext is None:
+                raise ValueError(f"training method {config['pretext']!r} has no pretext head")
+            head = entry.pretext(config["in_dim"], tuple(config["image_shape"]), **config.get("options", {}))
+        else:
+            head = ProjectionHead(config["in_dim"], config["out_dim"], dual_bn=config.get("dual_bn", False))
+        head.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: training head config {config} does not rebuild: {exc}") from None
+    return head

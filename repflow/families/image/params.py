@@ -7,6 +7,7 @@ method is registered later (a plugin, a test), the sections are rebuilt so that 
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -100,12 +101,32 @@ class TrainParams(Section):
     @model_validator(mode="after")
     def _method_fits_data_and_loss(self) -> "TrainParams":
         method = self.training_method
+        if method.pretext is not None:
+            self._pretext_fits()
         if method.latent_views and self.data == "real":
             raise ValueError(f"method {self.method!r} learns from generated views: set data to 'generated' or 'both'")
         if self.loss not in method.losses:
             raise ValueError(f"method {self.method!r} trains with {' or '.join(LOSSES[n] for n in method.losses)}: "
                              f"set loss to {' or '.join(repr(n) for n in method.losses)}")
         return self
+
+    def _pretext_fits(self) -> None:
+        """A pretext method (masked_ae, bigan) trains its own loss on real images: no class labels, no
+        generated views, no adversary; settings that only those would read are refused, not ignored."""
+        what = f"method {self.method!r} is a {self.training_method.paradigm} pretext task"
+        if self.data != "real":
+            raise ValueError(f"data = {self.data!r}: {what} on real images; allowed: 'real'")
+        if self.loss != "ntxent":
+            raise ValueError(f"loss = {self.loss!r}: {what} with its own loss (class labels are not used); "
+                             "allowed: 'ntxent' (the default, ignored by it)")
+        defaults = AdversarialParams()
+        for key in AdversarialParams.model_fields:
+            value, default = getattr(self.adversarial, key), getattr(defaults, key)
+            same = math.isclose(value, default, rel_tol=1e-3) if isinstance(default, float) else value == default
+            if not same:
+                adversarial = [name for name, m in TRAIN_METHODS.items() if m.adversarial]
+                raise ValueError(f"adversarial.{key} = {value!r}: only adversarial methods ({', '.join(adversarial)}) "
+                                 f"read it, and {what}; allowed: the default {default!r} (remove the setting)")
 
     @property
     def training_method(self) -> TrainMethod:
@@ -320,5 +341,11 @@ def check(params) -> None:
     if params.select.warmup_epochs >= params.train.epochs and params.select.selection_method.subset:
         raise ValueError(f"select.warmup_epochs = {params.select.warmup_epochs}: must be below train.epochs "
                          f"({params.train.epochs}) so that some epochs train on the coreset")
+    method = params.train.training_method
+    if method.pretext is not None and params.select.selection_method.scores_model:
+        allowed = [name for name, entry in SELECTION_METHODS.items() if not entry.scores_model]
+        raise ValueError(f"select.method = {params.select.method!r}: scores images by contrastive gradients through "
+                         f"a projection head, which train.method {params.train.method!r} (a pretext task) does not "
+                         f"have; allowed with it: {allowed}")
     if params.register.criterion.startswith("alf_") and not params.evaluate.alf:
         raise ValueError(f"register.criterion = {params.register.criterion!r} needs evaluate.alf = true")

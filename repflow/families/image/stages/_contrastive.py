@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from repflow.models import ProjectionHead, build_encoder
+from repflow.models import build_encoder
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
 from repflow.cluster import ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.contrastive import Adversary
+from repflow.contrastive import Adversary, build_training_head, load_training_head
 from repflow.coreset import Coreset, candidate_batches, candidate_gradients, coreset_budget
 from repflow.manifest import OutputError
 from repflow.shards import ShardSet
@@ -54,7 +54,9 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
 
 def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:
     """(encoder, head, encoder config, head config), initialised from ``params.seed``. Adversarial methods
-    get dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``."""
+    get dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``. The head is
+    :func:`repflow.contrastive.build_training_head`'s: a projection head, or a pretext method's
+    decoder / generator + discriminator (its config then names the method under ``"pretext"``)."""
     cfg = params.train
     torch.manual_seed(params.seed)
     enc_config = {"name": cfg.encoder, "in_channels": data.shape[0], "width": cfg.width,
@@ -62,8 +64,8 @@ def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, di
     if cfg.adversarial_training:
         enc_config.update(dual_bn=True, bn_branch=cfg.adversarial.inference_bn)
     encoder = build_encoder(enc_config)
-    head_config = {"in_dim": encoder.out_dim, "out_dim": cfg.proj_dim, "dual_bn": cfg.adversarial_training}
-    head = ProjectionHead(encoder.out_dim, cfg.proj_dim, dual_bn=cfg.adversarial_training)
+    head, head_config = build_training_head(cfg.method, encoder.out_dim, tuple(data.shape), proj_dim=cfg.proj_dim,
+                                            dual_bn=cfg.adversarial_training)
     return encoder, head, enc_config, head_config
 
 
@@ -143,9 +145,8 @@ def candidate_gradients_job(enc_config: dict, head_config: dict, states: tuple[d
     if device == "cpu":
         torch.set_num_threads(1)
     encoder = build_encoder(enc_config)
-    head = ProjectionHead(head_config["in_dim"], head_config["out_dim"], dual_bn=head_config["dual_bn"])
+    head = load_training_head(head_config, states[1], "the projection head sent to this Ray task")
     encoder.load_state_dict(states[0])
-    head.load_state_dict(states[1])
     encoder.to(device).eval()
     head.to(device).eval()
     return candidate_gradients(encoder, head, images, batches, ids, augment=augment, temperature=temperature,

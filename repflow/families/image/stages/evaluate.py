@@ -19,9 +19,10 @@ from pathlib import Path
 import mlflow
 import torch
 
-from repflow.models import ProbedEncoder, ProjectionHead, build_encoder
+from repflow.models import ProbedEncoder, build_encoder
 from repflow.attacks import PGD, accuracy, robust_accuracy
-from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors, save_tensors
+from repflow.checkpoints import CheckpointError, load_encoder, load_tensors, save_tensors
+from repflow.contrastive import load_training_head
 from repflow.coreset import representational_divergence
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.manifest import atomic_write_text
@@ -52,13 +53,18 @@ def robust_accuracy_job(encoder_config: dict, state: dict[str, torch.Tensor], x:
 def held_out_divergence(encoder, encoder_dir: Path, x: torch.Tensor, *, eps: float, steps: int, seed: int,
                         batch_size: int, device) -> float | None:
     """Mean representational divergence KL(p(x) ‖ p(x̃)) over ``x`` (float, [0, 1]) through the trained
-    projection head; None when the train output has no head."""
+    projection head; None when the train output has no head, or when its head is a pretext method's
+    (masked_ae, bigan: no projection head, so no representation distribution to diverge)."""
     path = encoder_dir / "head.safetensors"
     if not path.is_file():
         return None
     state, cfg = load_tensors(path)
-    head = ProjectionHead(cfg["in_dim"], cfg["out_dim"], dual_bn=cfg.get("dual_bn", False))
-    load_state_strict(head, state, path)
+    if "pretext" in cfg:
+        return None
+    try:
+        head = load_training_head(cfg, state, path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     encoder.to(device).eval()
     head.to(device).eval()
     g = torch.Generator().manual_seed(seed)

@@ -1,17 +1,21 @@
-"""image.train: contrastive encoder training (SimCLR, GenRep, ACL, DynACL), on all images or on a coreset
-re-selected every ``select.every`` epochs, resumable from its last epoch.
+"""image.train: encoder training (contrastive: SimCLR, GenRep, ACL, DynACL; generative: masked_ae;
+generative-contrastive: bigan), on all images or on a coreset re-selected every ``select.every`` epochs,
+resumable from its last epoch.
 
 ``method: simclr``: positives are two pixel augmentations of one image. ``method: genrep``: for a
 generated anchor the second view is one of its latent-space neighbours from the generate stage
 (GenRep), pixel-augmented too. ``method: acl`` / ``dynacl``: adversarial contrastive learning with a
-dual-BN encoder (repflow.acl). ``data`` picks real images, generated anchors, or both; ``loss:
-supcon`` uses class labels (real labels / the generator's classes) as extra positives.
+dual-BN encoder (repflow.acl). ``method: masked_ae`` (repflow.masked_ae) / ``bigan`` (repflow.bigan):
+a pretext head (decoder; generator + discriminator) trained with its own loss on the first view, real
+data only. ``data`` picks real images, generated anchors, or both; ``loss: supcon`` uses class labels
+(real labels / the generator's classes) as extra positives.
 
 Training starts from the select stage's state (its warm-up epochs and first coreset); from then on a
 coreset method re-selects with the current model every ``select.every`` epochs, timed apart from the
 training itself.
 
-Output folder: ``encoder.safetensors`` + ``encoder.json`` (builder config), the projection head,
+Output folder: ``encoder.safetensors`` + ``encoder.json`` (builder config), the projection head (a
+pretext method's head instead, its config naming the method under ``"pretext"``),
 ``history.json`` (loss per epoch, training and selection seconds), ``coresets.parquet`` (the
 images of every selection round) and ``loss.png``. While training, a progress checkpoint sits in
 ``.<out>.progress/``; a run killed mid-way and started with the same key continues from it.
@@ -144,9 +148,10 @@ def run(ctx: StageContext) -> StageSummary:
                   "index": [i for idx in coresets.values() if idx is not None for i in idx.tolist()]},
                  schema={"epoch": pl.Int64, "index": pl.Int64}).write_parquet(tmp / "coresets.parquet")
     coreset_note = f", {scfg.method} coreset" if scfg.selection_method.subset else ""
-    line_plot([h["epoch"] for h in history], {cfg.loss: [h["loss"] for h in history]}, tmp / "loss.png",
+    loss_name = f"{cfg.method} pretext loss" if cfg.training_method.pretext is not None else cfg.loss
+    line_plot([h["epoch"] for h in history], {loss_name: [h["loss"] for h in history]}, tmp / "loss.png",
               xlabel="epoch", ylabel="loss", title=f"{cfg.method} on {cfg.data} data / {cfg.encoder}{coreset_note}")
-    md = (f"- encoder: {cfg.encoder}, {cfg.method} on {cfg.data} data ({cfg.loss}), {cfg.epochs} epochs on "
+    md = (f"- encoder: {cfg.encoder}, {cfg.method} on {cfg.data} data ({loss_name}), {cfg.epochs} epochs on "
           f"{len(images)} images ({scfg.method} coreset); final loss {summary['final_loss']:.4f}, "
           f"{state['train_seconds']:.0f} s training, {state['selection_seconds']:.1f} s selection")
     return StageSummary(metrics={"final_loss": summary["final_loss"], "epochs": len(history),
