@@ -31,10 +31,10 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results  # noqa: E402
 from repflow.families.av.baselines import SEQUENCE_MODELS, build_sequence_model  # noqa: E402
-from repflow.families.av.probes import (few_label_accuracy, linear_information, mutual_information,  # noqa: E402
-                                        per_frame_samples)
+from repflow.families.av.probes import linear_information, mutual_information, per_frame_samples  # noqa: E402
 from repflow.families.av.speakers import split_speakers  # noqa: E402
 from repflow.families.av.synthetic import make_corpus  # noqa: E402
+from repflow.probe import few_label_accuracy  # noqa: E402
 from repflow.families.av.training import random_batches, train_sequence_model  # noqa: E402
 from repflow.families.av.vqvae import FrameVQVAE, SpectrumVQVAE, train_vqvae  # noqa: E402
 

@@ -66,6 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``repflow compare``: the image family's on-demand compare stage (and what it reads from), its
     choices given as overrides so that the stage key, MLflow and the report record them like any param."""
+    if args.paradigm:
+        from repflow.contrastive import TRAIN_METHODS
+
+        args.methods = [n for n in TRAIN_METHODS if TRAIN_METHODS[n].paradigm in args.paradigm]
     given = [("compare.methods", args.methods), ("compare.seeds", args.seeds), ("compare.epochs", args.epochs),
              ("compare.seconds", args.seconds)]
     overrides = [f"{key}={list(value) if isinstance(value, list) else value}" for key, value in given
@@ -317,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="train SSL methods of every paradigm on the same data, encoder and budget; "
                                        "probe each the same way; one table (the image family's compare stage)")
-    c.add_argument("--methods", nargs="+", metavar="METHOD", help="training methods (default: compare.methods)")
+    which = c.add_mutually_exclusive_group()
+    which.add_argument("--methods", nargs="+", metavar="METHOD", help="training methods (default: compare.methods)")
+    which.add_argument("--paradigm", nargs="+", choices=PARADIGMS,
+                       help="every training method of these SSL paradigms (repflow families --paradigm lists them)")
     c.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds, one arm per method and seed")
     budget = c.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="equal budget in epochs")

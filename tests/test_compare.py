@@ -62,22 +62,21 @@ def test_compare_stage_table_child_runs_and_reference(tiny_shards, zoo, ray_sess
 
     from repflow.stage import run_stage
 
-    p = _params()
+    p = _params(seeds=[0])
     out = run_stage("image.compare", p, {"shards": tiny_shards, "zoo": zoo}, mlflow_tmp / "compare")
     table = pl.read_parquet(out / "comparison.parquet")
-    assert sorted(zip(table["method"], table["seed"])) == sorted((m, s) for m in ("init", "simclr", "acl")
-                                                                 for s in (0, 1))
+    assert table["method"].to_list() == ["init", "simclr", "acl"] and table["seed"].to_list() == [0, 0, 0]
     init = table.filter(pl.col("method") == "init")
-    assert init["epochs"].to_list() == [0.0, 0.0] and init["train_cpu_seconds"].to_list() == [0.0, 0.0]
+    assert init["epochs"].to_list() == [0.0] and init["train_cpu_seconds"].to_list() == [0.0]
     trained = table.filter(pl.col("method") != "init")
     assert (trained["epochs"] == 1.0).all() and (trained["train_cpu_seconds"] > 0).all()
     for col in ("linear_acc", "few_label_1", "few_label_5", "robust_acc", "transfer_success"):
         assert table[col].is_between(0.0, 1.0).all(), col
     assert (table["robust_acc"] <= table["linear_acc"] + 0.1).all()  # a subset of 40 vs the whole test split
     assert (table["peak_rss_mb"] > 50).all()
-    assert table.filter(pl.col("method") == "acl")["paradigm"].to_list() == ["contrastive"] * 2
+    assert table.filter(pl.col("method") == "acl")["paradigm"].to_list() == ["contrastive"]
     summary = pl.read_parquet(out / "summary.parquet")
-    assert summary["method"].to_list() == ["init", "simclr", "acl"] and (summary["seeds"] == 2).all()
+    assert summary["method"].to_list() == ["init", "simclr", "acl"] and (summary["seeds"] == 1).all()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["simclr.linear_acc"] == pytest.approx(table.filter(pl.col("method") == "simclr")["linear_acc"]
                                                          .mean())
@@ -86,8 +85,7 @@ def test_compare_stage_table_child_runs_and_reference(tiny_shards, zoo, ray_sess
     assert len(stage_run) == 1
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{stage_run[0].info.run_id}'",
                                   output_format="list")
-    assert sorted(r.info.run_name for r in children) == sorted(f"compare/{m}/seed{s}" for m in ("init", "simclr",
-                                                                                              "acl") for s in (0, 1))
+    assert sorted(r.info.run_name for r in children) == sorted(f"compare/{m}/seed0" for m in ("init", "simclr", "acl"))
     acl0 = next(r for r in children if r.info.run_name == "compare/acl/seed0")
     assert acl0.data.metrics["linear_acc"] == pytest.approx(
         table.filter((pl.col("method") == "acl") & (pl.col("seed") == 0))["linear_acc"][0])
@@ -150,3 +148,16 @@ def test_cli_compare_turns_its_options_into_overrides(monkeypatch, tmp_path):
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in seen["P"][:4])}
     c = parse_params(tiny_params(compare={k.split(".")[1]: v for k, v in overrides.items()})).compare
     assert (c.methods, c.seeds, c.seconds, c.epochs) == (["simclr", "acl"], [0, 1], 30.0, None)
+
+
+def test_cli_compare_picks_methods_by_paradigm(monkeypatch, tmp_path):
+    from repflow import cli
+    from repflow.contrastive import TRAIN_METHODS
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_run", lambda args: seen.update(vars(args)) or 0)
+    assert cli.main(["compare", "--paradigm", "generative", "generative-contrastive", "--epochs", "2",
+                     "--workdir", str(tmp_path)]) == 0
+    picked = [n for n in TRAIN_METHODS if TRAIN_METHODS[n].paradigm in ("generative", "generative-contrastive")]
+    assert {"masked_ae", "bigan"} <= set(picked) and "simclr" not in picked
+    assert seen["P"] == [f"compare.methods={picked}", "compare.epochs=2", "compare.seconds=null"]

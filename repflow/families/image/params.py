@@ -279,7 +279,7 @@ class CompareParams(Section):
     adversarial settings are the ``train`` section's; the linear probe's and PGD's settings are the
     ``evaluate`` section's; the transfer attack is crafted on the zoo's surrogate."""
 
-    methods: list[str] = Field(default_factory=lambda: ["simclr", "genrep", "acl"],
+    methods: list[str] = Field(default_factory=lambda: ["masked_ae", "simclr", "genrep", "acl", "bigan"],
                                description="training methods, one arm per method and seed")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="one arm per method and seed")
     epochs: int | None = Field(3, ge=1, le=10_000, description="equal budget in epochs (null: use seconds)")

@@ -106,7 +106,7 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
             adversary=adversary(p), max_seconds=c.seconds)
         row.update(train_cpu_seconds=time.process_time() - cpu0, train_wall_seconds=time.perf_counter() - wall0,
                    final_loss=history[-1]["loss"], train_images=len(images),
-                   epochs=sum(h["trained"] for h in history) / len(images))
+                   epochs=sum(h["steps"] for h in history) / (len(images) // min(p.train.batch_size, len(images))))
     encoder.cpu().eval()
     row.update(probe_arm(encoder, shards, data, params, seed))
     row["peak_rss_mb"] = _peak_rss_mb()
@@ -169,7 +169,7 @@ def prepare(params: Params, shards: Path, zoo_dir: Path, views: Path | None) -> 
 def ray_fan_out(cells: list[dict[str, Any]], data: dict[str, Any], params: Params, device: str) -> list[dict]:
     """Every arm as a Ray task in a fresh worker process (``max_calls=1``: the arm's peak memory is its own)."""
     ray = ensure_ray()
-    job = ray.remote(run_arm).options(**ray_resources(device), max_calls=1)
+    job = ray.remote(max_calls=1, **ray_resources(device))(run_arm)
     refs = [ray.put(v) for v in (data, params)]
     return ray.get([job.remote(arm, *refs, device) for arm in cells])
 
