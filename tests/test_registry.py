@@ -22,7 +22,8 @@ from tests.conftest import tiny_params
 
 # (params key, the names it allows, what else the params need for a name to fit); list keys take a list
 SCHEMA_NAMES = [
-    ("train.method", TRAIN_METHODS, lambda name: {"train": {"method": name, "data": "both"}}),
+    ("train.method", TRAIN_METHODS,
+     lambda name: {"train": {"method": name, "data": "both" if TRAIN_METHODS[name].latent_views else "real"}}),
     ("train.encoder", ENCODERS, lambda name: {"train": {"encoder": name}}),
     ("select.method", SELECTION_METHODS, lambda name: {"select": {"method": name}}),
     ("distill.loss", DISTILL_LOSSES, lambda name: {"distill": {"loss": name}}),
@@ -96,7 +97,8 @@ def test_validators_read_what_the_training_method_needs():
     for name, method in TRAIN_METHODS.items():
         for data in ("real", "generated", "both"):
             for loss in ("ntxent", "supcon"):
-                fits = not (method.latent_views and data == "real") and loss in method.losses
+                fits = (not (method.latent_views and data == "real") and loss in method.losses
+                        and not (method.pretext is not None and data != "real"))
                 try:
                     p = parse(train={"method": name, "data": data, "loss": loss})
                 except ParamsError as exc:
@@ -114,7 +116,9 @@ def test_every_listed_method_has_a_paradigm_paper_and_summary():
     for kind, registry in [("train", TRAIN_METHODS), ("select", SELECTION_METHODS), ("distill-loss", DISTILL_LOSSES),
                            ("distill-param", DISTILL_PARAMS), ("attack", ATTACKS)]:
         assert [m.name for m in listed if m.kind == kind][:len(registry)] == list(registry)
-    assert {m.name for m in listed if m.paradigm == "contrastive"} == set(TRAIN_METHODS)
+    assert {m.name for m in listed if m.kind == "train"} == set(TRAIN_METHODS)
+    assert {m.name for m in listed if m.kind == "train" and m.paradigm != "contrastive"} == {"masked_ae", "bigan"}
+    assert {m.paradigm for m in listed if m.kind == "train"} == set(PARADIGMS)
     assert [m.paradigm for m in listed if m.kind == "generator"] == ["generative"]
 
 
@@ -131,7 +135,7 @@ def test_every_training_method_trains_one_step_through_the_stage_helpers(name):
 
     method = TRAIN_METHODS[name]
     p = parse(train={"method": name, "data": "generated" if method.latent_views else "real", "width": 4,
-                     "proj_dim": 8, "epochs": 1, "adversarial": {"steps": 1}})
+                     "proj_dim": 8, "epochs": 1, **({"adversarial": {"steps": 1}} if method.adversarial else {})})
     encoder, head, enc_config, _ = new_models(p, tiny_data())
     assert any(isinstance(m, DualBatchNorm) for m in encoder.modules()) == method.adversarial == enc_config.get(
         "dual_bn", False)
