@@ -154,16 +154,16 @@ def _fit_predict(classifier: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarr
 
 
 def linear_reconstruction_r2(train_features: torch.Tensor, train_images: torch.Tensor, test_features: torch.Tensor,
-                             test_images: torch.Tensor, *, size: int = 8, ridge: float = 1.0) -> float:
+                             test_images: torch.Tensor, *, size: int | None = None, ridge: float = 1.0) -> float:
     """How much of the image a representation keeps, linearly: R² on the test images of a ridge regression
     from features (N, d), standardised with the training mean and std, to the images (uint8 or float in
-    [0, 1], (N, C, H, W)) area-resized to ``size`` × ``size``. 1 = every downsized pixel recovered; 0 = no
-    better than the training mean image; negative = worse. The survey's "reconstruction-heavy" setting:
-    a generative pretext is trained to keep this information, a contrastive one to discard what its
-    augmentations change."""
+    [0, 1], (N, C, H, W)), area-resized to ``size`` × ``size`` unless ``size`` is None. 1 = every pixel
+    recovered; 0 = no better than the training mean image; negative = worse. The survey's
+    "reconstruction-heavy" setting: a generative pretext is trained to keep this information, a contrastive
+    one to discard what its augmentations change."""
     def pixels(images: torch.Tensor) -> torch.Tensor:
         x = images.float().div(255) if images.dtype == torch.uint8 else images.float()
-        return F.adaptive_avg_pool2d(x, size).flatten(1).double()
+        return (x if size is None else F.adaptive_avg_pool2d(x, size)).flatten(1).double()
 
     if len(train_features) != len(train_images) or len(test_features) != len(test_images):
         raise ValueError(f"features and images differ in length: train {len(train_features)} vs {len(train_images)}, "

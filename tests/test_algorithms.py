@@ -161,3 +161,29 @@ def test_accuracy_of_constant_model():
             return torch.tensor([[0.0, 1.0]]).repeat(len(x), 1)
 
     assert accuracy(Const(), torch.rand(4, 1, 2, 2), torch.tensor([1, 1, 0, 1])) == 0.75
+
+
+def test_linear_reconstruction_r2_matches_ridge_regression():
+    """R² (out of sample: against the training mean image) of the closed-form ridge map equals that of
+    scikit-learn's Ridge (unpenalised intercept) on the same standardised features and downsized pixels;
+    features that are the pixels themselves score ~1, noise ~0."""
+    import torch.nn.functional as F
+    from sklearn.linear_model import Ridge
+
+    from repflow.probe import linear_reconstruction_r2
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (120, 1, 8, 8), generator=g, dtype=torch.uint8)
+    features = torch.randn(120, 6, generator=g)
+    tr, te = slice(0, 90), slice(90, 120)
+    mean, std = features[tr].double().mean(0), features[tr].double().std(0) + 1e-8
+    z = ((features.double() - mean) / std).numpy()
+    pixels = F.adaptive_avg_pool2d(images.float() / 255, 4).flatten(1).double().numpy()
+    fit = Ridge(alpha=2.0).fit(z[tr], pixels[tr])
+    residual = ((pixels[te] - fit.predict(z[te])) ** 2).sum()
+    expected = 1 - residual / ((pixels[te] - pixels[tr].mean(0)) ** 2).sum()
+    got = linear_reconstruction_r2(features[tr], images[tr], features[te], images[te], size=4, ridge=2.0)
+    assert got == pytest.approx(expected, abs=1e-9)
+    own = images.float().flatten(1) / 255
+    assert linear_reconstruction_r2(own[tr], images[tr], own[te], images[te], ridge=1e-6) > 0.999
+    assert linear_reconstruction_r2(features[tr], images[tr], features[te], images[te]) < 0.05

@@ -73,7 +73,16 @@ def test_compare_stage_table_child_runs_and_reference(tiny_shards, zoo, ray_sess
     for col in ("linear_acc", "few_label_1", "few_label_5", "robust_acc", "transfer_success"):
         assert table[col].is_between(0.0, 1.0).all(), col
     assert (table["robust_acc"] <= table["linear_acc"] + 0.1).all()  # a subset of 40 vs the whole test split
-    assert (table["peak_rss_mb"] > 50).all()
+    assert (table["peak_rss_mb"] > 50).all() and (table["peak_extra_mb"] >= 0).all()
+    # every arm's encoder is kept; the reference is the untrained start the trained arms of its seed left
+    from repflow.checkpoints import load_tensors
+    from repflow.models import build_encoder
+
+    init_state, init_config = load_tensors(out / "encoders" / "init-seed0.safetensors")
+    simclr_state, _ = load_tensors(out / "encoders" / "simclr-seed0.safetensors")
+    build_encoder(init_config).load_state_dict(init_state)
+    conv = next(k for k, v in init_state.items() if v.ndim == 4)
+    assert init_config["method"] == "init" and not torch.equal(init_state[conv], simclr_state[conv])
     assert table.filter(pl.col("method") == "acl")["paradigm"].to_list() == ["contrastive"]
     summary = pl.read_parquet(out / "summary.parquet")
     assert summary["method"].to_list() == ["init", "simclr", "acl"] and (summary["seeds"] == 1).all()
@@ -96,10 +105,10 @@ def test_an_arm_repeats_exactly_and_a_seconds_budget_stops_it(tiny_shards, zoo, 
 
     p = _params()
     data = prepare(p, tiny_shards, zoo, None)
-    timing = ("train_cpu_seconds", "train_wall_seconds", "probe_seconds", "peak_rss_mb")
-    first, again = (run_arm({"method": "simclr", "seed": 0}, data, p, "cpu") for _ in range(2))
+    timing = ("train_cpu_seconds", "train_wall_seconds", "probe_seconds", "peak_rss_mb", "peak_extra_mb")
+    first, again = (run_arm({"method": "simclr", "seed": 0}, data, p, "cpu")["row"] for _ in range(2))
     assert {k: v for k, v in first.items() if k not in timing} == {k: v for k, v in again.items() if k not in timing}
-    budgeted = run_arm({"method": "simclr", "seed": 0}, data, _params(epochs=None, seconds=0.05), "cpu")
+    budgeted = run_arm({"method": "simclr", "seed": 0}, data, _params(epochs=None, seconds=0.05), "cpu")["row"]
     assert 0 < budgeted["epochs"] < 1  # stopped inside the first epoch, after at least one batch
     assert budgeted["train_cpu_seconds"] < first["train_cpu_seconds"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
@@ -30,16 +31,18 @@ def transfer_grid_flow(cells: list[dict], models: dict, x, y, params, device: st
     return [row for f in futures for row in f.result()]
 
 
-@task(name="compare-arm", cache_policy=NO_CACHE)
+@task(name="compare-arm", task_run_name="compare-arm-{arm[method]}-seed{arm[seed]}", cache_policy=NO_CACHE)
 def compare_arm_task(arm: dict, data: dict, params, device: str) -> dict:
     return compare.run_arm(arm, data, params, device)
 
 
 @flow(name="compare-arms", task_runner=RayTaskRunner(), log_prints=True)
 def compare_arms_flow(arms: list[dict], data: dict, params, device: str) -> list[dict]:
-    """One Prefect task per (method, seed) arm, each in a fresh Ray worker (its peak memory is its own)."""
-    with remote_options(**ray_resources(device), max_calls=1):
+    """One Prefect task per (method, seed) arm, run by Ray."""
+    with remote_options(**ray_resources(device)):
         futures = compare_arm_task.map(arms, unmapped(data), unmapped(params), unmapped(device))
+    for done, future in enumerate(as_completed(futures), 1):
+        compare.log_arm(future.result()["row"], done, len(arms))
     return [f.result() for f in futures]
 
 

@@ -291,7 +291,8 @@ class CompareParams(Section):
     transfer_attack: ATTACKS.literal() = "mifgsm"  # type: ignore[valid-type]
     transfer_eps: float = Field(0.1, gt=0.0, le=1.0, description="radius of the transfer attack from the surrogate")
     max_test: int = Field(500, ge=10, le=1_000_000, description="test images attacked (a seeded subset)")
-    reconstruction_size: int = Field(8, ge=1, le=64, description="side of the downsized images a linear map recovers")
+    reconstruction_size: int | None = Field(None, ge=1, le=1024, description="side of the (downsized) test images a "
+                                            "linear map recovers from the features; null = full resolution")
 
     @field_validator("methods")
     @classmethod

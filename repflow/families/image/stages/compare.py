@@ -11,7 +11,8 @@ trained encoder is probed the same way:
   share of the images the encoder + probe had right that it then gets wrong;
 - linear reconstruction R² of the downsized test images from the features (what a generative pretext keeps);
 - cost: training CPU seconds and wall seconds, epochs run, and the peak resident memory of the arm's
-  process (each arm runs in a fresh Ray worker, so the peak is the arm's own plus the worker's baseline).
+  process while it ran (``peak_rss_mb``; the peak is reset when the arm starts) and that peak above the
+  memory the process held at the start (``peak_extra_mb``: the arm's own data, models and activations).
 
 With ``compare.reference`` each seed also gets an ``init`` arm: the untrained initial encoder every method
 of that seed starts from, probed the same way (the floor a method must beat to have learned anything).
@@ -21,7 +22,8 @@ arm, shown in the Prefect UI); ``repflow stage image.compare`` runs them as plai
 MLflow child run of this stage's run.
 
 Output folder: ``comparison.parquet`` (one row per arm), ``summary.parquet`` / ``comparison.md`` (mean ± sd
-over seeds per method), ``comparison.png`` and ``cost.png``, ``metrics.json``.
+over seeds per method), ``encoders/<method>-seed<seed>.safetensors`` (+ ``.json``: the builder config; any
+one loads with :func:`repflow.models.build_encoder`), ``comparison.png`` and ``cost.png``, ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import torch
 
 from repflow import tracking
 from repflow.attacks import PGD, accuracy, attack_success_rate, make_attack, robust_accuracy
-from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors
+from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.contrastive import TRAIN_METHODS, train_contrastive
@@ -76,25 +78,51 @@ def arm_params(params: Params, method: str, seed: int) -> Params:
     return params.model_copy(update={"seed": seed, "train": train, "select": select})
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_memory() -> float:
+    """Start measuring a new peak of this process's resident memory (Linux: writing 5 to
+    ``/proc/self/clear_refs`` resets VmHWM); returns the resident MiB now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    now = _status_mb("VmRSS")
+    return now if now is not None else 0.0
+
+
+def peak_memory_mb() -> float:
+    """Peak resident MiB of this process since :func:`reset_peak_memory` (where the reset is not available,
+    since the process started)."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: str) -> dict[str, Any]:
     """Train one arm's encoder (none for the reference) and probe it. ``data`` holds the shard and views
     folders and the transfer examples crafted on the surrogate (:func:`prepare`). Runs in a Ray worker or
-    in process; returns one row of the comparison table."""
+    in process; returns ``{"row": one row of the comparison table, "encoder": its state (CPU tensors),
+    "config": its builder config}``."""
     if device == "cpu":
         torch.set_num_threads(1)
     method, seed = arm["method"], arm["seed"]
     c = params.compare
+    resident = reset_peak_memory()
     shards = ShardSet(data["shards"])
     plain = next(n for n in TRAIN_METHODS if not TRAIN_METHODS[n].adversarial and not TRAIN_METHODS[n].latent_views)
     p = arm_params(params, plain if method == REFERENCE else method, seed)
-    encoder, head, _, _ = new_models(p, shards)  # seeded by the arm's seed: every method of a seed starts here
+    encoder, head, enc_config, _ = new_models(p, shards)  # seeded by the arm's seed: every method of a seed starts here
     row: dict[str, Any] = {"method": method, "seed": seed,
                            "paradigm": "-" if method == REFERENCE else (TRAIN_METHODS[method].paradigm or "-"),
-                           "epochs": 0.0, "final_loss": float("nan"), "train_cpu_seconds": 0.0,
+                           "epochs": 0.0, "final_loss": float("nan"), "train_images": 0, "train_cpu_seconds": 0.0,
                            "train_wall_seconds": 0.0}
     if method != REFERENCE:
         images, partners, _ = training_set(p, shards, data.get("views"))
@@ -109,8 +137,10 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
                    epochs=sum(h["steps"] for h in history) / (len(images) // min(p.train.batch_size, len(images))))
     encoder.cpu().eval()
     row.update(probe_arm(encoder, shards, data, params, seed))
-    row["peak_rss_mb"] = _peak_rss_mb()
-    return row
+    row["peak_rss_mb"] = peak_memory_mb()
+    row["peak_extra_mb"] = max(row["peak_rss_mb"] - resident, 0.0)
+    return {"row": row, "encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
+            "config": enc_config}
 
 
 def probe_arm(encoder: torch.nn.Module, shards: ShardSet, data: dict[str, Any], params: Params,
@@ -167,11 +197,24 @@ def prepare(params: Params, shards: Path, zoo_dir: Path, views: Path | None) -> 
 
 
 def ray_fan_out(cells: list[dict[str, Any]], data: dict[str, Any], params: Params, device: str) -> list[dict]:
-    """Every arm as a Ray task in a fresh worker process (``max_calls=1``: the arm's peak memory is its own)."""
+    """Every arm as a Ray task (1 CPU, or 1 GPU when the stage uses CUDA)."""
     ray = ensure_ray()
-    job = ray.remote(max_calls=1, **ray_resources(device))(run_arm)
+    job = ray.remote(run_arm).options(**ray_resources(device))
     refs = [ray.put(v) for v in (data, params)]
-    return ray.get([job.remote(arm, *refs, device) for arm in cells])
+    pending = [job.remote(arm, *refs, device) for arm in cells]
+    order = {ref: i for i, ref in enumerate(pending)}
+    results: list[dict[str, Any]] = [{} for _ in cells]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        results[order[done[0]]] = ray.get(done[0])
+        log_arm(results[order[done[0]]]["row"], len(cells) - len(pending), len(cells))
+    return results
+
+
+def log_arm(row: dict[str, Any], done: int, total: int) -> None:
+    """One line per finished arm: the fan-out's progress in the log (the arms' own bars stay in their workers)."""
+    log.info("compare: arm %d/%d done: %s seed %d, linear %.3f, robust %.3f, %.0f CPU s training", done, total,
+             row["method"], row["seed"], row["linear_acc"], row["robust_acc"], row["train_cpu_seconds"])
 
 
 METRICS = ("linear_acc", "few_label", "robust_acc", "transfer_success", "reconstruction_r2")
@@ -188,19 +231,25 @@ def summarise(table: pl.DataFrame) -> pl.DataFrame:
                                 .alias("_order")).sort("_order").drop("_order")
 
 
-def write_output(ctx: StageContext, rows: list[dict[str, Any]], attacked: int) -> StageSummary:
-    """The table (one row per arm), the per-method summary, plots, metrics and one MLflow child run per arm."""
+def write_output(ctx: StageContext, results: list[dict[str, Any]], attacked: int) -> StageSummary:
+    """The table (one row per arm), the per-method summary, every arm's encoder, plots, metrics and one MLflow
+    child run per arm."""
     params, tmp = ctx.params, ctx.tmp
     c = params.compare
+    rows = [r["row"] for r in results]
+    (tmp / "encoders").mkdir()
+    for r in results:
+        save_tensors(tmp / "encoders" / f"{r['row']['method']}-seed{r['row']['seed']}.safetensors", r["encoder"],
+                     {**r["config"], "method": r["row"]["method"], "seed": r["row"]["seed"]})
     table = pl.DataFrame(rows)
     summary = summarise(table)
     table.write_parquet(tmp / "comparison.parquet")
     summary.write_parquet(tmp / "summary.parquet")
     few = [f"few_label_{k}" for k in c.few_label]
     shown = ["linear_acc", *few, "robust_acc", "transfer_success", "reconstruction_r2", "train_cpu_seconds",
-             "epochs", "peak_rss_mb"]
+             "epochs", "peak_extra_mb"]
     md_rows = [{"method": r["method"], "paradigm": r["paradigm"], "seeds": r["seeds"],
-                **{k: f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" if k not in ("train_cpu_seconds", "peak_rss_mb", "epochs")
+                **{k: f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" if k not in ("train_cpu_seconds", "peak_extra_mb", "epochs")
                    else f"{r[k]:.1f}" for k in shown}} for r in summary.to_dicts()]
     budget = f"{c.epochs} epochs" if c.epochs else f"{c.seconds:g} CPU seconds of training"
     methods = summary["method"].to_list()
@@ -216,8 +265,8 @@ def write_output(ctx: StageContext, rows: list[dict[str, Any]], attacked: int) -
             f"Probes: linear probe ({params.evaluate.probe_epochs} epochs) test accuracy; few-label logistic "
             f"regression on k images per class ({c.few_label_draws} draws); PGD-{params.evaluate.pgd_steps} at "
             f"ε = {c.pgd_eps:.4f} and {c.transfer_attack} from the surrogate {params.zoo.surrogate} at ε = "
-            f"{c.transfer_eps:g} on {attacked} test images; R² of a ridge map from features to "
-            f"{c.reconstruction_size}×{c.reconstruction_size} test images.\n")
+            f"{c.transfer_eps:g} on {attacked} test images; R² of a ridge map from features to the test images"
+            f"{'' if c.reconstruction_size is None else f' at {c.reconstruction_size}×{c.reconstruction_size}'}.\n")
     atomic_write_text(tmp / "comparison.md", text)
     metrics: dict[str, Any] = {f"{r['method']}.{k}": r[k] for r in summary.to_dicts()
                                for k in ("linear_acc", *few, "robust_acc", "transfer_success", "reconstruction_r2",
@@ -241,5 +290,5 @@ def run(ctx: StageContext) -> StageSummary:
     cells = arms(params)
     log.info("compare: %d arms (%s × seeds %s)", len(cells), ", ".join(dict.fromkeys(a["method"] for a in cells)),
              params.compare.seeds)
-    rows = ctx.extras.get("fan_out", ray_fan_out)(cells, data, params, device)
-    return write_output(ctx, rows, len(data["y_attack"]))
+    results = ctx.extras.get("fan_out", ray_fan_out)(cells, data, params, device)
+    return write_output(ctx, results, len(data["y_attack"]))
