@@ -1,3 +1,4 @@
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,12 +65,12 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     sections = {"prep": {"per_class": 80, "test_per_class": 5}, "train": {"epochs": 5, "width": 16}}
     env = child_env(REPFLOW_PROGRESS="0")
     cli = [sys.executable, "-m", "repflow", "stage"]
-    for ws in (tmp_path / "killed", tmp_path / "straight"):
-        write_params(ws, **sections)
-        for stage in ("prep", "select"):
-            subprocess.run(cli + [stage, "--workdir", str(ws)], check=True, env=env, capture_output=True, timeout=300)
-
     ws = tmp_path / "killed"
+    write_params(ws, **sections)
+    for stage in ("prep", "select"):
+        subprocess.run(cli + [stage, "--workdir", str(ws)], check=True, env=env, capture_output=True, timeout=300)
+    shutil.copytree(ws, tmp_path / "straight")  # the same prep and select outputs for the uninterrupted run
+
     progress = ws / "artifacts" / ".train.progress" / "last.safetensors"
     proc = subprocess.Popen(cli + ["train", "--workdir", str(ws)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -44,9 +44,10 @@ def test_dvc_repro_and_experiments(tmp_path):
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "init"], repo, env)
 
-    stages = [f"image-{s}" for s in ("prep", "generate", "distill", "select", "train", "evaluate", "zoo",
-                                     "transfer", "register")]
-    targets = ["image-register", "image-transfer", "image-distill"]  # the image DAG's leaves: all of it
+    # the image DAG up to evaluate: five stages, each a `repflow stage` process (the Prefect flow test runs
+    # every stage; what is checked here is DVC's side: deps, params, outs, metrics, no-op and experiments)
+    stages = [f"image-{s}" for s in ("prep", "generate", "select", "train", "evaluate")]
+    targets = ["image-evaluate"]
     first = sh(["dvc", "repro", *targets], repo, env)
     for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout
@@ -61,12 +62,12 @@ def test_dvc_repro_and_experiments(tmp_path):
 
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-qm", "baseline"], repo, env)
-    exp = sh(["dvc", "exp", "run", "-S", "transfer.eps=[0.2]", "-n", "wider-eps", *targets], repo, env)
-    assert "Running stage 'image-transfer'" in exp.stdout  # only the stage that reads the changed param reruns
+    exp = sh(["dvc", "exp", "run", "-S", "evaluate.eps=[0.2]", "-n", "wider-eps", *targets], repo, env)
+    assert "Running stage 'image-evaluate'" in exp.stdout  # only the stage that reads the changed param reruns
     for reused in stages:
-        if reused != "image-transfer":
+        if reused != "image-evaluate":
             assert f"Running stage '{reused}'" not in exp.stdout
     show = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout)
     names = json.dumps(show)
     assert "wider-eps" in names
-    assert json.loads((repo / "reports" / "transfer.metrics.json").read_text())["eps_max"] == 0.2
+    assert list(json.loads((repo / "reports" / "evaluate.metrics.json").read_text())["robust_acc"]) == ["0.200000"]
