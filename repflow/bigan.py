@@ -31,7 +31,10 @@ receives only the gradient of its own loss:
 
 So one backward gives ∂L_D/∂θ_D and ∂L_EG/∂θ_{E,G}, and the optimizer step updates all players at once
 from the same batch (simultaneous gradient descent, as ALI's code does), rather than GAN's alternating
-D-then-G steps. Adam's per-parameter scaling keeps the two losses' scales from mixing.
+D-then-G steps. Adam's per-parameter scaling keeps the two losses' scales from mixing; the head asks the
+loop for β1 = 0.5 (``adam_betas``), the papers' setting (both use Adam with β1 = 0.5, lr 1e-4 to 2e-4).
+At the train stage's default lr 1e-3 the discriminator wins quickly
+(benchmarks/results/pretext_mechanism.md).
 
 Why BiGAN rather than an adversarial autoencoder (AAE): BiGAN's encoder is trained ONLY through the
 adversarial game between real pairs and generated pairs (there is no reconstruction term; E must
@@ -87,6 +90,8 @@ class BiGANHead(PretextHead):
     """E's linear map to z, G and D for an encoder of ``in_dim`` features on ``image_shape`` (C, H, W)
     images; ``z_dim``: latent size (default 64); ``width``: channels of G and D. Uses only the first
     view: x is the loop's configured augmentation of the image."""
+
+    adam_betas = (0.5, 0.999)
 
     def __init__(self, in_dim: int, image_shape: tuple[int, int, int], *, z_dim: int = 64, width: int = 32):
         super().__init__()

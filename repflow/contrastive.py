@@ -42,7 +42,12 @@ class PretextHead(nn.Module, abc.ABC):
     Subclasses are built as ``cls(in_dim, image_shape, **options)`` (``in_dim``: the encoder's
     ``out_dim``; ``image_shape``: (C, H, W)); :meth:`config` returns ``{"in_dim", "image_shape",
     "options"}``, which :func:`build_training_head` completes with the method's name.
+
+    ``adam_betas``: the loop's Adam betas while this head trains (adversarial games want a short
+    momentum memory, β1 = 0.5, as DCGAN, BiGAN and ALI use; everything else keeps Adam's defaults).
     """
+
+    adam_betas: tuple[float, float] = (0.9, 0.999)
 
     @abc.abstractmethod
     def loss(self, encoder: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *,
@@ -139,7 +144,8 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
     encoder.to(device).train()
     head.to(device).train()
     params = list(encoder.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    betas = head.adam_betas if pretext else (0.9, 0.999)
+    opt = torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
     history = []
@@ -160,7 +166,8 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
             batches = order.tensor_split(math.ceil(len(order) / bs))
         else:
             batches = order[:len(order) - len(order) % bs].split(bs)
-        for idx in progress(batches, desc=f"contrastive epoch {epoch + 1}/{epochs}", unit="batch"):
+        kind = "pretext" if pretext else "contrastive"
+        for idx in progress(batches, desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch"):
             x = images[idx].to(device, non_blocking=True).float().div_(255)
             if partners is not None:
                 pick = torch.randint(0, partners.shape[1], (len(idx),), generator=g)

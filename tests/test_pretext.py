@@ -166,6 +166,13 @@ def test_a_pretext_head_trains_in_the_shared_loop_deterministically(name):
         assert all(0.0 <= h["d_accuracy"] <= 1.0 and "eg_loss" in h for h in hist_a)
 
 
+def test_the_loop_uses_the_heads_adam_betas():
+    betas = {}
+    for name in PRETEXTS:
+        _train(name, epochs=1, max_seconds=1e-6, on_epoch=lambda e, s, opt: betas.update({name: opt.defaults["betas"]}))
+    assert betas == {"masked_ae": (0.9, 0.999), "bigan": (0.5, 0.999)}
+
+
 def test_a_pretext_head_refuses_labels_and_an_adversary():
     with pytest.raises(ValueError, match="pretext head .* no adversary and no class labels"):
         _train("masked_ae", labels=torch.zeros(48, dtype=torch.long))
