@@ -373,3 +373,17 @@ def test_rank1_middle_feature_keeps_the_accuracy_on_the_default_surrogate_only(d
     assert acc["full feature"] == pytest.approx(robust_acc(model, x, y))  # the split reassembles the model
     rank1_acc, residual_acc = acc["rank-1 part"], acc["residual"]
     assert (rank1_acc > residual_acc + 0.1) if premise_holds else (residual_acc > rank1_acc + 0.1)
+
+
+def test_compiled_attacks_give_the_eager_examples():
+    """``compile=True`` (evaluate.compile / transfer.compile) only changes how the model runs: the same
+    adversarial examples as eager up to float rounding, here through SVD logit fusion (the model compiled is
+    the fused one; one case, since compiling costs seconds)."""
+    svd = {"layer": "block2", "iterations": 5}
+    model = tiny_model()
+    x, y = random_batch(16)
+    params = {"eps": 8 / 255, "steps": 3, "seed": 1, "decay": 1.0}
+    eager = make_attack("mifgsm", model, svd=svd, **params)(x, y)
+    compiled = make_attack("mifgsm", model, svd=svd, compile=True, **params)(x, y)
+    assert torch.allclose(eager, compiled, atol=1e-5)
+    assert (compiled - x).abs().max() <= 8 / 255 + 1e-6

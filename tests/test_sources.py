@@ -5,6 +5,7 @@ import pickle
 import struct
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -147,3 +148,21 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     other = parse_params({**tiny_params(), "prep": {**params.prep.model_dump(), "per_class": 5}})
     run_stage("image.prep", other, {}, out)
     assert (out / "manifest.json").stat().st_mtime_ns != stamp  # other params: rebuilt
+
+
+def test_prep_raw_shards_hold_the_same_images_as_png(tmp_path, monkeypatch):
+    """prep.image_format = raw: the same splits, read back without a decode, equal to the png shards."""
+    from repflow import tracking
+    from repflow.stage import run_stage
+
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(tmp_path)
+    sets = {}
+    for fmt in ("png", "raw"):
+        params = parse_params(tiny_params(prep={"per_class": 3, "test_per_class": 2, "image_format": fmt}))
+        sets[fmt] = ShardSet(run_stage("image.prep", params, {}, tmp_path / fmt))
+    assert sets["raw"].meta["splits"]["train"]["members"]["raw"] == {"type": "raw", "dtype": "uint8",
+                                                                      "shape": [1, 28, 28]}
+    for split in ("train", "val", "test"):
+        (xp, yp), (xr, yr) = sets["png"].load(split), sets["raw"].load(split)
+        assert torch.equal(xp, xr) and torch.equal(yp, yr) and xr.dtype == torch.uint8

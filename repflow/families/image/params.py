@@ -36,6 +36,9 @@ class PrepParams(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out for validation")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="test share for sources without a test split")
     shard_size: int = Field(2000, ge=1, le=1_000_000, description="samples per shard")
+    image_format: Literal["png", "raw"] = Field(
+        "png", description="png: compressed, viewable members; raw: the uint8 bytes with their shape, read without "
+                           "a decode (about 4x faster loading, benchmarks/results/loading.md; larger shards)")
 
 
 class AugmentParams(Section):
@@ -176,6 +179,9 @@ class EvaluateParams(Section):
     alf_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="PGD radius while finetuning the probe")
     alf_steps: int = Field(3, ge=1, le=100, description="PGD steps while finetuning the probe")
     rd_steps: int = Field(3, ge=1, le=100, description="attack steps of the held-out representational divergence")
+    compile: bool = Field(False, description="run the PGD grid's model through torch.compile: about 1.9x faster "
+                                             "attacks on CPU after a compile of several seconds per Ray task "
+                                             "(benchmarks/results/attack_speed.md); needs a C++ compiler")
 
     @field_validator("eps")
     @classmethod
@@ -252,6 +258,7 @@ class TransferParams(Section):
     svd_iterations: int = Field(20, ge=1, le=1000)
     max_test: int = Field(250, ge=1, le=1_000_000, description="test images attacked")
     batch_size: int = Field(250, ge=1, le=8192)
+    compile: bool = Field(False, description="craft on the surrogate through torch.compile (as evaluate.compile)")
 
     @field_validator("eps")
     @classmethod

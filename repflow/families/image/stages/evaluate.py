@@ -35,8 +35,10 @@ log = logging.getLogger("repflow.evaluate")
 
 
 def robust_accuracy_job(encoder_config: dict, state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                        eps: float, steps: int, alpha: float, seed: int, batch_size: int, device: str) -> dict:
-    """One grid cell, runnable in a Ray worker: rebuild encoder + probe, attack ``x`` with PGD at ``eps``."""
+                        eps: float, steps: int, alpha: float, seed: int, batch_size: int, device: str,
+                        compile: bool = False) -> dict:
+    """One grid cell, runnable in a Ray worker: rebuild encoder + probe, attack ``x`` with PGD at ``eps``
+    (through ``torch.compile`` with ``compile``: the same examples up to float rounding, faster per batch)."""
     if device == "cpu":
         torch.set_num_threads(1)  # one Ray CPU per task; torch would otherwise oversubscribe the cores
     encoder = build_encoder(encoder_config)
@@ -45,7 +47,7 @@ def robust_accuracy_job(encoder_config: dict, state: dict[str, torch.Tensor], x:
     model.load_state_dict(state)
     model.to(device).eval()
     t0 = time.perf_counter()
-    attack = PGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)
+    attack = PGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed, compile=compile)
     acc = robust_accuracy(model, attack, x, y, batch_size=batch_size, device=device, desc=f"PGD eps={eps:.4f}")
     return {"eps": eps, "robust_acc": acc, "seconds": time.perf_counter() - t0}
 
@@ -141,7 +143,7 @@ def run(ctx: StageContext) -> StageSummary:
         state_ref = ray.put(state)
         futures[name] = [job.remote(cfg_ref, state_ref, x_ref, y_ref, eps, cfg.pgd_steps,
                                     cfg.pgd_step_ratio * eps / cfg.pgd_steps, params.seed, cfg.attack_batch_size,
-                                    device.type) for eps in cfg.eps]
+                                    device.type, cfg.compile) for eps in cfg.eps]
     results = {name: ray.get(f) for name, f in futures.items()}
     metrics["attack_seconds"] = time.perf_counter() - t0
     metrics["clean_acc_attacked_subset"] = accuracy(model, x_att, y_att)

@@ -74,7 +74,8 @@ def run(ctx: StageContext) -> StageSummary:
     mlflow.set_tags({"repflow.source": cfg.source, "repflow.source_origin": src.origin,
                      "repflow.source_digest": meta["source_digest"]})
     for name, (x, y) in splits.items():
-        meta["splits"][name] = write_image_split(tmp, name, x, y, shard_size=cfg.shard_size, show_progress=True)
+        meta["splits"][name] = write_image_split(tmp, name, x, y, shard_size=cfg.shard_size, show_progress=True,
+                                                 image_format=cfg.image_format)
         mlflow.log_metric(f"{name}_count", len(x))
     x_show = torch.from_numpy(splits["train"][0])
     x_show = x_show.unsqueeze(1) if x_show.ndim == 3 else x_show.permute(0, 3, 1, 2)

@@ -89,7 +89,7 @@ def attack_cell(cell: dict[str, Any], models: dict[str, dict[str, Any]], x: torc
     t = params.transfer
     surrogate_name = params.zoo.surrogate
     built = {name: _build(name, entry).to(device) for name, entry in models.items()}
-    attack_params: dict[str, Any] = {"eps": cell["eps"], "steps": t.steps, "seed": params.seed}
+    attack_params: dict[str, Any] = {"eps": cell["eps"], "steps": t.steps, "seed": params.seed, "compile": t.compile}
     if cell["attack"] not in ("fgsm", "pgd", "pgd_l2"):
         attack_params["decay"] = t.momentum
     if cell["attack"] == "fgsm":
