@@ -20,7 +20,9 @@ Measured per seed:
   the evaluate stage's defaults) of the frozen trained encoder vs the same encoder at its random init,
   as built (batch-norm running statistics at their initial 0 / 1) and with its batch-norm statistics
   measured on the training images (no weight changed): any training calibrates those statistics, so the
-  second is the baseline that isolates what the learned weights add.
+  second is the baseline that isolates what the learned weights add. The trained encoder is probed as
+  trained and, likewise, with its statistics re-measured on the (unmasked, unaugmented) training images
+  (``probe_acc_bn_measured``): masked_ae's batch norm saw 75 %-masked images while training.
 
     python -m benchmarks.pretext_mechanism [--seeds 0 1] [--epochs 6] [--bigan-lr 2e-4] [--per-class 500]
                                            [--test-per-class 100]
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import time
 
@@ -37,13 +40,14 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 from repflow.contrastive import build_training_head, train_contrastive  # noqa: E402
 from repflow.families.image.params import AugmentParams, TrainParams  # noqa: E402
 from repflow.families.image.stages.prep import stratified_subsample  # noqa: E402
 from repflow.masked_ae import masked_patch_mse, random_patch_mask  # noqa: E402
 from repflow.models import build_encoder  # noqa: E402
 from repflow.probe import embed, fit_linear_probe  # noqa: E402
+from repflow.report import markdown_table  # noqa: E402
 from repflow.sources import read_source  # noqa: E402
 
 
@@ -132,6 +136,37 @@ def bigan_scores(encoder, head, data: dict, trace: list[dict], seed: int) -> dic
             "d_acc_last10pct": float(np.mean(acc[-tenth:])), "d_acc_min": min(acc), "d_acc_max": max(acc)}
 
 
+COMMON = ("method", "seed", "epochs", "lr", "train_cpu_s", "first_epoch_loss", "last_epoch_loss", "probe_acc",
+          "probe_acc_bn_measured", "random_init_probe_acc", "random_init_bn_measured_probe_acc")
+OWN = {"masked_ae": ("masked_mse", "mean_image_mse"),
+       "bigan": ("recon_corr", "shuffled_corr", "d_acc_first10pct", "d_acc_mid10pct", "d_acc_last10pct", "d_acc_min",
+                 "d_acc_max")}
+
+
+def setup_line(per_class: int, test_per_class: int, epochs: int, seeds: list[int], total: float) -> str:
+    return (f"Fashion-MNIST, {per_class}/class train, {test_per_class}/class test; small_cnn width 32; {epochs} "
+            f"epochs per method; seeds {seeds}; torch threads 1; whole script {total:.0f} CPU s")
+
+
+def report(runs: list[dict], setup: str, total: float) -> None:
+    """results/pretext_mechanism.{json,md}: one table of what both methods share, one of each method's own
+    mechanism numbers (seed by seed), and the probe gains over both random-init baselines."""
+    notes = [setup]
+    for method in OWN:
+        mine = [r for r in runs if r["method"] == method]
+        for baseline in ("random_init_probe_acc", "random_init_bn_measured_probe_acc"):
+            gain = mean_std([r["probe_acc"] - r[baseline] for r in mine])
+            notes.append(f"{method}: probe_acc minus {baseline}, mean ± std over {len(mine)} seeds: "
+                         f"{gain[0]:+.4f} ± {gain[1]:.4f}")
+    for method, keys in OWN.items():
+        notes.append(f"{method}'s own numbers:\n\n" + markdown_table(
+            [{"seed": r["seed"], **{k: r[k] for k in keys}} for r in runs if r["method"] == method],
+            floatfmt="{:.4f}") + "\n")
+    rows = [{k: (f"{r[k]:g}" if k == "lr" else r[k]) for k in COMMON} for r in runs]
+    write_results("pretext_mechanism", "Mechanism check: masked_ae and bigan on Fashion-MNIST", rows, notes,
+                  extra={"runs": runs, "setup": setup, "total_cpu_seconds": total})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -139,10 +174,17 @@ def main() -> None:
     ap.add_argument("--bigan-lr", type=float, default=2e-4)
     ap.add_argument("--per-class", type=int, default=500)
     ap.add_argument("--test-per-class", type=int, default=100)
+    ap.add_argument("--from-json", action="store_true", help="re-render the markdown from the last run's json")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.from_json:
+        payload = json.loads((RESULTS / "pretext_mechanism.json").read_text())
+        runs, total = payload.get("runs", payload["rows"]), payload["total_cpu_seconds"]
+        seeds = sorted({r["seed"] for r in runs})
+        report(runs, setup_line(args.per_class, args.test_per_class, runs[0]["epochs"], seeds, total), total)
+        return
     start = time.process_time()
-    rows = []
+    runs = []
     for seed in args.seeds:
         data = fashion_mnist(args.per_class, args.test_per_class, seed)
         torch.manual_seed(seed)
@@ -157,25 +199,17 @@ def main() -> None:
             head, history, trace, seconds = train(method, encoder, data, args.epochs, seed, lr)
             row = {"method": method, "seed": seed, "epochs": args.epochs, "lr": lr, "train_cpu_s": seconds,
                    "first_epoch_loss": history[0]["loss"], "last_epoch_loss": history[-1]["loss"],
-                   "probe_acc": probe_accuracy(encoder, data, seed), "random_init_probe_acc": random_acc,
+                   "probe_acc": probe_accuracy(encoder, data, seed),
+                   "probe_acc_bn_measured": probe_accuracy(with_measured_bn_stats(encoder, data["x_train"]), data,
+                                                           seed),
+                   "random_init_probe_acc": random_acc,
                    "random_init_bn_measured_probe_acc": calibrated_acc}
             row.update(masked_ae_scores(encoder, head, data, seed) if method == "masked_ae"
                        else bigan_scores(encoder, head, data, trace, seed))
-            rows.append(row)
+            runs.append(row)
             print(row, flush=True)
-    summary = []
-    for method in ("masked_ae", "bigan"):
-        mine = [r for r in rows if r["method"] == method]
-        for baseline in ("random_init_probe_acc", "random_init_bn_measured_probe_acc"):
-            gain = mean_std([r["probe_acc"] - r[baseline] for r in mine])
-            summary.append(f"{method}: probe_acc minus {baseline}, mean ± std over {len(mine)} seeds: "
-                           f"{gain[0]:+.4f} ± {gain[1]:.4f}")
     total = time.process_time() - start
-    notes = [f"Fashion-MNIST, {args.per_class}/class train, {args.test_per_class}/class test; small_cnn width 32; "
-             f"{args.epochs} epochs per method; seeds {args.seeds}; torch threads 1; whole script {total:.0f} CPU s",
-             *summary]
-    write_results("pretext_mechanism", "Mechanism check: masked_ae and bigan on Fashion-MNIST", rows, notes,
-                  extra={"total_cpu_seconds": total})
+    report(runs, setup_line(args.per_class, args.test_per_class, args.epochs, args.seeds, total), total)
 
 
 if __name__ == "__main__":

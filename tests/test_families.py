@@ -301,7 +301,8 @@ def test_cli_names_the_valid_families_and_stages(tmp_path):
 
 def test_algorithms_import_with_torch_alone():
     """The GPU machine has torch but not pydantic, MLflow, Prefect or Ray: the algorithms must not need them."""
-    code = ("import sys; import repflow.attacks, repflow.acl, repflow.augment, repflow.contrastive, repflow.coreset, "
+    code = ("import sys; import repflow.attacks, repflow.acl, repflow.augment, repflow.bigan, repflow.contrastive, "
+            "repflow.coreset, repflow.masked_ae, "
             "repflow.distill, repflow.generative, repflow.probe, repflow.supervised, repflow.zoo, repflow.models, "
             "repflow.families.audio.advneg, repflow.families.audio.augment, repflow.families.audio.ssl, "
             "repflow.families.audio.models, repflow.families.sr.models, repflow.families.sr.inference, "
