@@ -46,7 +46,7 @@ from repflow.families.image.params import AugmentParams, TrainParams  # noqa: E4
 from repflow.families.image.stages.prep import stratified_subsample  # noqa: E402
 from repflow.masked_ae import masked_patch_mse, random_patch_mask  # noqa: E402
 from repflow.models import build_encoder  # noqa: E402
-from repflow.probe import embed, fit_linear_probe  # noqa: E402
+from repflow.probe import calibrate_batch_norm, embed, fit_linear_probe  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
 from repflow.sources import read_source  # noqa: E402
 
@@ -73,16 +73,8 @@ def probe_accuracy(encoder: torch.nn.Module, data: dict, seed: int) -> float:
 
 @torch.no_grad()
 def with_measured_bn_stats(encoder: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
-    """A copy of ``encoder`` whose batch-norm running statistics are the plain averages over ``images``
-    (uint8) in batches of 256; weights untouched."""
-    encoder = copy.deepcopy(encoder).train()
-    for m in encoder.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    for i in range(0, len(images), 256):
-        encoder(images[i:i + 256].float().div(255))
-    return encoder.eval()
+    """A copy of ``encoder`` whose batch-norm running statistics are measured on ``images`` (uint8)."""
+    return calibrate_batch_norm(copy.deepcopy(encoder), images)
 
 
 def train(method: str, encoder: torch.nn.Module, data: dict, epochs: int, seed: int, lr: float):

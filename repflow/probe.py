@@ -12,8 +12,8 @@ from torch import nn
 
 from repflow.progress import progress
 
-__all__ = ["embed", "fit_linear_probe", "fit_adversarial_linear_probe", "FEW_LABEL_CLASSIFIERS", "few_label_accuracy",
-           "linear_reconstruction_r2", "as_array"]
+__all__ = ["embed", "calibrate_batch_norm", "fit_linear_probe", "fit_adversarial_linear_probe",
+           "FEW_LABEL_CLASSIFIERS", "few_label_accuracy", "linear_reconstruction_r2", "as_array"]
 
 
 @torch.no_grad()
@@ -26,6 +26,30 @@ def embed(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512,
              for i in range(0, len(images), batch_size)]
     encoder.train(was_training)
     return torch.cat(feats) if feats else torch.empty(0)
+
+
+@torch.no_grad()
+def calibrate_batch_norm(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
+                         device: torch.device | str = "cpu") -> nn.Module:
+    """Set every batch-norm layer's running mean and variance to the plain average over uint8 ``images``
+    (N,C,H,W), in batches of ``batch_size``; weights untouched, ``encoder`` left in eval mode.
+
+    Why: an untrained encoder's running statistics are the initial 0 and 1, so its eval-mode features are
+    badly scaled, while a trained one's were measured on its training data. Comparing a trained encoder
+    with the untrained one it started from is fair only once the latter's statistics are measured too
+    (random conv features with measured statistics are a strong baseline: benchmarks/results/
+    pretext_mechanism.md)."""
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    encoder.train()
+    for i in range(0, len(images), batch_size):
+        encoder(images[i:i + batch_size].to(device).float().div_(255))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return encoder.eval()
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int, lr: float,

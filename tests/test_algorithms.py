@@ -187,3 +187,25 @@ def test_linear_reconstruction_r2_matches_ridge_regression():
     own = images.float().flatten(1) / 255
     assert linear_reconstruction_r2(own[tr], images[tr], own[te], images[te], ridge=1e-6) > 0.999
     assert linear_reconstruction_r2(features[tr], images[tr], features[te], images[te]) < 0.05
+
+
+def test_calibrate_batch_norm_measures_the_images_statistics():
+    """After calibration the first batch norm's running mean and (unbiased) variance are those of the first
+    convolution's outputs over all the images, whatever the batch size; the weights are untouched."""
+    from repflow.models import build_encoder
+    from repflow.probe import calibrate_batch_norm
+
+    torch.manual_seed(0)
+    encoder = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4, "mean": [0.5], "std": [0.5],
+                             "input_shape": [1, 12, 12]})
+    images = torch.randint(0, 256, (50, 1, 12, 12), dtype=torch.uint8)
+    weights = {k: v.clone() for k, v in encoder.state_dict().items() if "running" not in k and "num_batches" not in k}
+    calibrate_batch_norm(encoder, images, batch_size=50)
+    bn = next(m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = next(m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        out = conv((images.float() / 255 - 0.5) / 0.5)
+    assert torch.allclose(bn.running_mean, out.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, out.var((0, 2, 3), unbiased=True), atol=1e-4)
+    assert not encoder.training and bn.momentum == 0.1
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in weights.items())

@@ -83,6 +83,9 @@ def test_compare_stage_table_child_runs_and_reference(tiny_shards, zoo, ray_sess
     build_encoder(init_config).load_state_dict(init_state)
     conv = next(k for k, v in init_state.items() if v.ndim == 4)
     assert init_config["method"] == "init" and not torch.equal(init_state[conv], simclr_state[conv])
+    # the reference's batch-norm statistics were measured on the training images, not left at 0 and 1
+    means = [v for k, v in init_state.items() if k.endswith("running_mean")]
+    assert means and all(m.abs().sum() > 0 for m in means)
     assert table.filter(pl.col("method") == "acl")["paradigm"].to_list() == ["contrastive"]
     summary = pl.read_parquet(out / "summary.parquet")
     assert summary["method"].to_list() == ["init", "simclr", "acl"] and (summary["seeds"] == 1).all()
@@ -133,6 +136,8 @@ def test_compare_is_on_demand_and_skips_what_it_does_not_read():
     ({"epochs": None}, "exactly one of compare.epochs"),
     ({"seeds": [0, 0]}, "no repeats"),
     ({"few_label": [0, 5]}, ">= 1"),
+    ({"lr": {"nope": 0.1}}, "compare.lr"),
+    ({"lr": {"bigan": 0.0}}, "compare.lr"),
 ])
 def test_bad_compare_params_name_the_key(compare, message):
     from repflow.config import ParamsError, parse_params
@@ -170,3 +175,12 @@ def test_cli_compare_picks_methods_by_paradigm(monkeypatch, tmp_path):
     picked = [n for n in TRAIN_METHODS if TRAIN_METHODS[n].paradigm in ("generative", "generative-contrastive")]
     assert {"masked_ae", "bigan"} <= set(picked) and "simclr" not in picked
     assert seen["P"] == [f"compare.methods={picked}", "compare.epochs=2", "compare.seconds=null"]
+
+
+def test_an_arm_trains_at_compare_lr_where_it_names_the_method():
+    from repflow.families.image.stages.compare import arm_params
+
+    p = _params(lr={"bigan": 2e-4})
+    assert arm_params(p, "bigan", 0).train.lr == 2e-4
+    assert arm_params(p, "simclr", 0).train.lr == p.train.lr == 0.003
+    assert arm_params(p, "genrep", 0).train.data == "generated" and arm_params(p, "acl", 1).seed == 1

@@ -300,6 +300,18 @@ class CompareParams(Section):
     max_test: int = Field(500, ge=10, le=1_000_000, description="test images attacked (a seeded subset)")
     reconstruction_size: int | None = Field(None, ge=1, le=1024, description="side of the (downsized) test images a "
                                             "linear map recovers from the features; null = full resolution")
+    lr: dict[str, float] = Field(default_factory=lambda: {"bigan": 2e-4},
+                                 description="a method's own learning rate where its papers' differs from train.lr "
+                                             "(BiGAN / ALI: 2e-4 with Adam β1 0.5); every other method uses train.lr")
+
+    @field_validator("lr")
+    @classmethod
+    def _known_lr(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if k not in TRAIN_METHODS or not 0 < x <= 10}
+        if bad:
+            raise ValueError(f"compare.lr {bad}: keys must be training methods ({list(TRAIN_METHODS)}), "
+                             f"values in (0, 10]")
+        return v
 
     @field_validator("methods")
     @classmethod

@@ -15,7 +15,13 @@ trained encoder is probed the same way:
   memory the process held at the start (``peak_extra_mb``: the arm's own data, models and activations).
 
 With ``compare.reference`` each seed also gets an ``init`` arm: the untrained initial encoder every method
-of that seed starts from, probed the same way (the floor a method must beat to have learned anything).
+of that seed starts from, its batch-norm statistics measured on the training images
+(:func:`repflow.probe.calibrate_batch_norm`; a trained encoder's were measured while it trained), probed
+the same way: random conv features, the floor a method must beat to have learned anything.
+
+Differences from the official setups, by design: one optimiser (Adam), batch size, augmentation and
+budget for all; the learning rate is ``train.lr`` except where ``compare.lr`` gives a method its papers'
+(BiGAN / ALI: 2e-4, with its head's Adam β1 = 0.5).
 
 Arms are independent: the flow sends them through a Prefect subflow whose tasks run on Ray (one task per
 arm, shown in the Prefect UI); ``repflow stage image.compare`` runs them as plain Ray tasks. Each arm is an
@@ -46,7 +52,8 @@ from repflow.contrastive import TRAIN_METHODS, train_contrastive
 from repflow.families.image.stages._contrastive import adversary, new_models, training_set
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.models import ProbedEncoder, build_classifier
-from repflow.probe import embed, few_label_accuracy, fit_linear_probe, linear_reconstruction_r2
+from repflow.probe import (calibrate_batch_norm, embed, few_label_accuracy, fit_linear_probe,
+                           linear_reconstruction_r2)
 from repflow.report import bar_plot, markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
@@ -70,10 +77,12 @@ def arms(params: Params) -> list[dict[str, Any]]:
 def arm_params(params: Params, method: str, seed: int) -> Params:
     """``params`` as the train stage would see them for one arm: its method and seed, real data for every
     method but a latent-view one (GenRep trains on the generate stage's anchors and their neighbours),
-    NT-Xent for the contrastive ones, no coreset."""
+    NT-Xent for the contrastive ones, no coreset, and ``compare.lr``'s learning rate where it names the
+    method."""
     m = TRAIN_METHODS[method]
     train = params.train.model_copy(update={"method": method, "data": "generated" if m.latent_views else "real",
-                                            "loss": m.losses[0] if m.losses else params.train.loss})
+                                            "loss": m.losses[0] if m.losses else params.train.loss,
+                                            "lr": params.compare.lr.get(method, params.train.lr)})
     select = params.select.model_copy(update={"method": "full"})
     return params.model_copy(update={"seed": seed, "train": train, "select": select})
 
@@ -120,7 +129,7 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
     plain = next(n for n in TRAIN_METHODS if not TRAIN_METHODS[n].adversarial and not TRAIN_METHODS[n].latent_views)
     p = arm_params(params, plain if method == REFERENCE else method, seed)
     encoder, head, enc_config, _ = new_models(p, shards)  # seeded by the arm's seed: every method of a seed starts here
-    row: dict[str, Any] = {"method": method, "seed": seed,
+    row: dict[str, Any] = {"method": method, "seed": seed, "lr": float("nan") if method == REFERENCE else p.train.lr,
                            "paradigm": "-" if method == REFERENCE else (TRAIN_METHODS[method].paradigm or "-"),
                            "epochs": 0.0, "final_loss": float("nan"), "train_images": 0, "train_cpu_seconds": 0.0,
                            "train_wall_seconds": 0.0}
@@ -135,6 +144,8 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
         row.update(train_cpu_seconds=time.process_time() - cpu0, train_wall_seconds=time.perf_counter() - wall0,
                    final_loss=history[-1]["loss"], train_images=len(images),
                    epochs=sum(h["steps"] for h in history) / (len(images) // min(p.train.batch_size, len(images))))
+    else:
+        calibrate_batch_norm(encoder, shards.load("train")[0])
     encoder.cpu().eval()
     row.update(probe_arm(encoder, shards, data, params, seed))
     row["peak_rss_mb"] = peak_memory_mb()
