@@ -34,6 +34,8 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results
+from repflow.families.image.stages.compare import summarise, summary_rows
+from repflow.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTIVE = ("simclr", "genrep", "acl")
@@ -137,9 +139,10 @@ def main() -> None:
                        env={**os.environ, "REPFLOW_PROGRESS": os.environ.get("REPFLOW_PROGRESS", "0")})
         wall = time.perf_counter() - t0
     table = pl.read_parquet(out / "comparison.parquet")
-    summary = pl.read_parquet(out / "summary.parquet")
+    summary = summarise(table)  # from the arms, so that a re-read uses the stage's current summary
     rows, notes = analyse(table)
-    header = (out / "comparison.md").read_text().strip()
+    header = (out / "comparison.md").read_text().strip().split("\n\n")
+    header = "\n\n".join([header[0], markdown_table(summary_rows(summary)), *header[2:]])
     notes = [f"`{' '.join(cmd[2:])}`: {wall / 60:.1f} min wall on this machine (prep, generate and zoo reused when "
              f"cached). The compare table:\n\n{header}\n"] + notes
     write_results(args.name, "Paradigms side by side: the survey's observations on repflow compare", rows, notes,

@@ -50,6 +50,7 @@ from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.contrastive import TRAIN_METHODS, train_contrastive
 from repflow.families.image.stages._contrastive import adversary, new_models, training_set
+from repflow.families.image.stages.transfer import attack_settings
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.models import ProbedEncoder, build_classifier
 from repflow.probe import (calibrate_batch_norm, embed, few_label_accuracy, fit_linear_probe,
@@ -194,14 +195,7 @@ def prepare(params: Params, shards: Path, zoo_dir: Path, views: Path | None) -> 
     n = min(c.max_test, len(x_te))
     pick = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(params.seed))[:n].sort().values
     x, y = x_te[pick].float().div(255), y_te[pick]
-    attack_params: dict[str, Any] = {"eps": c.transfer_eps, "steps": params.transfer.steps, "seed": params.seed}
-    if c.transfer_attack not in ("fgsm", "pgd", "pgd_l2"):
-        attack_params["decay"] = params.transfer.momentum
-    if c.transfer_attack == "fgsm":
-        attack_params.pop("steps")
-    if c.transfer_attack == "ssa":
-        attack_params["num_spectrum"] = params.transfer.ssa_spectrum
-    attack = make_attack(c.transfer_attack, surrogate, **attack_params)
+    attack = make_attack(c.transfer_attack, surrogate, **attack_settings(c.transfer_attack, c.transfer_eps, params))
     x_adv = torch.cat([attack(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)])
     return {"shards": Path(shards), "views": None if views is None else Path(views), "x_attack": x, "y_attack": y,
             "x_transfer": x_adv.detach()}
@@ -228,18 +222,26 @@ def log_arm(row: dict[str, Any], done: int, total: int) -> None:
              row["method"], row["seed"], row["linear_acc"], row["robust_acc"], row["train_cpu_seconds"])
 
 
-METRICS = ("linear_acc", "few_label", "robust_acc", "transfer_success", "reconstruction_r2")
-
-
 def summarise(table: pl.DataFrame) -> pl.DataFrame:
-    """Mean and sd over seeds per method, in the arms' order."""
+    """Mean and sample sd over seeds (0 for one seed) per method, in the arms' order."""
     order = list(dict.fromkeys(table["method"].to_list()))
     cols = [c for c in table.columns if c not in ("method", "seed", "paradigm") and table[c].dtype.is_numeric()]
     summary = table.group_by(["method", "paradigm"]).agg(
         [pl.len().alias("seeds")] + [pl.col(c).mean().alias(c) for c in cols]
-        + [pl.col(c).std(ddof=0).alias(f"{c}_sd") for c in cols])
+        + [pl.col(c).std(ddof=1).fill_null(0.0).alias(f"{c}_sd") for c in cols])
     return summary.with_columns(pl.col("method").replace_strict(order, list(range(len(order))), default=0)
                                 .alias("_order")).sort("_order").drop("_order")
+
+
+def summary_rows(summary: pl.DataFrame) -> list[dict[str, str]]:
+    """The per-method rows of ``comparison.md``: every probe as mean ± sd over seeds, the costs as means."""
+    few = sorted((c for c in summary.columns if c.startswith("few_label_") and not c.endswith("_sd")),
+                 key=lambda c: int(c.rsplit("_", 1)[1]))
+    scores = ["linear_acc", *few, "robust_acc", "transfer_success", "reconstruction_r2"]
+    costs = ["train_cpu_seconds", "epochs", "peak_extra_mb"]
+    return [{"method": r["method"], "paradigm": r["paradigm"], "seeds": str(r["seeds"]),
+             **{k: f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" for k in scores}, **{k: f"{r[k]:.1f}" for k in costs}}
+            for r in summary.to_dicts()]
 
 
 def write_output(ctx: StageContext, results: list[dict[str, Any]], attacked: int) -> StageSummary:
@@ -257,11 +259,7 @@ def write_output(ctx: StageContext, results: list[dict[str, Any]], attacked: int
     table.write_parquet(tmp / "comparison.parquet")
     summary.write_parquet(tmp / "summary.parquet")
     few = [f"few_label_{k}" for k in c.few_label]
-    shown = ["linear_acc", *few, "robust_acc", "transfer_success", "reconstruction_r2", "train_cpu_seconds",
-             "epochs", "peak_extra_mb"]
-    md_rows = [{"method": r["method"], "paradigm": r["paradigm"], "seeds": r["seeds"],
-                **{k: f"{r[k]:.3f} ± {r[k + '_sd']:.3f}" if k not in ("train_cpu_seconds", "peak_extra_mb", "epochs")
-                   else f"{r[k]:.1f}" for k in shown}} for r in summary.to_dicts()]
+    md_rows = summary_rows(summary)
     budget = f"{c.epochs} epochs" if c.epochs else f"{c.seconds:g} CPU seconds of training"
     methods = summary["method"].to_list()
     bar_plot([m for m in methods], {k: summary[k].to_list() for k in ("linear_acc", *few, "robust_acc",

@@ -80,6 +80,20 @@ def grid_cells(params: Params) -> list[dict[str, Any]]:
     return [{"attack": a, "fusion": f, "eps": e} for a in t.attacks for f in t.fusion for e in t.eps]
 
 
+def attack_settings(attack: str, eps: float, params: Params) -> dict[str, Any]:
+    """The keyword params of ``make_attack(attack, ...)`` at ``eps`` under ``params.transfer`` (steps, momentum
+    for the momentum attacks, SSA's spectrum copies, compile), for the grid and for ``repflow compare``."""
+    t = params.transfer
+    settings: dict[str, Any] = {"eps": eps, "steps": t.steps, "seed": params.seed, "compile": t.compile}
+    if attack not in ("fgsm", "pgd", "pgd_l2"):
+        settings["decay"] = t.momentum
+    if attack == "fgsm":
+        settings.pop("steps")
+    if attack == "ssa":
+        settings["num_spectrum"] = t.ssa_spectrum
+    return settings
+
+
 def attack_cell(cell: dict[str, Any], models: dict[str, dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
                 params: Params, device: str) -> list[dict[str, Any]]:
     """Craft ``cell``'s examples on the surrogate for float ``x`` in [0, 1] and score them on every model.
@@ -89,13 +103,7 @@ def attack_cell(cell: dict[str, Any], models: dict[str, dict[str, Any]], x: torc
     t = params.transfer
     surrogate_name = params.zoo.surrogate
     built = {name: _build(name, entry).to(device) for name, entry in models.items()}
-    attack_params: dict[str, Any] = {"eps": cell["eps"], "steps": t.steps, "seed": params.seed, "compile": t.compile}
-    if cell["attack"] not in ("fgsm", "pgd", "pgd_l2"):
-        attack_params["decay"] = t.momentum
-    if cell["attack"] == "fgsm":
-        attack_params.pop("steps")
-    if cell["attack"] == "ssa":
-        attack_params["num_spectrum"] = t.ssa_spectrum
+    attack_params = attack_settings(cell["attack"], cell["eps"], params)
     svd = ({"layer": t.svd_layer, "beta": t.svd_beta, "method": t.svd_method, "iterations": t.svd_iterations}
            if cell["fusion"] else None)
     attack = make_attack(cell["attack"], built[surrogate_name], svd=svd, **attack_params)
