@@ -7,9 +7,11 @@ trained encoder is probed the same way:
 - few-label accuracy: logistic regression on k labelled training images per class (``compare.few_label``),
   mean over ``few_label_draws`` draws;
 - PGD robust accuracy of encoder + probe at ``compare.pgd_eps`` (``evaluate.pgd_steps``);
-- transfer-attack success: ``compare.transfer_attack`` examples crafted once on the zoo's surrogate, the
-  share of the images the encoder + probe had right that it then gets wrong;
-- linear reconstruction R² of the downsized test images from the features (what a generative pretext keeps);
+- transfer-attack success: ``compare.transfer_attack`` examples crafted once on the zoo's surrogate
+  (``transfer``'s steps, momentum and compile settings), the share of the images the encoder + probe had
+  right that it then gets wrong;
+- linear reconstruction R² of the test images (``compare.reconstruction_size``: full size by default) from
+  the features (what a generative pretext should keep);
 - cost: training CPU seconds and wall seconds, epochs run, and the peak resident memory of the arm's
   process while it ran (``peak_rss_mb``; the peak is reset when the arm starts) and that peak above the
   memory the process held at the start (``peak_extra_mb``: the arm's own data, models and activations).
