@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-__all__ = ["Stage", "Family", "ModelSpec", "Method", "ListedMethod", "FamilyError", "positive_int", "register_family",
-           "families", "get_family", "resolve_stage", "registered_models", "method_listing", "code_files",
-           "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
+__all__ = ["Stage", "Family", "ModelSpec", "Method", "methods_of", "ListedMethod", "FamilyError", "positive_int",
+           "register_family", "families", "get_family", "resolve_stage", "registered_models", "method_listing",
+           "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
 
 DEFAULT_FAMILY = "image"
 ENTRY_POINT_GROUP = "repflow.families"
@@ -66,6 +66,14 @@ class Method:
     paper: str
     summary: str = ""
     stage: str = field(kw_only=True)
+
+
+def methods_of(registry: Any, kind: str, *, stage: str) -> list[Method]:
+    """One :class:`Method` per entry of ``registry`` (name → entry carrying ``paradigm``, ``paper`` and
+    ``summary``, as :class:`repflow.registry.Listed` does), in registration order: how a family declares the
+    methods a registry holds, so that a newly registered one is listed without touching the declaration."""
+    return [Method(name, kind, entry.paradigm, entry.paper, entry.summary, stage=stage)
+            for name, entry in registry.items()]
 
 
 @dataclass(frozen=True)

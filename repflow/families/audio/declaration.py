@@ -1,7 +1,7 @@
 """The audio family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage
+from repflow.family import Family, Method, ModelSpec, Stage, methods_of
 from repflow.families.audio.params import SECTIONS, check
 
 _STAGES = "repflow.families.audio.stages"
@@ -10,7 +10,7 @@ _STAGES = "repflow.families.audio.stages"
 def _methods() -> list[Method]:
     from repflow.families.audio.ssl import AUDIO_METHODS
 
-    return [Method(name, "train", m.paradigm, m.paper, m.summary, stage="train") for name, m in AUDIO_METHODS.items()]
+    return methods_of(AUDIO_METHODS, "train", stage="train")
 
 
 FAMILY = Family(

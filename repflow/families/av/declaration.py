@@ -1,7 +1,7 @@
 """The audio-visual family's declaration: its stages, params sections, flow and methods."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage
+from repflow.family import Family, Method, ModelSpec, Stage, methods_of
 from repflow.families.av.params import SECTIONS, check
 
 _STAGES = "repflow.families.av.stages"
@@ -10,8 +10,7 @@ _STAGES = "repflow.families.av.stages"
 def _methods() -> list[Method]:
     from repflow.families.av.baselines import SEQUENCE_MODELS
 
-    return [Method(name, "representation", m.paradigm, m.paper, m.summary, stage="train")
-            for name, m in SEQUENCE_MODELS.items()]
+    return methods_of(SEQUENCE_MODELS, "representation", stage="train")
 
 
 FAMILY = Family(

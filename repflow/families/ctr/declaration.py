@@ -1,7 +1,7 @@
 """The CTR family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage
+from repflow.family import Family, Method, ModelSpec, Stage, methods_of
 from repflow.families.ctr.params import SECTIONS, check
 
 _STAGES = "repflow.families.ctr.stages"
@@ -10,7 +10,7 @@ _STAGES = "repflow.families.ctr.stages"
 def _methods() -> list[Method]:
     from repflow.families.ctr.models import CTR_MODELS
 
-    return [Method(name, "ctr model", m.paradigm, m.paper, m.summary, stage="train") for name, m in CTR_MODELS.items()]
+    return methods_of(CTR_MODELS, "ctr model", stage="train")
 
 
 FAMILY = Family(

@@ -6,7 +6,7 @@ from repflow.attacks import ATTACKS, SVDLogitFusion
 from repflow.contrastive import TRAIN_METHODS
 from repflow.coreset import SELECTION_METHODS
 from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS
-from repflow.family import Method
+from repflow.family import Method, methods_of
 
 __all__ = ["listed_methods", "GENERATOR"]
 
@@ -26,8 +26,7 @@ _REGISTRIES = (("train", TRAIN_METHODS, "train"), ("select", SELECTION_METHODS, 
 def listed_methods() -> list[Method]:
     """Training, selection, distillation and attack methods in registration order, then SVD-SSA's logit
     fusion (``transfer.fusion``, which wraps any attack) and the generator (one per family, not chosen by name)."""
-    listed = [Method(name, kind, entry.paradigm, entry.paper, entry.summary, stage=stage)
-              for kind, registry, stage in _REGISTRIES for name, entry in registry.items()]
+    listed = [m for kind, registry, stage in _REGISTRIES for m in methods_of(registry, kind, stage=stage)]
     listed.append(Method("svd_fusion", "attack", SVDLogitFusion.paradigm, SVDLogitFusion.paper, SVDLogitFusion.summary,
                          stage="transfer"))
     listed.append(GENERATOR)

@@ -1,7 +1,7 @@
 """The super-resolution family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage
+from repflow.family import Family, Method, ModelSpec, Stage, methods_of
 from repflow.families.sr.params import SECTIONS, check
 
 _STAGES = "repflow.families.sr.stages"
@@ -10,7 +10,7 @@ _STAGES = "repflow.families.sr.stages"
 def _methods() -> list[Method]:
     from repflow.families.sr.models import SR_MODELS
 
-    return [Method(name, "sr-model", m.paradigm, m.paper, m.summary, stage="train") for name, m in SR_MODELS.items()]
+    return methods_of(SR_MODELS, "sr-model", stage="train")
 
 
 FAMILY = Family(

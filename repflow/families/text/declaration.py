@@ -1,7 +1,7 @@
 """The text family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage
+from repflow.family import Family, Method, ModelSpec, Stage, methods_of
 from repflow.families.text.params import SECTIONS, check
 
 _STAGES = "repflow.families.text.stages"
@@ -10,8 +10,7 @@ _STAGES = "repflow.families.text.stages"
 def _methods() -> list[Method]:
     from repflow.families.text.generation import TEXT_METHODS
 
-    return [Method(name, "text generation", m.paradigm, m.paper, m.summary, stage="train")
-            for name, m in TEXT_METHODS.items()]
+    return methods_of(TEXT_METHODS, "text generation", stage="train")
 
 
 FAMILY = Family(

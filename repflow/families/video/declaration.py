@@ -1,7 +1,7 @@
 """The video watermarking family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage
+from repflow.family import Family, Method, ModelSpec, Stage, methods_of
 from repflow.families.video.params import SECTIONS, check
 
 _STAGES = "repflow.families.video.stages"
@@ -10,8 +10,7 @@ _STAGES = "repflow.families.video.stages"
 def _methods() -> list[Method]:
     from repflow.families.video.models import WATERMARKERS
 
-    return [Method(name, "watermarker", m.paradigm, m.paper, m.summary, stage="train")
-            for name, m in WATERMARKERS.items()]
+    return methods_of(WATERMARKERS, "watermarker", stage="train")
 
 
 FAMILY = Family(
