@@ -2,9 +2,10 @@
 
 Full-data ACL exactly as the ``full`` arm of ``benchmarks.rcs`` (small_cnn width 16, projection 32,
 ε 8/255, 2 PGD steps, lr 2e-3, batch 128), through the real select → train → evaluate stages, once with
-the library's :func:`repflow.acl.pgd_contrastive` (eval mode on the adv batch-norm branch, as the official
+the library's :func:`repflow.families.image.acl.pgd_contrastive` (eval mode on the adv batch-norm branch, as the
+official
 ACL code crafts) and once with the pre-fix crafting, which this benchmark alone reproduces by patching
-``repflow.acl.pgd_contrastive`` for the ``old`` arm: in train mode each PGD iterate normalises with the
+``repflow.families.image.acl.pgd_contrastive`` for the ``old`` arm: in train mode each PGD iterate normalises with the
 perturbed batch's own statistics and updates the adv branch's running statistics. Evaluation (SLF and ALF,
 clean and PGD-20 at ε 8/255 on 500 test images) is the same for both arms.
 
@@ -33,13 +34,13 @@ from torch import nn  # noqa: E402
 from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
 from benchmarks.rcs import arm_params, run_arm  # noqa: E402
 from repflow import acl, tracking  # noqa: E402
-from repflow.augment import random_views  # noqa: E402
+from repflow.families.image.augment import random_views  # noqa: E402
 from repflow.checkpoints import load_state_strict, load_tensors  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
-from repflow.models.encoders import DualBatchNorm  # noqa: E402
+from repflow.families.image.models.encoders import DualBatchNorm  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
-from repflow.families.image.stages._contrastive import new_models  # noqa: E402
+from repflow.families.image.stages._training import new_models  # noqa: E402
 
 MODES = ("old", "new")
 LIBRARY_CRAFT = acl.pgd_contrastive
@@ -60,7 +61,7 @@ CRAFT = {"old": pgd_contrastive_train_mode, "new": LIBRARY_CRAFT}
 @contextmanager
 def attack_mode(mode: str) -> Iterator[None]:
     """Every ACL adversary built inside runs ``mode``'s crafting (``ACL.loss`` looks the function up in
-    ``repflow.acl`` at each call)."""
+    ``repflow.families.image.acl`` at each call)."""
     with mock.patch.object(acl, "pgd_contrastive", CRAFT[mode]):
         yield
 

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from benchmarks._common import write_results  # noqa: E402
 from benchmarks._attack_arms import attack_arms, race, verdicts  # noqa: E402
 from repflow.attacks import accuracy  # noqa: E402
-from repflow.sources import read_source  # noqa: E402
-from repflow.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
+from repflow.families.image.sources import read_source  # noqa: E402
+from repflow.families.image.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
 
 
 def main() -> None:

@@ -28,11 +28,12 @@ import torch.nn.functional as F  # noqa: E402
 
 from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.augment import random_views  # noqa: E402
-from repflow.checkpoints import load_encoder  # noqa: E402
+from repflow.families.image.augment import random_views  # noqa: E402
+from repflow.families.image.train_output import load_encoder  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
-from repflow.models import ProbedEncoder, build_encoder  # noqa: E402
-from repflow.probe import embed, fit_linear_probe  # noqa: E402
+from repflow.families.image.models import ProbedEncoder, build_encoder  # noqa: E402
+from repflow.families.image.probes import embed  # noqa: E402
+from repflow.probe import fit_linear_probe  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import markdown_table, panel_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402

@@ -20,7 +20,7 @@ check seeds are the ones in the main table. The check's evaluations run after ev
 and the results files are rewritten after each seed, so a cut-short run still leaves its finished seeds.
 
 Every set is evaluated by training a fresh network of each architecture in
-:data:`repflow.distill.EVAL_ARCHITECTURES` on it (``--eval-seeds`` per distillation seed) and testing
+:data:`repflow.families.image.distill.EVAL_ARCHITECTURES` on it (``--eval-seeds`` per distillation seed) and testing
 on the real test split. "same-arch" = the distillation ConvNet; "cross-arch" = the mean over the MLP,
 the batch-norm ConvNet and the ResNet. One generator (the generate stage, seed 0) serves every arm.
 

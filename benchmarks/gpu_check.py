@@ -19,14 +19,14 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 
 import torch  # noqa: E402
 
-from repflow.models import ConditionalGenerator, ProjectionHead, build_classifier, build_encoder  # noqa: E402
-from repflow.acl import ACL  # noqa: E402
+from repflow.families.image.models import ConditionalGenerator, ProjectionHead, build_classifier, build_encoder  # noqa: E402
+from repflow.families.image.acl import ACL  # noqa: E402
 from repflow.attacks import accuracy, make_attack, rank1_approximation  # noqa: E402
-from repflow.contrastive import train_contrastive  # noqa: E402
-from repflow.coreset import candidate_batches, candidate_gradients, select_coreset_rcs  # noqa: E402
-from repflow.distill import FeatureParam, distill  # noqa: E402
+from repflow.families.image.contrastive import train_contrastive  # noqa: E402
+from repflow.families.image.coreset import candidate_batches, candidate_gradients, select_coreset_rcs  # noqa: E402
+from repflow.families.image.distill import FeatureParam, distill  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
-from repflow.supervised import train_classifier  # noqa: E402
+from repflow.families.image.supervised import train_classifier  # noqa: E402
 
 AUG = {"crop_scale_min": 0.5, "flip": True, "brightness": 0.4, "contrast": 0.4, "noise_std": 0.0}
 

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from benchmarks._attack_arms import attack_arms, race, verdicts  # noqa: E402
 from benchmarks.gpu_check import blobs  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
-from repflow.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
+from repflow.families.image.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
 
 
 def main() -> None:

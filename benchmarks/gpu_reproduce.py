@@ -29,21 +29,24 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from repflow.acl import ACL  # noqa: E402
+from repflow.families.image.acl import ACL  # noqa: E402
 from repflow.attacks import PGD, accuracy, attack_success_rate, make_attack, rank1_ablation_accuracy  # noqa: E402
-from repflow.contrastive import train_contrastive  # noqa: E402
-from repflow.coreset import (candidate_batches, candidate_gradients, divergence_drops, select_coreset_random,  # noqa: E402
+from repflow.families.image.contrastive import train_contrastive  # noqa: E402
+from repflow.families.image.coreset import (candidate_batches, candidate_gradients, divergence_drops,  # noqa: E402
+                                            select_coreset_random,
                              select_coreset_rcs, spearman, validation_gradient)
-from repflow.distill import (DISTILL_NET, EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam, distill,  # noqa: E402
+from repflow.families.image.distill import (DISTILL_NET, EVAL_ARCHITECTURES, FeatureParam, LatentParam, PixelParam,  # noqa: E402
+                                            distill,
                              evaluate_distilled, summarize)
-from repflow.generative import genrep_latents, generate_images, train_cvae  # noqa: E402
+from repflow.families.image.generative import genrep_latents, generate_images, train_cvae  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
-from repflow.models import ConditionalGenerator, ProjectionHead, build_encoder  # noqa: E402
-from repflow.models.generator import ConditionalEncoder  # noqa: E402
-from repflow.probe import embed, fit_linear_probe  # noqa: E402
+from repflow.families.image.models import ConditionalGenerator, ProjectionHead, build_encoder  # noqa: E402
+from repflow.families.image.models.generator import ConditionalEncoder  # noqa: E402
+from repflow.families.image.probes import embed  # noqa: E402
+from repflow.probe import fit_linear_probe  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
-from repflow.sources import read_fashion_mnist  # noqa: E402
-from repflow.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
+from repflow.families.image.sources import read_fashion_mnist  # noqa: E402
+from repflow.families.image.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
 
 SECTIONS = ("svd", "glad", "genrep", "rcs")
 SHARE = {"svd": 0.15, "glad": 0.25, "genrep": 0.25, "rcs": 0.35}
@@ -231,7 +234,7 @@ def section_rcs(s: Setup) -> None:
 def mechanism_check(s: Setup, enc, head, pool, val, adv, rd, batch, seed) -> dict:
     """Score candidate minibatches with RCS's predicted gain ⟨∇_head L_ACL(b), ∇_head L_RD(U)⟩ and
     Spearman-correlate it with the actual drop of L_RD on U and on held-out test images after one head
-    step (lr 0.01, the greedy step) on each candidate (:func:`repflow.coreset.divergence_drops`)."""
+    step (lr 0.01, the greedy step) on each candidate (:func:`repflow.families.image.coreset.divergence_drops`)."""
     enc.eval()
     head.eval()
     batches = candidate_batches(len(pool), batch, seed)[:s.size(48, 6)]

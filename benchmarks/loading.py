@@ -27,7 +27,7 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 from benchmarks._common import write_results  # noqa: E402
 from repflow.manifest import staged_output  # noqa: E402
 from repflow.shards import ShardSet, write_image_split  # noqa: E402
-from repflow.sources import read_source  # noqa: E402
+from repflow.families.image.sources import read_source  # noqa: E402
 
 
 class PngFolder(torch.utils.data.Dataset):

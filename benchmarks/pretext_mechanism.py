@@ -1,4 +1,4 @@
-"""Mechanism check of the two pretext methods (repflow.masked_ae, repflow.bigan) on real Fashion-MNIST:
+"""Mechanism check of the two pretext methods (``masked_ae``, ``bigan`` of the image family) on real Fashion-MNIST:
 does each do what its objective says, and does its encoder beat the random-init encoder it started from?
 
 Data: Fashion-MNIST (Debian's dataset-fashion-mnist), a stratified 500 train images per class (5,000) and
@@ -41,14 +41,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
-from repflow.contrastive import build_training_head, train_contrastive  # noqa: E402
+from repflow.families.image.contrastive import train_contrastive  # noqa: E402
+from repflow.families.image.train_methods import build_training_head  # noqa: E402
 from repflow.families.image.params import AugmentParams, TrainParams  # noqa: E402
 from repflow.families.image.stages.prep import stratified_subsample  # noqa: E402
-from repflow.masked_ae import masked_patch_mse, random_patch_mask  # noqa: E402
-from repflow.models import build_encoder  # noqa: E402
-from repflow.probe import calibrate_batch_norm, embed, fit_linear_probe  # noqa: E402
+from repflow.families.image.masked_ae import masked_patch_mse, random_patch_mask  # noqa: E402
+from repflow.families.image.models import build_encoder  # noqa: E402
+from repflow.families.image.probes import calibrate_batch_norm, embed  # noqa: E402
+from repflow.probe import fit_linear_probe  # noqa: E402
 from repflow.report import markdown_table  # noqa: E402
-from repflow.sources import read_source  # noqa: E402
+from repflow.families.image.sources import read_source  # noqa: E402
 
 
 def fashion_mnist(per_class: int, test_per_class: int, seed: int) -> dict:

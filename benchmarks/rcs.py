@@ -38,13 +38,13 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
-from repflow.coreset import (candidate_batches, candidate_gradients, divergence_drops, spearman,  # noqa: E402
+from repflow.families.image.coreset import (candidate_batches, candidate_gradients, divergence_drops, spearman,  # noqa: E402
                              validation_gradient)
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import line_plot, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
-from repflow.families.image.stages._contrastive import (load_training_state, new_models, training_set,  # noqa: E402
+from repflow.families.image.stages._training import (load_training_state, new_models, training_set,  # noqa: E402
                                                         validation_indices)
 
 EPS = 8 / 255

@@ -1,7 +1,7 @@
 """SVD-SSA at CPU scale: does fusing the logits of the middle feature's top singular component into the
 surrogate's logits raise black-box transfer success of MI-FGSM, DI and SSA, at equal ε and steps?
 
-Fashion-MNIST through the prep stage. Three surrogates (repflow.zoo), each split at a middle stage:
+Fashion-MNIST through the prep stage. Three surrogates (repflow.families.image.zoo), each split at a middle stage:
 the instance-norm ConvNet of v1 (block2, 32 × 7 × 7), a ConvNet with batch norm and a global-average-
 pooled head like the paper's Inception-v3 (block2, 32 × 7 × 7), and ResNet-8 (stage2, 32 × 14 × 14).
 Targets, the same for every surrogate and as in v1: the instance-norm ConvNet with another seed, an MLP,
@@ -35,7 +35,7 @@ from repflow.config import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
-from repflow.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
+from repflow.families.image.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
 
 SURROGATES = {"convnet": "block2", "convnet_bn_gap": "block2", "resnet8": "stage2"}  # zoo member -> split stage
 TARGETS = ["convnet_seed1", "mlp", "wide_cnn_bn", "resnet8", "convnet_pgd"]

@@ -25,11 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks._common import RESULTS, write_results  # noqa: E402
 from repflow.families.image.params import AugmentParams  # noqa: E402
-from repflow.contrastive import train_contrastive  # noqa: E402
+from repflow.families.image.contrastive import train_contrastive  # noqa: E402
 from repflow.families.image.stages.prep import stratified_split, stratified_subsample  # noqa: E402
-from repflow.models import ProjectionHead, build_encoder  # noqa: E402
-from repflow.probe import embed, fit_linear_probe  # noqa: E402
-from repflow.sources import read_source  # noqa: E402
+from repflow.families.image.models import ProjectionHead, build_encoder  # noqa: E402
+from repflow.families.image.probes import embed  # noqa: E402
+from repflow.probe import fit_linear_probe  # noqa: E402
+from repflow.families.image.sources import read_source  # noqa: E402
 
 
 def default_run_data(seed: int = 0) -> dict[str, torch.Tensor | list[float]]:

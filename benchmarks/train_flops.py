@@ -21,8 +21,8 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks._common import write_results  # noqa: E402
-from repflow.contrastive import nt_xent_loss  # noqa: E402
-from repflow.models import ProjectionHead, build_encoder  # noqa: E402
+from repflow.families.image.contrastive import nt_xent_loss  # noqa: E402
+from repflow.families.image.models import ProjectionHead, build_encoder  # noqa: E402
 
 GUARD = 0.9
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from repflow.manifest import atomic_write_text
 
-__all__ = ["CheckpointError", "save_tensors", "load_tensors", "load_state_strict", "load_encoder",
+__all__ = ["CheckpointError", "save_tensors", "load_tensors", "load_state_strict",
            "flatten_optimizer", "unflatten_optimizer", "save_progress", "load_progress"]
 
 
@@ -146,19 +146,3 @@ def load_progress(path: Path, key: str, modules: dict[str, nn.Module]) -> tuple[
             module.load_state_dict(before[name])
         log.warning("progress checkpoint %s unusable (%s); starting over", path, exc)
         return None
-
-
-def load_encoder(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The encoder of a verified ``train`` output folder, in eval mode, with its builder config."""
-    from repflow.models import build_encoder
-    from repflow.manifest import read_manifest
-
-    folder = Path(folder)
-    read_manifest(folder, stage="image.train")
-    state, config = load_tensors(folder / "encoder.safetensors")
-    try:
-        encoder = build_encoder(config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / 'encoder.json'}: cannot build an encoder from it ({exc})") from None
-    load_state_strict(encoder, state, folder / "encoder.safetensors")
-    return encoder.eval(), config

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
-from repflow.family import PARADIGMS, ListedMethod
+from repflow.family import PARADIGMS, CommandContext, ListedMethod
 from repflow.stage import Workspace
 
 
@@ -61,26 +61,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(Path(summary["report"]).read_text())
     print(f"report: {summary['report']}")
     return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``repflow compare``: the image family's on-demand compare stage (and what it reads from), its
-    choices given as overrides so that the stage key, MLflow and the report record them like any param."""
-    if args.paradigm:
-        from repflow.contrastive import TRAIN_METHODS
-
-        args.methods = [n for n in TRAIN_METHODS if TRAIN_METHODS[n].paradigm in args.paradigm]
-    given = [("compare.methods", args.methods), ("compare.seeds", args.seeds), ("compare.epochs", args.epochs),
-             ("compare.seconds", args.seconds)]
-    overrides = [f"{key}={list(value) if isinstance(value, list) else value}" for key, value in given
-                 if value is not None]
-    if args.seconds is not None:
-        overrides.append("compare.epochs=null")
-    if args.epochs is not None:
-        overrides.append("compare.seconds=null")
-    args.P = overrides + args.P
-    args.family, args.stage = "image", ["compare"]
-    return cmd_run(args)
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -319,20 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     common(r)
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("compare", help="train SSL methods of every paradigm on the same data, encoder and budget; "
-                                       "probe each the same way; one table (the image family's compare stage)")
-    which = c.add_mutually_exclusive_group()
-    which.add_argument("--methods", nargs="+", metavar="METHOD", help="training methods (default: compare.methods)")
-    which.add_argument("--paradigm", nargs="+", choices=PARADIGMS,
-                       help="every training method of these SSL paradigms (repflow families --paradigm lists them)")
-    c.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds, one arm per method and seed")
-    budget = c.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, help="equal budget in epochs")
-    budget.add_argument("--seconds", type=float, help="equal budget in CPU seconds of training per arm")
-    c.add_argument("--runner", default="local", choices=["local", "ray"], help="as for repflow run")
-    common(c)
-    c.set_defaults(func=cmd_compare)
-
     s = sub.add_parser("stage", help="run one stage on the workspace's standard folders (what dvc.yaml calls)")
     s.add_argument("name", metavar="FAMILY.STAGE", help="e.g. image.train; a bare name is the image family's")
     common(s)
@@ -385,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from repflow.family import families
 
+    cli = CommandContext(common=common, run=cmd_run)
     for fam in families():
-        fam.add_commands(sub)
+        fam.add_commands(sub, cli)
     return p
 
 

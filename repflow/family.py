@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-__all__ = ["Stage", "Family", "ModelSpec", "Method", "methods_of", "ListedMethod", "FamilyError", "positive_int",
+__all__ = ["Stage", "Family", "CommandContext", "ModelSpec", "Method", "methods_of", "ListedMethod", "FamilyError",
+           "positive_int",
            "register_family", "families", "get_family", "resolve_stage", "registered_models", "method_listing",
            "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
 
@@ -127,14 +128,27 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class CommandContext:
+    """What the ``repflow`` CLI lends a family's commands, so that a family never imports the CLI above it.
+
+    ``common(parser)`` adds the options every workspace command takes (``--params``, ``-P``, ``--workdir``);
+    ``run(args)`` is ``repflow run``: a family command that runs stages sets ``args.family``, ``args.stage``
+    (stage names), ``args.P`` (overrides) and ``args.runner`` and returns ``cli.run(args)``.
+    """
+
+    common: Callable[[Any], None]
+    run: Callable[[Any], int]
+
+
+@dataclass(frozen=True)
 class Family:
     """A method area with its own flow. ``params`` maps section names to pydantic models; a family whose
     ``params_root`` is None keeps its sections at the top of ``params.yaml`` (the default family), every
     other family nests them under its name (``audio.train``). ``check`` validates across sections.
     ``flow`` is ``"module:function"`` of its Prefect flow; ``methods`` lists what ``repflow families`` shows.
-    ``commands``, optional, is ``"module:function"`` of ``add(subparsers)``, which adds the family's own
+    ``commands``, optional, is ``"module:function"`` of ``add(subparsers, cli)``, which adds the family's own
     ``repflow`` sub-commands (each sets ``func``; the user-error types ``repflow`` already reports in one line, such as
-    ``SourceError`` and ``RegistryError``, are reported the same way for them)."""
+    ``SourceError`` and ``RegistryError``, are reported the same way for them); ``cli`` is a :class:`CommandContext`."""
 
     name: str
     summary: str
@@ -199,11 +213,11 @@ class Family:
         module, _, attr = self.flow.partition(":")
         return getattr(importlib.import_module(module), attr)
 
-    def add_commands(self, subparsers: Any) -> None:
+    def add_commands(self, subparsers: Any, cli: CommandContext) -> None:
         """Add the family's own sub-commands to the ``repflow`` parser (none unless it declares ``commands``)."""
         if self.commands:
             module, _, attr = self.commands.partition(":")
-            getattr(importlib.import_module(module), attr)(subparsers)
+            getattr(importlib.import_module(module), attr)(subparsers, cli)
 
     def listed_methods(self) -> list[Method]:
         """The family's methods as declared. ``methods`` is read lazily (it imports the algorithms), so each

@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from repflow.models import ProbedEncoder, ProjectionHead, build_encoder
+from repflow.families.image.models import ProbedEncoder, ProjectionHead, build_encoder
 from repflow.attacks import PGD, accuracy, robust_accuracy
-from repflow.augment import random_views
-from repflow.contrastive import nt_xent_loss, train_contrastive
-from repflow.probe import embed, fit_linear_probe
+from repflow.families.image.augment import random_views
+from repflow.families.image.contrastive import nt_xent_loss, train_contrastive
+from repflow.families.image.probes import embed
+from repflow.probe import fit_linear_probe
 
 
 def nt_xent_direct(z1, z2, t):
@@ -110,7 +111,7 @@ def test_linear_probe_learns_separable_features():
 
 
 def test_simclr_lowers_the_loss_and_is_deterministic():
-    from repflow.sources import read_source
+    from repflow.families.image.sources import read_source
 
     digits = read_source("mnist5k").images[::40]  # 125 real digits, every class
     images = torch.from_numpy(digits).unsqueeze(1)[:, :, ::2, ::2].contiguous()
@@ -170,7 +171,7 @@ def test_linear_reconstruction_r2_matches_ridge_regression():
     import torch.nn.functional as F
     from sklearn.linear_model import Ridge
 
-    from repflow.probe import linear_reconstruction_r2
+    from repflow.families.image.probes import linear_reconstruction_r2
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (120, 1, 8, 8), generator=g, dtype=torch.uint8)
@@ -192,8 +193,8 @@ def test_linear_reconstruction_r2_matches_ridge_regression():
 def test_calibrate_batch_norm_measures_the_images_statistics():
     """After calibration the first batch norm's running mean and (unbiased) variance are those of the first
     convolution's outputs over all the images, whatever the batch size; the weights are untouched."""
-    from repflow.models import build_encoder
-    from repflow.probe import calibrate_batch_norm
+    from repflow.families.image.models import build_encoder
+    from repflow.families.image.probes import calibrate_batch_norm
 
     torch.manual_seed(0)
     encoder = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4, "mean": [0.5], "std": [0.5],

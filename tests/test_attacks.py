@@ -4,19 +4,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.models import build_classifier
+from repflow.families.image.models import build_classifier
 from repflow.attacks import (ATTACKS, DI, MIFGSM, PGD, SSA, TI, SVDLogitFusion, attack_success_rate, dct_2d,
                              dct_matrix, gaussian_kernel, idct_2d, make_attack, rank1_ablation_accuracy,
                              rank1_approximation)
-from repflow.supervised import train_classifier
-from repflow.zoo import ZOO_SPECS, ZooSpec, member_role, train_zoo_member
+from repflow.families.image.supervised import train_classifier
+from repflow.families.image.zoo import ZOO_SPECS, ZooSpec, member_role, train_zoo_member
 from repflow.families.image.params import TransferParams, ZooParams
 
 
 @pytest.fixture(scope="module")
 def digits():
     """MNIST-5k digits (28×28) shuffled once: 1500 training and 400 test images, uint8 and [0, 1]."""
-    from repflow.sources import read_source
+    from repflow.families.image.sources import read_source
 
     src = read_source("mnist5k")
     order = torch.randperm(len(src.labels), generator=torch.Generator().manual_seed(0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repflow.contrastive import nt_xent_loss
+from repflow.families.image.contrastive import nt_xent_loss
 from repflow.families.audio.advneg import (block_reorder, frequency_shift, hardest_negatives, nt_xent_with_negatives,
                                            position_sensitivity, positional_candidates, time_reverse)
 from repflow.families.audio.augment import log_mixup_exp, random_resize_crop

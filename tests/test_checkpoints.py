@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from repflow.models import ProjectionHead, build_encoder
+from repflow.families.image.models import ProjectionHead, build_encoder
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
 from tests.conftest import child_env, write_params

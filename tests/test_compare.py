@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import torch
 
-from repflow.contrastive import TRAIN_METHODS
+from repflow.families.image.train_methods import TRAIN_METHODS
 from tests.conftest import tiny_params
 
 COMPARE = {"methods": ["simclr", "acl"], "seeds": [0, 1], "epochs": 1, "few_label": [1, 5], "few_label_draws": 2,
@@ -39,7 +39,7 @@ def zoo(tiny_shards, tmp_path_factory):
 def test_every_method_of_a_seed_starts_from_the_same_encoder(tiny_shards, method):
     """The fairness rule: an arm's encoder weights at step 0 depend on the seed only, not on the method (dual
     batch norm adds a second set of BN statistics, which start at the same values)."""
-    from repflow.families.image.stages._contrastive import new_models
+    from repflow.families.image.stages._training import new_models
     from repflow.families.image.stages.compare import arm_params
     from repflow.shards import ShardSet
 
@@ -74,7 +74,7 @@ def test_compare_stage_table_child_runs_and_reference(tiny_shards, zoo, ray_sess
     assert (table["peak_rss_mb"] > 50).all() and (table["peak_extra_mb"] >= 0).all()
     # every arm's encoder is kept; the reference is the untrained start the trained arms of its seed left
     from repflow.checkpoints import load_tensors
-    from repflow.models import build_encoder
+    from repflow.families.image.models import build_encoder
 
     init_state, init_config = load_tensors(out / "encoders" / "init-seed0.safetensors")
     simclr_state, _ = load_tensors(out / "encoders" / "simclr-seed0.safetensors")
@@ -164,7 +164,7 @@ def test_cli_compare_turns_its_options_into_overrides(monkeypatch, tmp_path):
 
 def test_cli_compare_picks_methods_by_paradigm(monkeypatch, tmp_path):
     from repflow import cli
-    from repflow.contrastive import TRAIN_METHODS
+    from repflow.families.image.train_methods import TRAIN_METHODS
 
     seen = {}
     monkeypatch.setattr(cli, "cmd_run", lambda args: seen.update(vars(args)) or 0)

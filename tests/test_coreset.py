@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 import torch
 
-from repflow.models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
-from repflow.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
+from repflow.families.image.models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
+from repflow.families.image.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
 from repflow.config import ParamsError, parse_params
-from repflow.contrastive import nt_xent_loss
-from repflow.coreset import (candidate_batches, candidate_gradients, coreset_budget, divergence_drops,
+from repflow.families.image.contrastive import nt_xent_loss
+from repflow.families.image.coreset import (candidate_batches, candidate_gradients, coreset_budget, divergence_drops,
                              representational_divergence, select_coreset_random, select_coreset_rcs, spearman,
                              validation_gradient)
 from repflow.manifest import read_manifest
@@ -32,7 +32,7 @@ def _dual_models(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def digits():
-    from repflow.sources import read_source
+    from repflow.families.image.sources import read_source
 
     x = torch.from_numpy(read_source("mnist5k").images[::25]).unsqueeze(1)[:, :, ::2, ::2].contiguous()
     return x  # 200 uint8 digits, 14×14
@@ -184,7 +184,7 @@ def test_budget_and_random_baseline():
 def test_coreset_epochs_train_on_every_coreset_image(monkeypatch, coreset_size, steps):
     """A 20-image coreset with batch 8 is 3 batches (7, 7, 6), a 5-image one a single batch: every image
     every epoch. The same set without ``use_every_image`` (the full-data path) drops its ragged rest."""
-    import repflow.contrastive as contrastive
+    import repflow.families.image.contrastive as contrastive
 
     seen: list[list[int]] = []
     plain_supcon = contrastive.supcon_loss
@@ -234,7 +234,7 @@ def test_greedy_gain_predicts_the_divergence_drop_of_one_head_step(digits):
     """The mechanism behind RCS: with a small step, the candidates that the gain ⟨g_b, ∇L_RD(U)⟩ ranks
     high are those whose head step lowers L_RD(U) most (first order: drop ≈ step · gain). A briefly trained
     model: at initialisation the projections are near-constant and L_RD (~1e-8 nats) is float noise."""
-    from repflow.contrastive import train_contrastive
+    from repflow.families.image.contrastive import train_contrastive
 
     enc, head = _dual_models()
     train_contrastive(enc, head, digits[:120], epochs=2, batch_size=40, lr=1e-2, weight_decay=0.0, temperature=0.5,
@@ -305,7 +305,7 @@ def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_se
     assert (sel / "coreset.png").stat().st_size > 10_000
 
     # the Ray-parallel candidate scoring (workers=2) selects exactly what the in-process one does
-    from repflow.families.image.stages._contrastive import choose_coreset, load_training_state, new_models
+    from repflow.families.image.stages._training import choose_coreset, load_training_state, new_models
     enc, head, ec, hc = new_models(p, ShardSet(tiny_shards))
     load_training_state(sel / "warmup.safetensors", enc, head)
     images, _ = ShardSet(tiny_shards).load("train")

@@ -1,13 +1,14 @@
-"""Dataset distillation (repflow.distill): DM / DC losses, the three parameterisations, the distillation
+"""Dataset distillation (repflow.families.image.distill): DM / DC losses, the three parameterisations, the distillation
 loop, the baselines, cross-architecture evaluation, and the errors for data that does not fit."""
 import pytest
 import torch
 
-from repflow.models import ConditionalGenerator
-from repflow.distill import (DISTILL_PARAMS, Augment, FeatureParam, LatentParam, PixelParam, dc_loss, distill, dm_loss,
+from repflow.families.image.models import ConditionalGenerator
+from repflow.families.image.distill import (DISTILL_PARAMS, Augment, FeatureParam, LatentParam, PixelParam, dc_loss,
+                                            distill, dm_loss,
                              evaluate_distilled, generator_samples, gradient_distance, initial_latents,
                              random_real_subset, summarize, train_and_test)
-from repflow.models.classifiers import build_classifier
+from repflow.families.image.models.classifiers import build_classifier
 
 K, SHAPE = 3, (1, 8, 8)
 SMALL_NET = {"arch": "convnet", "width": 8, "depth": 2, "norm": "instance"}

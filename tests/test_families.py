@@ -47,13 +47,14 @@ def test_bad_declarations_are_errors_naming_both_sides():
 def test_code_versions_cover_a_stage_and_its_imports_only():
     train = {p.relative_to(REPO).as_posix() for p in code_files(resolve_stage("image.train").module)}
     prep = {p.relative_to(REPO).as_posix() for p in code_files(resolve_stage("image.prep").module)}
-    assert {"repflow/families/image/stages/train.py", "repflow/families/image/stages/_contrastive.py",
-            "repflow/acl.py", "repflow/coreset.py", "repflow/models/encoders.py", "repflow/stage.py"} <= train
+    assert {"repflow/families/image/stages/train.py", "repflow/families/image/stages/_training.py",
+            "repflow/families/image/acl.py", "repflow/families/image/coreset.py",
+            "repflow/families/image/models/encoders.py", "repflow/stage.py"} <= train
     for unrelated in ("repflow/cli.py", "repflow/servers.py", "repflow/flow.py", "repflow/dvc_stages.py",
-                      "repflow/families/image/flow.py", "repflow/families/image/__init__.py",
+                      "repflow/families/image/flow.py", "repflow/families/image/declaration.py",
                       "repflow/families/image/stages/prep.py", "repflow/families/image/stages/zoo.py"):
         assert unrelated not in train
-    assert "repflow/acl.py" not in prep and "repflow/families/image/stages/train.py" not in prep
+    assert "repflow/families/image/acl.py" not in prep and "repflow/families/image/stages/train.py" not in prep
 
 
 def test_dvc_yaml_is_generated_from_the_declarations():
@@ -304,9 +305,11 @@ def test_cli_names_the_valid_families_and_stages(tmp_path):
 
 def test_algorithms_import_with_torch_alone():
     """The GPU machine has torch but not pydantic, MLflow, Prefect or Ray: the algorithms must not need them."""
-    code = ("import sys; import repflow.attacks, repflow.acl, repflow.augment, repflow.bigan, repflow.contrastive, "
-            "repflow.coreset, repflow.masked_ae, "
-            "repflow.distill, repflow.generative, repflow.probe, repflow.supervised, repflow.zoo, repflow.models, "
+    code = ("import sys; import repflow.attacks, repflow.probe, repflow.families.image.acl, "
+            "repflow.families.image.augment, repflow.families.image.bigan, repflow.families.image.contrastive, "
+            "repflow.families.image.coreset, repflow.families.image.masked_ae, repflow.families.image.distill, "
+            "repflow.families.image.generative, repflow.families.image.supervised, repflow.families.image.zoo, "
+            "repflow.families.image.models, repflow.families.image.train_methods, repflow.families.image.probes, "
             "repflow.families.audio.advneg, repflow.families.audio.augment, repflow.families.audio.ssl, "
             "repflow.families.audio.models, repflow.families.sr.models, repflow.families.sr.inference, "
             "repflow.families.sr.imresize, repflow.families.sr.metrics, repflow.families.sr.training; "

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from repflow.models import ConditionalGenerator, GeneratorSampler
+from repflow.families.image.models import ConditionalGenerator, GeneratorSampler
 from repflow.checkpoints import CheckpointError, load_tensors
 from repflow.config import parse_params
-from repflow.contrastive import nt_xent_loss, supcon_loss
+from repflow.families.image.contrastive import nt_xent_loss, supcon_loss
 from repflow.manifest import read_manifest
-from repflow.generative import frechet_distance, genrep_latents, train_cvae, truncated_normal
+from repflow.families.image.generative import frechet_distance, genrep_latents, train_cvae, truncated_normal
 from repflow.shards import ShardSet
 from tests.conftest import tiny_params
 
@@ -92,13 +92,13 @@ def test_supcon_reduces_to_nt_xent_and_uses_labels():
 
 
 def test_cvae_training_lowers_the_loss():
-    from repflow.sources import read_source
+    from repflow.families.image.sources import read_source
 
     src = read_source("mnist5k")
     x = torch.from_numpy(src.images[::25]).unsqueeze(1)
     y = torch.from_numpy(src.labels[::25])
     torch.manual_seed(0)
-    from repflow.models import ConditionalEncoder
+    from repflow.families.image.models import ConditionalEncoder
 
     gen, enc = ConditionalGenerator(10, (1, 28, 28), 8, 16, 16), ConditionalEncoder(10, (1, 28, 28), 8, 16)
     hist = train_cvae(gen, enc, x, y, epochs=4, batch_size=50, lr=3e-3, beta=1.0, device=torch.device("cpu"), seed=0)

@@ -6,7 +6,7 @@ import pytest
 
 from repflow.cli import README_BEGIN, README_END, REGENERATE_README, build_parser, cmd_families, methods_markdown
 from repflow.config import params_model
-from repflow.contrastive import TRAIN_METHODS, TrainMethod
+from repflow.families.image.train_methods import TRAIN_METHODS, TrainMethod
 from repflow.family import (PARADIGMS, Family, FamilyError, Method, ModelSpec, Stage, families, get_family,
                             method_listing, registered_models)
 from tests.conftest import REPO

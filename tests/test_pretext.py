@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from repflow.bigan import BiGANHead
+from repflow.families.image.bigan import BiGANHead
 from repflow.config import ParamsError, parse_params
-from repflow.contrastive import (TRAIN_METHODS, PretextHead, build_training_head, load_training_head,
-                                 train_contrastive)
-from repflow.masked_ae import MaskedAutoencoderHead, masked_patch_mse, patchify, random_patch_mask
-from repflow.models import ProjectionHead, build_encoder
+from repflow.families.image.contrastive import PretextHead, train_contrastive
+from repflow.families.image.train_methods import TRAIN_METHODS, build_training_head, load_training_head
+from repflow.families.image.masked_ae import MaskedAutoencoderHead, masked_patch_mse, patchify, random_patch_mask
+from repflow.families.image.models import ProjectionHead, build_encoder
 from tests.conftest import tiny_params
 
 PLAIN = {"crop_scale_min": 0.8, "flip": True, "brightness": 0.1, "contrast": 0.1, "noise_std": 0.0}

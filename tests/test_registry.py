@@ -10,14 +10,15 @@ import torch
 
 from repflow.attacks import ATTACKS
 from repflow.config import ParamsError, params_model, parse_params
-from repflow.contrastive import TRAIN_METHODS, TrainMethod, train_contrastive
-from repflow.coreset import SELECTION_METHODS, Coreset, SelectionMethod
-from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES
+from repflow.families.image.contrastive import train_contrastive
+from repflow.families.image.train_methods import TRAIN_METHODS, TrainMethod
+from repflow.families.image.coreset import SELECTION_METHODS, Coreset, SelectionMethod
+from repflow.families.image.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES
 from repflow.family import PARADIGMS, get_family
-from repflow.models import ENCODERS
-from repflow.models.encoders import DualBatchNorm
+from repflow.families.image.models import ENCODERS
+from repflow.families.image.models.encoders import DualBatchNorm
 from repflow.registry import Registry, UnknownName
-from repflow.zoo import ZOO_SPECS
+from repflow.families.image.zoo import ZOO_SPECS
 from tests.conftest import tiny_params
 
 # (params key, the names it allows, what else the params need for a name to fit); list keys take a list
@@ -131,7 +132,7 @@ def tiny_data():
 
 @pytest.mark.parametrize("name", list(TRAIN_METHODS))
 def test_every_training_method_trains_one_step_through_the_stage_helpers(name):
-    from repflow.families.image.stages._contrastive import adversary, new_models
+    from repflow.families.image.stages._training import adversary, new_models
 
     method = TRAIN_METHODS[name]
     p = parse(train={"method": name, "data": "generated" if method.latent_views else "real", "width": 4,
@@ -151,7 +152,7 @@ def test_every_training_method_trains_one_step_through_the_stage_helpers(name):
 
 
 def test_dynacl_anneals_and_acl_does_not():
-    from repflow.families.image.stages._contrastive import adversary
+    from repflow.families.image.stages._training import adversary
 
     acl = adversary(parse(train={"method": "acl", "epochs": 4, "adversarial": {"anneal_period": 1}}))
     dynacl = adversary(parse(train={"method": "dynacl", "epochs": 4, "adversarial": {"anneal_period": 1}}))
@@ -196,7 +197,7 @@ def test_an_unregistered_method_is_refused_again():
 
 
 def test_a_registered_selection_method_is_what_choose_coreset_runs(registered):
-    from repflow.families.image.stages._contrastive import choose_coreset
+    from repflow.families.image.stages._training import choose_coreset
 
     registered(SELECTION_METHODS, "first", SelectionMethod(
         select=lambda n, budget, seed: Coreset(indices=torch.arange(budget)), paper="-", summary="the first k"))

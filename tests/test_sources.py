@@ -11,7 +11,8 @@ from PIL import Image
 
 from repflow.config import parse_params
 from repflow.shards import ShardSet
-from repflow.sources import SourceError, read_source
+from repflow.families.image.sources import read_source
+from repflow.sources import SourceError
 from tests.conftest import rng_images, tiny_params
 
 

@@ -68,7 +68,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers, cli) -> None:
     e = subparsers.add_parser("embed-audio", help="embed an audio file with the registered audio encoder; print "
                                                  "the embedding and every probe's prediction")
     e.add_argument("file", help="audio file (wav, flac, ogg, ...)")

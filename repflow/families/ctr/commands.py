@@ -52,7 +52,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers, cli) -> None:
     r = subparsers.add_parser("recommend", help="a user's top unseen items by the registered click model")
     r.add_argument("user", help="user id as in the interactions (ml-100k: 1..943)")
     r.add_argument("--top", type=positive_int, default=10, help="how many items (default 10)")

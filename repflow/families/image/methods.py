@@ -3,9 +3,9 @@ next to the algorithms, so a newly registered method is listed without touching 
 from __future__ import annotations
 
 from repflow.attacks import ATTACKS, SVDLogitFusion
-from repflow.contrastive import TRAIN_METHODS
-from repflow.coreset import SELECTION_METHODS
-from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS
+from repflow.families.image.train_methods import TRAIN_METHODS
+from repflow.families.image.coreset import SELECTION_METHODS
+from repflow.families.image.distill import DISTILL_LOSSES, DISTILL_PARAMS
 from repflow.family import Method, methods_of
 
 __all__ = ["listed_methods", "GENERATOR"]

@@ -14,14 +14,15 @@ from pydantic import Field, field_validator, model_validator
 
 from repflow.attacks import ATTACKS, RANK1_METHODS
 from repflow.config import Section, distinct_names, epsilon_list, params_model
-from repflow.contrastive import LOSSES, TRAIN_METHODS, TrainMethod
-from repflow.coreset import SELECTION_METHODS, SelectionMethod
-from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES, PIXEL_INITS
-from repflow.generative import VIEW_MODES
-from repflow.models.encoders import BN_BRANCHES, ENCODERS
+from repflow.families.image.contrastive import LOSSES
+from repflow.families.image.train_methods import TRAIN_METHODS, TrainMethod
+from repflow.families.image.coreset import SELECTION_METHODS, SelectionMethod
+from repflow.families.image.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES, PIXEL_INITS
+from repflow.families.image.generative import VIEW_MODES
+from repflow.families.image.models.encoders import BN_BRANCHES, ENCODERS
 from repflow.registry import literal_of
-from repflow.sources import SOURCES
-from repflow.zoo import ZOO_SPECS
+from repflow.families.image.sources import SOURCES
+from repflow.families.image.zoo import ZOO_SPECS
 
 __all__ = ["SECTIONS", "check"]
 
@@ -195,7 +196,7 @@ class DistillParams(Section):
     architectures on the distilled set and test them on the real test split."""
 
     loss: DISTILL_LOSSES.literal() = Field(  # type: ignore[valid-type]
-        "dm", description="dm: distribution matching, dc: gradient matching (repflow.distill.DISTILL_LOSSES)")
+        "dm", description="dm: distribution matching, dc: gradient matching (image/distill.py: DISTILL_LOSSES)")
     param: DISTILL_PARAMS.literal() = "feature"  # type: ignore[valid-type]
     layer: int = Field(2, ge=0, le=16, description="generator layer whose feature map is optimised (param: feature)")
     pixel_init: literal_of(PIXEL_INITS) = Field(  # type: ignore[valid-type]
@@ -221,7 +222,7 @@ class DistillParams(Section):
 
 class ZooParams(Section):
     """Supervised classifiers trained on the prep shards: the transfer attacks' surrogate and targets
-    (specs in repflow/zoo.py)."""
+    (specs in repflow/families/image/zoo.py)."""
 
     members: list[literal_of(ZOO_SPECS)] = Field(default_factory=lambda: list(ZOO_SPECS))  # type: ignore[valid-type]
     surrogate: literal_of(ZOO_SPECS) = Field(  # type: ignore[valid-type]

@@ -66,7 +66,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers, cli) -> None:
     u = subparsers.add_parser("upscale", help="super-resolve an image with the registered SR model of --scale")
     u.add_argument("input", help="image file (png, jpg, ...)")
     u.add_argument("output", help="PNG to write (replaced atomically)")

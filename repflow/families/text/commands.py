@@ -92,7 +92,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers, cli) -> None:
     d = subparsers.add_parser("define", help="definitions of a word by the registered text model")
     d.add_argument("word")
     d.add_argument("--pos", nargs="+", choices=["n", "v", "a", "r"], default=["n"],

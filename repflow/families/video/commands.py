@@ -64,7 +64,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers, cli) -> None:
     w = subparsers.add_parser("watermark", help="embed or extract a message in a video with the registered "
                                                 "watermarker")
     sub = w.add_subparsers(dest="watermark_command", required=True)

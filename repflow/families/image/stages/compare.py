@@ -31,7 +31,8 @@ MLflow child run of this stage's run.
 
 Output folder: ``comparison.parquet`` (one row per arm), ``summary.parquet`` / ``comparison.md`` (mean ± sd
 over seeds per method), ``encoders/<method>-seed<seed>.safetensors`` (+ ``.json``: the builder config; any
-one loads with :func:`repflow.models.build_encoder`), ``comparison.png`` and ``cost.png``, ``metrics.json``.
+one loads with :func:`repflow.families.image.models.build_encoder`), ``comparison.png`` and ``cost.png``,
+``metrics.json``.
 """
 from __future__ import annotations
 
@@ -50,13 +51,14 @@ from repflow.attacks import PGD, accuracy, attack_success_rate, make_attack, rob
 from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.contrastive import TRAIN_METHODS, train_contrastive
-from repflow.families.image.stages._contrastive import adversary, new_models, training_set
+from repflow.families.image.contrastive import train_contrastive
+from repflow.families.image.train_methods import TRAIN_METHODS
+from repflow.families.image.stages._training import adversary, new_models, training_set
 from repflow.families.image.stages.transfer import attack_settings
 from repflow.manifest import atomic_write_text, read_manifest
-from repflow.models import ProbedEncoder, build_classifier
-from repflow.probe import (calibrate_batch_norm, embed, few_label_accuracy, fit_linear_probe,
-                           linear_reconstruction_r2)
+from repflow.families.image.models import ProbedEncoder, build_classifier
+from repflow.families.image.probes import calibrate_batch_norm, embed, linear_reconstruction_r2
+from repflow.probe import few_label_accuracy, fit_linear_probe
 from repflow.report import bar_plot, markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary

@@ -1,7 +1,7 @@
 """image.distill: GLaD dataset distillation of the training split in the generate stage's generator, then a
 cross-architecture evaluation of the distilled set against two baselines and against its own start.
 
-The set (``distill.ipc`` images per class) is optimised with DM or DC (repflow.distill) as pixels, as
+The set (``distill.ipc`` images per class) is optimised with DM or DC (repflow.families.image.distill) as pixels, as
 generator latents, or as GLaD's intermediate feature map + the styles after it. Fresh networks of each
 ``eval_archs`` architecture (the first is the distillation ConvNet) are trained on it with several
 seeds, one Ray task per (set, architecture, seed), and tested on the real test split. The baselines
@@ -29,7 +29,7 @@ import torch
 from repflow.checkpoints import CheckpointError
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.distill import (DISTILL_PARAMS, EVAL_ARCHITECTURES, check_ipc, distill, generator_samples,
+from repflow.families.image.distill import (DISTILL_PARAMS, EVAL_ARCHITECTURES, check_ipc, distill, generator_samples,
                             random_real_subset, summarize, train_and_test)
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.report import class_grid, line_plot, markdown_table
@@ -37,7 +37,7 @@ from repflow.shards import ShardSet, write_image_split
 from repflow.stage import StageContext, StageSummary
 from repflow.families.image.stages.generate import load_generator
 
-log = logging.getLogger("repflow.distill")
+log = logging.getLogger("repflow.families.image.distill")
 
 
 def _checked_generator(params: Params, data: ShardSet, generated: Path, labels: torch.Tensor):

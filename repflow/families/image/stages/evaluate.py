@@ -19,14 +19,16 @@ from pathlib import Path
 import mlflow
 import torch
 
-from repflow.models import ProbedEncoder, build_encoder
+from repflow.families.image.models import ProbedEncoder, build_encoder
 from repflow.attacks import PGD, accuracy, robust_accuracy
-from repflow.checkpoints import CheckpointError, load_encoder, load_tensors, save_tensors
-from repflow.contrastive import load_training_head
-from repflow.coreset import representational_divergence
+from repflow.checkpoints import CheckpointError, load_tensors, save_tensors
+from repflow.families.image.train_output import load_encoder
+from repflow.families.image.train_methods import load_training_head
+from repflow.families.image.coreset import representational_divergence
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.manifest import atomic_write_text
-from repflow.probe import embed, fit_adversarial_linear_probe, fit_linear_probe
+from repflow.families.image.probes import embed, fit_adversarial_linear_probe
+from repflow.probe import fit_linear_probe
 from repflow.report import line_plot, markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary

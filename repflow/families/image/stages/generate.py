@@ -22,17 +22,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from repflow.models import ConditionalEncoder, ConditionalGenerator, GeneratorSampler, ProbedEncoder, build_encoder
+from repflow.families.image.models import (ConditionalEncoder,
+                                           ConditionalGenerator, GeneratorSampler, ProbedEncoder, build_encoder)
 from repflow import tracking
 from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
 from repflow.cluster import choose_device
-from repflow.generative import frechet_distance, generate_images, genrep_latents, train_cvae, truncated_normal
+from repflow.families.image.generative import (frechet_distance,
+                                               generate_images, genrep_latents, train_cvae, truncated_normal)
 from repflow.manifest import atomic_write_text, read_manifest
-from repflow.probe import embed
+from repflow.families.image.probes import embed
 from repflow.report import class_grid, markdown_table
 from repflow.shards import ShardSet, write_image_split
 from repflow.stage import StageContext, StageSummary, params_for
-from repflow.supervised import train_classifier
+from repflow.families.image.supervised import train_classifier
 
 log = logging.getLogger("repflow.generate")
 

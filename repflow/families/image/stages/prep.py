@@ -10,7 +10,8 @@ import torch
 
 from repflow.report import class_grid
 from repflow.shards import write_image_split
-from repflow.sources import SourceError, read_source
+from repflow.families.image.sources import read_source
+from repflow.sources import SourceError
 from repflow.stage import StageContext, StageSummary
 
 log = logging.getLogger("repflow.prep")

@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from repflow import tracking
-from repflow.checkpoints import load_encoder
+from repflow.families.image.train_output import load_encoder
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.stage import StageContext, StageSummary
 

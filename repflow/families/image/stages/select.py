@@ -23,13 +23,13 @@ import polars as pl
 import torch
 
 from repflow.cluster import choose_device
-from repflow.contrastive import train_contrastive
+from repflow.families.image.contrastive import train_contrastive
 from repflow.manifest import atomic_write_text
-from repflow.probe import embed
+from repflow.families.image.probes import embed
 from repflow.report import coreset_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
-from repflow.families.image.stages._contrastive import (adversary, check_schedule, choose_coreset, new_models,
+from repflow.families.image.stages._training import (adversary, check_schedule, choose_coreset, new_models,
                                                     save_training_state, training_set)
 
 log = logging.getLogger("repflow.select")

@@ -5,7 +5,8 @@ resumable from its last epoch.
 ``method: simclr``: positives are two pixel augmentations of one image. ``method: genrep``: for a
 generated anchor the second view is one of its latent-space neighbours from the generate stage
 (GenRep), pixel-augmented too. ``method: acl`` / ``dynacl``: adversarial contrastive learning with a
-dual-BN encoder (repflow.acl). ``method: masked_ae`` (repflow.masked_ae) / ``bigan`` (repflow.bigan):
+dual-BN encoder (repflow.families.image.acl). ``method: masked_ae`` (repflow.families.image.masked_ae) / ``bigan``
+(repflow.families.image.bigan):
 a pretext head (decoder; generator + discriminator) trained with its own loss on the first view, real
 data only. ``data`` picks real images, generated anchors, or both; ``loss: supcon`` uses class labels
 (real labels / the generator's classes) as extra positives.
@@ -33,13 +34,13 @@ import torch
 
 from repflow.checkpoints import CheckpointError, save_tensors
 from repflow.cluster import choose_device
-from repflow.contrastive import train_contrastive
+from repflow.families.image.contrastive import train_contrastive
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
 from repflow.progress import RunProgress
 from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
-from repflow.families.image.stages._contrastive import (adversary, choose_coreset, load_training_state, new_models,
+from repflow.families.image.stages._training import (adversary, choose_coreset, load_training_state, new_models,
                                                     save_training_state, training_set)
 
 log = logging.getLogger("repflow.train")

@@ -25,9 +25,10 @@ import mlflow
 import polars as pl
 import torch
 
-from repflow.models import ProbedEncoder, build_classifier, build_encoder
+from repflow.families.image.models import ProbedEncoder, build_classifier, build_encoder
 from repflow.attacks import attack_success_rate, make_attack
-from repflow.checkpoints import CheckpointError, load_encoder, load_state_strict, load_tensors
+from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors
+from repflow.families.image.train_output import load_encoder
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.manifest import atomic_write_text, read_manifest

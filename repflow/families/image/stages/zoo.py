@@ -1,7 +1,7 @@
 """image.zoo: train the transfer-attack model zoo on the prep shards, one Ray task per member, and register
 each member in MLflow (``repflow-zoo-<name>``).
 
-Members (repflow/zoo.py): the white-box surrogate (``zoo.surrogate``, by default a 3-block ConvNet with
+Members (repflow/families/image/zoo.py): the white-box surrogate (``zoo.surrogate``, by default a 3-block ConvNet with
 batch norm and a global-average-pooled head) and black-box targets — the instance-norm ConvNet of
 DC/DM (two seeds), an MLP, a wider ConvNet with batch norm, a ResNet-8 and a PGD-trained ConvNet as a
 defence. The zoo depends only on the shards and the ``zoo`` params, so it is
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from repflow.models import build_classifier
+from repflow.families.image.models import build_classifier
 from repflow import tracking
 from repflow.attacks import accuracy
 from repflow.checkpoints import save_tensors
@@ -28,9 +28,9 @@ from repflow.manifest import atomic_write_text
 from repflow.report import markdown_table
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
-from repflow.zoo import ZOO_SPECS, member_role, train_zoo_member
+from repflow.families.image.zoo import ZOO_SPECS, member_role, train_zoo_member
 
-log = logging.getLogger("repflow.zoo")
+log = logging.getLogger("repflow.families.image.zoo")
 
 
 def train_member_job(name: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int, epochs: int,

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.models.encoders import bn_branch
-from repflow.acl import pgd_contrastive
-from repflow.augment import random_views
-from repflow.contrastive import nt_xent_loss
+from repflow.families.image.models.encoders import bn_branch
+from repflow.families.image.acl import pgd_contrastive
+from repflow.families.image.augment import random_views
+from repflow.families.image.contrastive import nt_xent_loss
 from repflow.progress import progress
 from repflow.registry import Listed, Registry
 

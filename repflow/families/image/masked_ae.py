@@ -8,7 +8,8 @@ One batch, for a view x (N, C, H, W) in [0, 1] split into L = (H/p)·(W/p) patch
    the training loop's ``torch.Generator`` so the masks are reproducible;
 2. encode the masked image x ⊙ (1 − M) with the SAME encoder every method trains (any ``build_encoder``
    encoder), giving its pooled code h (N, out_dim);
-3. decode x̂ = D(h) (N, C, H, W) with a small transposed-conv decoder (:class:`repflow.models.decoders.ConvDecoder`);
+3. decode x̂ = D(h) (N, C, H, W) with a small transposed-conv decoder
+(:class:`repflow.families.image.models.decoders.ConvDecoder`);
 4. loss (MAE eq. in §3 "Reconstruction target"): the mean squared error over the pixels of the MASKED
    patches only, L = Σ_i Σ_{l masked} ‖x̂_il − t_il‖² / (p²C · #masked), t = the view's pixels.
 
@@ -35,8 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from repflow.contrastive import PretextHead
-from repflow.models.decoders import ConvDecoder
+from repflow.families.image.contrastive import TRAIN_METHODS, PretextHead, TrainMethod
+from repflow.families.image.models.decoders import ConvDecoder
 
 __all__ = ["MaskedAutoencoderHead", "patchify", "random_patch_mask", "masked_patch_mse"]
 
@@ -118,3 +119,11 @@ class MaskedAutoencoderHead(PretextHead):
         return {"in_dim": self.in_dim, "image_shape": list(self.image_shape),
                 "options": {"patch": self.patch, "mask_ratio": self.mask_ratio, "norm_pix": self.norm_pix,
                             "width": self.width}}
+
+
+TRAIN_METHODS.register("masked_ae", TrainMethod(
+    paradigm="generative", losses=("ntxent",), pretext=MaskedAutoencoderHead,
+    paper="He et al. 2022, 'Masked Autoencoders Are Scalable Vision Learners' (CVPR)",
+    summary="masked-patch reconstruction: 75% of 4x4 patches zero-filled, the encoder's pooled code decoded to "
+            "the image, MSE on the masked patches only (unlike MAE: CNN encoder, masked pixels zero-filled, "
+            "not dropped)"))

@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from repflow.models import build_encoder
+from repflow.families.image.models import build_encoder
 from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
                                  unflatten_optimizer)
 from repflow.cluster import ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.contrastive import Adversary, build_training_head, load_training_head
-from repflow.coreset import Coreset, candidate_batches, candidate_gradients, coreset_budget
+from repflow.families.image.contrastive import Adversary
+from repflow.families.image.train_methods import build_training_head, load_training_head
+from repflow.families.image.coreset import Coreset, candidate_batches, candidate_gradients, coreset_budget
 from repflow.manifest import OutputError
 from repflow.shards import ShardSet
 
@@ -55,7 +56,7 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
 def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:
     """(encoder, head, encoder config, head config), initialised from ``params.seed``. Adversarial methods
     get dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``. The head is
-    :func:`repflow.contrastive.build_training_head`'s: a projection head, or a pretext method's
+    :func:`repflow.families.image.contrastive.build_training_head`'s: a projection head, or a pretext method's
     decoder / generator + discriminator (its config then names the method under ``"pretext"``)."""
     cfg = params.train
     torch.manual_seed(params.seed)

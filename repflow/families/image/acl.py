@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from repflow.models.encoders import bn_branch
-from repflow.contrastive import nt_xent_loss
+from repflow.families.image.models.encoders import bn_branch
+from repflow.families.image.contrastive import TRAIN_METHODS, TrainMethod, nt_xent_loss
 
 __all__ = ["ACL", "pgd_contrastive", "acl_loss", "dynacl_strength", "dynacl_weight", "dynacl_augment"]
 
@@ -93,7 +93,7 @@ def dynacl_augment(augment: dict[str, Any], strength: float) -> dict[str, Any]:
 
 
 class ACL:
-    """The adversary :func:`repflow.contrastive.train_contrastive` calls each batch: ACL, or DynACL when
+    """The adversary :func:`repflow.families.image.contrastive.train_contrastive` calls each batch: ACL, or DynACL when
     ``anneal_period`` is set. ``epochs`` is the length of the whole run (DynACL's E)."""
 
     def __init__(self, *, eps: float, alpha: float, steps: int, epochs: int, anneal_period: int | None = None,
@@ -116,3 +116,28 @@ class ACL:
                                      temperature=temperature, generator=generator)
         w = 0.0 if self.anneal_period is None else dynacl_weight(self.strength(epoch), self.reweight)
         return acl_loss(encoder, head, v1, v2, adv1, adv2, temperature=temperature, adv_weight=w)
+
+
+def _acl(adversarial: Any, epochs: int) -> ACL:
+    """``train.method: acl``: ACL's fixed augmentation strength (no annealing)."""
+    a = adversarial
+    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=None, reweight=a.reweight)
+
+
+def _dynacl(adversarial: Any, epochs: int) -> ACL:
+    """``train.method: dynacl``: strength annealed every ``anneal_period`` epochs, adversarial term re-weighted."""
+    a = adversarial
+    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=a.anneal_period,
+               reweight=a.reweight)
+
+
+TRAIN_METHODS.register("acl", TrainMethod(
+    paradigm="contrastive", losses=("ntxent",), adversary=_acl,
+    paper="Jiang et al. 2020, 'Robust Pre-Training by Adversarial Contrastive Learning' (NeurIPS)",
+    summary="adversarial contrastive learning (still a contrastive objective): NT-Xent on clean and PGD views, "
+            "dual batch norm"))
+TRAIN_METHODS.register("dynacl", TrainMethod(
+    paradigm="contrastive", losses=("ntxent",), adversary=_dynacl,
+    paper="Luo et al. 2023, 'Rethinking the Effect of Data Augmentation in Adversarial Contrastive Learning' (ICLR)",
+    summary="ACL with augmentation strength annealed every K epochs and the adversarial term re-weighted "
+            "(still a contrastive objective)"))

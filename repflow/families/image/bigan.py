@@ -5,7 +5,8 @@ Three players on the image family's shared encoder:
 
 - encoder E(x) = W · f(x): the shared encoder f (any ``build_encoder`` encoder, pooled (N, out_dim)
   code) and a linear map to z (N, z_dim);
-- generator G(z) → image in [0, 1] (a small transposed-conv net, :class:`repflow.models.decoders.ConvDecoder`),
+- generator G(z) → image in [0, 1] (a small transposed-conv net,
+:class:`repflow.families.image.models.decoders.ConvDecoder`),
   z ~ N(0, I);
 - discriminator D(x, z) → one logit on JOINT pairs: real pairs (x, E(x)) against generated ones (G(z), z).
 
@@ -54,8 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from repflow.contrastive import PretextHead
-from repflow.models.decoders import ConvDecoder
+from repflow.families.image.contrastive import TRAIN_METHODS, PretextHead, TrainMethod
+from repflow.families.image.models.decoders import ConvDecoder
 
 __all__ = ["BiGANHead", "JointDiscriminator"]
 
@@ -142,3 +143,11 @@ class BiGANHead(PretextHead):
     def config(self) -> dict[str, Any]:
         return {"in_dim": self.in_dim, "image_shape": list(self.image_shape),
                 "options": {"z_dim": self.z_dim, "width": self.width}}
+
+
+TRAIN_METHODS.register("bigan", TrainMethod(
+    paradigm="generative-contrastive", losses=("ntxent",), pretext=BiGANHead,
+    paper="Donahue et al. 2017, 'Adversarial Feature Learning' (ICLR); Dumoulin et al. 2017, "
+          "'Adversarially Learned Inference' (ICLR)",
+    summary="BiGAN/ALI: a discriminator tells (x, E(x)) from (G(z), z); encoder and generator learn only by "
+            "fooling it (non-saturating losses, simultaneous updates)"))

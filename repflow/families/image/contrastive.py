@@ -1,31 +1,31 @@
 """Contrastive losses (NT-Xent, SupCon), the one encoder training loop (SimCLR, GenRep views,
 ACL/DynACL through an adversary object, generative and generative-contrastive pretext tasks through a
 :class:`PretextHead`, coreset epochs, a CPU-time budget; tensors and modules in, history out), and the
-registry of training methods ``train.method`` names (:data:`TRAIN_METHODS`)."""
+registry of training methods ``train.method`` names (:data:`TRAIN_METHODS`: SimCLR and GenRep here; ACL/DynACL,
+masked_ae and BiGAN register themselves in their own modules, and :mod:`repflow.families.image.train_methods`
+imports them all)."""
 from __future__ import annotations
 
 import abc
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.augment import random_views
-from repflow.models import ProjectionHead
+from repflow.families.image.augment import random_views
 from repflow.progress import progress
 from repflow.registry import Listed, Registry
 
 __all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary", "PretextHead", "LOSSES", "TrainMethod",
-           "TRAIN_METHODS", "build_training_head", "load_training_head"]
+           "TRAIN_METHODS"]
 
 
 class Adversary(Protocol):
-    """What the loop needs from an adversarial method (:class:`repflow.acl.ACL`): per-epoch view
+    """What the loop needs from an adversarial method (:class:`repflow.families.image.acl.ACL`): per-epoch view
     augmentation and the batch loss, given the two natural views."""
 
     def augment(self, base: dict[str, Any], epoch: int) -> dict[str, Any]: ...
@@ -237,33 +237,6 @@ class TrainMethod(Listed):
         return self.adversary is not None
 
 
-def _acl(adversarial: Any, epochs: int) -> Adversary:
-    from repflow.acl import ACL  # repflow.acl imports this module's loss
-
-    a = adversarial
-    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=None, reweight=a.reweight)
-
-
-def _dynacl(adversarial: Any, epochs: int) -> Adversary:
-    from repflow.acl import ACL
-
-    a = adversarial
-    return ACL(eps=a.eps, alpha=a.alpha, steps=a.steps, epochs=epochs, anneal_period=a.anneal_period,
-               reweight=a.reweight)
-
-
-def _masked_ae(out_dim: int, image_shape: tuple[int, int, int], **options: Any) -> PretextHead:
-    from repflow.masked_ae import MaskedAutoencoderHead  # repflow.masked_ae imports PretextHead from here
-
-    return MaskedAutoencoderHead(out_dim, image_shape, **options)
-
-
-def _bigan(out_dim: int, image_shape: tuple[int, int, int], **options: Any) -> PretextHead:
-    from repflow.bigan import BiGANHead
-
-    return BiGANHead(out_dim, image_shape, **options)
-
-
 TRAIN_METHODS: Registry[TrainMethod] = Registry("training method")
 TRAIN_METHODS.register("simclr", TrainMethod(
     paradigm="contrastive",
@@ -274,62 +247,3 @@ TRAIN_METHODS.register("genrep", TrainMethod(
     paper="Jahanian et al. 2022, 'Generative Models as a Data Source for Multiview Representation Learning' (ICLR)",
     summary="contrastive learning with a generative model as the data source: positives are latent-space "
             "neighbours of a generated anchor"))
-TRAIN_METHODS.register("acl", TrainMethod(
-    paradigm="contrastive", losses=("ntxent",), adversary=_acl,
-    paper="Jiang et al. 2020, 'Robust Pre-Training by Adversarial Contrastive Learning' (NeurIPS)",
-    summary="adversarial contrastive learning (still a contrastive objective): NT-Xent on clean and PGD views, "
-            "dual batch norm"))
-TRAIN_METHODS.register("dynacl", TrainMethod(
-    paradigm="contrastive", losses=("ntxent",), adversary=_dynacl,
-    paper="Luo et al. 2023, 'Rethinking the Effect of Data Augmentation in Adversarial Contrastive Learning' (ICLR)",
-    summary="ACL with augmentation strength annealed every K epochs and the adversarial term re-weighted "
-            "(still a contrastive objective)"))
-TRAIN_METHODS.register("masked_ae", TrainMethod(
-    paradigm="generative", losses=("ntxent",), pretext=_masked_ae,
-    paper="He et al. 2022, 'Masked Autoencoders Are Scalable Vision Learners' (CVPR)",
-    summary="masked-patch reconstruction: 75% of 4x4 patches zero-filled, the encoder's pooled code decoded to "
-            "the image, MSE on the masked patches only (unlike MAE: CNN encoder, masked pixels zero-filled, "
-            "not dropped)"))
-TRAIN_METHODS.register("bigan", TrainMethod(
-    paradigm="generative-contrastive", losses=("ntxent",), pretext=_bigan,
-    paper="Donahue et al. 2017, 'Adversarial Feature Learning' (ICLR); Dumoulin et al. 2017, "
-          "'Adversarially Learned Inference' (ICLR)",
-    summary="BiGAN/ALI: a discriminator tells (x, E(x)) from (G(z), z); encoder and generator learn only by "
-            "fooling it (non-saturating losses, simultaneous updates)"))
-
-
-def build_training_head(method: str, out_dim: int, image_shape: tuple[int, int, int], *, proj_dim: int,
-                        dual_bn: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """The module trained next to the encoder for ``train.method`` = ``method``, and its JSON config.
-
-    Contrastive methods: SimCLR's :class:`ProjectionHead` (``out_dim`` → ``proj_dim``, dual batch norm for
-    adversarial methods), config ``{"in_dim", "out_dim", "dual_bn"}``. Pretext methods: the method's
-    :class:`PretextHead` (``proj_dim`` unused), config ``{"pretext": method, "in_dim", "image_shape",
-    "options"}``. :func:`load_training_head` rebuilds either from its config.
-    """
-    entry = TRAIN_METHODS[method]
-    if entry.pretext is None:
-        head = ProjectionHead(out_dim, proj_dim, dual_bn=dual_bn)
-        return head, {"in_dim": out_dim, "out_dim": proj_dim, "dual_bn": dual_bn}
-    if dual_bn:
-        raise ValueError(f"training method {method!r} has a pretext head, which has no dual batch norm "
-                         "(only adversarial contrastive methods use it)")
-    head = entry.pretext(out_dim, tuple(image_shape))
-    return head, {"pretext": method, **head.config()}
-
-
-def load_training_head(config: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
-    """Rebuild a :func:`build_training_head` module from its ``config`` and load ``state`` into it; a config
-    or state that does not fit raises ValueError naming ``path`` (the file both came from)."""
-    try:
-        if "pretext" in config:
-            entry = TRAIN_METHODS[config["pretext"]]
-            if entry.pretext is None:
-                raise ValueError(f"training method {config['pretext']!r} has no pretext head")
-            head = entry.pretext(config["in_dim"], tuple(config["image_shape"]), **config.get("options", {}))
-        else:
-            head = ProjectionHead(config["in_dim"], config["out_dim"], dual_bn=config.get("dual_bn", False))
-        head.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{path}: training head config {config} does not rebuild: {exc}") from None
-    return head

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from repflow.models.encoders import _BasicBlock, _Normalize
+from repflow.families.image.models.encoders import _BasicBlock, _Normalize
 
 __all__ = ["Classifier", "CLASSIFIERS", "build_classifier"]
 

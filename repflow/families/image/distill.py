@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.models.classifiers import build_classifier
-from repflow.models.generator import ConditionalGenerator
-from repflow.generative import truncated_normal
+from repflow.families.image.models.classifiers import build_classifier
+from repflow.families.image.models.generator import ConditionalGenerator
+from repflow.families.image.generative import truncated_normal
 from repflow.progress import progress
 from repflow.registry import Listed, Registry
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from repflow.models import Classifier, build_classifier
-from repflow.supervised import train_classifier
+from repflow.families.image.models import Classifier, build_classifier
+from repflow.families.image.supervised import train_classifier
 
 __all__ = ["ZOO_SPECS", "ZooSpec", "member_role", "train_zoo_member"]
 

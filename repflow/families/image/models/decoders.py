@@ -1,5 +1,5 @@
 """A small transposed-convolution decoder from a code vector to an image: the masked autoencoder's
-decoder and BiGAN's generator (repflow.masked_ae, repflow.bigan) are both one of these.
+decoder and BiGAN's generator (repflow.families.image.masked_ae, repflow.families.image.bigan) are both one of these.
 
 Shapes: code (N, in_dim) → image (N, C, H, W) for any H, W ≥ 1 (the net renders 4·⌈H/4⌉ × 4·⌈W/4⌉ and
 crops the bottom/right surplus).

@@ -1,7 +1,0 @@
-"""torch.nn.Modules only. Encoders are built from a JSON-able config (see :func:`build_encoder`)."""
-from repflow.models.classifiers import CLASSIFIERS, Classifier, build_classifier
-from repflow.models.encoders import ENCODERS, DualBatchNorm, ProbedEncoder, ProjectionHead, bn_branch, build_encoder
-from repflow.models.generator import ConditionalEncoder, ConditionalGenerator, GeneratorSampler
-
-__all__ = ["CLASSIFIERS", "Classifier", "build_classifier", "ENCODERS", "DualBatchNorm", "bn_branch", "ProbedEncoder",
-           "ProjectionHead", "build_encoder", "ConditionalGenerator", "ConditionalEncoder", "GeneratorSampler"]
