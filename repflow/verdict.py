@@ -132,7 +132,7 @@ def separation_check(weak: Sequence[float], strong: Sequence[float], smallest_ef
     if w.shape != s.shape:
         raise ValueError(f"{name}: weak and strong must be paired by seed; got {w.size} and {s.size} values")
     mean, low, high = paired_interval(s - w, confidence)
-    numbers = (f"floor (weak reference) {np.mean(w):.4g}, ceiling (strong reference) {np.mean(s):.4g}; "
+    numbers = (f"weak reference (floor) {np.mean(w):.4g}, strong reference (ceiling) {np.mean(s):.4g}; "
                f"strong − weak {_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] over {w.size} seeds vs the smallest "
                f"effect {smallest_effect:.4g}")
     if chance is not None:
@@ -185,7 +185,7 @@ def judge(claim: Claim, diffs: Sequence[float], controls: Sequence[Control] = ()
     eff = f"{claim.smallest_effect:.4g}{' ' + claim.unit if claim.unit else ''}"
     span = f"{pct} interval [{_fmt(low)}, {_fmt(high)}]"
     if low > 0:
-        small = f"; below the smallest effect {eff}, so a gain too small to count" if high < claim.smallest_effect else ""
+        small = "" if high >= claim.smallest_effect else f"; below the smallest effect {eff}, a gain too small to count"
         return out("holds", f"{span} lies above 0 in the claimed direction{small}")
     if high < claim.smallest_effect:
         return out("does not hold", f"{span} lies below the smallest effect {eff}")

@@ -78,7 +78,7 @@ def test_a_failed_control_turns_a_would_be_holds_into_inconclusive_naming_it():
 def test_the_floor_ceiling_check_names_floor_or_ceiling_with_its_numbers():
     weak = [0.25, 0.26, 0.24, 0.25, 0.25]
     sep = separation_check(weak, [0.6, 0.62, 0.58, 0.61, 0.6], 0.01, name="untrained vs supervised")
-    assert sep.passed and sep.name == "untrained vs supervised" and "floor (weak reference) 0.25" in sep.detail
+    assert sep.passed and sep.name == "untrained vs supervised" and "weak reference (floor) 0.25" in sep.detail
 
     floor = separation_check(weak, [0.255, 0.25, 0.245, 0.26, 0.25], 0.01, chance=0.25)
     assert not floor.passed and floor.detail.startswith("floor: ") and "chance 0.25" in floor.detail
