@@ -40,7 +40,7 @@ from benchmarks._common import Tested, interval_text, mean_std, write_claims, wr
 from repflow.families.text.ami import (  # noqa: E402
     AMIConfig, forward_adversarial_loss, make_batches, mle_loss, swap, train_ami, train_mle)
 from repflow.families.text.decoding import sample_decode  # noqa: E402
-from repflow.families.text.generation import generate as generate_texts  # noqa: E402
+from repflow.families.text.generation import TEXT_METHODS, generate as generate_texts  # noqa: E402
 from repflow.families.text.metrics import (  # noqa: E402
     bleu, distinct_n, generic_rate, mean_backward_log_likelihood)
 from repflow.families.text.models import LatentNoise, build_seq2seq, pad_batch, sequence_log_prob  # noqa: E402
@@ -53,7 +53,7 @@ from repflow.verdict import Claim, positive_control  # noqa: E402
 ARMS = ("mle", "mle+", "mmi", "rl", "ami")
 EVALUATOR_SEED = 1000
 
-PAPER = "Pan et al. 2020, Adversarial Mutual Information for Text Generation (ICML)"
+PAPER = TEXT_METHODS["ami"].paper
 # declared before the run: (method, reference, metric) → the claim; MLE+ has as many forward batches as AMI
 CLAIMS = {
     ("ami", "mle+", "generic_rate"): Claim(

@@ -36,11 +36,11 @@ from repflow.families.audio.data import load_audio_split  # noqa: E402
 from repflow.families.audio.evaluation import fit_probes  # noqa: E402
 from repflow.families.audio.models import AudioNTT, projection_head  # noqa: E402
 from repflow.families.audio.params import POSITION_SENSITIVE  # noqa: E402
-from repflow.families.audio.ssl import embed_clips, method_views, train_audio_ssl  # noqa: E402
+from repflow.families.audio.ssl import AUDIO_METHODS, embed_clips, method_views, train_audio_ssl  # noqa: E402
 from repflow.report import bar_plot  # noqa: E402
 from repflow.verdict import Claim, judge, paired_interval, positive_control, separation_check  # noqa: E402
 
-PAPER = "Audio SSL with adversarial positional negatives (arXiv 2303.08561)"
+PAPER = AUDIO_METHODS["advneg"].paper
 CLAIM = Claim("audio.advneg_position_task", "audio", PAPER, "Adversarial positional negatives raise probe accuracy "
               "on the position-sensitive task (pitch band) over the same SimCLR baseline.", "pitch-band probe "
               "accuracy", "higher", 0.01, "accuracy", ("advneg",))

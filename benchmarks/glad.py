@@ -68,7 +68,7 @@ DEFAULT_ARMS = ["pixel ← generator", "pixel ← noise", "latent (z)", "feature
 V1_NAMES = {"pixel ← real": "pixel"}
 """Arms of the old protocol (results/glad_v1.json) under another name."""
 
-PAPER = "Cazenavette et al. 2023, 'Generalizing Dataset Distillation via Deep Generative Prior' (CVPR)"
+PAPER = D.DISTILL_PARAMS["feature"].paper
 CLAIMS = {(ipc, loss): Claim(
     f"image.glad_feature_vs_pixel_{loss}_ipc{ipc}", "image", PAPER, f"Distilling into the generator's features "
     f"(GLaD) generalises across architectures better than distilling pixels from the same start ({loss.upper()}, "

@@ -38,7 +38,7 @@ from repflow.families.video.data import load_clips  # noqa: E402
 from repflow.families.video.distortions import DISTORTIONS, Combined  # noqa: E402
 from repflow.families.video.evaluation import clips_per_second, evaluate_watermarker, watermark_costs  # noqa: E402
 from repflow.families.video.losses import fidelity_loss, message_loss  # noqa: E402
-from repflow.families.video.models import build_watermarker  # noqa: E402
+from repflow.families.video.models import WATERMARKERS, build_watermarker  # noqa: E402
 from repflow.families.video.params import EVAL_DISTORTIONS, TRAIN_DISTORTIONS  # noqa: E402
 from repflow.families.video.training import LossWeights, random_messages, train_watermarker  # noqa: E402
 from repflow.verdict import Claim, positive_control, separation_check  # noqa: E402
@@ -53,7 +53,7 @@ ARMS = {  # arm: (registered watermarker, frame-loss weight, budget)
 CRFS = [23, 28]
 T, SIZE, BITS, WIDTH, BATCH, DECODER_BLOCKS = 8, 64, 32, 32, 16, 3
 
-PAPER = "Ye et al. 2023, ItoV: efficiently adapting deep image watermarking to video (arXiv 2305.02781)"
+PAPER = WATERMARKERS["itov"].paper
 # declared before the run: (method arm, reference arm, metric key) → the claim
 CLAIMS = {
     ("itov", "per_frame", "robust_bit_accuracy"): Claim(

@@ -37,7 +37,7 @@ from repflow.verdict import Claim  # noqa: E402
 PEER = "deepctr_din"
 ARMS = (*CTR_MODELS, PEER)
 
-PAPER = "Li et al. 2020, MARN (WWW)"
+PAPER = CTR_MODELS["marn"].paper
 # declared before the run: (method, reference) → the claim; test AUC at the best validation epoch, paired by seed
 CLAIMS = {
     ("marn", "din_concat"): Claim("ctr.marn_vs_concat", "ctr", PAPER, "MARN's multimodal item representation beats "

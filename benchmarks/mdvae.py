@@ -49,7 +49,7 @@ FRAME_SAMPLES = 2000
 cross-validated read-out grow with N and dominated a seed's time at 5000."""
 TOY_AUDIO, TOY_VISUAL, TOY_T, TOY_TRAIN, TOY_TEST = 10, 12, 8, 256, 128
 
-PAPER = "Sadok et al. 2024, A multimodal dynamical VAE for audiovisual speech representation learning"
+PAPER = SEQUENCE_MODELS["mdvae"].paper
 # declared before the run; emotion accuracy with 10 labels per class on held-out speakers (chance 0.25)
 CLAIMS = {
     **{base: Claim(f"av.mdvae_vs_{base}_emotion", "av", PAPER, f"MDVAE's static latent beats the {base} "

@@ -38,8 +38,8 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
-from repflow.coreset import (candidate_batches, candidate_gradients, divergence_drops, spearman,  # noqa: E402
-                             validation_gradient)
+from repflow.coreset import (SELECTION_METHODS, candidate_batches, candidate_gradients, divergence_drops,  # noqa: E402
+                             spearman, validation_gradient)
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import line_plot, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
@@ -52,8 +52,7 @@ from repflow.verdict import Claim, Control, separation_check  # noqa: E402
 EPS = 8 / 255
 METRICS = ("slf_clean", "slf_robust", "alf_clean", "alf_robust", "rd")
 
-PAPER = ("Xu et al. 2023, 'Efficient Adversarial Contrastive Learning via Robustness-Aware Coreset Selection' "
-         "(NeurIPS)")
+PAPER = SELECTION_METHODS["rcs"].paper
 CLAIMS = {  # declared before the run; paired by seed
     "vs_random": Claim("image.rcs_vs_random", "image", PAPER, "RCS's coreset gives a more robust encoder than a "
                        "random coreset of the same size at equal steps.", "ALF PGD-20 accuracy", "higher", 0.01,

@@ -28,7 +28,7 @@ from benchmarks._common import Tested, interval_text, mean_std, write_claims, wr
 from repflow.families.sr.data import load_pairs  # noqa: E402
 from repflow.families.sr.imresize import imresize  # noqa: E402
 from repflow.families.sr.inference import count_macs, count_params, self_ensemble, upscale_tiled  # noqa: E402
-from repflow.families.sr.models import build_sr_model  # noqa: E402
+from repflow.families.sr.models import SR_MODELS, build_sr_model  # noqa: E402
 from repflow.families.sr.stages.evaluate import images_per_second, score  # noqa: E402
 from repflow.families.sr.training import train_sr  # noqa: E402
 from repflow.verdict import Claim, separation_check  # noqa: E402
@@ -36,7 +36,7 @@ from repflow.verdict import Claim, separation_check  # noqa: E402
 SCALES = (2, 4)
 TRAINED = ("edsr", "shsr", "shsr_no_dtb")
 
-PAPER = "Zhou et al. 2023, SHSR: sequential hierarchical learning for super-resolution (ACM TOMM)"
+PAPER = SR_MODELS["shsr"].paper
 # declared before the run: (method, reference, scale) → the claim; Y-PSNR on held-out photos, paired by seed
 CLAIMS = {
     **{("shsr", "edsr", x): Claim(

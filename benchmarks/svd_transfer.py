@@ -30,7 +30,8 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.attacks import accuracy, attack_success_rate, make_attack, rank1_ablation_accuracy  # noqa: E402
+from repflow.attacks import (SVDLogitFusion, accuracy, attack_success_rate, make_attack,  # noqa: E402
+                             rank1_ablation_accuracy)
 from repflow.config import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
@@ -45,8 +46,7 @@ BETA_SWEEP = [0.0, 0.75]
 BATCH = 100
 TARGET_SEED = 0
 
-PAPER = ("Weng et al. 2023, 'Boosting Adversarial Transferability via Fusing Logits of Top-1 Decomposed Feature' "
-         "(arXiv 2305.01361)")
+PAPER = SVDLogitFusion.paper
 CLAIMS = {s: Claim(f"image.svd_fusion_{s}", "image", PAPER, f"Fusing the rank-1 logits (β = 0.5) raises black-box "
                    f"transfer success ({s} surrogate).", "black-box transfer success, mean over targets and "
                    "(attack, ε) cells", "higher", 0.01, "success rate", ("svd_fusion",)) for s in SURROGATES}

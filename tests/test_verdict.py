@@ -138,3 +138,19 @@ def test_the_record_has_every_field_and_is_written_atomically(tmp_path):
     rec = claim_record(CLAIM, [0.1], short, [], {})
     assert rec["interval"] == [None, None] and len(rec["commit"]) > 0 and len(rec["date"]) == 10
     json.loads(write_claim(rec, tmp_path).read_text())
+
+
+def test_the_rule_imports_without_torch_or_the_runtime():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'prefect', 'mlflow', 'ray', 'pydantic'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import repflow.verdict, repflow.claims\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
