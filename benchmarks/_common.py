@@ -6,12 +6,15 @@ import json
 import os
 import platform
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from repflow.manifest import atomic_write_text
 from repflow.report import markdown_table
+from repflow.verdict import Claim, Control, claim_record, judge, paired_interval, write_claim
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,14 +29,42 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def beyond_noise(diffs: list[float]) -> bool:
-    """Paired per-seed differences (same seeds on both arms) read as a real effect: at least 2 seeds,
-    every difference of the same sign, and their mean larger than their std. With 3 seeds, equal signs
-    happen by chance 1 time in 4, so a call this rule makes is weak evidence, not proof."""
-    if len(diffs) < 2:
-        return False
-    m, sd = mean_std(diffs)
-    return (all(x > 0 for x in diffs) or all(x < 0 for x in diffs)) and abs(m) > sd
+def interval_text(diffs: list[float]) -> str:
+    """The 95 % Student-t interval of paired per-seed differences (:func:`repflow.verdict.paired_interval`), as a
+    note writes it where it once said "beyond / within seed noise"; a verdict comes only from the claim record."""
+    _, low, high = paired_interval(diffs)
+    return f"95 % interval [{low:+.4f}, {high:+.4f}], n={len(diffs)}"
+
+
+@dataclass(frozen=True)
+class Tested:
+    """One declared claim as a benchmark measured it: the per-seed differences (method − reference, same seed
+    on both arms), the controls that must pass first, the run's scale and the arms' raw per-seed values."""
+
+    claim: Claim
+    diffs: list[float]
+    controls: tuple[Control, ...] = ()
+    scale: dict = field(default_factory=dict)
+    per_seed: dict | None = None
+    extra: dict | None = None
+
+
+def write_claims(tested: Iterable[Tested], source: str, results: Path = RESULTS,
+                 extra: dict | None = None) -> list[str]:
+    """Judge each claim by the one rule (:func:`repflow.verdict.judge`), write its record to
+    ``results/claims/<id>.json`` (``extra`` added to each record's) and return one note line per claim
+    pointing at it."""
+    lines = []
+    for t in tested:
+        verdict = judge(t.claim, t.diffs, t.controls)
+        record = claim_record(t.claim, t.diffs, verdict, t.controls, t.scale, t.per_seed,
+                              {"source": f"benchmarks/results/{source}.json", **(extra or {}), **(t.extra or {})})
+        path = write_claim(record, results)
+        unit = f" {t.claim.unit}" if t.claim.unit else ""
+        lines.append(f"Claim `{t.claim.id}` ({t.claim.statement}): **{verdict.verdict}** — {verdict.reason}; gain "
+                     f"{verdict.mean:+.4g}{unit} over {verdict.n} seeds. Record: claims/{path.name} "
+                     "(`repflow claims`).")
+    return lines
 
 
 def write_results(name: str, title: str, rows: list[dict], notes: list[str], extra: dict | None = None) -> Path:

@@ -36,11 +36,11 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
+from benchmarks._common import Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
 from repflow.families.text.ami import (  # noqa: E402
     AMIConfig, forward_adversarial_loss, make_batches, mle_loss, swap, train_ami, train_mle)
 from repflow.families.text.decoding import sample_decode  # noqa: E402
-from repflow.families.text.generation import generate as generate_texts  # noqa: E402
+from repflow.families.text.generation import TEXT_METHODS, generate as generate_texts  # noqa: E402
 from repflow.families.text.metrics import (  # noqa: E402
     bleu, distinct_n, generic_rate, mean_backward_log_likelihood)
 from repflow.families.text.models import LatentNoise, build_seq2seq, pad_batch, sequence_log_prob  # noqa: E402
@@ -48,8 +48,40 @@ from repflow.families.text.pairs import choose_by_group, split_by_group, wordnet
 from repflow.families.text.tokenizer import TextTokenizer, train_tokenizer  # noqa: E402
 from repflow.families.text.wordnet import read_wordnet  # noqa: E402
 
+from repflow.verdict import Claim, positive_control  # noqa: E402
+
 ARMS = ("mle", "mle+", "mmi", "rl", "ami")
 EVALUATOR_SEED = 1000
+
+PAPER = TEXT_METHODS["ami"].paper
+# declared before the run: (method, reference, metric) → the claim; MLE+ has as many forward batches as AMI
+CLAIMS = {
+    ("ami", "mle+", "generic_rate"): Claim(
+        "text.ami_less_generic", "text", PAPER, "AMI's outputs are less generic than MLE's trained for as many "
+        "forward batches.", "generic-output rate", "lower", 0.02, "share", ("ami",)),
+    ("ami", "mle+", "bleu"): Claim(
+        "text.ami_bleu_vs_mle", "text", PAPER, "AMI outperforms MLE (as many forward batches) in BLEU.",
+        "BLEU", "higher", 0.5, "BLEU", ("ami",)),
+    ("ami", "mmi", "bleu"): Claim(
+        "text.ami_bleu_vs_mmi", "text", PAPER, "AMI outperforms MMI reranking in BLEU.", "BLEU", "higher", 0.5,
+        "BLEU", ("ami",)),
+}
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claims from a run's payload (``per_seed`` rows and ``args``, as ami.json stores them); the
+    positive control: the adversarial forward step alone (RL) raises its reward over MLE+."""
+    by = {(r["arm"], r["seed"]): r for r in payload["per_seed"]}
+    seeds = sorted({r["seed"] for r in payload["per_seed"]})
+    a = payload["args"]
+    mechanism = positive_control([by["rl", s]["reward"] - by["mle+", s]["reward"] for s in seeds],
+                                 name="mechanism: RL − MLE+ sampled reward log Q(S|T)")
+    scale = {"data": f"WordNet definitions, {a['pairs']} pairs, {a['test_sources']} test sources",
+             "model": f"GRU seq2seq, embed {a['embed']}, hidden {a['hidden']}",
+             "steps": f"MLE {a['epochs']} epochs + AMI {a['ami_steps']} batches", "device": "cpu"}
+    return [Tested(claim, [by[m, s][k] - by[r, s][k] for s in seeds], (mechanism,), scale,
+                   {m: [by[m, s][k] for s in seeds], r: [by[r, s][k] for s in seeds]})
+            for (m, r, k), claim in CLAIMS.items()]
 
 
 def prepare(a: dict) -> dict:
@@ -274,17 +306,18 @@ def main() -> None:
     for arm in ("rl", "ami"):
         d = [by[arm, s]["reward"] - by["mle+", s]["reward"] for s in seeds]
         notes.append(f"Mechanism: {arm} − mle+ sampled reward log Q_pre(S|T̃): {mean_std(d)[0]:+.3f} ± "
-                     f"{mean_std(d)[1]:.3f} nats ({'beyond' if beyond_noise(d) else 'within'} seed noise; the "
+                     f"{mean_std(d)[1]:.3f} nats ({interval_text(d)}; the "
                      "adversarial forward step wants higher)")
     for key, better in (("generic_rate", "lower"), ("distinct_2", "higher"), ("log_q", "higher"), ("bleu", "same")):
         for arm, base in (("ami", "mle"), ("ami", "mle+"), ("ami", "mmi"), ("rl", "mle+")):
             d = [by[arm, s][key] - by[base, s][key] for s in seeds]
             notes.append(f"{arm.upper()} − {base} {key}: {mean_std(d)[0]:+.4f} ± {mean_std(d)[1]:.4f} "
-                         f"({'beyond' if beyond_noise(d) else 'within'} seed noise; the claim wants {better})")
+                         f"({interval_text(d)}; the claim wants {better})")
     for arm in ARMS:
         notes.append(f"{arm} samples (seed 0): " + " | ".join(f"{s!r}" for s in by[arm, 0]["samples"][:5]))
     notes.append(f"Test sources shown: {data['test_sources'][:5]}")
     notes.append(f"Wall time {time.time() - started:.0f} s, {args.jobs} processes × {args.threads} torch thread(s).")
+    notes += write_claims(judged({"per_seed": results, "args": vars(args)}), "ami")
     write_results("ami", "AMI vs MLE vs MMI reranking on WordNet definition generation (CPU scale)", rows, notes,
                   extra={"per_seed": results, "ami_traces": traces, "counts": data["counts"], "args": vars(args)})
 

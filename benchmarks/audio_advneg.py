@@ -30,14 +30,40 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
 from repflow.families.audio.advneg import hardest_negatives, position_sensitivity, positional_candidates  # noqa: E402
 from repflow.families.audio.data import load_audio_split  # noqa: E402
 from repflow.families.audio.evaluation import fit_probes  # noqa: E402
 from repflow.families.audio.models import AudioNTT, projection_head  # noqa: E402
 from repflow.families.audio.params import POSITION_SENSITIVE  # noqa: E402
-from repflow.families.audio.ssl import embed_clips, method_views, train_audio_ssl  # noqa: E402
+from repflow.families.audio.ssl import AUDIO_METHODS, embed_clips, method_views, train_audio_ssl  # noqa: E402
 from repflow.report import bar_plot  # noqa: E402
+from repflow.verdict import Claim, judge, paired_interval, positive_control, separation_check  # noqa: E402
+
+PAPER = AUDIO_METHODS["advneg"].paper
+CLAIM = Claim("audio.advneg_position_task", "audio", PAPER, "Adversarial positional negatives raise probe accuracy "
+              "on the position-sensitive task (pitch band) over the same SimCLR baseline.", "pitch-band probe "
+              "accuracy", "higher", 0.01, "accuracy", ("advneg",))
+"""Declared before the run: advneg − baseline on the pitch-band probe, paired by seed."""
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claim from a run's payload (``per_seed`` and ``args``, as audio_advneg.json stores them).
+    Controls: the premise (the baseline's hardest positional negative is closer to its anchor than another clip
+    is: the baseline is blind to the change advneg teaches), and the floor check (the trained baseline beats a
+    random encoder on pitch band by more than the smallest effect)."""
+    by = {(r["arm"], r["seed"]): r for r in payload["per_seed"]}
+    seeds = sorted({r["seed"] for r in payload["per_seed"]})
+    a = payload["args"]
+    key = "acc_pitch_band"
+    premise = positive_control([by["baseline", s]["sim_hardest_negative"] - by["baseline", s]["sim_other_clip"]
+                                for s in seeds], name="premise: the baseline is blind to positional change")
+    floor = separation_check([by["random", s][key] for s in seeds], [by["baseline", s][key] for s in seeds],
+                             CLAIM.smallest_effect, name="random encoder vs trained baseline on pitch band")
+    scale = {"data": f"espeak speech, {a['clips_per_word']} clips × 20 words", "model": f"AudioNTT-style, "
+             f"{a['channels']} channels", "steps": f"{a['epochs']} epochs, batch {a['batch_size']}", "device": "cpu"}
+    return [Tested(CLAIM, [by["advneg", s][key] - by["baseline", s][key] for s in seeds], (premise, floor), scale,
+                   {arm: [by[arm, s][key] for s in seeds] for arm in ("advneg", "baseline", "random")})]
 
 ARMS = ("random", "baseline", "advneg")
 
@@ -160,7 +186,7 @@ def main() -> None:
         diffs = [by["advneg", s][m] - by["baseline", s][m] for s in seeds]
         mu, sd = mean_std(diffs)
         row["advneg − baseline"] = f"{mu:+.3f} ± {sd:.3f}"
-        row["beyond noise"] = "yes" if beyond_noise(diffs) else "no"
+        row["95 % interval"] = "[{:+.3f}, {:+.3f}]".format(*paired_interval(diffs)[1:])
         task = m.removeprefix("acc_")
         row["position-sensitive task"] = {True: "yes", False: "no"}.get(POSITION_SENSITIVE.get(task), "")
         rows.append(row)
@@ -170,12 +196,12 @@ def main() -> None:
 
     blind = [by["baseline", s]["sim_hardest_negative"] - by["baseline", s]["sim_other_clip"] for s in seeds]
     vs_view = [by["baseline", s]["sim_hardest_negative"] - by["baseline", s]["sim_positive_view"] for s in seeds]
-    premise = mean_std(blind)[0] > 0 and beyond_noise(blind) and mean_std(vs_view)[0] > -0.05
+    premise = positive_control(blind).passed and mean_std(vs_view)[0] > -0.05
     sensitive = [t for t in tasks if POSITION_SENSITIVE.get(t)]
     others = [t for t in tasks if POSITION_SENSITIVE.get(t) is False]
-    helps = all(mean_std(paired(f"acc_{t}"))[0] > 0 and beyond_noise(paired(f"acc_{t}")) for t in sensitive)
-    hurts = [t for t in others if mean_std(paired(f"acc_{t}"))[0] < -0.01 and beyond_noise(paired(f"acc_{t}"))]
-    verdict = "holds" if helps and not hurts else "holds partly (it also hurts)" if helps else "does not hold"
+    hurts = [t for t in others if paired_interval(paired(f"acc_{t}"))[2] < 0]  # the whole interval below 0
+    tested = judged({"per_seed": results, "args": {k: v for k, v in vars(args).items() if k != "from_json"}})
+    verdict = judge(tested[0].claim, tested[0].diffs, tested[0].controls).verdict
     chosen: dict[str, int] = {}
     for s in seeds:
         for name, count in by["advneg", s]["train_chosen_last_epoch"].items():
@@ -203,15 +229,15 @@ def main() -> None:
            "The premise does not hold here: the baseline either does not tell clips apart in this space or already "
            "separates its hardest positional change much more than a positive view."),
         f"advneg lowers the hardest negative's similarity by {-mean_std(paired('sim_hardest_negative'))[0]:.3f} "
-        f"(paired, {'beyond' if beyond_noise(paired('sim_hardest_negative')) else 'within'} seed noise) and changes "
+        f"(paired, {interval_text(paired('sim_hardest_negative'))}) and changes "
         f"position sensitivity by {mean_std(paired('position_sensitivity'))[0]:+.4f} (relative to another clip: "
         f"{mean_std(paired('position_sensitivity_relative'))[0]:+.3f}).",
-        f"Verdict: the claim {verdict} here: position-sensitive task(s) {sensitive}: "
+        f"advneg − baseline accuracy, position-sensitive task(s) {sensitive}: "
         + ", ".join(f"{t} {mean_std(paired('acc_' + t))[0]:+.3f}" for t in sensitive)
         + "; others: " + ", ".join(f"{t} {mean_std(paired('acc_' + t))[0]:+.3f}" for t in others)
-        + (f"; hurt beyond noise: {hurts}" if hurts else "; no other task is hurt beyond seed noise")
-        + ". The beyond-noise rule (all paired differences of "
-        "one sign and |mean| > std) is weak evidence with 3 seeds.",
+        + (f"; whole 95 % interval below 0 (hurt): {hurts}" if hurts else "; no other task's 95 % interval lies "
+           "wholly below 0") + ".",
+        *write_claims(tested, "audio_advneg"),
         "What the adversary chose (last epoch, all seeds): " + ", ".join(
             f"{k} {v / sum(chosen.values()):.0%}" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
         + ". Block reorders are the hardest candidates most often, but a clip is a word centred in 0.96 s of "

@@ -41,7 +41,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import distill as D  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
@@ -49,6 +49,7 @@ from repflow.report import class_grid, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.families.image.stages.generate import load_generator  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
+from repflow.verdict import Claim, separation_check  # noqa: E402
 
 STARTS = ["random real", "generator samples", "noise"]
 ARM_START = {
@@ -66,6 +67,43 @@ LOSSES = ["dm", "dc"]
 DEFAULT_ARMS = ["pixel ← generator", "pixel ← noise", "latent (z)", "feature (F_l, w)"]
 V1_NAMES = {"pixel ← real": "pixel"}
 """Arms of the old protocol (results/glad_v1.json) under another name."""
+
+PAPER = D.DISTILL_PARAMS["feature"].paper
+CLAIMS = {(ipc, loss): Claim(
+    f"image.glad_feature_vs_pixel_{loss}_ipc{ipc}", "image", PAPER, f"Distilling into the generator's features "
+    f"(GLaD) generalises across architectures better than distilling pixels from the same start ({loss.upper()}, "
+    f"{ipc} image(s) per class).", "cross-architecture accuracy", "higher", 0.01, "accuracy", ("feature",))
+    for ipc in IPCS for loss in LOSSES}
+"""Declared before the run: feature (F_l, w) − pixel ← generator, both from generator samples, paired by seed."""
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claims from a run's payload (``raw`` and ``args``, as glad.json stores them: args as strings).
+    Floor check per ipc: random real images beat noise by more than the smallest effect (the evaluation can tell
+    a useful set from a useless one)."""
+    a = payload["args"]
+    iterations = {"dm": int(a["dm_iterations"]), "dc": int(a["dc_iterations"])}
+    epochs = int(a["eval_epochs"])
+    acc: dict[tuple, dict[int, float]] = {}
+    for r in payload["raw"]:
+        if r["epochs"] == epochs and r["iteration"] in (0, iterations.get(r["loss"])):
+            acc.setdefault((r["ipc"], r["loss"], r["set"]), {})[r["seed"]] = r["cross_arch"]
+    scale = {"data": f"Fashion-MNIST, {a['per_class']} per class; CVAE generator", "model": "ConvNet distillation, "
+             "evaluated on MLP / ConvNet-BN / ResNet", "device": "cpu"}
+    out = []
+    for (ipc, loss), claim in CLAIMS.items():
+        feature, pixel = acc.get((ipc, loss, "feature (F_l, w)")), acc.get((ipc, loss, "pixel ← generator"))
+        if not feature or not pixel:
+            continue
+        seeds = sorted(set(feature) & set(pixel))
+        real, noise = acc[ipc, "—", "random real"], acc[ipc, "—", "noise"]
+        both = sorted(set(real) & set(noise))
+        floor = separation_check([noise[s] for s in both], [real[s] for s in both], claim.smallest_effect,
+                                 name=f"noise vs random real images, ipc {ipc}")
+        out.append(Tested(claim, [feature[s] - pixel[s] for s in seeds], (floor,),
+                          {**scale, "steps": f"{iterations[loss]} {loss.upper()} iterations, {epochs} eval epochs"},
+                          {"feature": [feature[s] for s in seeds], "pixel": [pixel[s] for s in seeds]}))
+    return out
 
 
 def prepare(root: Path, per_class: int, test_per_class: int, generator_epochs: int):
@@ -225,11 +263,16 @@ def main() -> None:
     e = args.eval_epochs
 
     def report(seeds_done: int, status: str) -> None:
+        raw = [{"seed": k[0], "ipc": k[1], "loss": k[2], "set": k[3], "iteration": k[4], "epochs": k[5], **v}
+               for k, v in results.items()]
+        rows, notes = tables_and_notes(args, results, infos, seeds_done, checked, archs, gen, quality, x, x_test,
+                                       t_start, t_data, status)
+        if args.name == "glad":  # the headline run
+            notes = notes + write_claims(judged({"raw": raw, "args": {k: str(v) for k, v in vars(args).items()}}),
+                                         args.name)
         write_results(args.name, "GLaD: cross-architecture accuracy of distilled Fashion-MNIST sets, same starts",
-                      *tables_and_notes(args, results, infos, seeds_done, checked, archs, gen, quality, x,
-                                        x_test, t_start, t_data, status),
-                      extra={"raw": [{"seed": k[0], "ipc": k[1], "loss": k[2], "set": k[3], "iteration": k[4],
-                                      "epochs": k[5], **v} for k, v in results.items()],
+                      rows, notes,
+                      extra={"raw": raw,
                              "distill_info": [{"seed": k[0], "ipc": k[1], "loss": k[2], "arm": k[3], **v}
                                               for k, v in infos.items()],
                              "generator_quality": quality, "args": {k: str(v) for k, v in vars(args).items()}})

@@ -24,7 +24,7 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
+from benchmarks._common import Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
 from repflow.families.ctr.features import (  # noqa: E402
     build_examples, build_feature_space, examples_to_tensors, time_split)
 from repflow.families.ctr.metrics import auc, auc_by_bucket, ctr_report, mean_attention  # noqa: E402
@@ -32,8 +32,32 @@ from repflow.families.ctr.models import CTR_MODELS, MODALITIES, build_ctr_model 
 from repflow.families.ctr.tables import read_movielens  # noqa: E402
 from repflow.families.ctr.training import predict_with_attention, train_ctr  # noqa: E402
 
+from repflow.verdict import Claim  # noqa: E402
+
 PEER = "deepctr_din"
 ARMS = (*CTR_MODELS, PEER)
+
+PAPER = CTR_MODELS["marn"].paper
+# declared before the run: (method, reference) → the claim; test AUC at the best validation epoch, paired by seed
+CLAIMS = {
+    ("marn", "din_concat"): Claim("ctr.marn_vs_concat", "ctr", PAPER, "MARN's multimodal item representation beats "
+                                  "concatenating the modalities in test AUC.", "test AUC", "higher", 0.002, "AUC",
+                                  ("marn",)),
+    ("marn", "man"): Claim("ctr.marn_vs_man", "ctr", PAPER, "MARN's adversarial modality-invariant part adds test AUC "
+                           "over modality attention alone (MAN).", "test AUC", "higher", 0.002, "AUC", ("marn",)),
+}
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claims from a run's payload (``per_seed`` rows and ``args``, as marn.json stores them)."""
+    by = {(r["arm"], r["seed"]): r for r in payload["per_seed"]}
+    seeds = sorted({r["seed"] for r in payload["per_seed"]})
+    a = payload["args"]
+    scale = {"data": "MovieLens-100K, time split 80/10/10", "model": f"embedding {a['dim']}, MLP {a['hidden']}",
+             "steps": f"{a['epochs']} epochs, batch {a['batch_size']}", "device": "cpu"}
+    return [Tested(claim, [by[m, s]["auc"] - by[r, s]["auc"] for s in seeds], scale=scale,
+                   per_seed={m: [by[m, s]["auc"] for s in seeds], r: [by[r, s]["auc"] for s in seeds]})
+            for (m, r), claim in CLAIMS.items()]
 
 
 def prepare(history_len: int):
@@ -134,7 +158,7 @@ def main() -> None:
         for key in ("auc", "gauc"):
             d = paired(a1, a2, key)
             m, sd = mean_std(d)
-            parts.append(f"{key.upper()} {m:+.4f} ± {sd:.4f} ({'beyond' if beyond_noise(d) else 'within'} seed noise)")
+            parts.append(f"{key.upper()} {m:+.4f} ± {sd:.4f} ({interval_text(d)})")
         return f"{a1} − {a2}: " + ", ".join(parts)
 
     n = {s: len(t) for s, t in data.items()}
@@ -170,6 +194,7 @@ def main() -> None:
     counts = {b["bucket"]: b["impressions"] for b in by[ARMS[0], 0]["auc_by_popularity"]}
     notes.append(f"Test impressions per popularity bucket: {counts}.")
     notes.append(f"Wall time {time.time() - started:.0f} s, {args.jobs} processes × {args.threads} torch thread(s).")
+    notes += write_claims(judged({"per_seed": results, "args": vars(args)}), "marn")
     write_results("marn", "MARN vs MAN vs DIN-concat vs DeepCTR-Torch DIN on MovieLens-100K (CPU scale)", rows,
                   notes, extra={"per_seed": results, "args": vars(args)})
 

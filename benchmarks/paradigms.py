@@ -33,10 +33,11 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results
+from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results
 from repflow.families.image.stages.compare import summarise, summary_rows
 from repflow.manifest import read_manifest
 from repflow.report import markdown_table
+from repflow.verdict import Claim, judge, positive_control
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTIVE = ("simclr", "genrep", "acl")
@@ -44,6 +45,53 @@ GENERATIVE = ("masked_ae",)
 GENERATIVE_CONTRASTIVE = ("bigan",)
 MECHANISM = {"masked_ae": "reconstruction_r2"}
 """The metric a method's own objective should raise above ``init``'s; linear_acc for the others."""
+SMALLEST = {"train_cpu_seconds": 10.0, "epochs": 0.5}
+"""Smallest effect per metric for the check rows; 0.01 (one point of accuracy, R² or success rate) otherwise."""
+
+SURVEY = "Liu et al. 2021, 'Self-supervised Learning: Generative or Contrastive' (TKDE)"
+# declared before the run: the survey's observations on one canonical pair each, (a, b, metric) → claim
+CLAIMS = {
+    ("simclr", "masked_ae", "linear_acc"): Claim(
+        "image.survey_contrastive_leads_probe", "image", SURVEY, "Contrastive pretraining (SimCLR) leads a "
+        "generative pretext (masked autoencoder) on the linear probe.", "linear-probe accuracy", "higher", 0.01,
+        "accuracy", ("simclr",)),
+    ("masked_ae", "simclr", "reconstruction_r2"): Claim(
+        "image.survey_generative_keeps_pixels", "image", SURVEY, "A generative pretext (masked autoencoder) keeps "
+        "more of the pixels in its features than contrastive pretraining (SimCLR).", "reconstruction R²",
+        "higher", 0.01, "R²", ("masked_ae",)),
+    ("simclr", "masked_ae", "lead_shrink"): Claim(
+        "image.survey_lead_shrinks_few_labels", "image", SURVEY, "The contrastive lead over a generative pretext "
+        "shrinks from the full linear probe to 1 label per class.", "lead(linear) − lead(1 label per class)",
+        "higher", 0.01, "accuracy", ("masked_ae",)),
+    ("acl", "simclr", "robust_acc"): Claim(
+        "image.survey_adversarial_robust", "image", SURVEY, "Adversarial contrastive training (ACL) buys "
+        "robustness over SimCLR.", "PGD accuracy", "higher", 0.01, "accuracy", ("acl",)),
+    ("acl", "simclr", "linear_acc"): Claim(
+        "image.survey_adversarial_clean_cost", "image", SURVEY, "Adversarial contrastive training (ACL) costs "
+        "clean linear-probe accuracy against SimCLR.", "linear-probe accuracy", "lower", 0.01, "accuracy",
+        ("acl",)),
+}
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The survey's observations from a compare table (``table`` rows, as paradigms.json stores them). Controls:
+    each method of the pair beats its seed's untrained encoder on what its own objective trains for."""
+    table = pl.DataFrame(payload["table"])
+    epochs = sorted({r["epochs"] for r in payload["table"] if r["method"] != "init"})
+    scale = {"data": "Fashion-MNIST (params.yaml prep)", "model": "params.yaml train encoder",
+             "steps": f"{'/'.join(f'{e:g}' for e in epochs)} epochs", "device": "cpu"}
+    out = []
+    for (a, b, metric), claim in CLAIMS.items():
+        controls = tuple(positive_control(paired(table, m, "init", MECHANISM.get(m, "linear_acc")),
+                                          name=f"mechanism: {m} beats its init on {MECHANISM.get(m, 'linear_acc')}")
+                         for m in (a, b))
+        if metric == "lead_shrink":
+            full, few = paired(table, a, b, "linear_acc"), paired(table, a, b, "few_label_1")
+            diffs = [f - g for f, g in zip(full, few)]
+        else:
+            diffs = paired(table, a, b, metric)
+        out.append(Tested(claim, diffs, controls, scale, extra={"pair": [a, b]}))
+    return out
 
 
 def paired(table: pl.DataFrame, a: str, b: str, metric: str) -> list[float]:
@@ -54,13 +102,13 @@ def paired(table: pl.DataFrame, a: str, b: str, metric: str) -> list[float]:
     return [x - y for x, y in zip(joined["a"], joined["b"])]
 
 
-def verdict(diffs: list[float], sign: int) -> str:
-    """'holds' when the paired differences have the expected sign beyond noise, 'reversed' when beyond noise
-    the other way, else 'not distinguishable'."""
-    if beyond_noise(diffs):
-        m, _ = mean_std(diffs)
-        return "holds" if m * sign > 0 else "reversed"
-    return "not distinguishable"
+def verdict(diffs: list[float], sign: int, metric: str) -> str:
+    """The rule of :func:`repflow.verdict.judge` on a check row (``sign`` +1: a gain is a rise), with its reason
+    when inconclusive."""
+    claim = Claim("paradigms.check", "image", SURVEY, "check", metric, "higher" if sign > 0 else "lower",
+                  SMALLEST.get(metric, 0.01))
+    v = judge(claim, diffs)
+    return v.verdict if v.verdict != "inconclusive" else f"inconclusive: {v.reason}"
 
 
 def fmt(diffs: list[float]) -> str:
@@ -79,42 +127,43 @@ def analyse(table: pl.DataFrame, seconds_budget: bool = False) -> tuple[list[dic
             d = paired(table, m, "init", metric)
             own = metric == MECHANISM.get(m, "linear_acc")
             if own:
-                learned[m] = verdict(d, +1) == "holds"
+                learned[m] = positive_control(d).passed
             rows.append({"check": f"{'mechanism' if own else 'for scale'}: beats its init", "a": m, "b": "init",
-                         "metric": metric, "a - b per seed": fmt(d), "verdict": verdict(d, +1)})
+                         "metric": metric, "a - b per seed": fmt(d), "verdict": verdict(d, +1, metric)})
     if {"acl", "simclr"} <= methods:
         d = paired(table, "acl", "simclr", "robust_acc")
         rows.append({"check": "mechanism / obs. 3: adversarial training is more robust", "a": "acl", "b": "simclr",
-                     "metric": "robust_acc", "a - b per seed": fmt(d), "verdict": verdict(d, +1)})
+                     "metric": "robust_acc", "a - b per seed": fmt(d), "verdict": verdict(d, +1, "robust_acc")})
         time_cost = (("epochs", -1, "time cost: fewer epochs in the same CPU time") if seconds_budget
                      else ("train_cpu_seconds", +1, "time cost"))
         for metric, sign, what in (("linear_acc", -1, "clean-accuracy cost"), time_cost,
                                    ("transfer_success", -1, "fewer transferred attacks succeed")):
             d = paired(table, "acl", "simclr", metric)
             rows.append({"check": f"obs. 3: {what}", "a": "acl", "b": "simclr", "metric": metric,
-                         "a - b per seed": fmt(d), "verdict": verdict(d, sign)})
+                         "a - b per seed": fmt(d), "verdict": verdict(d, sign, metric)})
     others = sorted(methods & set(GENERATIVE + GENERATIVE_CONTRASTIVE))
     for c in sorted(methods & set(CONTRASTIVE)):
         for o in others:
             testable = learned.get(c) and learned.get(o)
             d = paired(table, c, o, "linear_acc")
             rows.append({"check": "obs. 1: contrastive leads the linear probe", "a": c, "b": o, "metric": "linear_acc",
-                         "a - b per seed": fmt(d), "verdict": verdict(d, +1) if testable else "not testable"})
+                         "a - b per seed": fmt(d),
+                         "verdict": verdict(d, +1, "linear_acc") if testable else "not testable"})
             few = min(int(col.rsplit("_", 1)[1]) for col in table.columns if col.startswith("few_label_"))
             gap_full = paired(table, c, o, "linear_acc")
             gap_few = paired(table, c, o, f"few_label_{few}")
             shrink = [f - g for f, g in zip(gap_full, gap_few)]
             rows.append({"check": f"obs. 2: the contrastive lead shrinks at {few} label(s) per class", "a": c, "b": o,
                          "metric": f"lead(linear) - lead(few_label_{few})", "a - b per seed": fmt(shrink),
-                         "verdict": verdict(shrink, +1) if testable else "not testable"})
+                         "verdict": verdict(shrink, +1, "lead") if testable else "not testable"})
             d = paired(table, o, c, "reconstruction_r2")
             rows.append({"check": "obs. 2: generative keeps more of the pixels", "a": o, "b": c,
                          "metric": "reconstruction_r2", "a - b per seed": fmt(d),
-                         "verdict": verdict(d, +1) if testable else "not testable"})
-    notes.append("Verdicts use benchmarks._common.beyond_noise: every seed's paired difference of one sign and the "
-                 "mean above the std (with 3 seeds weak evidence, not proof). 'not testable': a method in the pair "
-                 "did not beat its untrained initial encoder on what its own objective trains for (the mechanism "
-                 "rows), so the claim is not judged on it at this budget.")
+                         "verdict": verdict(d, +1, "reconstruction_r2") if testable else "not testable"})
+    notes.append("Verdicts use repflow.verdict.judge (Student-t 95 % interval on the paired per-seed differences, "
+                 "at least 5 seeds; smallest effect 0.01, 10 CPU s, 0.5 epochs). 'not testable': a method in the "
+                 "pair did not beat its untrained initial encoder on what its own objective trains for (the "
+                 "mechanism rows: the interval's lower end above 0), so the claim is not judged on it at this budget.")
     return rows, notes
 
 
@@ -151,6 +200,8 @@ def main() -> None:
     header = "\n\n".join([header[0], markdown_table(summary_rows(summary)), *header[2:]])
     notes = [f"`{' '.join(cmd[2:])}`: {wall / 60:.1f} min wall on this machine (prep, generate and zoo reused when "
              f"cached). The compare table:\n\n{header}\n"] + notes
+    if args.name == "paradigms":  # the headline run (equal epochs); other names are variants
+        notes += write_claims(judged({"table": table.to_dicts()}), args.name)
     write_results(args.name, "Paradigms side by side: the survey's observations on repflow compare", rows, notes,
                   extra={"table": table.to_dicts(), "summary": summary.to_dicts(), "wall_seconds": wall})
 

@@ -35,11 +35,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.config import parse_params  # noqa: E402
-from repflow.families.image.coreset import (candidate_batches, candidate_gradients, divergence_drops, spearman,  # noqa: E402
-                             validation_gradient)
+from repflow.families.image.coreset import (SELECTION_METHODS, candidate_batches, candidate_gradients, divergence_drops,  # noqa: E402
+                             spearman, validation_gradient)
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import line_plot, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
@@ -47,8 +47,45 @@ from repflow.stage import run_stage  # noqa: E402
 from repflow.families.image.stages._training import (load_training_state, new_models, training_set,  # noqa: E402
                                                         validation_indices)
 
+from repflow.verdict import Claim, Control, separation_check  # noqa: E402
+
 EPS = 8 / 255
 METRICS = ("slf_clean", "slf_robust", "alf_clean", "alf_robust", "rd")
+
+PAPER = SELECTION_METHODS["rcs"].paper
+CLAIMS = {  # declared before the run; paired by seed
+    "vs_random": Claim("image.rcs_vs_random", "image", PAPER, "RCS's coreset gives a more robust encoder than a "
+                       "random coreset of the same size at equal steps.", "ALF PGD-20 accuracy", "higher", 0.01,
+                       "accuracy", ("rcs",)),
+    "speedup": Claim("image.rcs_speedup", "image", PAPER, "RCS speeds adversarial contrastive learning up over "
+                     "full data.", "time saved vs full data (share of full's wall time)", "higher", 0.2, "share",
+                     ("rcs",)),
+}
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claims from a run's payload (``runs``, ``mechanism_check`` and ``args``, as rcs.json stores
+    them). Controls: the mechanism (on held-out images the predicted gain ranks the actual divergence drop,
+    ρ > 0 at p < 0.05 in every seed) and the floor check (full data beats a random coreset by more than the
+    smallest effect: the task can tell less data from more)."""
+    runs, a = payload["runs"], payload["args"]
+    f = a["fraction"]
+    rcs, rnd, full = runs[f"rcs@{f}"], runs[f"random@{f}"], runs["full@1.0"]
+    checks = payload.get("mechanism_check", [])
+    held = [c["held-out"] for c in checks]
+    mechanism = Control("mechanism: the predicted gain ranks the held-out divergence drop",
+                        bool(held) and all(h["rho"] > 0 and h["p"] < 0.05 for h in held),
+                        "Spearman ρ per seed: " + (", ".join(f"{h['rho']:+.3f} (p {h['p']:.2g})" for h in held)
+                                                    or "not measured"))
+    floor = separation_check([r["alf_robust"] for r in rnd], [r["alf_robust"] for r in full], 0.01,
+                             name="random coreset vs full data")
+    scale = {"data": f"Fashion-MNIST, {a['per_class']} per class, coreset {f:g}", "model": "small_cnn width 16",
+             "steps": f"{a['epochs']} epochs ({a['warmup']} warm-up, re-select every {a['every']})", "device": "cpu"}
+    return [Tested(CLAIMS["vs_random"], [x["alf_robust"] - y["alf_robust"] for x, y in zip(rcs, rnd)],
+                   (mechanism, floor), scale, {"rcs": [r["alf_robust"] for r in rcs],
+                                               "random": [r["alf_robust"] for r in rnd]}),
+            Tested(CLAIMS["speedup"], [1 - x["total_s"] / y["total_s"] for x, y in zip(rcs, full)], (), scale,
+                   {"rcs total s": [r["total_s"] for r in rcs], "full total s": [r["total_s"] for r in full]})]
 
 
 def arm_params(args, seed: int, method: str, fraction: float, val_size: int) -> dict:
@@ -305,6 +342,7 @@ def report(payload: dict) -> None:
         f"Wall time of the benchmark: {payload['wall_minutes']:.1f} min; its CPU time "
         f"{payload['cpu_minutes']:.1f} min (mechanism checks included).",
     ]
+    notes += write_claims(judged(payload), "rcs")
     md = write_results("rcs", "RCS vs random coreset vs full data (ACL), protocol v2", rows, notes,
                        {k: v for k, v in payload.items() if k not in ("benchmark", "rows")})
     section = "\n## Mechanism check: predicted gain vs actual RD drop\n\n" + markdown_table(check_rows) + "\n"

@@ -24,16 +24,47 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import beyond_noise, mean_std, write_results  # noqa: E402
+from benchmarks._common import Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
 from repflow.families.sr.data import load_pairs  # noqa: E402
 from repflow.families.sr.imresize import imresize  # noqa: E402
 from repflow.families.sr.inference import count_macs, count_params, self_ensemble, upscale_tiled  # noqa: E402
-from repflow.families.sr.models import build_sr_model  # noqa: E402
+from repflow.families.sr.models import SR_MODELS, build_sr_model  # noqa: E402
 from repflow.families.sr.stages.evaluate import images_per_second, score  # noqa: E402
 from repflow.families.sr.training import train_sr  # noqa: E402
+from repflow.verdict import Claim, separation_check  # noqa: E402
 
 SCALES = (2, 4)
 TRAINED = ("edsr", "shsr", "shsr_no_dtb")
+
+PAPER = SR_MODELS["shsr"].paper
+# declared before the run: (method, reference, scale) → the claim; Y-PSNR on held-out photos, paired by seed
+CLAIMS = {
+    **{("shsr", "edsr", x): Claim(
+        f"sr.shsr_vs_edsr_x{x}", "sr", PAPER, f"SHSR reconstructs ×{x} better than an EDSR-style baseline (with "
+        "fewer parameters and MACs).", f"Y-PSNR ×{x}", "higher", 0.1, "dB", ("shsr",)) for x in SCALES},
+    **{("shsr", "shsr_no_dtb", x): Claim(
+        f"sr.dtb_gain_x{x}", "sr", PAPER, f"SHSR's distribution transformation block (DTB) raises ×{x} quality.",
+        f"Y-PSNR ×{x}", "higher", 0.1, "dB", ("shsr",)) for x in SCALES},
+}
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claims from a run's payload (``per_seed``, ``bicubic`` and ``args``, as shsr.json stores them);
+    the floor check: the EDSR-style reference beats bicubic by more than the smallest effect."""
+    by = {(r["arm"], r["scale"], r["seed"]): r for r in payload["per_seed"]}
+    seeds = sorted({r["seed"] for r in payload["per_seed"]})
+    a = payload["args"]
+    scale = {"data": f"scikit-image's bundled photos, {a['patches']} training patches of 48 px",
+             "model": f"{a['channels']} channels, SHSR {a['shsr_blocks']} blocks", "steps": f"{a['epochs']} epochs",
+             "device": "cpu"}
+    out = []
+    for (m, r, x), claim in CLAIMS.items():
+        bicubic = payload["bicubic"][str(x)][0]
+        floor = separation_check([bicubic] * len(seeds), [by["edsr", x, s]["psnr_y"] for s in seeds],
+                                 claim.smallest_effect, name=f"bicubic vs EDSR-style ×{x}")
+        out.append(Tested(claim, [by[m, x, s]["psnr_y"] - by[r, x, s]["psnr_y"] for s in seeds], (floor,), scale,
+                          {m: [by[m, x, s]["psnr_y"] for s in seeds], r: [by[r, x, s]["psnr_y"] for s in seeds]}))
+    return out
 
 
 def prepare(folder: Path, args) -> Path:
@@ -155,12 +186,14 @@ def main() -> None:
         notes.append(
             f"×{scale}: SHSR − bicubic {mean_std(gain)[0]:+.2f} ± {mean_std(gain)[1]:.2f} dB; SHSR − EDSR "
             f"{mean_std(vs_edsr)[0]:+.3f} ± {mean_std(vs_edsr)[1]:.3f} dB "
-            f"({'beyond' if beyond_noise(vs_edsr) else 'within'} seed noise) with "
+            f"({interval_text(vs_edsr)}) with "
             f"{c_shsr['params'] / c_edsr['params']:.0%} of its parameters and "
             f"{c_shsr['macs_48px'] / c_edsr['macs_48px']:.0%} of its MACs; DTB (SHSR − no DTB) "
-            f"{mean_std(dtb)[0]:+.3f} ± {mean_std(dtb)[1]:.3f} dB ({'beyond' if beyond_noise(dtb) else 'within'} seed "
-            f"noise); self-ensemble {mean_std(plus)[0]:+.3f} dB.")
+            f"{mean_std(dtb)[0]:+.3f} ± {mean_std(dtb)[1]:.3f} dB ({interval_text(dtb)}); self-ensemble "
+            f"{mean_std(plus)[0]:+.3f} dB.")
     notes.append(f"Wall time {time.time() - started:.0f} s, {args.jobs} processes × {args.threads} torch thread(s).")
+    notes += write_claims(judged({"per_seed": results, "bicubic": {str(k): v for k, v in bicubic.items()},
+                                  "args": vars(args)}), "shsr")
     write_results("shsr", "SHSR vs EDSR-style vs bicubic at CPU scale", rows, notes,
                   extra={"per_seed": results, "bicubic": {str(k): v for k, v in bicubic.items()}, "args": vars(args)})
 

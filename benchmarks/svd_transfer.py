@@ -28,13 +28,15 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
+from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.attacks import accuracy, attack_success_rate, make_attack, rank1_ablation_accuracy  # noqa: E402
+from repflow.attacks import (SVDLogitFusion, accuracy, attack_success_rate, make_attack,  # noqa: E402
+                             rank1_ablation_accuracy)
 from repflow.config import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
+from repflow.verdict import Claim, positive_control  # noqa: E402
 from repflow.families.image.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
 
 SURROGATES = {"convnet": "block2", "convnet_bn_gap": "block2", "resnet8": "stage2"}  # zoo member -> split stage
@@ -43,6 +45,40 @@ BASES = ["mifgsm", "di", "ssa"]
 BETA_SWEEP = [0.0, 0.75]
 BATCH = 100
 TARGET_SEED = 0
+
+PAPER = SVDLogitFusion.paper
+CLAIMS = {s: Claim(f"image.svd_fusion_{s}", "image", PAPER, f"Fusing the rank-1 logits (β = 0.5) raises black-box "
+                   f"transfer success ({s} surrogate).", "black-box transfer success, mean over targets and "
+                   "(attack, ε) cells", "higher", 0.01, "success rate", ("svd_fusion",)) for s in SURROGATES}
+"""Declared before the run, one per surrogate; fused − plain per surrogate seed."""
+
+
+def judged(payload: dict) -> list[Tested]:
+    """The declared claims from a run's payload (``raw``, ``feature_ablation`` and ``args``, as svd_transfer.json
+    stores them). Control: the paper's premise on that surrogate (its rank-1 part keeps more accuracy than the
+    residual, per seed)."""
+    raw, ablation, a = payload["raw"], payload["feature_ablation"], payload["args"]
+    beta = a["beta"]
+    out = []
+    for surrogate, claim in CLAIMS.items():
+        if surrogate not in ablation:
+            continue
+        cells = [(eps, attack) for eps in a["eps"] for attack in BASES]
+
+        def black_box(svd, eps, attack):
+            success = raw[f"{surrogate} eps={eps} {attack} svd={svd}"]
+            return [sum(v) / len(v) for v in zip(*(success[t] for t in TARGETS))]
+
+        fused = [sum(v) / len(v) for v in zip(*(black_box(beta, e, t) for e, t in cells))]
+        plain = [sum(v) / len(v) for v in zip(*(black_box(None, e, t) for e, t in cells))]
+        premise = positive_control([r1 - res for r1, res in zip(ablation[surrogate]["rank-1 part"],
+                                                                 ablation[surrogate]["residual"])],
+                                   name="premise: the rank-1 part keeps more accuracy than the residual")
+        scale = {"data": f"Fashion-MNIST, {a['images']} attacked images per seed", "model": f"{surrogate} surrogate "
+                 f"→ {len(TARGETS)} targets", "steps": f"{a['epochs']} epochs", "device": "cpu"}
+        out.append(Tested(claim, [x - y for x, y in zip(fused, plain)], (premise,), scale,
+                          {"fused": fused, "plain": plain}))
+    return out
 V1 = RESULTS / "svd_transfer_v1.json"
 
 
@@ -244,6 +280,7 @@ def main() -> None:
         f"wall time {time.perf_counter() - t_start:.0f} s, torch threads {args.threads}; plots: svd_transfer.png, "
         f"svd_transfer.beta.png; v1 (instance-norm ConvNet only): svd_transfer_v1.md",
     ]
+    notes += write_claims(judged({"raw": raw, "feature_ablation": ablation, "args": vars(args)}), "svd_transfer")
     write_results("svd_transfer", "SVD logit fusion: black-box transfer success on Fashion-MNIST, three surrogates",
                   rows, notes, extra={"raw": raw, "feature_ablation": ablation, "surrogate_acc": surrogate_acc,
                                       "verdicts": verdicts, "targets": TARGETS, "split_layers": SURROGATES,

@@ -102,21 +102,41 @@ def methods_markdown(paradigm: str | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
-def readme_with_table(text: str, table: str, source: str) -> str:
-    """``text`` with what lies between the families markers replaced by ``table``; ``source`` names the file
-    in the error when the markers are missing or out of order."""
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+def readme_with_table(text: str, table: str, source: str, markers: tuple[str, str] = (README_BEGIN, README_END),
+                      what: str = "families table") -> str:
+    """``text`` with what lies between ``markers`` (the families markers by default) replaced by ``table``;
+    ``source`` names the file in the error when the markers are missing or out of order."""
+    begin_marker, end_marker = markers
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
-        raise ValueError(f"{source}: needs the lines {README_BEGIN} and {README_END} (in this order) around the "
-                         f"families table")
-    return f"{text[:begin + len(README_BEGIN)]}\n{table}{text[end:]}"
+        raise ValueError(f"{source}: needs the lines {begin_marker} and {end_marker} (in this order) around the "
+                         f"{what}")
+    return f"{text[:begin + len(begin_marker)]}\n{table}{text[end:]}"
 
 
-def _print_methods(rows: list[ListedMethod], indent: str, with_family: bool) -> None:
+def write_readme_table(path: str | Path, table: str, markers: tuple[str, str], what: str) -> int:
+    """Replace the ``markers`` block of the file at ``path`` by ``table``: 0, or 2 with one line on stderr."""
+    from repflow.manifest import atomic_write_text
+
+    path = Path(path)
+    try:
+        atomic_write_text(path, readme_with_table(path.read_text(), table, str(path), markers, what))
+    except (OSError, ValueError) as exc:
+        print(f"repflow: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote the {what} into {path}")
+    return 0
+
+
+def _print_methods(rows: list[ListedMethod], indent: str, with_family: bool,
+                   verdicts: dict[tuple[str, str], list[str]]) -> None:
+    from repflow.claims import verdict_summary
+
     columns = [[r.family for r in rows]] if with_family else []
     columns += [[r.method.kind for r in rows], [r.method.name for r in rows],
                 [r.method.paradigm or "-" for r in rows], [r.stage for r in rows],
-                [", ".join(r.models) or "-" for r in rows]]
+                [", ".join(r.models) or "-" for r in rows],
+                [verdict_summary(verdicts.get((r.family, r.method.name), [])) for r in rows]]
     widths = [max(map(len, c)) + 2 for c in columns]
     for i, r in enumerate(rows):
         lead = "".join(f"{c[i]:<{w}}" for c, w in zip(columns, widths))
@@ -125,30 +145,31 @@ def _print_methods(rows: list[ListedMethod], indent: str, with_family: bool) -> 
             print(f"{indent}{'':<{sum(widths)}}{r.method.summary}")
 
 
+def _method_verdicts() -> dict[tuple[str, str], list[str]]:
+    """(family, method) → the verdicts of the claim records naming it (none when no records are found)."""
+    from repflow.claims import default_claims_dir, load_claims, method_verdicts
+
+    return method_verdicts(load_claims(default_claims_dir()).records)
+
+
 def cmd_families(args: argparse.Namespace) -> int:
     from repflow.family import families, method_listing
-    from repflow.manifest import atomic_write_text
 
     if args.write_readme:
         if args.paradigm:
             print("repflow: error: --write-readme writes the whole table; drop --paradigm", file=sys.stderr)
             return 2
-        path = Path(args.write_readme)
-        try:
-            atomic_write_text(path, readme_with_table(path.read_text(), methods_markdown(), str(path)))
-        except (OSError, ValueError) as exc:
-            print(f"repflow: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote the families table into {path}")
-        return 0
+        return write_readme_table(args.write_readme, methods_markdown(), (README_BEGIN, README_END),
+                                  "families table")
     if args.markdown:
         print(methods_markdown(args.paradigm), end="")
         return 0
+    verdicts = _method_verdicts()
     if args.paradigm:
         rows = method_listing(args.paradigm)
         print(f"methods with SSL paradigm {args.paradigm!r} (family, kind, name, paradigm, stage, registered model, "
-              f"paper; summary below):")
-        _print_methods(rows, "  ", with_family=True)
+              f"claim verdicts, paper; summary below):")
+        _print_methods(rows, "  ", with_family=True, verdicts=verdicts)
         return 0
     for fam in families():
         root = "top level" if fam.params_root is None else f"under '{fam.params_root}:'"
@@ -159,9 +180,64 @@ def cmd_families(args: argparse.Namespace) -> int:
             print(f"    {s.qualname:<18}{s.summary}{reads}{models}")
         rows = [r for r in method_listing() if r.family == fam.name]
         if rows:
-            print("  methods (kind, name, SSL paradigm, stage, registered model, paper; summary below):")
-            _print_methods(rows, "    ", with_family=False)
+            print("  methods (kind, name, SSL paradigm, stage, registered model, claim verdicts (repflow claims), "
+                  "paper; summary below):")
+            _print_methods(rows, "    ", with_family=False, verdicts=verdicts)
     return 0
+
+
+CLAIMS_BEGIN = "<!-- claims:begin -->"
+CLAIMS_END = "<!-- claims:end -->"
+REGENERATE_CLAIMS = "repflow claims --markdown --write-readme README.md"
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    """``repflow claims``: one row per claim record (family, paper, claim, gain and interval, verdict, reason,
+    scale); a malformed record is skipped and named on stderr (exit 1), and never written into a README."""
+    import json
+
+    from repflow.claims import (claims_markdown, default_claims_dir, effect_text, load_claims, scale_text,
+                                short_paper)
+    from repflow.family import families
+
+    folder = Path(args.results) if args.results else default_claims_dir()
+    if not folder.is_dir():
+        print(f"repflow: error: no claim records at {folder} (benchmarks write them; --results DIR points "
+              "elsewhere)", file=sys.stderr)
+        return 2
+    found = load_claims(folder)
+    records = found.records
+    if args.family:
+        known = sorted({f.name for f in families()} | {r["family"] for r in records})
+        if args.family not in known:
+            print(f"repflow: error: unknown family {args.family!r}; families: {', '.join(known)}", file=sys.stderr)
+            return 2
+        records = [r for r in records if r["family"] == args.family]
+    for problem in found.problems:
+        print(f"repflow: skipped {problem}", file=sys.stderr)
+    if args.write_readme:
+        if args.family or found.problems:
+            why = "drop --family" if args.family else "fix the skipped records first"
+            print(f"repflow: error: --write-readme writes every claim; {why}", file=sys.stderr)
+            return 2
+        return write_readme_table(args.write_readme, claims_markdown(records), (CLAIMS_BEGIN, CLAIMS_END),
+                                  "claims table")
+    if args.json:
+        print(json.dumps(records, indent=1, ensure_ascii=False))
+    elif args.markdown:
+        print(claims_markdown(records), end="")
+    else:
+        columns = [[r["family"] for r in records], [r["verdict"] for r in records],
+                   [effect_text(r) for r in records], [r["id"] for r in records]]
+        widths = [max([len(h), *map(len, c)]) + 2 for h, c in zip(("family", "verdict", "gain [interval]", "id"),
+                                                                   columns)]
+        print("".join(f"{h:<{w}}" for h, w in zip(("family", "verdict", "gain [interval]", "id"), widths))
+              + "paper: claim")
+        for i, r in enumerate(records):
+            print("".join(f"{c[i]:<{w}}" for c, w in zip(columns, widths)) + f"{short_paper(r['paper'])}: "
+                  f"{r['claim']}")
+            print(f"{'':<{sum(widths)}}reason: {r['reason']} | scale: {scale_text(r)}")
+    return 1 if found.problems else 0
 
 
 def cmd_dvc_yaml(args: argparse.Namespace) -> int:
@@ -343,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--write-readme", metavar="PATH",
                    help=f"replace the table between {README_BEGIN} and {README_END} in PATH (README.md)")
     f.set_defaults(func=cmd_families)
+
+    cl = sub.add_parser("claims", help="each seed paper's claims as the benchmarks judged them: gain and its interval, "
+                                       "verdict (holds / does not hold / inconclusive) and why, at what scale")
+    cl.add_argument("--family", metavar="F", help="only this family's claims")
+    shape = cl.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the records as JSON")
+    shape.add_argument("--markdown", action="store_true", help="print one markdown table (what README.md holds)")
+    cl.add_argument("--write-readme", metavar="PATH",
+                    help=f"replace the table between {CLAIMS_BEGIN} and {CLAIMS_END} in PATH (README.md)")
+    cl.add_argument("--results", metavar="DIR", help="folder of claim records (default: benchmarks/results/claims "
+                                                     "here, else in the repository this package sits in)")
+    cl.set_defaults(func=cmd_claims)
 
     dv = sub.add_parser("dvc-yaml", help="check (default) or --write dvc.yaml from the stage declarations")
     dv.add_argument("--write", action="store_true")
