@@ -48,7 +48,7 @@ def test_unusable_settings_are_params_errors_naming_the_key(section, values, exp
 
 
 def test_a_user_clip_without_sound_is_an_error_naming_it(mlflow_tmp):
-    from repflow.families.video.video_io import write_video
+    from repflow.media.video import write_video
     from repflow.sources import SourceError
     from repflow.stage import run_stage
 
