@@ -52,7 +52,7 @@ def _params(args) -> dict:
 def prepare(folder: Path, args) -> Path:
     """The one data set every arm and seed uses: the audio.prep stage on espeak speech (data seed 0)."""
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     tracking.configure(folder)

@@ -30,7 +30,7 @@ from benchmarks._common import RESULTS, beyond_noise, mean_std, write_results  #
 from repflow import tracking  # noqa: E402
 from repflow.augment import random_views  # noqa: E402
 from repflow.checkpoints import load_encoder  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
+from repflow.family import parse_params  # noqa: E402
 from repflow.models import ProbedEncoder, build_encoder  # noqa: E402
 from repflow.probe import embed, fit_linear_probe  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402

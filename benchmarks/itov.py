@@ -55,7 +55,7 @@ T, SIZE, BITS, WIDTH, BATCH, DECODER_BLOCKS = 8, 64, 32, 32, 16, 3
 
 def prepare(folder: Path) -> Path:
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     tracking.configure(folder)

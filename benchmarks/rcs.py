@@ -37,9 +37,9 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
 from repflow.coreset import (candidate_batches, candidate_gradients, divergence_drops, spearman,  # noqa: E402
                              validation_gradient)
+from repflow.family import parse_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import line_plot, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402

@@ -38,7 +38,7 @@ TRAINED = ("edsr", "shsr", "shsr_no_dtb")
 
 def prepare(folder: Path, args) -> Path:
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     tracking.configure(folder)

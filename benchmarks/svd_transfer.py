@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.attacks import accuracy, attack_success_rate, make_attack, rank1_ablation_accuracy  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
+from repflow.family import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from repflow.bigan import BiGANHead
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
 from repflow.contrastive import (TRAIN_METHODS, PretextHead, build_training_head, load_training_head,
                                  train_contrastive)
+from repflow.family import parse_params
 from repflow.masked_ae import MaskedAutoencoderHead, masked_patch_mse, patchify, random_patch_mask
 from repflow.models import ProjectionHead, build_encoder
 from tests.conftest import tiny_params

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from repflow.attacks import ATTACKS
-from repflow.config import ParamsError, params_model, parse_params
+from repflow.config import ParamsError, params_model
 from repflow.contrastive import TRAIN_METHODS, TrainMethod, train_contrastive
 from repflow.coreset import SELECTION_METHODS, Coreset, SelectionMethod
 from repflow.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES
-from repflow.family import PARADIGMS, get_family
+from repflow.family import PARADIGMS, get_family, parse_params
 from repflow.models import ENCODERS
 from repflow.models.encoders import DualBatchNorm
 from repflow.registry import Registry, UnknownName
