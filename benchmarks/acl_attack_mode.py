@@ -36,7 +36,7 @@ from benchmarks.rcs import arm_params, run_arm  # noqa: E402
 from repflow import acl, tracking  # noqa: E402
 from repflow.families.image.augment import random_views  # noqa: E402
 from repflow.checkpoints import load_state_strict, load_tensors  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
+from repflow.family import parse_params  # noqa: E402
 from repflow.families.image.models.encoders import DualBatchNorm  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.verdict import Claim, Control  # noqa: E402

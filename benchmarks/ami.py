@@ -2,8 +2,9 @@
 reranking vs AMI, with BLEU, distinct-1/2, the generic-output rate, mean log Q(S|T̂) under a separately trained
 backward evaluator, and generation tokens/s, over seeds.
 
-Claim checked (Pan et al. 2020, ICML; papers-rest §5): AMI lowers the generic rate and raises distinct-n and
-log Q(S|T̂) over MLE, at comparable BLEU; and is at least as good as MMI reranking without its cost.
+Claim checked (Pan et al., "Adversarial Mutual Information for Text Generation", ICML 2020, abstract): AMI
+lowers the generic rate and raises distinct-n and log Q(S|T̂) over MLE, at comparable BLEU; and is at least as
+good as MMI reranking without its cost.
 
 Same start for every arm of a seed: one data set (WordNet pairs with definitions of at most --max-words words,
 --pairs pairs from randomly chosen words, split by word with data seed 0), one tokenizer (trained on the train

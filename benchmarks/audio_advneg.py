@@ -78,7 +78,7 @@ def _params(args) -> dict:
 def prepare(folder: Path, args) -> Path:
     """The one data set every arm and seed uses: the audio.prep stage on espeak speech (data seed 0)."""
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     tracking.configure(folder)
@@ -215,7 +215,7 @@ def main() -> None:
         "candidates (frequency shift ±12 / ±20 mel bins, time reversal, one random 4-block reorder) per clip, λ = 1; "
         "linear probes: 100 epochs Adam 0.01 on standardised embeddings; seeds " + ", ".join(map(str, seeds)) + ".",
         "Differences from official code, named: there is no official code for the paper (its generator and loss are "
-        "a formulation consistent with the abstract, papers-rest.md §1.2); the baseline is SimCLR on BYOL-A's "
+        "a formulation of ours consistent with the abstract); the baseline is SimCLR on BYOL-A's "
         "augmentations and encoder, not BYOL (a negative needs a contrastive loss); 32 conv channels instead of 64, "
         f"{args.epochs} epochs on ~{int(args.clips_per_word * 20 * 0.72)} synthetic clips instead of 100+ epochs on "
         "AudioSet; the frequency axis is mean-pooled (the issue's encoder) where AudioNTT2020 flattens it; mixup "
@@ -242,7 +242,8 @@ def main() -> None:
             f"{k} {v / sum(chosen.values()):.0%}" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
         + ". Block reorders are the hardest candidates most often, but a clip is a word centred in 0.96 s of "
         "mostly silence, so many reorders only move silent blocks: near-copies of the anchor rather than changes "
-        "of meaning (the caveat of papers-rest.md §1.2), which the loss then pushes away from their anchor.",
+        "of meaning (the caveat of this design: a negative must change the meaning), which the loss then pushes away "
+        "from their anchor.",
         f"Wall time {wall:.0f} s with {args.jobs} processes × {args.threads} torch thread(s); train "
         "CPU seconds per arm: " + ", ".join(
             f"{arm} {mean_std([by[arm, s]['train_cpu_s'] for s in seeds])[0]:.0f}" for arm in ARMS) + ".",

@@ -19,7 +19,7 @@ import torch
 os.environ.setdefault("REPFLOW_PROGRESS", "0")
 
 from benchmarks._common import write_results  # noqa: E402
-from repflow.families.audio import espeak  # noqa: E402
+from repflow.media import speech  # noqa: E402
 from repflow.families.audio.pitch import median_f0  # noqa: E402
 from repflow.families.audio.sources import read_audio_source  # noqa: E402
 
@@ -30,16 +30,16 @@ VARIANTS = ("m1", "m3", "m7", "f1", "f3", "f5")
 
 def deterministic() -> bool:
     """Same call twice, with other voices in between, gives the same bytes."""
-    first, _ = espeak.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
-    espeak.synthesize("left", voice="en-us+klatt2", rate=300, pitch=90)
-    again, _ = espeak.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
+    first, _ = speech.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
+    speech.synthesize("left", voice="en-us+klatt2", rate=300, pitch=90)
+    again, _ = speech.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
     return first.tobytes() == again.tobytes()
 
 
 def ms_per_clip(n: int) -> float:
     start = time.perf_counter()
     for i in range(n):
-        espeak.synthesize(WORDS[i % len(WORDS)], voice=f"{ACCENTS[i % 3]}+{VARIANTS[i % 6]}", rate=160,
+        speech.synthesize(WORDS[i % len(WORDS)], voice=f"{ACCENTS[i % 3]}+{VARIANTS[i % 6]}", rate=160,
                           pitch=i % 100)
     return (time.perf_counter() - start) / n * 1000
 
@@ -54,7 +54,7 @@ def main() -> None:
     rows = []
     for variant in VARIANTS:
         for pitch in (10, 50, 90):
-            f0 = [median_f0(*espeak.synthesize(w, voice=f"{a}+{variant}", rate=160, pitch=pitch))
+            f0 = [median_f0(*speech.synthesize(w, voice=f"{a}+{variant}", rate=160, pitch=pitch))
                   for a in ACCENTS for w in WORDS]
             rows.append({"part": "pitch parameter", "variant": variant, "pitch": pitch, "clips": len(f0),
                          "median_f0_hz": float(np.nanmedian(f0)), "min_f0_hz": float(np.nanmin(f0)),
@@ -83,7 +83,7 @@ def main() -> None:
              f"F0 unvoiced (NaN) in {int(np.isnan(f0).sum())} of {len(f0)} source clips"]
     write_results("audio_espeak", "espeak-ng: determinism, speed, F0 against the pitch parameter", rows, notes,
                   {"deterministic": same, "synthesize_ms_per_clip": synth_ms, "source_ms_per_clip": source_ms,
-                   "espeak": espeak.espeak_version()})
+                   "espeak": speech.espeak_version()})
 
 
 if __name__ == "__main__":

@@ -55,8 +55,7 @@ def new_workdir(root: Path, name: str) -> Path:
 def direct(ws: Path) -> float:
     """The nine stages through the stage runner in declaration order, no Prefect."""
     from repflow import tracking
-    from repflow.config import load_params
-    from repflow.family import get_family
+    from repflow.family import get_family, load_params
     from repflow.stage import Workspace, run_in
 
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ from benchmarks._common import RESULTS, Tested, interval_text, mean_std, write_c
 from repflow import tracking  # noqa: E402
 from repflow.families.image.augment import random_views  # noqa: E402
 from repflow.families.image.train_output import load_encoder  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
+from repflow.family import parse_params  # noqa: E402
 from repflow.families.image.models import ProbedEncoder, build_encoder  # noqa: E402
 from repflow.families.image.probes import embed  # noqa: E402
 from repflow.probe import fit_linear_probe  # noqa: E402

@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import distill as D  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
+from repflow.family import parse_params  # noqa: E402
 from repflow.report import class_grid, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.families.image.stages.generate import load_generator  # noqa: E402

@@ -87,7 +87,7 @@ def judged(payload: dict) -> list[Tested]:
 
 def prepare(folder: Path) -> Path:
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     tracking.configure(folder)

@@ -88,7 +88,7 @@ def judged(payload: dict) -> list[Tested]:
 
 
 def toy_sequences(n: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """(latents {"audio": (n, T, 10), "visual": (n, T, 12)}, class (n,)) of papers-rest §2.3's toy: class
+    """(latents {"audio": (n, T, 10), "visual": (n, T, 12)}, class (n,)) of the toy built for the claim: class
     c ∈ {0..3} whose bit 0 offsets every audio frame and bit 1 every visual frame (static, needs both
     modalities); a shared 2-D Gaussian random walk mixed into both and one 1-D walk per modality (dynamic);
     noise of std 0.1. Mixing directions come from a fixed generator, so train and test share them."""
@@ -307,8 +307,8 @@ def write_report(args: argparse.Namespace, results: list[dict], wall: float) -> 
     seeds = [r["seed"] for r in results]
     notes = [
         f"Seeds {seeds} ({len(results)} of the {args.seeds} asked for finished); every cell mean ± std over seeds.",
-        "Mechanism check first (columns 'toy'): papers-rest §2.3's toy (4 classes, bit 0 offsets the audio and bit 1 "
-        f"the visual latents of every frame; shared 2-D and per-modality 1-D random walks; T={TOY_T}, "
+        "Mechanism check first (columns 'toy'): a toy built for the claim (4 classes, bit 0 offsets the audio and "
+        f"bit 1 the visual latents of every frame; shared 2-D and per-modality 1-D random walks; T={TOY_T}, "
         f"{TOY_TRAIN} train / {TOY_TEST} test clips, latents of {TOY_AUDIO}/{TOY_VISUAL} dims), the same models, "
         f"default sizes, steps ({args.steps}), batch and lr as on the corpus; class accuracy with 10 labels per "
         "class from the static latent vs from the time-averaged dynamic latents (chance 0.25).",

@@ -37,9 +37,9 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
-from repflow.config import parse_params  # noqa: E402
-from repflow.families.image.coreset import (SELECTION_METHODS, candidate_batches, candidate_gradients, divergence_drops,  # noqa: E402
-                             spearman, validation_gradient)
+from repflow.families.image.coreset import (SELECTION_METHODS, candidate_batches, candidate_gradients,  # noqa: E402
+                                           divergence_drops, spearman, validation_gradient)
+from repflow.family import parse_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.report import line_plot, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402

@@ -69,7 +69,7 @@ def judged(payload: dict) -> list[Tested]:
 
 def prepare(folder: Path, args) -> Path:
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     tracking.configure(folder)
@@ -175,8 +175,9 @@ def main() -> None:
              f"residual blocks; seeds {seeds}. Bicubic is deterministic (± 0).",
              "Differences from the paper's protocol, named: DIV2K (800 2K photos) is not on this machine, so training "
              "uses a few bundled photos for minutes instead of ~1000 epochs; 32 channels and 6 blocks instead of the "
-             "paper's width; the SMB / DTB structure is a reconstruction from the abstract and the precursor PMRN "
-             "(papers-rest.md §4.2), the official code is not public."]
+             "paper's width; the SMB / DTB structure is a reconstruction from the abstract (Liu, Zhang, Wang, Ma and "
+             "Gao, ACM TOMM 2023) and its precursor by the same first author, PMRN (arXiv, July 2020); the "
+             "official code is not public."]
     for scale in SCALES:
         gain = [by["shsr", scale, s]["psnr_y"] - bicubic[scale][0] for s in seeds]
         vs_edsr = paired("shsr", "edsr", scale)

@@ -32,7 +32,7 @@ from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_re
 from repflow import tracking  # noqa: E402
 from repflow.attacks import (SVDLogitFusion, accuracy, attack_success_rate, make_attack,  # noqa: E402
                              rank1_ablation_accuracy)
-from repflow.config import parse_params  # noqa: E402
+from repflow.family import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402

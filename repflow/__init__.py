@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {"Family": "repflow.family", "Stage": "repflow.family", "ModelSpec": "repflow.family",
-            "Method": "repflow.family", "Section": "repflow.config", "load_params": "repflow.config",
+            "Method": "repflow.family", "Section": "repflow.config", "load_params": "repflow.family",
             "StageContext": "repflow.stage", "StageSummary": "repflow.stage", "run_stage": "repflow.stage"}
 __all__ = list(_EXPORTS)
 

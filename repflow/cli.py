@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from repflow.config import ParamsError, load_params
-from repflow.family import PARADIGMS, CommandContext, ListedMethod
+from repflow.config import ParamsError
+from repflow.family import PARADIGMS, CommandContext, ListedMethod, load_params
 from repflow.stage import Workspace
 
 

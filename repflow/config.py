@@ -1,8 +1,11 @@
 """The single schema of ``params.yaml``, shared by Prefect and DVC: ``seed`` and ``device``, plus the
-typed sections each family declares (see :mod:`repflow.family`).
+typed sections each family declares, and how a mapping is checked against it.
 
-Every stage reads its sections through :func:`load_params`, so a wrong key, type or value is reported
-once, before any work starts, naming the key, the value given and what is allowed.
+This module knows no family: the registry hands each family's sections over as a :class:`ParamsPart` and
+:func:`params_model` assembles them, so the import runs one way (``repflow.family`` imports this module, never
+the reverse); :func:`repflow.family.load_params` is the entry point that reads ``params.yaml`` against the
+registered families. A wrong key, type or value is reported once, before any work starts, naming the key,
+the value given and what is allowed.
 """
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-__all__ = ["Params", "Section", "ParamsError", "params_model", "load_params", "parse_params", "apply_overrides",
-           "section_digest", "epsilon_list"]
+__all__ = ["Params", "Section", "ParamsError", "ParamsPart", "params_model", "validate_params", "read_params",
+           "apply_overrides", "section_digest", "epsilon_list"]
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -77,38 +81,49 @@ def epsilon_list(v: list[float]) -> list[float]:
 
 
 class Params(Section):
-    """The keys every family shares. The full schema (:func:`params_model`) adds each registered family's
-    sections: the default family's at the top level, every other family's under its name."""
+    """The keys every family shares. The full schema (:func:`params_model`) adds each family's sections: the
+    default family's at the top level, every other family's under its name, and runs their ``checks``."""
 
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    checks: ClassVar[tuple[Callable[[Any], None], ...]] = ()
+    """The families' rules across sections, in :func:`params_model`'s order; each raises ValueError."""
 
     @model_validator(mode="after")
     def _family_rules(self) -> "Params":
-        from repflow.family import families
-
-        for fam in families():
-            if fam.check is not None:
-                fam.check(self)
+        for check in self.checks:
+            check(self)
         return self
 
 
-@functools.lru_cache(maxsize=1)
-def params_model() -> type[Params]:
-    """The whole ``params.yaml`` schema, assembled from the registered families."""
-    from repflow.family import families
+@dataclass(frozen=True)
+class ParamsPart:
+    """What one family adds to the schema: its ``sections`` (name, section model) under ``root`` (None: at the
+    top level), and ``check``, its rule across them. Hashable, so the assembled schema is cached by its parts."""
 
+    family: str
+    root: str | None
+    sections: tuple[tuple[str, type[Section]], ...]
+    check: Callable[[Any], None] | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def params_model(parts: tuple[ParamsPart, ...] = ()) -> type[Params]:
+    """The whole ``params.yaml`` schema assembled from ``parts`` (:func:`repflow.family.params_schema` hands over
+    the registered families'). Cached; ``params_model.cache_clear()`` after a section model is rebuilt in place."""
     fields: dict[str, Any] = {}
     with warnings.catch_warnings():  # "register" is also ABCMeta.register; instances still read the field
         warnings.filterwarnings("ignore", message='Field name "register"')
-        for fam in families():
-            sections = {name: (model, model()) for name, model in fam.params.items()}
-            if fam.params_root is None:
+        for part in parts:
+            sections = {name: (model, model()) for name, model in part.sections}
+            if part.root is None:
                 fields.update(sections)
             else:
-                nested = create_model(f"{fam.name.title()}Params", __base__=Section, **sections)
-                fields[fam.params_root] = (nested, nested())
-        return create_model("Params", __base__=Params, **fields)
+                nested = create_model(f"{part.family.title()}Params", __base__=Section, **sections)
+                fields[part.root] = (nested, nested())
+        model = create_model("Params", __base__=Params, **fields)
+    model.checks = tuple(part.check for part in parts if part.check is not None)
+    return model
 
 
 def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
@@ -131,11 +146,10 @@ def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
     return f"{key} = {given!r}: {msg}"
 
 
-def parse_params(raw: dict[str, Any], origin: str = "params") -> Params:
-    """Validate a params mapping; raise :class:`ParamsError` listing every problem."""
+def validate_params(root: type[Params], raw: dict[str, Any], origin: str = "params") -> Params:
+    """Validate a params mapping against the schema ``root``; raise :class:`ParamsError` listing every problem."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
-    root = params_model()
     try:
         return root.model_validate(raw)
     except ValidationError as exc:
@@ -162,8 +176,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read, override and validate a params file."""
+def read_params(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw mapping of a params file with ``overrides`` applied (validate it with :func:`validate_params`)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
@@ -171,7 +185,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(apply_overrides(raw, overrides or []), origin=str(path))
+    return apply_overrides(raw, overrides or [])
 
 
 def section_digest(section: BaseModel | dict[str, Any] | Any) -> str:

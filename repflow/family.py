@@ -9,6 +9,9 @@ Where families come from: every sub-package of ``repflow.families`` that defines
 entry point in the group ``repflow.families`` (a family shipped in another distribution registers with
 one line in its ``pyproject.toml``). Both are imported by name when the registry is first read, so this
 module imports no family (the library layer never imports the layers above it).
+
+The params schema is assembled here, where the registry is: each family hands its sections to
+:func:`repflow.config.params_model` (:meth:`Family.params_part`), so config never imports back into the registry.
 """
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
+from repflow.config import Params, ParamsPart, params_model, read_params, validate_params
+
 __all__ = ["Stage", "Family", "CommandContext", "ModelSpec", "Method", "methods_of", "ListedMethod", "FamilyError",
            "positive_int",
            "register_family", "families", "get_family", "resolve_stage", "registered_models", "method_listing",
-           "code_files", "code_version", "DEFAULT_FAMILY", "PARADIGMS"]
+           "params_schema", "parse_params", "load_params", "code_files", "code_version", "DEFAULT_FAMILY",
+           "PARADIGMS"]
 
 DEFAULT_FAMILY = "image"
 ENTRY_POINT_GROUP = "repflow.families"
@@ -209,6 +215,10 @@ class Family:
                 wanted.extend(self.stage(name).read_from(params).values())
         return [s for s in self.stages if s.name in needed]
 
+    def params_part(self) -> ParamsPart:
+        """This family's share of the params schema, as :func:`repflow.config.params_model` assembles it."""
+        return ParamsPart(self.name, self.params_root, tuple(self.params.items()), self.check)
+
     def flow_function(self) -> Callable[..., Any]:
         module, _, attr = self.flow.partition(":")
         return getattr(importlib.import_module(module), attr)
@@ -306,14 +316,7 @@ def register_family(family: Family) -> Family:
     if clash := (mine & (top | {"seed", "device"})):
         raise FamilyError(f"family {family.name!r}: params name(s) {sorted(clash)} are taken by another family")
     _REGISTRY[family.name] = family
-    _changed()
     return family
-
-
-def _changed() -> None:
-    from repflow import config
-
-    config.params_model.cache_clear()
 
 
 def _discover() -> None:
@@ -347,6 +350,22 @@ def get_family(name: str | None) -> Family:
     if name not in _REGISTRY:
         raise FamilyError(f"unknown family {name!r}; families: {', '.join(f.name for f in families())}")
     return _REGISTRY[name]
+
+
+def params_schema() -> type[Params]:
+    """The whole ``params.yaml`` schema: every registered family's sections (:func:`families` order) and rules."""
+    return params_model(tuple(fam.params_part() for fam in families()))
+
+
+def parse_params(raw: dict[str, Any], origin: str = "params") -> Params:
+    """Validate a params mapping against :func:`params_schema`; :class:`repflow.config.ParamsError` lists every
+    problem."""
+    return validate_params(params_schema(), raw, origin)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override (``section.key=value``, values as YAML) and validate a params file."""
+    return parse_params(read_params(path, overrides), origin=str(Path(path)))
 
 
 def resolve_stage(ref: str) -> Stage:

@@ -31,8 +31,8 @@ from prefect_ray.context import remote_options  # noqa: E402
 
 from repflow import tracking  # noqa: E402
 from repflow.cluster import choose_device, ensure_ray, ray_resources  # noqa: E402
-from repflow.config import load_params, section_digest  # noqa: E402
-from repflow.family import Family, Stage, get_family  # noqa: E402
+from repflow.config import section_digest  # noqa: E402
+from repflow.family import Family, Stage, get_family, load_params  # noqa: E402
 from repflow.manifest import atomic_write_text  # noqa: E402
 from repflow.stage import Workspace, current_output, plan_stage, read_summary, run_stage  # noqa: E402
 

@@ -130,7 +130,7 @@ def tiny_shards(tmp_path_factory):
     import mlflow
 
     from repflow import tracking
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     from repflow.stage import run_stage
 
     root = tmp_path_factory.mktemp("tiny")

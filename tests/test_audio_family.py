@@ -12,7 +12,8 @@ import pytest
 import soundfile
 import yaml
 
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
+from repflow.family import parse_params
 from repflow.manifest import OutputError, read_manifest
 from repflow.sources import SourceError
 from tests.conftest import child_env, tiny_params
@@ -133,7 +134,7 @@ def test_the_audio_flow_registers_an_encoder_that_embeds_a_users_file(prefect_ha
 
 def test_params_files_are_read_as_yaml_1_2_like_dvc_writes_them(tmp_path):
     """``dvc exp run -S`` rewrites params.yaml with YAML 1.2, which leaves yes / no unquoted: they stay words."""
-    from repflow.config import load_params
+    from repflow.family import load_params
 
     text = yaml.safe_dump(audio_params(), sort_keys=False).replace("- zero\n", "- 'yes'\n")
     path = tmp_path / "params.yaml"

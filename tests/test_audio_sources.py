@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from repflow.families.audio import espeak
 from repflow.families.audio.pitch import median_f0
 from repflow.families.audio.sources import SOURCE_LABELS, SourceError, read_audio_source
+from repflow.media import speech
 
 WORDS = ("zero", "seven", "go")
 
@@ -22,10 +22,10 @@ def _tone(seconds: float, rate: int, freq: float = 220.0, amp: float = 0.5) -> n
 # --- espeak -------------------------------------------------------------------------------------------------
 
 def test_synthesize_is_byte_identical_across_calls_and_other_voices_in_between():
-    first, rate = espeak.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
-    espeak.synthesize("left", voice="en-us+klatt2", rate=300, pitch=90)
-    again, _ = espeak.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
-    other, _ = espeak.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=43)
+    first, rate = speech.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
+    speech.synthesize("left", voice="en-us+klatt2", rate=300, pitch=90)
+    again, _ = speech.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=42)
+    other, _ = speech.synthesize("seven", voice="en-gb-scotland+f3", rate=160, pitch=43)
     assert rate == 22050 and first.dtype == np.float32 and first.ndim == 1
     assert 0.2 < len(first) / rate < 1.5 and 0.05 < np.abs(first).max() <= 1.0
     assert first.tobytes() == again.tobytes()
@@ -34,7 +34,7 @@ def test_synthesize_is_byte_identical_across_calls_and_other_voices_in_between()
 
 def test_pitch_parameter_raises_measured_f0_for_male_and_female_variants():
     for voice in ("en-us+m3", "en-gb+f3"):
-        f0 = [median_f0(*espeak.synthesize("zero", voice=voice, rate=160, pitch=p)) for p in (10, 50, 90)]
+        f0 = [median_f0(*speech.synthesize("zero", voice=voice, rate=160, pitch=p)) for p in (10, 50, 90)]
         assert f0[0] * 1.15 < f0[1] and f0[1] * 1.15 < f0[2], (voice, f0)
 
 
@@ -51,13 +51,13 @@ def test_pitch_parameter_raises_measured_f0_for_male_and_female_variants():
 def test_synthesize_rejects_bad_voice_rate_pitch(kwargs, message):
     args = {"voice": "en-us+m3", "rate": 160, "pitch": 50, **kwargs}
     with pytest.raises(ValueError, match=message):
-        espeak.synthesize("go", **args)
+        speech.synthesize("go", **args)
 
 
 def test_variants_and_accents_come_from_the_bundled_data():
-    variants = espeak.available_variants()
+    variants = speech.available_variants()
     assert {"m1", "m8", "f5", "whisper"} <= set(variants) and variants == sorted(variants)
-    assert set(espeak.ENGLISH_ACCENTS) <= set(espeak.available_accents())
+    assert set(speech.ENGLISH_ACCENTS) <= set(speech.available_accents())
 
 
 def test_espeak_source_is_deterministic_per_seed_and_labels_match_the_draws():
@@ -78,7 +78,7 @@ def test_espeak_source_is_deterministic_per_seed_and_labels_match_the_draws():
         expected_band = "low" if int(pitch) <= 33 else "mid" if int(pitch) <= 66 else "high"
         assert a.labels["pitch_band"][i] == expected_band, name
         # the clip is the synthesis its name describes, resampled 22050 -> 16000 Hz
-        native, _ = espeak.synthesize(word, voice=f"{accent}+{variant}", rate=int(rate), pitch=int(pitch))
+        native, _ = speech.synthesize(word, voice=f"{accent}+{variant}", rate=int(rate), pitch=int(pitch))
         assert len(a.waveforms[i]) == int(np.ceil(len(native) * 16000 / 22050))
         assert a.waveforms[i].dtype == np.float32 and np.abs(a.waveforms[i]).max() <= 1.0
     assert a.sample_rate == 16000 and "espeak-ng 1.52" in a.origin

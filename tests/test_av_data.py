@@ -8,7 +8,6 @@ import av
 import numpy as np
 import pytest
 
-from repflow.families.audio import espeak
 from repflow.families.audio.pitch import median_f0
 from repflow.families.av.clips import frame_spectra
 from repflow.families.av.emotions import EMOTION_NAMES, emotion
@@ -17,7 +16,8 @@ from repflow.families.av.speakers import MAX_SPEAKERS, make_speakers, split_spea
 from repflow.families.av.synthetic import make_clip, make_corpus
 from repflow.families.av.user_clips import read_user_clip
 from repflow.families.av.visemes import NEUTRAL, SILENCE, VISEME_IDS, VISEMES, viseme_of
-from repflow.families.video.video_io import write_video
+from repflow.media import speech
+from repflow.media.video import write_video
 
 SPEAKERS = make_speakers(6, seed=5)
 
@@ -97,19 +97,19 @@ def test_faces_are_deterministic_and_bad_arguments_are_named():
 # --- espeak phoneme timing --------------------------------------------------------------------------------------
 
 def test_phoneme_events_come_in_order_inside_the_wave_and_leave_it_unchanged():
-    wave, rate, events = espeak.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40)
-    plain, _ = espeak.synthesize("seven", voice="en-gb-scotland+m3", rate=160, pitch=40)
+    wave, rate, events = speech.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40)
+    plain, _ = speech.synthesize("seven", voice="en-gb-scotland+m3", rate=160, pitch=40)
     assert np.array_equal(wave, plain) and rate == 22050
     names = [e.phoneme.lstrip("'") for e in events]
     assert names[:5] == ["s", "E", "v", "@", "n"]
     starts = [e.start for e in events]
     assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= len(wave)
-    flat, _, _ = espeak.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40, pitch_range=0)
-    lively, _, _ = espeak.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40,
+    flat, _, _ = speech.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40, pitch_range=0)
+    lively, _, _ = speech.synthesize_with_phonemes("seven", voice="en-gb-scotland+m3", rate=160, pitch=40,
                                                    pitch_range=99)
     assert abs(median_f0(lively, rate) - median_f0(flat, rate)) > 5
     with pytest.raises(ValueError, match="pitch_range 120 is outside 0..99"):
-        espeak.synthesize_with_phonemes("seven", voice="en-us", rate=160, pitch=40, pitch_range=120)
+        speech.synthesize_with_phonemes("seven", voice="en-us", rate=160, pitch=40, pitch_range=120)
 
 
 # --- synthetic clips -------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from tests.conftest import tiny_params
 
@@ -48,7 +49,7 @@ def test_unusable_settings_are_params_errors_naming_the_key(section, values, exp
 
 
 def test_a_user_clip_without_sound_is_an_error_naming_it(mlflow_tmp):
-    from repflow.families.video.video_io import write_video
+    from repflow.media.video import write_video
     from repflow.sources import SourceError
     from repflow.stage import run_stage
 

@@ -227,9 +227,9 @@ def test_build_and_input_errors_name_the_problem():
 
 
 def toy_sequences(n: int, seed: int, t: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """papers-rest §2.3's toy: class c ∈ {0..3}, bit 0 shifting the audio latents and bit 1 the visual ones for
-    the whole clip (static); a shared 2-D random walk drives both modalities, and each modality has its own
-    1-D random walk (dynamic); plus small noise."""
+    """The toy built for MDVAE's claim (Sadok et al., Neural Networks 2024): class c ∈ {0..3}, bit 0 shifting the
+    audio latents and bit 1 the visual ones for the whole clip (static); a shared 2-D random walk drives both
+    modalities, and each modality has its own 1-D random walk (dynamic); plus small noise."""
     g = torch.Generator().manual_seed(seed)
     proj = torch.Generator().manual_seed(99)
     mix_a, mix_v = torch.randn(2, DA, generator=proj), torch.randn(2, DV, generator=proj)

@@ -16,7 +16,7 @@ COMPARE = {"methods": ["simclr", "acl"], "seeds": [0, 1], "epochs": 1, "few_labe
 
 
 def _params(**compare):
-    from repflow.config import parse_params
+    from repflow.family import parse_params
 
     return parse_params(tiny_params(train={"adversarial": {"steps": 1}}, compare={**COMPARE, **compare}))
 
@@ -115,8 +115,8 @@ def test_an_arm_repeats_exactly_and_a_seconds_budget_stops_it(tiny_shards, zoo, 
 
 
 def test_compare_is_on_demand_and_skips_what_it_does_not_read():
-    from repflow.config import parse_params
     from repflow.dvc_stages import dvc_yaml
+    from repflow.family import parse_params
     from repflow.family import get_family
 
     image = get_family("image")
@@ -138,7 +138,8 @@ def test_compare_is_on_demand_and_skips_what_it_does_not_read():
     ({"lr": {"bigan": 0.0}}, "compare.lr"),
 ])
 def test_bad_compare_params_name_the_key(compare, message):
-    from repflow.config import ParamsError, parse_params
+    from repflow.config import ParamsError
+    from repflow.family import parse_params
 
     with pytest.raises(ParamsError, match=message):
         parse_params(tiny_params(compare={**COMPARE, **compare}))
@@ -154,7 +155,7 @@ def test_cli_compare_turns_its_options_into_overrides(monkeypatch, tmp_path):
     assert seen["family"] == "image" and seen["stage"] == ["compare"]
     assert seen["P"] == ["compare.methods=['simclr', 'acl']", "compare.seeds=[0, 1]", "compare.seconds=30.0",
                          "compare.epochs=null", "train.width=8"]
-    from repflow.config import parse_params
+    from repflow.family import parse_params
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in seen["P"][:4])}

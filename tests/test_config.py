@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from repflow.config import ParamsError, apply_overrides, load_params, parse_params
+from repflow.config import ParamsError, apply_overrides
+from repflow.family import load_params, parse_params
 from tests.conftest import tiny_params
 
 

@@ -10,11 +10,12 @@ import torch
 
 from repflow.families.image.models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
 from repflow.families.image.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
 from repflow.families.image.contrastive import nt_xent_loss
 from repflow.families.image.coreset import (candidate_batches, candidate_gradients, coreset_budget, divergence_drops,
                              representational_divergence, select_coreset_random, select_coreset_rcs, spearman,
                              validation_gradient)
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from repflow.shards import ShardSet
 from tests.conftest import tiny_params

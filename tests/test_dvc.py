@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repflow.config import parse_params
+from repflow.family import parse_params
 from tests.conftest import REPO, child_env, tiny_params
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from repflow.config import ParamsError, parse_params
-from repflow.family import Family, FamilyError, Stage, code_files, families, register_family, resolve_stage
+from repflow.config import ParamsError
+from repflow.family import (Family, FamilyError, Stage, code_files, families, parse_params, register_family,
+                            resolve_stage)
 from tests.conftest import REPO, child_env, tiny_params
 
 
@@ -84,9 +85,9 @@ def _int_fields(model: type[BaseModel], prefix: str = ""):
 
 
 def test_every_count_in_the_schema_has_an_upper_bound():
-    from repflow.config import params_model
+    from repflow.family import params_schema
 
-    unbounded = [key for key, field in _int_fields(params_model())
+    unbounded = [key for key, field in _int_fields(params_schema())
                  if not any(hasattr(m, "le") or hasattr(m, "lt") for m in field.metadata)]
     assert unbounded == []
     with pytest.raises(ParamsError, match=r"generate.epochs = 1000000000000: Input should be less than or equal"):

@@ -7,8 +7,8 @@ import torch
 
 from repflow.families.image.models import ConditionalGenerator, GeneratorSampler
 from repflow.checkpoints import CheckpointError, load_tensors
-from repflow.config import parse_params
 from repflow.families.image.contrastive import nt_xent_loss, supcon_loss
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from repflow.families.image.generative import frechet_distance, genrep_latents, train_cvae, truncated_normal
 from repflow.shards import ShardSet

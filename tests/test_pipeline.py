@@ -154,8 +154,7 @@ def test_configure_follows_the_workspace_unless_the_user_set_a_uri(tmp_path):
 
 def test_stage_cache_keys_follow_params_inputs_and_the_output_folder(tmp_path):
     """Prefect's cached result is the output path: the same params in another work folder must miss."""
-    from repflow.config import parse_params
-    from repflow.family import resolve_stage
+    from repflow.family import parse_params, resolve_stage
     from repflow.flow import stage_task
     from tests.conftest import tiny_params
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from repflow.families.image.bigan import BiGANHead
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
+from repflow.family import parse_params
 from repflow.families.image.contrastive import PretextHead, train_contrastive
 from repflow.families.image.train_methods import TRAIN_METHODS, build_training_head, load_training_head
 from repflow.families.image.masked_ae import MaskedAutoencoderHead, masked_patch_mse, patchify, random_patch_mask

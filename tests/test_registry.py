@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from repflow.attacks import ATTACKS
-from repflow.config import ParamsError, params_model, parse_params
+from repflow.config import ParamsError, params_model
 from repflow.families.image.contrastive import train_contrastive
 from repflow.families.image.train_methods import TRAIN_METHODS, TrainMethod
 from repflow.families.image.coreset import SELECTION_METHODS, Coreset, SelectionMethod
 from repflow.families.image.distill import DISTILL_LOSSES, DISTILL_PARAMS, EVAL_ARCHITECTURES
-from repflow.family import PARADIGMS, get_family
+from repflow.family import PARADIGMS, get_family, parse_params
 from repflow.families.image.models import ENCODERS
 from repflow.families.image.models.encoders import DualBatchNorm
 from repflow.registry import Registry, UnknownName

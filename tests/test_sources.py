@@ -9,7 +9,7 @@ import torch
 import pytest
 from PIL import Image
 
-from repflow.config import parse_params
+from repflow.family import parse_params
 from repflow.shards import ShardSet
 from repflow.families.image.sources import read_source
 from repflow.sources import SourceError

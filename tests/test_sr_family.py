@@ -12,7 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from tests.conftest import child_env, crash_after_first_epoch, tiny_params
 

@@ -1,5 +1,5 @@
 """The SR family's networks and inference utilities: shapes, gradients, determinism, sizes, DTB's
-modulation, self-ensemble, MAC counting, and seam-free tiled upscaling."""
+modulation, the square's symmetries, self-ensemble, MAC counting, and seam-free tiled upscaling."""
 from __future__ import annotations
 
 import inspect
@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.families.sr.inference import count_macs, count_params, self_ensemble, upscale_tiled
+from repflow.families.sr.inference import ENSEMBLE_ORDER, count_macs, count_params, self_ensemble, upscale_tiled
 from repflow.families.sr.models import DIV2K_RGB_MEAN, DTB, SHSR, SR_MODELS, Bicubic, EDSRBaseline, build_sr_model
+from repflow.families.sr.symmetry import dihedral, undo_dihedral
 from repflow.registry import UnknownName
 
 TINY = {"channels": 8, "blocks": 2}
@@ -127,6 +128,19 @@ def test_local_dtb_ignores_pixels_beyond_its_window():
 class NearestUpscaler(nn.Module):
     def forward(self, x):
         return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_the_eight_symmetries_one_per_code_per_sample_or_per_batch_and_their_inverses():
+    square, wide = torch.rand(8, 3, 6, 6), torch.rand(2, 3, 5, 7)
+    per_batch = [dihedral(square, code) for code in range(8)]
+    assert torch.equal(dihedral(square, torch.arange(8)), torch.stack([t[i] for i, t in enumerate(per_batch)]))
+    assert len({tuple(t[0].flatten().tolist()) for t in per_batch}) == 8
+    for code in range(8):
+        assert torch.equal(undo_dihedral(dihedral(wide, code), code), wide)
+    rotations = [torch.rot90(flipped, k, dims=(-2, -1)) for flipped in (wide, wide.flip(-1)) for k in range(4)]
+    assert all(torch.equal(dihedral(wide, code), r) for code, r in zip(ENSEMBLE_ORDER, rotations))
+    with pytest.raises(ValueError, match="must be in 0..7"):
+        dihedral(wide, 8)
 
 
 @pytest.mark.parametrize("model", [Bicubic(2), Bicubic(3), NearestUpscaler()], ids=["bicubic2", "bicubic3", "nearest"])

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from tests.conftest import child_env, tiny_params
 

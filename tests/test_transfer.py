@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from repflow.config import parse_params
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from tests.conftest import tiny_params
 

@@ -12,12 +12,14 @@ import pytest
 import torch
 import yaml
 
-from repflow.config import ParamsError, parse_params
+from repflow.config import ParamsError
 from repflow.families.video.data import clip_group, split_clips
 from repflow.families.video.models import Watermarker
-from repflow.families.video.video_io import SourceError, read_video
 from repflow.families.video.watermark import embed_video, extract_video, format_message, parse_message
+from repflow.family import parse_params
 from repflow.manifest import read_manifest
+from repflow.media.video import read_video
+from repflow.sources import SourceError
 from tests.conftest import child_env, crash_after_first_epoch, tiny_params
 from tests.test_video_io import audio_payload, make_video_with_audio, moving_frames
 

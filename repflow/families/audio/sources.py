@@ -2,7 +2,7 @@
 rate, with one or more label tasks; nothing is downloaded.
 
 Sources (:data:`AUDIO_SOURCES`):
-- ``espeak``: spoken words synthesised in-process by espeak-ng (:mod:`repflow.families.audio.espeak`), each
+- ``espeak``: spoken words synthesised in-process by espeak-ng (:mod:`repflow.media.speech`), each
   clip with a random English accent, voice variant, rate and pitch drawn from ``seed``. Labels: ``word``,
   ``voice`` (the variant), ``accent``, ``pitch_band`` (which equal-width band of espeak's 0..99 pitch
   parameter the clip's pitch falls in).
@@ -27,7 +27,7 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-import repflow.families.audio.espeak as espeak  # a module import: the package itself is no stage code
+import repflow.media.speech as speech  # a module import: the code closure lists the module, not the package
 from repflow.progress import progress
 from repflow.sources import SourceError
 
@@ -75,8 +75,8 @@ def pitch_band_names(bands: int) -> list[str]:
 
 
 def _pitch_band(pitch: int, bands: int) -> int:
-    span = espeak.PITCH_RANGE[1] - espeak.PITCH_RANGE[0] + 1
-    return min((pitch - espeak.PITCH_RANGE[0]) * bands // span, bands - 1)
+    span = speech.PITCH_RANGE[1] - speech.PITCH_RANGE[0] + 1
+    return min((pitch - speech.PITCH_RANGE[0]) * bands // span, bands - 1)
 
 
 def _to_rate(mono: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -154,29 +154,30 @@ def read_asterisk(folder: Path, *, sample_rate: int, max_seconds: float) -> Audi
 
 def read_espeak(words: Sequence[str], *, sample_rate: int, seed: int, clips_per_word: int, pitch_bands: int,
                 max_seconds: float) -> AudioClips:
-    """``clips_per_word`` clips of each word in order, each with an accent of :data:`espeak.ENGLISH_ACCENTS`, a
-    variant of :data:`ESPEAK_VARIANTS`, a rate in :data:`ESPEAK_RATES` and a pitch in 0..99, all uniform."""
+    """``clips_per_word`` clips of each word in order, each with an accent of
+    :data:`repflow.media.speech.ENGLISH_ACCENTS`, a variant of :data:`ESPEAK_VARIANTS`, a rate in
+    :data:`ESPEAK_RATES` and a pitch in 0..99, all uniform."""
     rng = np.random.default_rng(seed)
     n = len(words) * clips_per_word
-    accents = rng.integers(len(espeak.ENGLISH_ACCENTS), size=n)
+    accents = rng.integers(len(speech.ENGLISH_ACCENTS), size=n)
     variants = rng.integers(len(ESPEAK_VARIANTS), size=n)
     rates = rng.integers(ESPEAK_RATES[0], ESPEAK_RATES[1] + 1, size=n)
-    pitches = rng.integers(espeak.PITCH_RANGE[0], espeak.PITCH_RANGE[1] + 1, size=n)
+    pitches = rng.integers(speech.PITCH_RANGE[0], speech.PITCH_RANGE[1] + 1, size=n)
     band_names = pitch_band_names(pitch_bands)
     waveforms, names = [], []
     labels: dict[str, list[str]] = {task: [] for task in SOURCE_LABELS["espeak"]}
     for i in progress(range(n), desc="espeak: synthesising", unit="clip"):
         word = words[i // clips_per_word]
-        accent, variant = espeak.ENGLISH_ACCENTS[accents[i]], ESPEAK_VARIANTS[variants[i]]
+        accent, variant = speech.ENGLISH_ACCENTS[accents[i]], ESPEAK_VARIANTS[variants[i]]
         rate, pitch = int(rates[i]), int(pitches[i])
-        wave, native_rate = espeak.synthesize(word, voice=f"{accent}+{variant}", rate=rate, pitch=pitch)
+        wave, native_rate = speech.synthesize(word, voice=f"{accent}+{variant}", rate=rate, pitch=pitch)
         waveforms.append(_to_rate(wave[:round(max_seconds * native_rate)], native_rate, sample_rate))
         names.append(f"{i:05d}_{word}_{accent}+{variant}_r{rate}_p{pitch}")
         for task, value in (("word", word), ("voice", variant), ("accent", accent),
                             ("pitch_band", band_names[_pitch_band(pitch, pitch_bands)])):
             labels[task].append(value)
     return AudioClips(waveforms, sample_rate, labels, names,
-                      origin=f"espeak-ng {espeak.espeak_version()} (espeakng-loader), seed {seed}")
+                      origin=f"espeak-ng {speech.espeak_version()} (espeakng-loader), seed {seed}")
 
 
 def _check(source: str, sample_rate: int, words: Sequence[str], clips_per_word: int, pitch_bands: int,
@@ -198,7 +199,7 @@ def _check(source: str, sample_rate: int, words: Sequence[str], clips_per_word: 
         raise ValueError(f"espeak: words repeat ({sorted(w for w in set(words) if list(words).count(w) > 1)})")
     if isinstance(clips_per_word, bool) or not isinstance(clips_per_word, int) or clips_per_word < 1:
         raise ValueError(f"espeak: clips_per_word {clips_per_word!r} must be an integer >= 1")
-    span = espeak.PITCH_RANGE[1] - espeak.PITCH_RANGE[0] + 1
+    span = speech.PITCH_RANGE[1] - speech.PITCH_RANGE[0] + 1
     if isinstance(pitch_bands, bool) or not isinstance(pitch_bands, int) or not 1 <= pitch_bands <= span:
         raise ValueError(f"espeak: pitch_bands {pitch_bands!r} must be an integer in 1..{span}")
 

@@ -1,7 +1,7 @@
 """MDVAE (Sadok et al. 2024, 'A multimodal dynamical variational autoencoder for audiovisual speech
 representation learning'): stage 2, on the frozen VQ-VAEs' pre-quantisation latent sequences.
 
-Latents of a clip of T frames (papers-rest §2.1):
+Latents of a clip of T frames (the paper's abstract; the official code's ``config_mdvae/model/default.yaml``):
 
 - ``w`` (static, one per clip): what does not change over the clip (identity, emotion);
 - ``z_av_t`` (shared dynamic): what moves in both modalities at once (lips and formants);

@@ -1,7 +1,7 @@
 """Probes on frozen representations: few-label emotion recognition and mutual information with labels.
 
-- few-label accuracy: :func:`repflow.probe.few_label_accuracy`, the paper's few-label protocol at CPU scale
-  (papers-rest §2.3), shared with the image family's compare stage.
+- few-label accuracy: :func:`repflow.probe.few_label_accuracy`, the few-label emotion recognition of MDVAE's
+  abstract (Sadok et al., Neural Networks 2024) at CPU scale, shared with the image family's compare stage.
 - :func:`mutual_information`: I(feature_j; label) in nats for each coordinate j by scikit-learn's
   ``mutual_info_classif`` (the k-nearest-neighbour estimator of Ross 2014, *PLoS ONE* 9(2):e87357, for a
   continuous variable against a discrete one), summarised by the mean and the max over coordinates. Why

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repflow.families.audio.espeak import ENGLISH_ACCENTS, PITCH_RANGE, RATE_RANGE
 from repflow.families.av.emotions import Emotion, emotion as as_emotion
 from repflow.families.av.faces import FaceIdentity, face_identity
+from repflow.media.speech import ENGLISH_ACCENTS, PITCH_RANGE, RATE_RANGE
 
 __all__ = ["Speaker", "make_speakers", "split_speakers", "VOICE_VARIANTS", "BASE_PITCH", "BASE_RATE",
            "MAX_SPEAKERS", "SPLITS"]
@@ -47,7 +47,7 @@ class Speaker:
     face: FaceIdentity
 
     def voice_settings(self, emotion: int | str | Emotion) -> dict[str, int | str]:
-        """Keyword arguments for :func:`repflow.families.audio.espeak.synthesize_with_phonemes`: this voice
+        """Keyword arguments for :func:`repflow.media.speech.synthesize_with_phonemes`: this voice
         with ``emotion``'s pitch shift, rate scale and intonation range, clipped to what espeak accepts."""
         mood = as_emotion(emotion)
         return {"voice": self.voice,

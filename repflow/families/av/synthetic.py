@@ -25,13 +25,13 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from repflow.families.audio.espeak import PhonemeEvent, synthesize_with_phonemes
 from repflow.families.av.clips import (CLIP_FRAMES, FACE_SIZE, FPS, N_FFT, SAMPLE_RATE, AVClip, clip_samples,
                                        frame_spectra)
 from repflow.families.av.emotions import EMOTIONS, Emotion, emotion as as_emotion
 from repflow.families.av.faces import render_face
 from repflow.families.av.speakers import Speaker, make_speakers
 from repflow.families.av.visemes import SILENCE, viseme_of
+from repflow.media.speech import PhonemeEvent, synthesize_with_phonemes
 from repflow.progress import progress
 
 __all__ = ["Speech", "speak", "make_clip", "make_corpus", "frame_visemes", "eyes_open_per_frame", "DIGIT_WORDS",

@@ -1,6 +1,6 @@
 """A user's own audio-visual clip: a video file with sound → an :class:`~repflow.families.av.clips.AVClip`.
 
-Frames come from :class:`repflow.families.video.video_io.VideoReader` (PyAV), each cut to its centre square
+Frames come from :class:`repflow.media.video.VideoReader` (PyAV), each cut to its centre square
 and resized to ``size`` x ``size``; the first audio stream is decoded with PyAV, mixed to mono float by
 FFmpeg's resampler and brought to ``sample_rate`` with torchaudio (the synthetic clips' resampler). The sound
 is aligned to the pictures by the streams' start times (audio that starts later is preceded by silence, audio
@@ -23,7 +23,7 @@ import torchaudio.functional as AF
 
 from repflow.families.av.clips import (CLIP_FRAMES, FACE_SIZE, N_FFT, SAMPLE_RATE, AVClip, clip_samples,
                                        frame_spectra)
-from repflow.families.video.video_io import VideoReader
+from repflow.media.video import VideoReader
 from repflow.sources import SourceError
 
 __all__ = ["read_user_clip", "SourceError"]

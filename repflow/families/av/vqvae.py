@@ -1,5 +1,6 @@
 """Stage 1: a VQ-VAE per modality, frame by frame (no temporal model), whose **pre-quantisation** latents are
-what the MDVAE models (papers-rest §2.1).
+what the MDVAE models (the two training stages of Sadok et al., Neural Networks 2024; sizes and losses from
+the official code, ``samsad35/code-mdvae``).
 
 - :class:`FrameVQVAE`: 64×64 RGB face frames. Encoder three stride-2 4×4 convs (64 → 8 px), a 3×3 conv, a
   residual stack and a 1×1 conv to the code dim; the decoder mirrors it with transposed convs. Pixels in

@@ -1,5 +1,6 @@
 """The CTR family's models: a DIN-style user-interest network whose item representation is built from the
-item's modalities in one of three ways (the MARN paper's comparison, papers-rest §6).
+item's modalities in one of three ways: the comparison of MARN (Li, Wang, Tan, Zeng, Ou and Zheng, "Adversarial
+Multimodal Representation Learning for Click-Through Rate Prediction", WWW 2020).
 
 Every model: ``forward(user (N,), item (N,), history (N, H)) -> CtrOutput`` on the rows of
 :class:`~repflow.families.ctr.features.CtrTensors` (history row 0 = padding), ``output.logits`` (N,) the click
@@ -29,8 +30,10 @@ Item representations (what differs):
   indistinguishable (the IWAN double-discriminator recipe). The item is [s; c].
 - ``marn_single_disc``: the ablation: one classifier through gradient reversal, unweighted, c = mean_m c_m.
 
-Reconstructed, not read: the paper's Sec. 3 was not available; the layout above follows papers-rest §6.2 (the
-abstract's three parts) and is marked [M] there. The paper also uses image features; ml-100k has none.
+Reconstructed, not read: the paper's Sec. 3 (the method) was not available; the layout above follows the three
+parts its abstract names (attention over modality-specific features, a double-discriminator adversarial
+network for the modality-invariant part, their combination), with IWAN's double discriminator (Zhang et al.,
+CVPR 2018) as the recipe; to be checked against Sec. 3. The paper also uses image features; ml-100k has none.
 """
 from __future__ import annotations
 

@@ -9,23 +9,18 @@ from torch import nn
 
 from repflow import costs
 from repflow.costs import count_params
+from repflow.families.sr.symmetry import dihedral, undo_dihedral
 from repflow.progress import progress
 
-__all__ = ["dihedral", "undo_dihedral", "self_ensemble", "count_params", "count_macs", "tile_spans",
+__all__ = ["ENSEMBLE_ORDER", "self_ensemble", "count_params", "count_macs", "tile_spans",
            "upscale_tiled"]
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
 
 
-def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Transform ``k`` (0..3) × 90° rotation after an optional left-right flip of (N, C, H, W)."""
-    return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
-
-
-def undo_dihedral(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """The inverse of :func:`dihedral`."""
-    y = torch.rot90(y, -k, dims=(-2, -1))
-    return y.flip(-1) if flip else y
+ENSEMBLE_ORDER = (0, 5, 3, 6, 1, 4, 2, 7)
+"""The self-ensemble's symmetry codes (:func:`~repflow.families.sr.symmetry.dihedral`) in the order it sums them:
+the rotations by 0, 90, 180 and 270°, then the same after a left–right flip (the order fixes the float sum)."""
 
 
 def self_ensemble(model: Upscaler, x: torch.Tensor) -> torch.Tensor:
@@ -35,10 +30,9 @@ def self_ensemble(model: Upscaler, x: torch.Tensor) -> torch.Tensor:
     already equivariant to these symmetries it returns the model's output.
     """
     total = None
-    for flip in (False, True):
-        for k in range(4):
-            out = undo_dihedral(model(dihedral(x, k, flip)), k, flip)
-            total = out if total is None else total + out
+    for code in ENSEMBLE_ORDER:
+        out = undo_dihedral(model(dihedral(x, code)), code)
+        total = out if total is None else total + out
     return total / 8
 
 

@@ -11,18 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repflow.families.sr.symmetry import dihedral
 from repflow.progress import progress
 
-__all__ = ["dihedral", "train_sr"]
-
-
-def dihedral(x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Per-sample flips and transposition of square images (N, C, S, S); ``code`` (N,) in 0..7: bit 0 flips
-    left–right, bit 1 flips up–down, bit 2 transposes (with the flips, all 8 symmetries of the square)."""
-    c = code.view(-1, 1, 1, 1).to(x.device)
-    x = torch.where(c % 2 == 1, x.flip(-1), x)
-    x = torch.where((c // 2) % 2 == 1, x.flip(-2), x)
-    return torch.where(c // 4 == 1, x.transpose(-1, -2), x)
+__all__ = ["train_sr"]
 
 
 def train_sr(model: nn.Module, lr_images: torch.Tensor, hr_images: torch.Tensor, *, epochs: int, batch_size: int,

@@ -2,13 +2,13 @@
 the order a run uses them. Notation: S a source, T its real target, T̃ a generated target, P_θ(T|S) the
 forward model, Q_φ(S|T) the backward model, N_ψ the latent-noise model, h the forward encoder's states.
 
-AMI's objective (papers-rest §5.1; the form is read from the code, not the paper's equation):
+AMI's objective (the saddle point of the paper's abstract; the form is read from the code, not the paper's equation):
 
     max_θ min_φ  E_{S, T̃∼P_θ(·|S)}[log Q_φ(S|T̃)] − E_{(S,T)}[log Q_φ(S|T)]      (+ MLE terms)   (Eq. AMI)
 
 which rests on the variational bound I(S;T) ≥ H(S) + E_{p(S,T)} log Q_φ(S|T)                   (Eq. MI)
 
-What follows the official code (``ZJULearning/AMI``, papers-rest §5.2) and what differs, named:
+What follows the official code (``ZJULearning/AMI``: ``trainer_nmt.py``, ``onmt/opts.py``) and what differs, named:
 
 - schedule: cycles of ``gm_iter_count`` forward batches (MLE every batch, adversarial every
   ``adversarial_every``-th), ``gm_iter_count`` backward batches (MLE every batch, adversarial every
@@ -144,7 +144,7 @@ def mmi_rerank(forward: Seq2Seq, backward: Seq2Seq, source: torch.Tensor, *, n_b
 
 @dataclass(frozen=True)
 class AMIConfig:
-    """AMI's knobs; defaults from the official options (papers-rest §5.2) unless said otherwise.
+    """AMI's knobs; defaults from the official options (``ZJULearning/AMI``, ``onmt/opts.py``) unless said otherwise.
 
     ``samples`` K (wh_sample_num 5); ``noise_scale`` λ in h + λε: 0.1, not the code's noise_lambda 1.0, because
     σ = softplus(μ) puts a floor under the noise (E ε² per unit = μ² + softplus(μ)² ≥ about 0.39, so ‖ε‖ ≥

@@ -6,7 +6,8 @@ Token tensors are int64 (N, L) padded with ``PAD`` at the end; a row holds the c
 no <eos>): the decoder is fed ``<bos> t_1 … t_n`` and must predict ``t_1 … t_n <eos>``.
 
 Why a GRU encoder-decoder with attention (Luong's "general" score, bidirectional encoder) rather than a small
-Transformer: the notes' CPU plan (papers-rest §5.4) uses one; on one CPU thread with a few thousand short
+Transformer: AMI's official code (``ZJULearning/AMI``, an OpenNMT-py fork; Pan et al., ICML 2020) trains a
+recurrent one (an LSTM encoder-decoder with general attention); on one CPU thread with a few thousand short
 pairs it reaches a usable model in minutes, and step-by-step decoding (greedy, beam, sampling: AMI samples
 K outputs per source every adversarial batch) costs one GRU cell per token, with no key/value cache to keep.
 The decoder has no input feeding (the attention output is not fed back), so teacher forcing runs the

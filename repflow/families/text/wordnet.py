@@ -12,8 +12,8 @@ What is kept is the **definition**: the gloss up to its first double quote, with
 before it; a gloss that is only examples yields no pair. Every word of a synset gets the synset's definition,
 so a word with several senses gets several pairs (definition generation is one-to-many, as AMI's task needs).
 
-NLTK's WordNet reader cannot read this installation (no ``lexnames`` file) and NLTK data is not available
-offline, so the files are parsed here directly (research/data.md §4).
+NLTK's WordNet reader cannot read this installation (Debian's ``wordnet-base`` ships no ``lexnames`` file) and
+NLTK data is not available offline, so the files are parsed here directly.
 """
 from __future__ import annotations
 

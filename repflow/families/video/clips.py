@@ -10,7 +10,7 @@ Sources (:data:`VIDEO_SOURCES`):
 A video gives ``clips_per_video`` clips, each T consecutive frames from a start drawn uniformly (distinct
 starts while the video has enough of them), in time order. Every frame is cut to its centre square and
 resized to ``size`` x ``size`` with PIL's bicubic filter, which is antialiased when it shrinks (a video
-smaller than ``size`` is enlarged; :func:`repflow.families.video.video_io.square_resize`). A video shorter
+smaller than ``size`` is enlarged; :func:`repflow.media.video.square_resize`). A video shorter
 than T frames, or one that does not decode, is skipped and listed in ``skipped``; a source left with no clip
 is an error. Each video's starts come from its own
 generator seeded by ``(seed, index of the video)``, so the same seed gives the same clips, and one skipped
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from repflow.families.video.video_io import read_video
+from repflow.media.video import read_video
 from repflow.progress import progress
 from repflow.sources import SourceError
 

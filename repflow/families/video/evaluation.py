@@ -5,7 +5,7 @@ Fidelity is measured on what would be saved: the watermarked clip clamped to [0,
 PSNR is over every pixel of a clip (mean over clips); SSIM is scikit-image's on each RGB frame (mean);
 the per-frame PSNR ``std`` and ``min`` are :func:`~repflow.families.video.losses.frame_psnr_summary`'s.
 Bit accuracy is the share of message bits decoded right (0.5 is chance) after each distortion, and after
-libx264 at each CRF through PyAV (:func:`~repflow.families.video.video_io.h264_roundtrip`), with random
+libx264 at each CRF through PyAV (:func:`~repflow.media.video.h264_roundtrip`), with random
 messages drawn from ``seed``.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from repflow.families.video.distortions import DISTORTIONS
 from repflow.families.video.losses import bit_accuracy, frame_psnr, frame_psnr_summary
 from repflow.families.video.models import Watermarker
 from repflow.families.video.training import as_float_clips, random_messages
-from repflow.families.video.video_io import h264_roundtrip
+from repflow.media.video import h264_roundtrip
 from repflow.progress import progress
 
 __all__ = ["evaluate_watermarker", "metric_names", "quantise", "clips_per_second", "watermark_costs"]

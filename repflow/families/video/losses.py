@@ -1,7 +1,8 @@
 """Losses and measures of the video watermarking family, on clips (N, 3, T, H, W) in [0, 1], messages (N, L) in
 {0, 1} and message logits (N, L).
 
-The training objective (papers-rest §3.2) is λ_img·fidelity + λ_msg·message + λ_adv·adversarial + λ_f·frame;
+The training objective (ItoV, Ye et al., arXiv 2305.02781, 2023: an image watermarker's terms plus its frame
+loss) is λ_img·fidelity + λ_msg·message + λ_adv·adversarial + λ_f·frame;
 HiDDeN's weights are λ_img 0.7, λ_msg 1, λ_adv 1e-3. HiDDeN regresses the decoded message with MSE; here the
 decoder emits logits and the message loss is binary cross-entropy on them (a choice: the bits are binary,
 and the loss keeps pushing a bit that is right but barely so).
@@ -36,12 +37,13 @@ def frame_loss(watermarked: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
     energy; it penalises a watermark that is loud in some frames and faint in others.
 
     The abstract says only that the loss keeps the watermark intensity consistent across frames. The
-    variance over frames of the per-frame MSE is the inferred form (papers-rest §3.2). Dividing it by ē²
-    (a choice here) makes its value the squared coefficient of variation, free of the watermark's overall
-    strength (the raw variance is ~1e-8 at 30 dB, so its weight would have to change with the strength);
-    for small spreads it is (std of the per-frame PSNR in dB · ln 10 / 10)². The divisor is detached because
-    a ratio that is differentiated through its mean is lowered by simply making every frame louder: in a
-    first trial the watermark went from 33 to 23 dB PSNR within two epochs without carrying any bits.
+    variance over frames of the per-frame MSE is the form inferred here (the method section was not read).
+    Dividing it by ē² (a choice here) makes its value the squared coefficient of variation, free of the
+    watermark's overall strength (the raw variance is ~1e-8 at 30 dB, so its weight would have to change with
+    the strength); for small spreads it is (std of the per-frame PSNR in dB · ln 10 / 10)². The divisor is
+    detached because a ratio that is differentiated through its mean is lowered by simply making every frame
+    louder: in a first trial the watermark went from 33 to 23 dB PSNR within two epochs without carrying any
+    bits.
     """
     errors = frame_errors(watermarked, clip)
     mean = errors.mean(dim=1, keepdim=True)

@@ -6,7 +6,7 @@ watermarker has ``embed(clip, msg) -> watermarked clip`` (same shape, not clampe
 gradient everywhere; clamp / quantise before saving) and ``extract(clip) -> logits`` (N, L), a bit being 1
 where its logit is > 0. ``forward(clip, msg)`` = ``embed``, so a watermarker is usable as a module.
 
-What is verified and what is a choice (papers-rest §3):
+What is verified and what is a choice (ItoV: Ye et al., arXiv 2305.02781, 2023; only its abstract was read):
 
 - verified (ItoV abstract): time merged into channels so an image network sees a clip as one image; spatial
   convolution is what matters; depthwise convolutions cut compute with little loss. HiDDeN's defaults

@@ -1,7 +1,8 @@
 """Training a video watermarker: embed a random L-bit message, pass the clip through a distortion, recover
 the message, and keep the watermarked clip close to the original.
 
-Per batch (papers-rest §3.2, HiDDeN's weights as defaults):
+Per batch (ItoV, Ye et al., arXiv 2305.02781, 2023: an image watermarker's objective plus its frame loss;
+HiDDeN's weights as defaults):
 
     V_w = E(V, m)                           the watermarked clip
     m̂   = D(N(V_w))                         N: one distortion drawn per batch

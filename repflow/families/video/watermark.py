@@ -11,7 +11,7 @@ as 1 where the mean logit is > 0. Its confidence is the mean over bits of |2·si
 (0: every bit a coin flip, 1: every bit certain), and ``agreement`` is the share of groups whose own bits
 equal the final ones.
 
-The output is written through :class:`~repflow.families.video.video_io.VideoWriter`: H.264, the audio stream
+The output is written through :class:`~repflow.media.video.VideoWriter`: H.264, the audio stream
 copied unchanged, into a temporary file renamed into place only when complete.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from repflow.families.video.models import Watermarker
-from repflow.families.video.video_io import VideoReader, VideoWriter
+from repflow.media.video import VideoReader, VideoWriter
 from repflow.progress import progress
 from repflow.sources import SourceError
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from repflow.sources import SourceError
 
-__all__ = ["Video", "VideoReader", "VideoWriter", "SourceError", "read_video", "square_resize", "write_video",
+__all__ = ["Video", "VideoReader", "VideoWriter", "read_video", "square_resize", "write_video",
            "h264_roundtrip", "CRF_RANGE", "OUTPUT_FORMATS"]
 
 CRF_RANGE = (0, 51)
