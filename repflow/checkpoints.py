@@ -19,7 +19,7 @@ from torch import nn
 from repflow.manifest import atomic_write_text
 
 __all__ = ["CheckpointError", "save_tensors", "load_tensors", "load_state_strict",
-           "flatten_optimizer", "unflatten_optimizer", "save_progress", "load_progress"]
+           "flatten_optimizer", "unflatten_optimizer", "save_progress", "load_progress", "TrainingProgress"]
 
 
 class CheckpointError(ValueError):
@@ -105,10 +105,11 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict, prefix: st
 
 
 def save_progress(path: Path, key: str, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                  meta: dict[str, Any]) -> None:
+                  meta: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:
     """A resumable training checkpoint at ``path``: every module's weights and optimizer's state under its
-    name, ``meta`` (epoch, history ...) and the stage ``key`` it belongs to; written atomically."""
-    tensors: dict[str, torch.Tensor] = {}
+    name, ``extra`` tensors (coreset indices ...), ``meta`` (epoch, history ...) and the stage ``key`` it belongs
+    to; written atomically."""
+    tensors: dict[str, torch.Tensor] = {f"extra/{k}": v.clone() for k, v in (extra or {}).items()}
     layouts = {}
     for name, module in modules.items():
         tensors.update({f"{name}/{k}": v for k, v in module.state_dict().items()})
@@ -119,10 +120,11 @@ def save_progress(path: Path, key: str, modules: dict[str, nn.Module], optimizer
     save_tensors(path, tensors, {**meta, "stage_key": key, "optimizers": layouts})
 
 
-def load_progress(path: Path, key: str, modules: dict[str, nn.Module]) -> tuple[dict, dict[str, dict]] | None:
-    """(meta, optimizer state dicts by name) of the :func:`save_progress` checkpoint at ``path``, the modules'
-    weights loaded from it; None (and the modules untouched) when there is none, when it was made under
-    another stage key (other params, inputs or code), or when it is unusable, the last two logged."""
+def load_progress(path: Path, key: str, modules: dict[str, nn.Module]
+                  ) -> tuple[dict, dict[str, dict], dict[str, torch.Tensor]] | None:
+    """(meta, optimizer state dicts by name, extra tensors) of the :func:`save_progress` checkpoint at ``path``,
+    the modules' weights loaded from it; None (and the modules untouched) when there is none, when it was made
+    under another stage key (other params, inputs or code), or when it is unusable, the last two logged."""
     import logging
 
     log = logging.getLogger("repflow.checkpoints")
@@ -139,10 +141,56 @@ def load_progress(path: Path, key: str, modules: dict[str, nn.Module]) -> tuple[
         for name, module in modules.items():
             load_state_strict(module, states[name], path)
         optimizers = {name: unflatten_optimizer(tensors, layout, prefix=f"optim.{name}/")
-                      for name, layout in meta["optimizers"].items()}
-        return meta, optimizers
+                      for name, layout in meta.pop("optimizers").items()}
+        meta.pop("stage_key")
+        return meta, optimizers, {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
     except (CheckpointError, KeyError, ValueError) as exc:
         for name, module in modules.items():
             module.load_state_dict(before[name])
         log.warning("progress checkpoint %s unusable (%s); starting over", path, exc)
         return None
+
+
+class TrainingProgress:
+    """A training stage's resumable progress, the one prologue of every stage that resumes: the modules' weights,
+    optimizer states, ``meta`` (``epoch`` and ``history`` unless ``fresh`` says otherwise) and extra tensors of the
+    last :func:`save_progress` checkpoint at ``path`` made under the stage ``key``, or ``fresh`` when there is
+    none. :meth:`epoch_done` checkpoints every ``every`` epochs and after epoch ``epochs``, so a killed run
+    resumes after its last checkpointed epoch and, with every draw seeded by the epoch, ends where an unbroken
+    run ends."""
+
+    def __init__(self, path: Path, key: str, modules: dict[str, nn.Module], *, every: int = 1,
+                 epochs: int | None = None, fresh: dict[str, Any] | None = None):
+        self.path, self.key, self.modules, self.every, self.epochs = Path(path), key, modules, every, epochs
+        resumed = load_progress(self.path, key, modules)
+        self.resumed = resumed is not None
+        self.meta, self.optimizers, self.extra = resumed or (
+            dict(fresh) if fresh is not None else {"epoch": 0, "history": []}, {}, {})
+
+    @property
+    def start(self) -> int:
+        """The last checkpointed epoch (0 for a fresh run): training continues with the next one."""
+        return self.meta["epoch"]
+
+    @property
+    def history(self) -> list:
+        """Per-epoch records so far (the list itself: append to it, :meth:`epoch_done` saves it)."""
+        return self.meta["history"]
+
+    def optimizer_state(self, name: str = "model") -> dict | None:
+        """The state dict of optimizer ``name`` to resume from; None for a fresh run."""
+        return self.optimizers.get(name)
+
+    def save(self, optimizers: dict[str, torch.optim.Optimizer] | None = None,
+             extra: dict[str, torch.Tensor] | None = None, **meta: Any) -> None:
+        """Checkpoint now, with ``meta`` merged into :attr:`meta`."""
+        self.meta.update(meta)
+        save_progress(self.path, self.key, self.modules, optimizers or {}, self.meta, extra)
+
+    def epoch_done(self, epoch: int, optimizers: dict[str, torch.optim.Optimizer],
+                   extra: dict[str, torch.Tensor] | None = None, **meta: Any) -> bool:
+        """Checkpoint after ``epoch`` when it is a multiple of ``every`` or the last; returns whether it did."""
+        if epoch % self.every and epoch != self.epochs:
+            return False
+        self.save(optimizers, extra, epoch=epoch, **meta)
+        return True

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from repflow.families.image.models import ProjectionHead, build_encoder
-from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
-                                 unflatten_optimizer)
+from repflow.checkpoints import (CheckpointError, TrainingProgress, flatten_optimizer, load_state_strict, load_tensors,
+                                 save_tensors, unflatten_optimizer)
 from tests.conftest import child_env, write_params
 
 
@@ -56,6 +56,39 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
     for pid, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             assert torch.equal(opt2.state_dict()["state"][pid][k], v)
+
+
+def test_training_progress_checkpoints_every_k_epochs_and_resumes_after_the_last_one(tmp_path):
+    def fresh_model():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2)
+
+    path = tmp_path / ".train.progress" / "model.safetensors"
+    model = fresh_model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    progress = TrainingProgress(path, "key-a", {"model": model}, every=2, epochs=5)
+    assert (progress.resumed, progress.start, progress.history, progress.optimizer_state()) == (False, 0, [], None)
+    saved = []
+    for epoch in range(1, 4):  # killed during epoch 4: epochs 2 is the last checkpoint
+        model(torch.ones(1, 3)).sum().backward()
+        opt.step()
+        progress.history.append({"epoch": epoch})
+        if progress.epoch_done(epoch, {"model": opt}, extra={"picked": torch.tensor([epoch])}):
+            saved.append(epoch)
+            weights = {k: v.clone() for k, v in model.state_dict().items()}
+    assert saved == [2] and not progress.epoch_done(3, {"model": opt}) and path.is_file()
+
+    again = fresh_model()
+    resumed = TrainingProgress(path, "key-a", {"model": again}, every=2, epochs=5)
+    assert resumed.resumed and resumed.start == 2 and resumed.history == [{"epoch": 1}, {"epoch": 2}]
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in weights.items())
+    assert torch.equal(resumed.extra["picked"], torch.tensor([2])) and resumed.optimizer_state()["state"]
+    assert resumed.epoch_done(5, {"model": opt})  # the last epoch is always checkpointed
+
+    other = fresh_model()
+    ignored = TrainingProgress(path, "key-b", {"model": other}, fresh={"done": []})  # other params or code
+    assert not ignored.resumed and ignored.meta == {"done": []}
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in fresh_model().state_dict().items())
 
 
 @pytest.mark.integration

@@ -12,22 +12,22 @@ __all__ = ["add_commands", "embed_file"]
 
 def embed_file(path: Path, ref: str) -> dict:
     """Embedding and probe predictions of the audio file ``path`` under the registered model ``ref``."""
-    import mlflow
     import numpy as np
     import soundfile
     import torch
     import torchaudio
 
-    from repflow import tracking
     from repflow.checkpoints import load_tensors
     from repflow.families.audio.features import MelSettings, fix_length
+    from repflow.families.audio.stages.evaluate import load_audio_embedder
+    from repflow.registration import registered_checkpoint
     from repflow.sources import SourceError
 
-    mv = tracking.get_model_version(ref)
-    rate = mv.tags.get("repflow.sample_rate")
-    if rate is None or mv.tags.get("repflow.family") != "audio":
-        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not an audio encoder registered by "
-                                     "audio.register")
+    ckpt = registered_checkpoint(ref, family="audio", what="an audio encoder",
+                                 needs=("encoder.safetensors", "probes.safetensors"))
+    model, enc_config = load_audio_embedder(ckpt.folder, verify=False)
+    settings = MelSettings.from_dict(enc_config["features"])
+    rate, samples = settings.sample_rate, settings.clip_samples
     try:
         wave, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, OSError) as exc:
@@ -35,20 +35,16 @@ def embed_file(path: Path, ref: str) -> dict:
     if wave.size == 0:
         raise SourceError(f"{path}: holds no samples")
     x = torch.from_numpy(np.ascontiguousarray(wave.mean(axis=1)))
-    if sr != int(rate):
-        x = torchaudio.functional.resample(x, sr, int(rate))
-    ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
-    probes, probe_config = load_tensors(ckpt / "probes.safetensors")
-    _, enc_config = load_tensors(ckpt / "encoder.safetensors")
-    samples = MelSettings.from_dict(enc_config["features"]).clip_samples
-    model = mlflow.pytorch.load_model(f"models:/{mv.name}/{mv.version}")
+    if sr != rate:
+        x = torchaudio.functional.resample(x, sr, rate)
+    probes, probe_config = load_tensors(ckpt.folder / "probes.safetensors")
     with torch.no_grad():
         z = model(fix_length(x.unsqueeze(0), samples))[0]
     predictions = {}
     for task, classes in probe_config["tasks"].items():
         p = torch.softmax(z @ probes[f"{task}/weight"].T + probes[f"{task}/bias"], dim=0)
         predictions[task] = {"label": classes[int(p.argmax())], "probability": round(float(p.max()), 4)}
-    return {"file": str(path), "model": f"{mv.name}/{mv.version}", "sample_rate": int(rate),
+    return {"file": str(path), "model": ckpt.ref, "sample_rate": rate,
             "seconds": round(len(x) / int(rate), 3), "embedding": [round(float(v), 5) for v in z],
             "predictions": predictions}
 

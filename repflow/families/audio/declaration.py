@@ -1,8 +1,8 @@
 """The audio family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage, methods_of
-from repflow.families.audio.params import SECTIONS, check
+from repflow.family import Family, Method, Stage, methods_of
+from repflow.families.audio.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.audio.stages"
 
@@ -31,8 +31,7 @@ FAMILY = Family(
               summary="linear probes per label, position sensitivity, PGD on waveforms"),
         Stage("register", f"{_STAGES}.register", "reports/audio/register", ("audio.register",),
               {"encoder": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-audio-encoder", metric="probe_acc_mean", direction="max",
-                                   alias="champion"),),
+              registers=(REGISTERED_MODEL,),
               summary="MLflow registry; the alias moves only when the mean probe accuracy beats its holder"),
     ),
 )

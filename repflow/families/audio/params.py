@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from repflow.config import Section
+from repflow.family import ModelSpec
 from repflow.families.audio.features import FeatureError, MelSettings
 from repflow.families.audio.models import FREQ_POOLING
 from repflow.families.audio.sources import AUDIO_SOURCES, DEFAULT_WORDS, SOURCE_LABELS
@@ -150,10 +151,15 @@ class AudioEvaluateParams(Section):
         return sorted(set(v))
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-audio-encoder", metric="probe_acc_mean", direction="max", alias="champion")
+
+
 class AudioRegisterParams(Section):
-    model_name: str = "repflow-audio-encoder"
-    alias: str = "champion"
-    criterion: str = Field("probe_acc_mean", description="evaluate metric the alias is gated on (higher is better)")
+    model_name: str = REGISTERED_MODEL.name
+    alias: str = REGISTERED_MODEL.alias
+    criterion: str = Field(REGISTERED_MODEL.metric,
+                           description="evaluate metric the alias is gated on (higher is better)")
 
 
 SECTIONS = {"prep": AudioPrepParams, "features": AudioFeatureParams, "train": AudioTrainParams,

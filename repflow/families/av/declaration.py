@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from repflow.family import Family, Method, ModelSpec, Stage, methods_of
-from repflow.families.av.params import SECTIONS, check
+from repflow.families.av.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.av.stages"
 
@@ -34,11 +34,11 @@ FAMILY = Family(
                       "denoising"),
         Stage("register", f"{_STAGES}.register", "reports/av/register", ("av.register",),
               {"prep": "prep", "latents": "vqvae", "models": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-mdvae", metric="val_emotion_k10", direction="max", alias="champion"),
+              registers=(REGISTERED_MODEL,
                          ModelSpec("repflow-av-face-vqvae", metric="face_test_psnr", direction="max",
-                                   alias="champion"),
+                                   alias=REGISTERED_MODEL.alias),
                          ModelSpec("repflow-av-speech-vqvae", metric="speech_test_itakura_saito", direction="min",
-                                   alias="champion")),
+                                   alias=REGISTERED_MODEL.alias)),
               summary="MLflow registry; each alias moves only when its score beats the holder's"),
     ),
 )

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from repflow.config import Section, check_held_out, distinct_names
+from repflow.family import ModelSpec
 from repflow.families.av.baselines import SEQUENCE_MODELS
 from repflow.probe import FEW_LABEL_CLASSIFIERS
 
@@ -101,12 +102,16 @@ class AvEvaluateParams(Section):
         return sorted(set(v))
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-mdvae", metric="val_emotion_k10", direction="max", alias="champion")
+
+
 class AvRegisterParams(Section):
     model: str = Field("mdvae", description="which trained model to register")
-    model_name: str = "repflow-mdvae"
-    alias: str = "champion"
-    criterion: str = Field("val_emotion_k10", description=f"one of {list(CRITERIA)}; the alias moves when it "
-                                                           "is higher")
+    model_name: str = REGISTERED_MODEL.name
+    alias: str = REGISTERED_MODEL.alias
+    criterion: str = Field(REGISTERED_MODEL.metric,
+                           description=f"one of {list(CRITERIA)}; the alias moves when it is higher")
 
 
 SECTIONS = {"prep": AvPrepParams, "vqvae": AvVqvaeParams, "train": AvTrainParams, "evaluate": AvEvaluateParams,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from repflow.family import positive_int
 
@@ -17,22 +16,19 @@ def load_registered_recommender(ref: str) -> dict:
     """What :func:`~repflow.families.ctr.recommend.recommend` needs from the registered version ``ref``: the model
     (rebuilt from its safetensors over its feature space), the space, interactions, catalogue and history
     length, plus its ``ref`` as name/version."""
-    import mlflow
-
-    from repflow import tracking
     from repflow.families.ctr.features import load_space
+    from repflow.families.ctr.stages.register import CHECKPOINT_FILES, PREP_FILES
     from repflow.families.ctr.stages.train import load_model
     from repflow.families.ctr.tables import INTERACTION_COLUMNS, ITEM_COLUMNS, read_parquet
+    from repflow.registration import registered_checkpoint
 
-    mv = tracking.get_model_version(ref)
-    if mv.tags.get("repflow.family") != "ctr":
-        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not a click model registered by ctr.register")
-    ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
+    registered = registered_checkpoint(ref, family="ctr", what="a click model", needs=CHECKPOINT_FILES + PREP_FILES)
+    ckpt = registered.folder
     model, config = load_model(ckpt, ckpt)
     return {"model": model, "config": config, "space": load_space(ckpt),
             "interactions": read_parquet(ckpt / "interactions.parquet", INTERACTION_COLUMNS),
             "items": read_parquet(ckpt / "catalogue.parquet", ITEM_COLUMNS),
-            "history": int(mv.tags.get("repflow.history", 20)), "ref": f"{mv.name}/{mv.version}"}
+            "history": int(registered.tags.get("repflow.history", 20)), "ref": registered.ref}
 
 
 

@@ -1,8 +1,8 @@
 """The CTR family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage, methods_of
-from repflow.families.ctr.params import SECTIONS, check
+from repflow.family import Family, Method, Stage, methods_of
+from repflow.families.ctr.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.ctr.stages"
 
@@ -33,7 +33,7 @@ FAMILY = Family(
                       "DeepCTR-Torch DIN peer on the same split"),
         Stage("register", f"{_STAGES}.register", "reports/ctr/register", ("ctr.register",),
               {"prep": "prep", "models": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-ctr", metric="val_auc", direction="max", alias="champion"),),
+              registers=(REGISTERED_MODEL,),
               summary="MLflow registry; the alias moves only when the validation AUC beats its holder"),
     ),
 )

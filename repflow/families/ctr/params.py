@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from repflow.config import Section, check_held_out
+from repflow.family import ModelSpec
 from repflow.families.ctr.models import CTR_MODELS
 from repflow.families.ctr.tables import CLICK_THRESHOLD, CTR_SOURCES, OPTIONAL_ROLES, REQUIRED_ROLES
 from repflow.registry import literal_of
@@ -97,10 +98,15 @@ class CtrEvaluateParams(Section):
     peer_epochs: int | None = Field(None, ge=1, le=10_000, description="default: ctr.train.epochs")
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-ctr", metric="val_auc", direction="max", alias="champion")
+
+
 class CtrRegisterParams(Section):
-    model_name: str = "repflow-ctr"
-    alias: str = "champion"
-    criterion: str = Field("val_auc", description=f"one of {list(CRITERIA)}; the alias moves when it is higher")
+    model_name: str = REGISTERED_MODEL.name
+    alias: str = REGISTERED_MODEL.alias
+    criterion: str = Field(REGISTERED_MODEL.metric,
+                           description=f"one of {list(CRITERIA)}; the alias moves when it is higher")
 
 
 SECTIONS = {"prep": CtrPrepParams, "train": CtrTrainParams, "evaluate": CtrEvaluateParams,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from repflow.family import Family, ModelSpec, Stage
-from repflow.families.image.params import SECTIONS, check
+from repflow.families.image.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.image.stages"
 
@@ -73,7 +73,7 @@ FAMILY = Family(
               summary="attack × SVD top-1 logit fusion × ε grid, crafted on the surrogate"),
         Stage("register", f"{_STAGES}.register", "reports/register", ("register",),
               {"encoder": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-encoder", metric="robust_acc_mean", direction="max", alias="champion"),),
+              registers=(REGISTERED_MODEL,),
               summary="MLflow registry; the alias moves only when the score beats its holder"),
         Stage("compare", f"{_STAGES}.compare", "reports/compare", ("seed", "device", "train", "evaluate", "zoo",
                                                                     "transfer", "compare"),

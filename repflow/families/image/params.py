@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from repflow.attacks import ATTACKS, RANK1_METHODS
 from repflow.config import Section, distinct_names, epsilon_list, params_model
+from repflow.family import ModelSpec
 from repflow.families.image.contrastive import LOSSES
 from repflow.families.image.train_methods import TRAIN_METHODS, TrainMethod
 from repflow.families.image.coreset import SELECTION_METHODS, SelectionMethod
@@ -274,10 +275,15 @@ class TransferParams(Section):
         return list(dict.fromkeys(v))
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-encoder", metric="robust_acc_mean", direction="max", alias="champion")
+
+
 class RegisterParams(Section):
-    model_name: str = Field("repflow-encoder", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
-    criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc", "alf_robust_acc_mean"] = "robust_acc_mean"
+    model_name: str = Field(REGISTERED_MODEL.name, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    alias: str = Field(REGISTERED_MODEL.alias, pattern=r"^[a-z][a-z0-9_-]*$")
+    criterion: Literal["robust_acc_mean", "robust_acc_max_eps", "clean_acc",
+                       "alf_robust_acc_mean"] = REGISTERED_MODEL.metric
 
 
 class CompareParams(Section):

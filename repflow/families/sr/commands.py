@@ -12,7 +12,6 @@ __all__ = ["add_commands", "upscale_file"]
 def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, tile: int = 192,
                  overlap: int = 40) -> dict:
     """Upscale ``src`` into ``dst`` (PNG, written to a temporary file, then renamed) with the registered model."""
-    import mlflow
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -21,13 +20,12 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
     from repflow.checkpoints import load_state_strict, load_tensors
     from repflow.families.sr.inference import upscale_tiled
     from repflow.families.sr.stages.train import build_from_config
+    from repflow.registration import registered_checkpoint
     from repflow.sources import SourceError
 
     ref = ref or f"repflow-sr-x{scale}@champion"
-    mv = tracking.get_model_version(ref)
-    if mv.tags.get("repflow.family") != "sr":
-        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not a model registered by sr.register")
-    trained = int(mv.tags["repflow.scale"])
+    registered = registered_checkpoint(ref, family="sr", what="a model", needs=())
+    trained = int(registered.tags.get("repflow.scale", scale))
     if trained != scale:
         raise tracking.RegistryError(f"{ref} was trained for ×{trained}, not --scale {scale}; use "
                                      f"repflow-sr-x{scale}@champion (registered scales: repflow models list)")
@@ -36,7 +34,7 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
             image = np.array(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise SourceError(f"{src}: cannot read it as an image ({exc})") from None
-    ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
+    ckpt = registered.folder
     state, config = load_tensors(ckpt / f"x{scale}.safetensors")
     side = int(config.get("lr_patch", 1))
     if min(image.shape[:2]) < side:
@@ -52,7 +50,7 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
     tmp = dst.with_name(f".{dst.name}.tmp.png")
     Image.fromarray(out).save(tmp, format="PNG")
     os.replace(tmp, dst)
-    return {"in": str(src), "out": str(dst), "model": f"{mv.name}/{mv.version}", "scale": scale,
+    return {"in": str(src), "out": str(dst), "model": registered.ref, "scale": scale,
             "in_size": [image.shape[1], image.shape[0]], "out_size": [out.shape[1], out.shape[0]]}
 
 

@@ -1,8 +1,8 @@
 """The super-resolution family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage, methods_of
-from repflow.families.sr.params import SECTIONS, check
+from repflow.family import Family, Method, Stage, methods_of
+from repflow.families.sr.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.sr.stages"
 
@@ -31,7 +31,7 @@ FAMILY = Family(
               summary="Y-PSNR / SSIM (border shaved), self-ensemble, params, MACs, images/s, crops"),
         Stage("register", f"{_STAGES}.register", "reports/sr/register", ("sr.register",),
               {"models": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-sr-x<scale>", metric="psnr_y", direction="max", alias="champion"),),
+              registers=(REGISTERED_MODEL,),
               summary="MLflow registry per scale; the alias moves only when Y-PSNR beats its holder"),
     ),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from repflow.config import Section
+from repflow.family import ModelSpec
 from repflow.families.sr.models import SR_MODELS
 from repflow.families.sr.photos import PHOTO_SOURCES
 from repflow.registry import literal_of
@@ -76,10 +77,15 @@ class SREvaluateParams(Section):
     speed_batch: int = Field(8, ge=1, le=1024, description="48×48 LR images per batch when timing images/s")
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-sr-x<scale>", metric="psnr_y", direction="max", alias="champion")
+
+
 class SRRegisterParams(Section):
-    model_prefix: str = Field("repflow-sr", description="registered as <prefix>-x2, <prefix>-x4, ...")
-    alias: str = "champion"
-    criterion: str = Field("psnr_y", description="psnr_y or ssim_y (higher is better), per scale")
+    model_prefix: str = Field(REGISTERED_MODEL.name.removesuffix("-x<scale>"),
+                              description="registered as <prefix>-x2, <prefix>-x4, ...")
+    alias: str = REGISTERED_MODEL.alias
+    criterion: str = Field(REGISTERED_MODEL.metric, description="psnr_y or ssim_y (higher is better), per scale")
 
 
 SECTIONS = {"prep": SRPrepParams, "train": SRTrainParams, "evaluate": SREvaluateParams, "register": SRRegisterParams}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from repflow.family import positive_int
 
@@ -17,20 +16,17 @@ def load_registered_generator(ref: str) -> dict:
     """What :func:`~repflow.families.text.generation.generate` needs from the registered version ``ref``: the
     forward (and backward) model rebuilt from their safetensors, the tokenizer, the method, the length limit
     and the source kind ("wordnet" or "jsonl"), plus ``ref`` as name/version."""
-    import mlflow
-
-    from repflow import tracking
     from repflow.families.text.stages.train import load_models
     from repflow.families.text.tokenizer import TextTokenizer
+    from repflow.registration import registered_checkpoint
 
-    mv = tracking.get_model_version(ref)
-    if mv.tags.get("repflow.family") != "text":
-        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not a text model registered by text.register")
-    ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
+    registered = registered_checkpoint(ref, family="text", what="a text model",
+                                       needs=("forward.safetensors", "tokenizer.json"))
+    ckpt, tags = registered.folder, registered.tags
     forward, backward, config = load_models(ckpt)
     return {"forward": forward, "backward": backward, "method": config["method"], "max_len": config["max_len"],
-            "tokenizer": TextTokenizer.load(ckpt / "tokenizer.json"), "source": mv.tags.get("repflow.text_source"),
-            "mmi_lambda": float(mv.tags.get("repflow.mmi_lambda", 0.5)), "ref": f"{mv.name}/{mv.version}"}
+            "tokenizer": TextTokenizer.load(ckpt / "tokenizer.json"), "source": tags.get("repflow.text_source"),
+            "mmi_lambda": float(tags.get("repflow.mmi_lambda", 0.5)), "ref": registered.ref}
 
 
 

@@ -1,8 +1,8 @@
 """The text family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage, methods_of
-from repflow.families.text.params import SECTIONS, check
+from repflow.family import Family, Method, Stage, methods_of
+from repflow.families.text.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.text.stages"
 
@@ -33,7 +33,7 @@ FAMILY = Family(
               summary="BLEU, distinct-1/2, generic rate, log Q(S|T̂) under a separate evaluator; samples"),
         Stage("register", f"{_STAGES}.register", "reports/text/register", ("text.register", "text.evaluate"),
               {"prep": "prep", "models": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-text-generator", metric="val_bleu", direction="max", alias="champion"),),
+              registers=(REGISTERED_MODEL,),
               summary="MLflow registry; the alias moves only when the validation BLEU beats its holder"),
     ),
 )

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from repflow.config import Section, check_held_out, distinct_names
+from repflow.family import ModelSpec
 from repflow.families.text.generation import TEXT_METHODS
 from repflow.families.text.models import SEQ2SEQ
 from repflow.families.text.wordnet import POS_FILES, WORDNET_DIR
@@ -99,10 +100,15 @@ class TextEvaluateParams(Section):
     samples_shown: int = Field(24, ge=1, le=1000, description="generations shown side by side in the report")
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-text-generator", metric="val_bleu", direction="max", alias="champion")
+
+
 class TextRegisterParams(Section):
-    model_name: str = "repflow-text-generator"
-    alias: str = "champion"
-    criterion: str = Field("val_bleu", description=f"one of {list(CRITERIA)}; the alias moves when it is higher")
+    model_name: str = REGISTERED_MODEL.name
+    alias: str = REGISTERED_MODEL.alias
+    criterion: str = Field(REGISTERED_MODEL.metric,
+                           description=f"one of {list(CRITERIA)}; the alias moves when it is higher")
 
 
 SECTIONS = {"prep": TextPrepParams, "train": TextTrainParams, "evaluate": TextEvaluateParams,

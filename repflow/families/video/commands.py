@@ -13,21 +13,16 @@ DEFAULT_MODEL = "repflow-video-watermarker@champion"
 
 def load_registered_watermarker(ref: str):
     """(watermarker in eval mode, its config) of the registered version ``ref`` (rebuilt from its safetensors)."""
-    import mlflow
-
-    from repflow import tracking
     from repflow.checkpoints import load_state_strict, load_tensors
     from repflow.families.video.stages.train import build_from_config
+    from repflow.registration import registered_checkpoint
 
-    mv = tracking.get_model_version(ref)
-    if mv.tags.get("repflow.family") != "video":
-        raise tracking.RegistryError(f"{ref} (version {mv.version}) is not a watermarker registered by video.register")
-    ckpt = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="checkpoint"))
-    path = ckpt / "watermarker.safetensors"
+    registered = registered_checkpoint(ref, family="video", what="a watermarker", needs=("watermarker.safetensors",))
+    path = registered.folder / "watermarker.safetensors"
     state, config = load_tensors(path)
     model = build_from_config(config)
     load_state_strict(model, state, path)
-    return model.eval(), config | {"ref": f"{mv.name}/{mv.version}"}
+    return model.eval(), config | {"ref": registered.ref}
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:

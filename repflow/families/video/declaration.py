@@ -1,8 +1,8 @@
 """The video watermarking family's declaration: its stages, params sections, flow, methods and commands."""
 from __future__ import annotations
 
-from repflow.family import Family, Method, ModelSpec, Stage, methods_of
-from repflow.families.video.params import SECTIONS, check
+from repflow.family import Family, Method, Stage, methods_of
+from repflow.families.video.params import REGISTERED_MODEL, SECTIONS, check
 
 _STAGES = "repflow.families.video.stages"
 
@@ -32,8 +32,7 @@ FAMILY = Family(
               summary="PSNR / SSIM, per-frame PSNR spread, bit accuracy per distortion and H.264 CRF, MACs, clips/s"),
         Stage("register", f"{_STAGES}.register", "reports/video/register", ("video.register",),
               {"models": "train", "evaluation": "evaluate"},
-              registers=(ModelSpec("repflow-video-watermarker", metric="robust_bit_accuracy", direction="max",
-                                   alias="champion"),),
+              registers=(REGISTERED_MODEL,),
               summary="MLflow registry; the alias moves only when the robust bit accuracy beats its holder"),
     ),
 )

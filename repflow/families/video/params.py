@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from repflow.config import Section, distinct_names
+from repflow.family import ModelSpec
 from repflow.families.video.clips import VIDEO_SOURCES
 from repflow.families.video.distortions import DISTORTIONS
 from repflow.families.video.models import WATERMARKERS
@@ -93,10 +94,15 @@ class VideoEvaluateParams(Section):
         return sorted(set(v))
 
 
+# The model the register stage registers; its params below default to it (one source for both).
+REGISTERED_MODEL = ModelSpec("repflow-video-watermarker", metric="robust_bit_accuracy", direction="max",
+                             alias="champion")
+
+
 class VideoRegisterParams(Section):
-    model_name: str = "repflow-video-watermarker"
-    alias: str = "champion"
-    criterion: str = Field("robust_bit_accuracy", description="a metric of video.evaluate; higher is better")
+    model_name: str = REGISTERED_MODEL.name
+    alias: str = REGISTERED_MODEL.alias
+    criterion: str = Field(REGISTERED_MODEL.metric, description="a metric of video.evaluate; higher is better")
 
 
 SECTIONS = {"prep": VideoPrepParams, "train": VideoTrainParams, "evaluate": VideoEvaluateParams,

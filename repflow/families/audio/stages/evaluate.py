@@ -17,7 +17,7 @@ from repflow.families.audio.advneg import position_sensitivity
 from repflow.families.audio.data import load_audio_split
 from repflow.families.audio.evaluation import fit_probes
 from repflow.families.audio.features import LogMel, MelSettings
-from repflow.families.audio.models import AudioNTT, WaveformClassifier
+from repflow.families.audio.models import AudioEmbedder, AudioNTT, WaveformClassifier
 from repflow.families.audio.params import POSITION_SENSITIVE
 from repflow.families.audio.ssl import embed_clips
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
@@ -27,9 +27,11 @@ from repflow.stage import StageContext, StageSummary
 log = logging.getLogger("repflow.audio.evaluate")
 
 
-def load_audio_encoder(folder: Path) -> tuple[AudioNTT, dict]:
-    """The encoder of a verified ``audio.train`` output, in eval mode, and its checkpoint config."""
-    read_manifest(folder, stage="audio.train")
+def load_audio_encoder(folder: Path, *, verify: bool = True) -> tuple[AudioNTT, dict]:
+    """The encoder of a verified ``audio.train`` output, in eval mode, and its checkpoint config (``verify``
+    False: a registered version's checkpoint folder, which has no manifest and was verified by its reader)."""
+    if verify:
+        read_manifest(folder, stage="audio.train")
     state, config = load_tensors(Path(folder) / "encoder.safetensors")
     try:
         encoder = AudioNTT(**{k: v for k, v in config["encoder"].items() if k != "arch"})
@@ -39,6 +41,14 @@ def load_audio_encoder(folder: Path) -> tuple[AudioNTT, dict]:
         raise CheckpointError(f"{Path(folder) / 'encoder.json'}: not an audio encoder config ({exc})") from None
     load_state_strict(encoder, state, Path(folder) / "encoder.safetensors")
     return encoder.eval(), config
+
+
+def load_audio_embedder(folder: Path, *, verify: bool = True) -> tuple[AudioEmbedder, dict]:
+    """Waveform → embedding (:class:`AudioEmbedder`: log-mel, the training data's normalisation, the encoder of
+    :func:`load_audio_encoder`) in eval mode, and the encoder's checkpoint config."""
+    encoder, config = load_audio_encoder(folder, verify=verify)
+    logmel = LogMel(MelSettings.from_dict(config["features"]))
+    return AudioEmbedder(logmel, config["norm"]["mean"], config["norm"]["std"], encoder).eval(), config
 
 
 def probe_tasks(params, manifest_tasks: dict) -> list[str]:

@@ -14,12 +14,12 @@ import json
 
 import torch
 
-from repflow import tracking
 from repflow.families.av.baselines import SEQUENCE_MODELS
 from repflow.families.av.stages.prep import load_split
 from repflow.families.av.stages.train import load_models
 from repflow.families.av.stages.vqvae import load_latents, load_vqvaes
 from repflow.manifest import atomic_write_text
+from repflow.registration import Registration
 from repflow.stage import StageContext, StageSummary
 
 
@@ -47,42 +47,34 @@ class PrequantEncoder(torch.nn.Module):
 
 
 def run(ctx: StageContext) -> StageSummary:
-    params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
-    cfg = params.av.register
-    latents_dir, models_dir, eval_dir = ctx.inputs["latents"], ctx.inputs["models"], ctx.inputs["evaluation"]
-    metrics, score, protocol = tracking.read_evaluation(eval_dir, "av.evaluate", cfg.criterion)
+    reg = Registration(ctx)
+    cfg = reg.section
+    latents_dir, models_dir = ctx.inputs["latents"], ctx.inputs["models"]
+    metrics, score, protocol = reg.evaluation()
     models = load_models(models_dir)
     test = load_latents(latents_dir, "test")
     dims = {"audio": test["audio"].shape[-1], "visual": test["visual"].shape[-1]}
     example = torch.cat([test["audio"][:4], test["visual"][:4]], -1).numpy()
-    common = {"repflow.family": "av", "repflow.input.latents": lin["inputs"]["latents"],
-              "repflow.input.models": lin["inputs"]["models"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
-              "repflow.params": json.dumps(params.av.model_dump(mode="json"), sort_keys=True)}
+    common = reg.tags(inputs=("latents", "models", "evaluation"))
     results = {}
-    tags = {**common, "repflow.model": cfg.model, "repflow.static_latent": SEQUENCE_MODELS[cfg.model].static_latent}
-    tags.update({f"repflow.metric.{k}": v for k, v in metrics.items() if "/" not in k})
-    results[cfg.model_name] = tracking.register_champion(
-        StaticEncoder(models[cfg.model], dims).eval(), cfg.model_name, example, score=score, criterion=cfg.criterion,
-        protocol=protocol, alias=cfg.alias, files=(models_dir / f"{cfg.model}.safetensors",
-                                                   models_dir / f"{cfg.model}.json"),
-        identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion},
-        code_version=lin["code_version"], tags=tags)
+    tags = {**common, **reg.tags({k: v for k, v in metrics.items() if "/" not in k}, inputs=()),
+            "repflow.model": cfg.model, "repflow.static_latent": SEQUENCE_MODELS[cfg.model].static_latent}
+    results[cfg.model_name] = reg.register(
+        StaticEncoder(models[cfg.model], dims).eval(), example, score=score, protocol=protocol, tags=tags,
+        files=(models_dir / f"{cfg.model}.safetensors", models_dir / f"{cfg.model}.json"))
     vq = load_vqvaes(latents_dir)
     prep_frames = load_split(ctx.inputs["prep"], "test", limit=1)
     raw = {"face": prep_frames["frames"][0, :4], "speech": prep_frames["spectra"][0, :4]}
     for spec in ctx.stage.registers[1:]:
         which = "face" if "face" in spec.name else "speech"
-        vq_metrics, vq_score, vq_protocol = tracking.read_evaluation(latents_dir, "av.vqvae", spec.metric)
-        results[spec.name] = tracking.register_champion(
-            PrequantEncoder(vq[which][0]).eval(), spec.name, raw[which].numpy(), score=vq_score,
-            criterion=spec.metric, protocol=vq_protocol, alias=cfg.alias,
+        _, vq_score, vq_protocol = reg.evaluation(latents_dir, "av.vqvae", spec.metric)
+        results[spec.name] = reg.register(
+            PrequantEncoder(vq[which][0]).eval(), raw[which].numpy(), spec=spec, name=spec.name, criterion=spec.metric,
+            score=vq_score, protocol=vq_protocol, tags={**common, "repflow.model": f"{which}_vqvae"},
             files=(latents_dir / f"{which}.safetensors", latents_dir / f"{which}.json"),
-            identity={"vqvae": lin["inputs"]["latents"], "criterion": spec.metric},
-            code_version=lin["code_version"], tags={**common, "repflow.model": f"{which}_vqvae"},
-            higher_is_better=spec.direction == "max")
-    atomic_write_text(tmp / "register.json", json.dumps(results, indent=1))
-    md = "\n".join(f"- registered `{r['uri']}` ({r['criterion']} {r['score']:.4f}); alias `{r['alias']}` "
-                   f"{'moved to it' if r['alias_moved'] else 'kept'} ({r['alias_reason']})" for r in results.values())
+            identity={"vqvae": ctx.lineage["inputs"]["latents"], "criterion": spec.metric})
+    atomic_write_text(ctx.tmp / "register.json", json.dumps(results, indent=1))
+    md = "\n".join(reg.line(r) for r in results.values())
     main = results[cfg.model_name]
     return StageSummary(metrics={"score": score, "alias_moved": main["alias_moved"], "version": main["version"],
                                  "uri": main["uri"], "model": cfg.model_name, "alias": cfg.alias}, markdown=md)

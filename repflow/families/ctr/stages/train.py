@@ -15,7 +15,7 @@ import logging
 import mlflow
 import torch
 
-from repflow.checkpoints import load_progress, load_state_strict, load_tensors, save_progress, save_tensors
+from repflow.checkpoints import TrainingProgress, load_state_strict, load_tensors, save_tensors
 from repflow.families.ctr.features import FeatureTensors, examples_to_tensors, load_space
 from repflow.families.ctr.metrics import auc
 from repflow.families.ctr.models import CTR_MODELS, CtrModel, build_ctr_model
@@ -64,12 +64,10 @@ def run(ctx: StageContext) -> StageSummary:
     train, val = (examples_to_tensors(examples, s, history) for s in ("train", "val"))
     torch.manual_seed(params.seed)
     model = build_from_config(config, space.tensors())
-    progress_file = ctx.progress_dir / "model.safetensors"
-    resumed = load_progress(progress_file, ctx.key, {"model": model})
-    start, history_log, opt_state = 0, [], None
-    if resumed:
-        meta, optimizers = resumed
-        start, history_log, opt_state = meta["epoch"], meta["history"], optimizers["model"]
+    progress = TrainingProgress(ctx.progress_dir / "model.safetensors", ctx.key, {"model": model},
+                                every=cfg.checkpoint_every, epochs=cfg.epochs)
+    start, history_log = progress.start, progress.history
+    if progress.resumed:
         log.info("ctr.train: resuming after epoch %d", start)
     mlflow.set_tag("repflow.resumed_from_epoch", str(start))
 
@@ -81,13 +79,11 @@ def run(ctx: StageContext) -> StageSummary:
         mlflow.log_metrics(stats, step=epoch)
         log.info("ctr.train: epoch %d/%d loss %.4f, val AUC %.4f, %.0f samples/s", epoch, cfg.epochs, stats["loss"],
                  stats["val_auc"], stats["samples_per_s"])
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-            save_progress(progress_file, ctx.key, {"model": model}, {"model": opt},
-                          {"epoch": epoch, "history": history_log})
+        progress.epoch_done(epoch, {"model": opt})
 
     train_ctr(model, train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=params.seed,
               adv_weight=cfg.adversarial_weight, weight_decay=cfg.weight_decay, start_epoch=start,
-              optimizer_state=opt_state, on_epoch=on_epoch)
+              optimizer_state=progress.optimizer_state(), on_epoch=on_epoch)
     n_params = sum(p.numel() for p in model.parameters())
     save_tensors(tmp / "model.safetensors", model.state_dict(), {**config, "params": n_params,
                                                                  "history": history_log})

@@ -10,37 +10,24 @@ for users who need the ``nn.Module`` class back.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from repflow import tracking
 from repflow.families.image.train_output import load_encoder
-from repflow.manifest import atomic_write_text, read_manifest
+from repflow.manifest import read_manifest
+from repflow.registration import Registration
 from repflow.stage import StageContext, StageSummary
 
+
 def run(ctx: StageContext) -> StageSummary:
-    params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
-    encoder_dir, eval_dir = ctx.inputs["encoder"], ctx.inputs["evaluation"]
-    cfg = params.register
-    metrics, score, protocol = tracking.read_evaluation(eval_dir, "image.evaluate", cfg.criterion)
+    reg = Registration(ctx)
+    encoder_dir = ctx.inputs["encoder"]
+    metrics, score, protocol = reg.evaluation()
     encoder, enc_config = load_encoder(encoder_dir)
     train_lineage = read_manifest(encoder_dir, verify=False).get("lineage", {})
     example = np.random.default_rng(0).random((2, *enc_config["input_shape"]), dtype=np.float32)
-    tags = {"repflow.params": json.dumps(params.model_dump(mode="json"), sort_keys=True),
-            "repflow.input.encoder": lin["inputs"]["encoder"], "repflow.input.evaluation": lin["inputs"]["evaluation"],
-            "repflow.input.shards": train_lineage.get("inputs", {}).get("shards", "")}
-    tags.update({f"repflow.metric.{k}": v for k, v in tracking.flatten(metrics).items()})
-    result = tracking.register_champion(
-        encoder, cfg.model_name, example, score=score, criterion=cfg.criterion, protocol=protocol, alias=cfg.alias,
-        files=(encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
-        identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion},
-        code_version=lin["code_version"], tags=tags,
-        higher_is_better=ctx.stage.registers[0].direction == "max")  # the declaration's gate
-    moved, reason, version = result["alias_moved"], result["alias_reason"], result["version"]
-    atomic_write_text(tmp / "register.json", json.dumps(result, indent=1))
-    md = (f"- registered `{result['uri']}`; alias `{cfg.alias}` "
-          + ("moved to it" if moved else "kept") + f" ({reason})"
-          + f"; load it with `mlflow.pytorch.load_model('models:/{cfg.model_name}@{cfg.alias}')`")
-    return StageSummary(metrics={"score": score, "alias_moved": moved, "version": version, "uri": result["uri"],
-                                 "model": cfg.model_name, "alias": cfg.alias}, markdown=md)
+    name, alias = reg.section.model_name, reg.section.alias
+    return reg.champion(encoder, example, metrics=metrics, score=score, protocol=protocol,
+                        files=(encoder_dir / "encoder.safetensors", encoder_dir / "encoder.json"),
+                        tags={"repflow.input.shards": train_lineage.get("inputs", {}).get("shards", "")},
+                        family_tag=False, show_score=False,
+                        try_it=f"load it with `mlflow.pytorch.load_model('models:/{name}@{alias}')`")

@@ -26,13 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import mlflow
 import polars as pl
 import torch
 
-from repflow.checkpoints import CheckpointError, save_tensors
+from repflow.checkpoints import TrainingProgress, save_tensors
 from repflow.cluster import choose_device
 from repflow.families.image.contrastive import train_contrastive
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
@@ -41,26 +40,9 @@ from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
 from repflow.families.image.stages._training import (adversary, choose_coreset, load_training_state, new_models,
-                                                    save_training_state, training_set)
+                                                    training_set)
 
 log = logging.getLogger("repflow.train")
-
-
-
-
-def _resume(path: Path, key: str, encoder, head):
-    """(meta, optimizer state, extra tensors) of a progress checkpoint made with ``key``, else None."""
-    if not path.is_file():
-        return None
-    try:
-        meta, opt_state, extra = load_training_state(path, encoder, head)
-    except CheckpointError as exc:
-        log.warning("train: progress checkpoint %s unusable (%s); starting from the select stage's state", path, exc)
-        return None
-    if meta.get("stage_key") != key:
-        log.info("train: ignoring progress checkpoint from other params or code in %s", path.parent)
-        return None
-    return meta, opt_state, extra
 
 
 def run(ctx: StageContext) -> StageSummary:
@@ -77,11 +59,11 @@ def run(ctx: StageContext) -> StageSummary:
         log.warning("train: batch_size %d > %d training images; using %d", cfg.batch_size, len(images), len(images))
     device = choose_device(params.device)
     encoder, head, enc_config, head_config = new_models(params, data)
-    progress_file = ctx.progress_dir / "last.safetensors"
-    resumed = _resume(progress_file, key, encoder, head)
-    if resumed:
-        meta, opt_state, extra = resumed
-        log.info("train: resuming from epoch %d checkpoint in %s", meta["epoch"], progress_file.parent)
+    progress = TrainingProgress(ctx.progress_dir / "last.safetensors", key, {"encoder": encoder, "head": head},
+                                every=cfg.checkpoint_every, epochs=cfg.epochs)
+    if progress.resumed:
+        meta, opt_state, extra = progress.meta, progress.optimizer_state(), progress.extra
+        log.info("train: resuming from epoch %d checkpoint in %s", meta["epoch"], progress.path.parent)
     else:
         meta, opt_state, _ = load_training_state(selection / "warmup.safetensors", encoder, head)
         table = pl.read_parquet(selection / "coreset.parquet")
@@ -124,13 +106,10 @@ def run(ctx: StageContext) -> StageSummary:
         mlflow.log_metric("loss", stats["loss"], step=epoch)
         log.info("train: epoch %d/%d loss %.4f on %d images", epoch, cfg.epochs, stats["loss"], stats["images"])
         ui_progress.update(100.0 * epoch / cfg.epochs)
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-            save_training_state(progress_file, encoder, head, opt,
-                                {"stage_key": key, "epoch": epoch, "history": history, "rounds": rounds,
-                                 "selection_seconds": state["selection_seconds"],
-                                 "train_seconds": state["train_seconds"]},
-                                extra={"coreset": state["coreset"],
-                                       **{f"round/{e}": idx for e, idx in coresets.items() if idx is not None}})
+        progress.epoch_done(epoch, {"model": opt}, history=history, rounds=rounds,
+                            selection_seconds=state["selection_seconds"], train_seconds=state["train_seconds"],
+                            extra={"coreset": state["coreset"],
+                                   **{f"round/{e}": idx for e, idx in coresets.items() if idx is not None}})
 
     train_contrastive(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, temperature=cfg.temperature,

@@ -12,15 +12,15 @@ import json
 import mlflow
 import numpy as np
 
-from repflow import tracking
 from repflow.families.sr.stages.evaluate import load_sr_model
 from repflow.manifest import atomic_write_text, read_manifest
+from repflow.registration import Registration
 from repflow.stage import StageContext, StageSummary
 
 
 def run(ctx: StageContext) -> StageSummary:
-    params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
-    cfg = params.sr.register
+    reg = Registration(ctx)
+    cfg = reg.section
     models_dir, eval_dir = ctx.inputs["models"], ctx.inputs["evaluation"]
     read_manifest(eval_dir, stage="sr.evaluate")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -28,28 +28,19 @@ def run(ctx: StageContext) -> StageSummary:
     scales = read_manifest(models_dir, verify=False)["meta"]["scales"]
     results, md = [], []
     for scale in scales:
-        name = f"{cfg.model_prefix}-x{scale}"
-        score = float(metrics[f"{cfg.criterion}/x{scale}"])
         model, config = load_sr_model(models_dir, scale)
-        scale_protocol = {"criterion": cfg.criterion, "scale": scale, **protocol}
-        tags = {"repflow.family": "sr", "repflow.scale": scale, "repflow.model": config["model"],
-                "repflow.params": json.dumps(params.sr.model_dump(mode="json"), sort_keys=True),
-                "repflow.input.models": lin["inputs"]["models"],
-                "repflow.input.evaluation": lin["inputs"]["evaluation"]}
-        tags.update({f"repflow.metric.{k}": v for k, v in metrics.items() if k.endswith(f"/x{scale}")})
+        tags = {**reg.tags({k: v for k, v in metrics.items() if k.endswith(f"/x{scale}")}), "repflow.scale": scale,
+                "repflow.model": config["model"]}
         example = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
-        result = tracking.register_champion(
-            model, name, example, score=score, criterion=cfg.criterion, protocol=scale_protocol, alias=cfg.alias,
+        result = reg.register(
+            model, example, name=f"{cfg.model_prefix}-x{scale}", score=float(metrics[f"{cfg.criterion}/x{scale}"]),
+            protocol={"criterion": cfg.criterion, "scale": scale, **protocol}, tags=tags,
             files=(models_dir / f"x{scale}.safetensors", models_dir / f"x{scale}.json"),  # one name per scale: one run
-            identity={"evaluation": lin["inputs"]["evaluation"], "scale": scale}, code_version=lin["code_version"],
-            tags=tags)
+            identity={"evaluation": ctx.lineage["inputs"]["evaluation"], "scale": scale})
         results.append(result)
-        moved, reason, version = result["alias_moved"], result["alias_reason"], result["version"]
-        md.append(f"- registered `models:/{name}/{version}` ({cfg.criterion} {score:.4f}); alias `{cfg.alias}` "
-                  f"{'moved to it' if moved else 'kept'} ({reason}); try it: "
-                  f"`repflow upscale IN.png OUT.png --scale {scale}`")
-    atomic_write_text(tmp / "register.json", json.dumps({"criterion": cfg.criterion, "models": results,
-                                                         "tracking_uri": mlflow.get_tracking_uri()}, indent=1))
+        md.append(reg.line(result, f"try it: `repflow upscale IN.png OUT.png --scale {scale}`"))
+    atomic_write_text(ctx.tmp / "register.json", json.dumps({"criterion": cfg.criterion, "models": results,
+                                                             "tracking_uri": mlflow.get_tracking_uri()}, indent=1))
     return StageSummary(metrics={f"version/x{r['model'].rsplit('-x', 1)[1]}": r["version"] for r in results}
                         | {f"alias_moved/x{r['model'].rsplit('-x', 1)[1]}": r["alias_moved"] for r in results},
                         markdown="\n".join(md))

@@ -11,7 +11,7 @@ import logging
 import mlflow
 import torch
 
-from repflow.checkpoints import load_progress, save_progress, save_tensors
+from repflow.checkpoints import TrainingProgress, save_tensors
 from repflow.families.sr.data import load_pairs
 from repflow.families.sr.models import SR_MODELS, build_sr_model
 from repflow.families.sr.training import train_sr
@@ -45,28 +45,22 @@ def run(ctx: StageContext) -> StageSummary:
         history: list[dict] = []
         if any(p.requires_grad for p in model.parameters()):
             lrs, hrs, _ = load_pairs(ctx.inputs["shards"], "train", scale)
-            progress_file = ctx.progress_dir / f"x{scale}.safetensors"
-            resumed = load_progress(progress_file, ctx.key, {"model": model})
-            start, history, opt_state = 0, [], None
-            if resumed:
-                meta, optimizers = resumed
-                start, history, opt_state = meta["epoch"], meta["history"], optimizers["model"]
-            if start:
+            progress = TrainingProgress(ctx.progress_dir / f"x{scale}.safetensors", ctx.key, {"model": model},
+                                        every=cfg.checkpoint_every, epochs=cfg.epochs)
+            start, history = progress.start, progress.history
+            if progress.resumed:
                 log.info("sr.train: ×%d resuming after epoch %d", scale, start)
             mlflow.set_tag(f"repflow.resumed_from_epoch.x{scale}", str(start))
 
-            def on_epoch(epoch: int, stats: dict, opt, scale=scale, progress_file=progress_file, model=model,
-                         history=history) -> None:
-                history.append(stats)
+            def on_epoch(epoch: int, stats: dict, opt, scale=scale, progress=progress) -> None:
+                progress.history.append(stats)
                 mlflow.log_metric(f"loss_x{scale}", stats["loss"], step=epoch)
                 log.info("sr.train: ×%d epoch %d/%d L1 %.5f", scale, epoch, cfg.epochs, stats["loss"])
-                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                    save_progress(progress_file, ctx.key, {"model": model}, {"model": opt},
-                                  {"epoch": epoch, "history": history})
+                progress.epoch_done(epoch, {"model": opt})
 
             train_sr(model, torch.stack(lrs), torch.stack(hrs), epochs=cfg.epochs, batch_size=cfg.batch_size,
                      lr=cfg.lr, lr_half_every=cfg.lr_half_every, seed=params.seed + scale, start_epoch=start,
-                     optimizer_state=opt_state, on_epoch=on_epoch)
+                     optimizer_state=progress.optimizer_state(), on_epoch=on_epoch)
             curves[f"×{scale}"] = [h["loss"] for h in history]
             metrics[f"final_l1/x{scale}"] = history[-1]["loss"]
         params_count = sum(p.numel() for p in model.parameters())

@@ -8,15 +8,13 @@ reranking) and the tokenizer: what ``repflow define`` / ``repflow generate`` nee
 """
 from __future__ import annotations
 
-import json
-
 import torch
 
-from repflow import tracking
 from repflow.families.text.models import Seq2Seq, pad_batch
 from repflow.families.text.stages.prep import load_prepared, token_pairs
 from repflow.families.text.stages.train import load_models
-from repflow.manifest import atomic_write_text, read_manifest
+from repflow.manifest import read_manifest
+from repflow.registration import Registration
 from repflow.stage import StageContext, StageSummary
 
 CHECKPOINT_FILES = ("forward.safetensors", "forward.json", "backward.safetensors", "backward.json")
@@ -34,33 +32,20 @@ class PairScorer(torch.nn.Module):
 
 
 def run(ctx: StageContext) -> StageSummary:
-    params, tmp, lin = ctx.params, ctx.tmp, ctx.lineage
-    cfg = params.text.register
-    prep_dir, models_dir, eval_dir = ctx.inputs["prep"], ctx.inputs["models"], ctx.inputs["evaluation"]
-    metrics, score, protocol = tracking.read_evaluation(eval_dir, "text.evaluate", cfg.criterion)
+    reg = Registration(ctx)
+    params, prep_dir, models_dir = ctx.params, ctx.inputs["prep"], ctx.inputs["models"]
+    metrics, score, protocol = reg.evaluation()
     shards, _ = load_prepared(prep_dir)
     forward, _, config = load_models(models_dir)
     pairs = token_pairs(shards, "valid")[:4]
     rows = pad_batch([s for s, _ in pairs] + [t for _, t in pairs])
     example = torch.stack([rows[:len(pairs)], rows[len(pairs):]], 1)
     prep_meta = read_manifest(prep_dir, verify=False)["meta"]
-    tags = {"repflow.family": "text", "repflow.method": config["method"], "repflow.max_len": config["max_len"],
+    tags = {"repflow.method": config["method"], "repflow.max_len": config["max_len"],
             "repflow.text_source": prep_meta["source"], "repflow.beam": params.text.evaluate.beam,
-            "repflow.mmi_lambda": params.text.evaluate.mmi_lambda,
-            "repflow.params": json.dumps(params.text.model_dump(mode="json"), sort_keys=True),
-            "repflow.input.prep": lin["inputs"]["prep"], "repflow.input.models": lin["inputs"]["models"],
-            "repflow.input.evaluation": lin["inputs"]["evaluation"]}
-    tags.update({f"repflow.metric.{k}": v for k, v in metrics.items()})
+            "repflow.mmi_lambda": params.text.evaluate.mmi_lambda}
     files = tuple(models_dir / f for f in CHECKPOINT_FILES if (models_dir / f).is_file()) + (
         prep_dir / "tokenizer.json",)
-    result = tracking.register_champion(
-        PairScorer(forward).eval(), cfg.model_name, example.numpy(), score=score, criterion=cfg.criterion,
-        protocol=protocol, alias=cfg.alias, files=files,
-        identity={"evaluation": lin["inputs"]["evaluation"], "criterion": cfg.criterion},
-        code_version=lin["code_version"], tags=tags, higher_is_better=ctx.stage.registers[0].direction == "max")
-    atomic_write_text(tmp / "register.json", json.dumps(result, indent=1))
     try_it = 'repflow define "WORD"' if prep_meta["source"] == "wordnet" else 'repflow generate "SOURCE"'
-    md = (f"- registered `{result['uri']}` ({cfg.criterion} {score:.4f}); alias `{cfg.alias}` "
-          f"{'moved to it' if result['alias_moved'] else 'kept'} ({result['alias_reason']}); try it: `{try_it}`")
-    return StageSummary(metrics={"score": score, "alias_moved": result["alias_moved"], "version": result["version"],
-                                 "uri": result["uri"], "model": cfg.model_name, "alias": cfg.alias}, markdown=md)
+    return reg.champion(PairScorer(forward).eval(), example.numpy(), metrics=metrics, score=score, protocol=protocol,
+                        files=files, tags=tags, try_it=f"try it: `{try_it}`")

@@ -15,7 +15,7 @@ import logging
 import mlflow
 import torch
 
-from repflow.checkpoints import load_progress, load_state_strict, load_tensors, save_progress, save_tensors
+from repflow.checkpoints import TrainingProgress, load_state_strict, load_tensors, save_tensors
 from repflow.families.text.ami import AMIConfig, swap, train_ami, train_mle
 from repflow.families.text.generation import TEXT_METHODS
 from repflow.families.text.models import LatentNoise, Seq2Seq, build_seq2seq, pad_batch, sequence_log_prob
@@ -94,11 +94,10 @@ def run(ctx: StageContext) -> StageSummary:
     if cfg.method == "ami":
         torch.manual_seed(seed + NOISE_SEED)
         models["noise"] = LatentNoise(cfg.hidden)
-    progress_file = ctx.progress_dir / "models.safetensors"
-    done, history, val_nll = [], {}, {}
-    resumed = load_progress(progress_file, ctx.key, models)
-    if resumed:
-        done, history, val_nll = resumed[0]["done"], resumed[0]["history"], resumed[0]["val_nll"]
+    progress = TrainingProgress(ctx.progress_dir / "models.safetensors", ctx.key, models,
+                                fresh={"done": [], "history": {}, "val_nll": {}})
+    done, history, val_nll = (progress.meta[k] for k in ("done", "history", "val_nll"))
+    if progress.resumed:
         log.info("text.train: resuming after phase(s) %s", done)
     mlflow.set_tag("repflow.resumed_after", ",".join(done) or "-")
 
@@ -112,7 +111,7 @@ def run(ctx: StageContext) -> StageSummary:
         history[phase] = record
         if phase != "backward_mle":
             val_nll[phase] = mean_token_nll(models["forward"], valid)
-        save_progress(progress_file, ctx.key, models, {}, {"done": done, "history": history, "val_nll": val_nll})
+        progress.save()
 
     mle = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "max_len": max_len}
     if "forward_mle" not in done:

@@ -14,7 +14,7 @@ import logging
 import mlflow
 import torch
 
-from repflow.checkpoints import load_progress, load_state_strict, load_tensors, save_progress, save_tensors
+from repflow.checkpoints import TrainingProgress, load_state_strict, load_tensors, save_tensors
 from repflow.families.video.data import load_clips
 from repflow.families.video.distortions import DISTORTIONS, Combined
 from repflow.families.video.models import WATERMARKERS, Critic, Watermarker, build_watermarker
@@ -62,12 +62,10 @@ def run(ctx: StageContext) -> StageSummary:
     model = build_from_config(config)
     critic = Critic(frames, width=cfg.width, stride=2) if cfg.adversarial_weight > 0 else None
     networks = {"model": model} | ({"critic": critic} if critic is not None else {})
-    progress_file = ctx.progress_dir / "watermarker.safetensors"
-    resumed = load_progress(progress_file, ctx.key, networks)
-    start, history, opt_state = 0, [], None
-    if resumed:
-        meta, optimizers = resumed
-        start, history, opt_state = meta["epoch"], meta["history"], optimizers["model"]
+    progress = TrainingProgress(ctx.progress_dir / "watermarker.safetensors", ctx.key, networks,
+                                every=cfg.checkpoint_every, epochs=cfg.epochs)
+    start, history = progress.start, progress.history
+    if progress.resumed:
         log.info("video.train: resuming after epoch %d", start)
     mlflow.set_tag("repflow.resumed_from_epoch", str(start))
     distortion = Combined([DISTORTIONS[name]() for name in cfg.distortions], seed=params.seed)
@@ -77,15 +75,14 @@ def run(ctx: StageContext) -> StageSummary:
         mlflow.log_metrics({k: v for k, v in stats.items()}, step=epoch)
         log.info("video.train: epoch %d/%d loss %.4f bit accuracy %.3f PSNR %.2f dB", epoch, cfg.epochs,
                  stats["loss"], stats["bit_accuracy"], stats["psnr"])
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-            save_progress(progress_file, ctx.key, networks, {"model": opt}, {"epoch": epoch, "history": history})
+        progress.epoch_done(epoch, {"model": opt})
 
     weights = LossWeights(fidelity=cfg.fidelity_weight, message=cfg.message_weight,
                           adversarial=cfg.adversarial_weight, frame=cfg.frame_weight)
     train_watermarker(model, clips, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weights=weights,
                       distortion=distortion, seed=params.seed, critic=critic,
                       frame_warmup_epochs=cfg.frame_warmup_epochs, start_epoch=start,
-                      optimizer_state=opt_state, on_epoch=on_epoch)
+                      optimizer_state=progress.optimizer_state(), on_epoch=on_epoch)
     n_params = sum(p.numel() for p in model.parameters())
     save_tensors(tmp / "watermarker.safetensors", model.state_dict(), {**config, "params": n_params,
                                                                        "history": history})
