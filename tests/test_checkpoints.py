@@ -58,7 +58,7 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
             assert torch.equal(opt2.state_dict()["state"][pid][k], v)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL `repflow stage train` after its first epoch checkpoint; the rerun continues from it and ends
     with the same weights as an uninterrupted run."""
