@@ -316,11 +316,16 @@ def _default_text(field_info: Any) -> str:
 
     if field_info.is_required():
         return "required"
+    def short(value: Any) -> Any:  # 6 significant digits: 8/255 reads 0.0313725, not 0.03137254901960784
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        return [short(v) for v in value] if isinstance(value, (list, tuple)) else value
+
     value = field_info.get_default(call_default_factory=True)
     if hasattr(value, "model_dump"):
         return "(below)"
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return f"`{text if len(text) <= 60 else text[:57] + '…'}`"
+    text = json.dumps(short(value), ensure_ascii=False, default=str)
+    return f"`{text if len(text) <= 80 else text[:77] + '…'}`"
 
 
 def params_markdown(family: Family) -> str:
