@@ -1,5 +1,6 @@
 # make run   — set up (venv + data) and run the main flow on the embedded default data
 # make test  — set up, lint (ruff, import-linter layers, dvc.yaml current) and run the test suite (.ci/run)
+# make test-fast — the developer loop: lint and every test not marked slow (no stage, server, Ray or subprocess)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
@@ -14,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: setup run test bench lock clean text-data
+.PHONY: setup run test test-fast bench lock clean text-data
 
 setup: $(VENV)/.installed $(FMNIST)
 
@@ -65,6 +66,11 @@ test: setup $(CHROMIUM)
 	lint-imports
 	repflow dvc-yaml
 	pytest
+
+test-fast: setup
+	ruff check .
+	lint-imports
+	pytest -m "not slow" -q
 
 bench: setup $(WORDNET)
 	python -m benchmarks.loading

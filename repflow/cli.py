@@ -82,12 +82,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 README_BEGIN = "<!-- families:begin -->"
 README_END = "<!-- families:end -->"
-REGENERATE_README = "repflow families --markdown --write-readme README.md"
+REGENERATE_README = "repflow families --markdown --write-readme docs/methods.md"
+DOCS_BEGIN = "<!-- reference:begin -->"
+DOCS_END = "<!-- reference:end -->"
+REGENERATE_DOCS = "repflow families --docs docs/families"
 
 
 def methods_markdown(paradigm: str | None = None) -> str:
     """Every family's methods as one markdown table (family | method | kind | paradigm | paper | stage |
-    registered model), read from the registries: the table README.md holds between its families markers."""
+    registered model), read from the registries: the table docs/methods.md holds between its families markers."""
     from repflow.family import method_listing
 
     def cell(text: str) -> str:
@@ -128,6 +131,30 @@ def write_readme_table(path: str | Path, table: str, markers: tuple[str, str], w
     return 0
 
 
+def write_family_pages(folder: str | Path) -> int:
+    """Write each family's generated reference (declared stages, params keys) into ``folder/<family>.md``
+    between the :data:`DOCS_BEGIN` / :data:`DOCS_END` markers, leaving the written prose around them; a page
+    that does not exist yet is started with the family's summary. 0, or 2 with one line on stderr."""
+    from repflow.family import families, reference_markdown
+    from repflow.manifest import atomic_write_text
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        print(f"repflow: error: --docs {folder}: not a folder", file=sys.stderr)
+        return 2
+    for fam in families():
+        path = folder / f"{fam.name}.md"
+        try:
+            text = path.read_text() if path.exists() else f"# {fam.name}\n\n{fam.summary}\n\n{DOCS_BEGIN}\n{DOCS_END}\n"
+            atomic_write_text(path, readme_with_table(text, reference_markdown(fam), str(path), (DOCS_BEGIN, DOCS_END),
+                                                      "generated reference"))
+        except (OSError, ValueError) as exc:
+            print(f"repflow: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {fam.name}'s reference into {path}")
+    return 0
+
+
 def _print_methods(rows: list[ListedMethod], indent: str, with_family: bool,
                    verdicts: dict[tuple[str, str], list[str]]) -> None:
     from repflow.claims import verdict_summary
@@ -155,6 +182,8 @@ def _method_verdicts() -> dict[tuple[str, str], list[str]]:
 def cmd_families(args: argparse.Namespace) -> int:
     from repflow.family import families, method_listing
 
+    if args.docs:
+        return write_family_pages(args.docs)
     if args.write_readme:
         if args.paradigm:
             print("repflow: error: --write-readme writes the whole table; drop --paradigm", file=sys.stderr)
@@ -415,9 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "stage, registered model)")
     f.add_argument("--paradigm", choices=PARADIGMS, help="only the methods of this SSL paradigm, across families")
     f.add_argument("--markdown", action="store_true",
-                   help="print the methods as one markdown table (what README.md holds)")
+                   help="print the methods as one markdown table (what docs/methods.md holds)")
     f.add_argument("--write-readme", metavar="PATH",
-                   help=f"replace the table between {README_BEGIN} and {README_END} in PATH (README.md)")
+                   help=f"replace the table between {README_BEGIN} and {README_END} in PATH (docs/methods.md)")
+    f.add_argument("--docs", metavar="DIR", help=f"write each family's declared stages and params keys into "
+                                                 f"DIR/<family>.md between {DOCS_BEGIN} and {DOCS_END} "
+                                                 f"(docs/families)")
     f.set_defaults(func=cmd_families)
 
     cl = sub.add_parser("claims", help="each seed paper's claims as the benchmarks judged them: gain and its interval, "

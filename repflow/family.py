@@ -33,7 +33,7 @@ __all__ = ["Stage", "Family", "CommandContext", "ModelSpec", "Method", "methods_
            "positive_int",
            "register_family", "families", "get_family", "resolve_stage", "registered_models", "method_listing",
            "params_schema", "parse_params", "load_params", "code_files", "code_version", "DEFAULT_FAMILY",
-           "PARADIGMS"]
+           "PARADIGMS", "params_markdown", "stages_markdown", "reference_markdown"]
 
 DEFAULT_FAMILY = "image"
 ENTRY_POINT_GROUP = "repflow.families"
@@ -154,7 +154,10 @@ class Family:
     ``flow`` is ``"module:function"`` of its Prefect flow; ``methods`` lists what ``repflow families`` shows.
     ``commands``, optional, is ``"module:function"`` of ``add(subparsers, cli)``, which adds the family's own
     ``repflow`` sub-commands (each sets ``func``; the user-error types ``repflow`` already reports in one line, such as
-    ``SourceError`` and ``RegistryError``, are reported the same way for them); ``cli`` is a :class:`CommandContext`."""
+    ``SourceError`` and ``RegistryError``, are reported the same way for them); ``cli`` is a :class:`CommandContext`.
+    ``algorithms`` names the family's modules (relative to its package: ``"models"``, ``"advneg"``) that hold its
+    models and algorithms: they must import with torch alone, as on a GPU box without the runtime (a test
+    imports each family's list so)."""
 
     name: str
     summary: str
@@ -165,6 +168,7 @@ class Family:
     check: Callable[[Any], None] | None = None
     methods: Callable[[], Iterable[Method]] | None = None
     commands: str | None = None
+    algorithms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -279,6 +283,107 @@ def method_listing(paradigm: str | None = None) -> list[ListedMethod]:
         raise FamilyError(f"unknown SSL paradigm {paradigm!r}; paradigms: {', '.join(PARADIGMS)}")
     return [ListedMethod(fam.name, m, fam.stage(m.stage).qualname, registered_models(fam, m.stage))
             for fam in families() for m in fam.listed_methods() if paradigm is None or m.paradigm == paradigm]
+
+
+# --- reference pages (docs/families/<name>.md) -------------------------------------------------------
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _type_text(annotation: Any) -> str:
+    """A params field's type as a reader of ``params.yaml`` sees it: ``int``, ``one of `a`, `b```, ``list of str``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_text(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_text(args[0])
+    if origin in (list, tuple, set, frozenset):
+        return f"list of {_type_text(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping {_type_text(args[0])} → {_type_text(args[1])}" if args else "mapping"
+    if isinstance(annotation, type):
+        return "section" if hasattr(annotation, "model_fields") else annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _bounds_text(metadata: Iterable[Any]) -> str:
+    """Pydantic's ``ge``/``gt``/``le``/``lt`` and length limits as `` ≥ 1, ≤ 100`` (empty when there are none)."""
+    signs = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥", "max_length": "length ≤"}
+    found = [f"{sign} {getattr(m, key)}" for m in metadata for key, sign in signs.items()
+             if getattr(m, key, None) is not None]
+    return f", {', '.join(found)}" if found else ""
+
+
+def _default_text(field_info: Any) -> str:
+    import json
+
+    if field_info.is_required():
+        return "required"
+    def short(value: Any) -> Any:  # 6 significant digits: 8/255 reads 0.0313725, not 0.03137254901960784
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        return [short(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    value = field_info.get_default(call_default_factory=True)
+    if hasattr(value, "model_dump"):
+        return "(below)"
+    text = json.dumps(short(value), ensure_ascii=False, default=str)
+    return f"`{text if len(text) <= 80 else text[:77] + '…'}`"
+
+
+def params_markdown(family: Family) -> str:
+    """The family's params sections as markdown: per section (a nested section gets its own), its docstring's
+    first paragraph and one row per key: the dotted key in ``params.yaml``, its type with the allowed range,
+    the default and the field's description. Read from the pydantic models, so it cannot drift from them."""
+    prefix = "" if family.params_root is None else f"{family.params_root}."
+    blocks: list[str] = []
+
+    def section(key: str, model: Any) -> None:
+        doc = (model.__doc__ or "").strip().split("\n\n")[0]
+        rows = [f"### `{key}`", ""] + ([_cell(doc), ""] if doc else [])
+        rows += ["| key | type | default | description |", "|---|---|---|---|"]
+        nested: list[tuple[str, Any]] = []
+        for name, info in model.model_fields.items():
+            names = next((list(m.names) for m in info.metadata if hasattr(m, "names")), None)  # registry.literal_of
+            kind = "one of " + ", ".join(f"`{n}`" for n in names) if names else _type_text(info.annotation)
+            if kind == "section":
+                nested.append((f"{key}.{name}", info.annotation))
+            rows.append(f"| `{key}.{name}` | {_cell(kind + _bounds_text(info.metadata))} | "
+                        f"{_cell(_default_text(info))} | {_cell(info.description or '')} |")
+        blocks.append("\n".join(rows) + "\n")
+        for sub_key, sub_model in nested:
+            section(sub_key, sub_model)
+
+    for name, model in family.params.items():
+        section(prefix + name, model)
+    return "\n".join(blocks)
+
+
+def stages_markdown(family: Family) -> str:
+    """The family's stages as declared: one row each with what it reads, where it writes, the params it keys
+    on and the models it registers (``on demand`` for a stage that only runs when asked for)."""
+    rows = ["| stage | reads | output | params | registers | summary |", "|---|---|---|---|---|---|"]
+    for s in family.stages:
+        reads = ", ".join(f"{name} ← `{family.name}.{up}`" for name, up in s.inputs.items()) or "-"
+        models = ", ".join(f"`{m.name}`" + (f" (alias `{m.alias}` by {m.metric}, {m.direction})" if m.alias else "")
+                           for m in s.registers) or "-"
+        summary = ("on demand: " if s.on_demand and not s.summary.startswith("on demand") else "") + s.summary
+        rows.append(f"| `{s.qualname}` | {_cell(reads)} | `{s.out}/` | {_cell(', '.join(s.params))} | {_cell(models)}"
+                    f" | {_cell(summary)} |")
+    return "\n".join(rows) + "\n"
+
+
+def reference_markdown(family: Family) -> str:
+    """The generated part of ``docs/families/<name>.md``: the declared stages and every params key."""
+    return (f"## Declared stages\n\nFrom the family's declaration (`repflow dvc-yaml`, the CLI and the flow read the "
+            f"same).\n\n{stages_markdown(family)}\n## Params\n\nEvery key of `params.yaml` the family reads, from "
+            f"its pydantic sections; `-P key=value` overrides one.\n\n{params_markdown(family)}")
 
 
 _REGISTRY: dict[str, Family] = {}

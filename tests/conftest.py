@@ -72,6 +72,18 @@ def write_params(folder: Path, **sections) -> Path:
     return path
 
 
+SLOW_FIXTURES = ("ray_session", "prefect_harness", "tiny_shards")
+"""Fixtures that start Ray or the Prefect test server, or run a stage: a test that uses one is ``slow``."""
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that uses a :data:`SLOW_FIXTURES` fixture or still carries the older
+    ``integration`` marker (folded into ``slow``), so ``make test-fast`` (``-m "not slow"``) starts none of them."""
+    for item in items:
+        if item.get_closest_marker("integration") or set(SLOW_FIXTURES) & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one thread for the test (small tensors: threads only add overhead and jitter)."""

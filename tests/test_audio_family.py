@@ -86,7 +86,7 @@ def test_a_probe_task_the_shards_lack_is_an_error_naming_the_manifest(mlflow_tmp
         evaluate.check(asks_word, {"shards": shards})
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_the_audio_flow_registers_an_encoder_that_embeds_a_users_file(prefect_harness, ray_session, tmp_path,
                                                                     monkeypatch):
     import mlflow

@@ -86,7 +86,7 @@ def test_a_vqvae_checkpoint_must_fit_the_frames_and_a_fitting_one_is_used_unchan
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_the_av_flow_registers_mdvae_and_both_vqvaes(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
 

@@ -91,7 +91,7 @@ def test_training_progress_checkpoints_every_k_epochs_and_resumes_after_the_last
     assert all(torch.equal(other.state_dict()[k], v) for k, v in fresh_model().state_dict().items())
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL `repflow stage train` after its first epoch checkpoint; the rerun continues from it and ends
     with the same weights as an uninterrupted run."""

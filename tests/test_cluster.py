@@ -94,7 +94,7 @@ def test_unreachable_ray_address_is_one_line(tmp_path):
     assert bad.returncode == 2 and "expected HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_stages_join_a_ray_cluster_started_with_ray_start(tmp_path):
     """``ray start --head`` on this machine; ``repflow stage zoo`` with ``RAY_ADDRESS`` runs its member
     jobs on that cluster (Ray's state API lists them there); the cluster is stopped afterwards."""

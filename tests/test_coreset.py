@@ -286,7 +286,7 @@ def test_selection_that_does_not_fit_the_data_fails_before_training(tiny_shards,
     assert not (tmp_path / "select").exists()
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_rcs_acl_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_session):
     """Warm-up + RCS selection, DynACL on the coreset with one re-selection, then SLF/ALF evaluation."""
     from repflow.stage import run_stage

@@ -87,7 +87,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
     assert len(history) == 2 and all(0 <= h["val_auc"] <= 1 for h in history)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_the_ctr_flow_registers_a_model_repflow_recommend_uses(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
 

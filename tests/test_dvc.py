@@ -12,7 +12,7 @@ import yaml
 from repflow.family import parse_params
 from tests.conftest import REPO, child_env, tiny_params
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow
 
 PROJECT_FILES = ["repflow", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
                  "data/.gitignore", "artifacts/.gitignore", "reports/.gitignore", ".gitignore"]

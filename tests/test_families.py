@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from repflow.config import ParamsError
-from repflow.family import (Family, FamilyError, Stage, code_files, families, parse_params, register_family,
+from repflow.family import (PARADIGMS, Family, FamilyError, Stage, code_files, families, parse_params, register_family,
                             resolve_stage)
 from tests.conftest import REPO, child_env, tiny_params
 
@@ -224,7 +224,7 @@ def _toy_task_states(api_url: str) -> list[dict[str, str]]:
     return out
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_path):
     """The toy family touches no file of repflow: it runs as a Prefect flow, as `repflow stage` and as DVC
     stages, which share done-state; an unrelated edit reruns nothing, an edit of its algorithm reruns it."""
@@ -304,16 +304,27 @@ def test_cli_names_the_valid_families_and_stages(tmp_path):
     assert listing.returncode == 0 and "image.transfer" in listing.stdout and "contrastive" in listing.stdout
 
 
-def test_algorithms_import_with_torch_alone():
-    """The GPU machine has torch but not pydantic, MLflow, Prefect or Ray: the algorithms must not need them."""
-    code = ("import sys; import repflow.attacks, repflow.probe, repflow.families.image.acl, "
-            "repflow.families.image.augment, repflow.families.image.bigan, repflow.families.image.contrastive, "
-            "repflow.families.image.coreset, repflow.families.image.masked_ae, repflow.families.image.distill, "
-            "repflow.families.image.generative, repflow.families.image.supervised, repflow.families.image.zoo, "
-            "repflow.families.image.models, repflow.families.image.train_methods, repflow.families.image.probes, "
-            "repflow.families.audio.advneg, repflow.families.audio.augment, repflow.families.audio.ssl, "
-            "repflow.families.audio.models, repflow.families.sr.models, repflow.families.sr.inference, "
-            "repflow.families.sr.imresize, repflow.families.sr.metrics, repflow.families.sr.training; "
+def _family_module(fam: Family, name: str) -> str:
+    """``name`` (relative, as ``Family.algorithms`` lists it) inside the package that holds ``fam``'s flow."""
+    return f"{fam.flow.partition(':')[0].rpartition('.')[0]}.{name}"
+
+
+@pytest.mark.slow  # one Python per family
+@pytest.mark.parametrize("fam", families(), ids=lambda f: f.name)
+def test_algorithms_import_with_torch_alone(fam):
+    """The GPU machine has torch but not pydantic, MLflow, Prefect or Ray: each family's declared algorithms
+    (and the shared ones) must not need them."""
+    assert fam.algorithms, f"family {fam.name!r} declares no algorithms (Family.algorithms)"
+    modules = ["repflow.attacks", "repflow.probe", *(_family_module(fam, m) for m in fam.algorithms)]
+    code = (f"import sys; import {', '.join(modules)}; "
             "print(sorted(m for m in ('pydantic', 'mlflow', 'prefect', 'ray', 'yaml') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("fam", families(), ids=lambda f: f.name)
+def test_every_method_names_its_paper_and_a_known_paradigm(fam):
+    listed = fam.listed_methods()
+    assert listed, f"family {fam.name!r} lists no methods"
+    for m in listed:
+        assert m.paper.strip() and m.paradigm in PARADIGMS + (None,), (fam.name, m)

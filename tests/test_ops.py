@@ -104,7 +104,7 @@ def running(procs) -> list[psutil.Process]:
     return out
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_ui_serve_and_deployments_with_real_servers(tmp_path):
     ws = tmp_path / "ws"
     write_params(ws)

@@ -8,7 +8,7 @@ import pytest
 from repflow.shards import ShardSet
 from tests.conftest import write_params
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow
 
 
 def task_states(flow_run_id):

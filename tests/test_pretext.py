@@ -252,7 +252,7 @@ def test_a_pretext_method_accepts_the_default_adversarial_block_and_a_random_cor
 # ---------------------------------------------------------------- the stages
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_masked_ae_select_train_evaluate(tiny_shards, tmp_path, mlflow_tmp, ray_session):
     from repflow.checkpoints import load_tensors
     from repflow.stage import run_stage

@@ -21,7 +21,7 @@ from repflow.manifest import read_manifest
 from tests.conftest import child_env, write_params
 from tests.test_pipeline import task_states
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow
 
 EPOCHS_A = 40
 STAGE_FOLDERS = {"prep": "data/prep", "generate": "data/generate", "distill": "data/distill", "select": "data/select",

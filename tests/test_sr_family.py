@@ -94,7 +94,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
     assert not (mlflow_tmp / ".resumed.progress").exists()
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_the_sr_flow_registers_a_model_that_upscales_a_users_image(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
 

@@ -123,7 +123,7 @@ def test_training_resumes_after_a_crash_with_the_weights_of_an_unbroken_run(mlfl
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), role
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_the_text_flow_registers_a_model_repflow_define_uses(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
 

@@ -11,7 +11,7 @@ from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from tests.conftest import tiny_params
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

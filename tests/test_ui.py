@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, child_env, write_params
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.slow
 
 ARTIFACTS = REPO / "test-artifacts"
 STAGES = [f"image.{s}" for s in ("prep", "generate", "distill", "select", "train", "evaluate", "zoo", "register")]

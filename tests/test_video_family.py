@@ -148,7 +148,7 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_the_video_flow_registers_a_watermarker_the_cli_uses(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
 

@@ -20,6 +20,7 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.audio.flow:audio_flow",
     methods=_methods,
+    algorithms=("advneg", "augment", "features", "pitch", "ssl", "models"),
     commands="repflow.families.audio.commands:add_commands",
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/audio/prep", ("seed", "audio.prep", "audio.features"),

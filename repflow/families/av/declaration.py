@@ -21,6 +21,7 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.av.flow:av_flow",
     methods=_methods,
+    algorithms=("baselines", "blocks", "mdvae", "probes", "training", "vqvae"),
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/av/prep", ("seed", "av.prep"),
               summary="talking-face clips (espeak-ng speech + drawn faces, or your videos), split by speaker"),

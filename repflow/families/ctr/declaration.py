@@ -21,6 +21,7 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.ctr.flow:ctr_flow",
     methods=_methods,
+    algorithms=("features", "metrics", "models", "training"),
     commands="repflow.families.ctr.commands:add_commands",
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/ctr/prep", ("ctr.prep",),

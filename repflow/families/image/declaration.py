@@ -46,6 +46,8 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.image.flow:image_flow",
     methods=_methods,
+    algorithms=("acl", "augment", "bigan", "contrastive", "coreset", "distill", "generative", "masked_ae", "supervised",
+                "zoo", "models", "train_methods", "probes"),
     commands="repflow.families.image.commands:add_commands",
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/prep", ("seed", "prep"),

@@ -20,6 +20,7 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.sr.flow:sr_flow",
     methods=_methods,
+    algorithms=("models", "inference", "imresize", "metrics", "patches", "training"),
     commands="repflow.families.sr.commands:add_commands",
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/sr/prep", ("seed", "sr.prep"),

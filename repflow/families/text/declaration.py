@@ -21,6 +21,7 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.text.flow:text_flow",
     methods=_methods,
+    algorithms=("ami", "decoding", "generation", "metrics", "models"),
     commands="repflow.families.text.commands:add_commands",
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/text/prep", ("seed", "text.prep"),

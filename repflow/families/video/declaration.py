@@ -21,6 +21,7 @@ FAMILY = Family(
     check=check,
     flow="repflow.families.video.flow:video_flow",
     methods=_methods,
+    algorithms=("distortions", "losses", "models", "training"),
     commands="repflow.families.video.commands:add_commands",
     stages=(
         Stage("prep", f"{_STAGES}.prep", "data/video/prep", ("seed", "video.prep"),
