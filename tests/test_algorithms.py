@@ -197,6 +197,7 @@ def test_linear_reconstruction_r2_matches_ridge_regression():
     assert linear_reconstruction_r2(features[tr], images[tr], features[te], images[te]) < 0.05
 
 
+@pytest.mark.slow
 def test_calibrate_batch_norm_measures_the_images_statistics():
     """After calibration the first batch norm's running mean and (unbiased) variance are those of the first
     convolution's outputs over all the images, whatever the batch size; the weights are untouched."""

@@ -271,6 +271,7 @@ def test_toy_mdvae_w_takes_the_static_class_and_the_dynamics_do_not():
     assert validation["loss"] < history[0]["loss"]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic():
     batch = latents(3, b=4)
     states = []

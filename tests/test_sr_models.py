@@ -43,6 +43,7 @@ def test_gradients_reach_every_parameter_and_the_input(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 def test_same_seed_same_weights_and_output(name):
     x = torch.rand(1, 3, 10, 9)
@@ -161,6 +162,7 @@ def test_count_macs_rejects_a_bad_shape():
         count_macs(nn.Identity(), (3, 48, 48))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 def test_receptive_radius_bounds_the_dependence(name):
     """Gradient of one output pixel: no input pixel beyond receptive_radius (in LR px) affects it."""
@@ -229,6 +231,7 @@ def test_tiled_upscaling_validates_its_arguments():
         upscale_tiled(model, image, 3, tile=12, overlap=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [SHSR, EDSRBaseline])
 def test_global_skip_adds_bicubic_and_without_it_the_mean(cls):
     """With the output conv silenced, the model returns exactly what its skip adds."""

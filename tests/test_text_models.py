@@ -256,6 +256,7 @@ def test_train_ami_changes_the_forward_model_and_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(forward.parameters(), forward2.parameters()))
 
 
+@pytest.mark.slow
 def test_train_ami_raises_instead_of_skipping_a_failing_batch():
     pairs, forward, backward = pretrained()
     bad = pairs + [([4, 99], [12])]  # token 99 is outside the vocabulary
