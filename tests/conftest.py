@@ -72,8 +72,9 @@ def write_params(folder: Path, **sections) -> Path:
     return path
 
 
-SLOW_FIXTURES = ("ray_session", "prefect_harness", "tiny_shards")
-"""Fixtures that start Ray or the Prefect test server, or run a stage: a test that uses one is ``slow``."""
+SLOW_FIXTURES = ("ray_session", "prefect_harness", "tiny_shards", "mlflow_tmp")
+"""Fixtures that start Ray, the Prefect test server or an MLflow store, or run a stage: a test that uses one is
+``slow``."""
 
 
 def pytest_collection_modifyitems(items):

@@ -54,6 +54,7 @@ def classifier(in_ch=1, seed=0):
     return ProbedEncoder(enc, nn.Linear(enc.out_dim, 3)).eval()
 
 
+@pytest.mark.slow
 def test_pgd_stays_in_ball_and_raises_loss():
     model = classifier()
     g = torch.Generator().manual_seed(0)
@@ -67,6 +68,7 @@ def test_pgd_stays_in_ball_and_raises_loss():
         assert ce(model(x_adv), y) > ce(model(x), y)
 
 
+@pytest.mark.slow
 def test_pgd_restores_training_mode_and_is_seeded():
     model = classifier().train()
     x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
@@ -81,6 +83,7 @@ def test_pgd_rejects_bad_eps():
         PGD(classifier(), eps=0.0)
 
 
+@pytest.mark.slow
 def test_pgd_agrees_with_torchattack():
     """Robust accuracy of our PGD vs torchattack's PGD on the same model and inputs (no random start)."""
     torchattack = pytest.importorskip("torchattack")
@@ -101,6 +104,7 @@ def test_pgd_agrees_with_torchattack():
     assert abs(ours - theirs) <= 0.01
 
 
+@pytest.mark.slow
 def test_linear_probe_learns_separable_features():
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(3, 8, generator=g) * 4
@@ -110,6 +114,7 @@ def test_linear_probe_learns_separable_features():
     assert (probe(feats).argmax(1) == y).float().mean() > 0.95
 
 
+@pytest.mark.slow
 def test_simclr_lowers_the_loss_and_is_deterministic():
     from repflow.families.image.sources import read_source
 
@@ -132,6 +137,7 @@ def test_simclr_lowers_the_loss_and_is_deterministic():
     assert embed(enc_a, images).shape == (len(images), enc_a.out_dim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, channels, size", [("small_cnn", 1, 28), ("small_cnn", 3, 32), ("small_cnn_s2", 1, 28),
                                                   ("small_cnn_s2", 3, 7), ("resnet18", 3, 32), ("resnet18", 1, 20)])
 def test_encoders_take_any_channels_and_size(name, channels, size):
@@ -144,6 +150,7 @@ def test_unknown_encoder_lists_allowed():
         build_encoder({"name": "vit"})
 
 
+@pytest.mark.slow
 def test_strided_stem_cuts_the_flops_to_about_a_quarter():
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -190,6 +197,7 @@ def test_linear_reconstruction_r2_matches_ridge_regression():
     assert linear_reconstruction_r2(features[tr], images[tr], features[te], images[te]) < 0.05
 
 
+@pytest.mark.slow
 def test_calibrate_batch_norm_measures_the_images_statistics():
     """After calibration the first batch norm's running mean and (unbiased) variance are those of the first
     convolution's outputs over all the images, whatever the batch size; the weights are untouched."""

@@ -52,6 +52,7 @@ def quick_params(name, **extra):
     return {**params, **extra}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,norm", [(name, norm) for name in sorted(ATTACKS) for norm in ("linf", "l2")
                                        if not (name == "pgd_l2" and norm == "linf")])
 def test_every_attack_stays_in_the_ball_and_box_and_raises_the_loss(name, norm):
@@ -74,6 +75,7 @@ def robust_acc(model, x_adv, y):
         return (model(x_adv).argmax(1) == y).float().mean().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pgd", "mifgsm", "di"])
 def test_robust_accuracy_matches_torchattack(surrogate, digits, name):
     """Same model, inputs and params (no random start; torchattack's DI draws from the global RNG, which
@@ -100,6 +102,7 @@ def test_robust_accuracy_matches_torchattack(surrogate, digits, name):
     assert abs(ours_acc - theirs_acc) <= 0.01
 
 
+@pytest.mark.slow
 def test_input_transforms_reduce_to_mi_fgsm_when_switched_off():
     model = tiny_model()
     x, y = random_batch()
@@ -110,6 +113,7 @@ def test_input_transforms_reduce_to_mi_fgsm_when_switched_off():
     assert not torch.equal(MIFGSM(model, eps=0.05, steps=4, decay=0.0)(x, y), base)  # momentum matters
 
 
+@pytest.mark.slow
 def test_attacks_are_seeded_and_restore_every_module_mode():
     model = tiny_model().train()
     model.stages[0].eval()  # a mixed state must come back as it was
@@ -206,6 +210,7 @@ def test_power_rank1_is_the_unrolled_iteration_in_value_and_gradient(shape, iter
     assert torch.allclose(grad, expected, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_ssa_copies_in_one_batch_give_the_one_at_a_time_gradient():
     model = tiny_model()
     x, y = random_batch()
@@ -216,6 +221,7 @@ def test_ssa_copies_in_one_batch_give_the_one_at_a_time_gradient():
     assert torch.allclose(together.loss_gradient(x, y), apart.loss_gradient(x, y), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_attacks_freeze_the_parameters_only_while_they_run():
     model = tiny_model()
     model.stages[0][0].bias.requires_grad_(False)
@@ -229,6 +235,7 @@ def test_attacks_freeze_the_parameters_only_while_they_run():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_power_and_exact_agree_on_real_middle_features(surrogate, digits):
     front, _ = surrogate.split("block2")
     with torch.no_grad():
@@ -238,6 +245,7 @@ def test_power_and_exact_agree_on_real_middle_features(surrogate, digits):
     assert (power - exact).norm() / exact.norm() < 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mifgsm", "di", "ssa"])
 def test_fusion_with_beta_one_is_the_base_attack(surrogate, digits, name):
     x, y = digits["x_test"][:64], digits["y_test"][:64]
@@ -247,6 +255,7 @@ def test_fusion_with_beta_one_is_the_base_attack(surrogate, digits, name):
     assert torch.equal(fused, base)
 
 
+@pytest.mark.slow
 def test_fused_attack_differs_from_base_and_fools_the_surrogate(surrogate, digits):
     x, y = digits["x_test"][:200], digits["y_test"][:200]
     fusion = SVDLogitFusion(surrogate, "block2", beta=0.5)
@@ -298,6 +307,7 @@ def test_bad_inputs_name_the_value_and_the_allowed_ones():
         SVDLogitFusion(nn.Sequential(nn.Flatten(), nn.Linear(144, 3)), "0")
 
 
+@pytest.mark.slow
 def test_pgd_training_makes_a_more_robust_model(digits):
     x, y, x_test, y_test = digits["x_train"][:1000], digits["y_train"][:1000], digits["x_test"], digits["y_test"]
 
@@ -313,6 +323,7 @@ def test_pgd_training_makes_a_more_robust_model(digits):
             > robust_acc(plain, PGD(plain, **attack)(x_test, y_test), y_test) + 0.15)
 
 
+@pytest.mark.slow
 def test_zoo_member_is_a_trained_eval_classifier(digits):
     spec = ZOO_SPECS["mlp"]
     model = train_zoo_member(spec, digits["x_train"], digits["y_train"], seed=0, epochs=4, num_classes=10)
@@ -336,6 +347,7 @@ def test_another_surrogate_makes_the_default_one_a_target():
     assert member_role("convnet_pgd", "resnet8") == "defence"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ZOO_SPECS))
 def test_every_zoo_member_builds_and_splits_back_to_its_logits(name):
     torch.manual_seed(0)
@@ -360,6 +372,7 @@ def test_gap_head_pools_the_last_map_and_takes_any_image_size():
         build_classifier({**gap, "pool": "max", "in_shape": [1, 16, 16]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, premise_holds", [(ZooParams().surrogate, True), ("convnet", False)])
 def test_rank1_middle_feature_keeps_the_accuracy_on_the_default_surrogate_only(digits, name, premise_holds):
     """SVD fusion's premise: the rank-1 part of the split feature carries the class information. It does
@@ -375,6 +388,7 @@ def test_rank1_middle_feature_keeps_the_accuracy_on_the_default_surrogate_only(d
     assert (rank1_acc > residual_acc + 0.1) if premise_holds else (residual_acc > rank1_acc + 0.1)
 
 
+@pytest.mark.slow
 def test_compiled_attacks_give_the_eager_examples():
     """``compile=True`` (evaluate.compile / transfer.compile) only changes how the model runs: the same
     adversarial examples as eager up to float rounding, here through SVD logit fusion (the model compiled is

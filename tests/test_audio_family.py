@@ -52,6 +52,7 @@ def test_unusable_settings_are_params_errors_naming_the_key(section, values, exp
         parse_params(audio_params(**{section: values}))
 
 
+@pytest.mark.slow
 def test_an_audio_folder_without_decodable_files_fails_before_anything_is_written(mlflow_tmp):
     from repflow.stage import run_stage
 
@@ -65,6 +66,7 @@ def test_an_audio_folder_without_decodable_files_fails_before_anything_is_writte
     assert not (mlflow_tmp / "prep").exists()
 
 
+@pytest.mark.slow
 def test_a_probe_task_the_shards_lack_is_an_error_naming_the_manifest(mlflow_tmp):
     """An audiofolder's shards carry only 'label'; probes asking for 'word' stop before any embedding."""
     from repflow.families.audio.stages import evaluate

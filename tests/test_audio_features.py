@@ -38,6 +38,7 @@ def numpy_logmel(wave: np.ndarray, s: MelSettings, pad_mode: str = "reflect") ->
     return np.log(power @ bank + LOG_EPS).T
 
 
+@pytest.mark.slow
 def test_clip_samples_is_the_shortest_length_giving_frames():
     for s in (MelSettings(), SMALL, MelSettings(hop_length=100, win_length=800, frames=50)):
         raw = LogMel(s).spectrogram  # the STFT without fix_length
@@ -83,6 +84,7 @@ def test_logmel_is_torchaudio_melspectrogram_logged(settings):
     assert torch.allclose(LogMel(s)(x)[:, 0], torch.log(mel + LOG_EPS), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_logmel_is_differentiable_and_takes_channel_dim():
     x = (0.1 * torch.randn(3, 1, 16000, generator=torch.Generator().manual_seed(0))).requires_grad_()
     out = LogMel()(x)
@@ -93,6 +95,7 @@ def test_logmel_is_differentiable_and_takes_channel_dim():
     assert (x.grad[..., :crop] == 0).all() and (x.grad[..., -crop:] == 0).all()  # centre crop drops the ends
 
 
+@pytest.mark.slow
 def test_logmel_exports_with_torch_export():
     """The registry stores the waveform → embedding model as a torch.export program (pt2)."""
     module = LogMel(SMALL).eval()
@@ -156,6 +159,7 @@ def test_settings_round_trip_through_json_and_reject_unknown_keys():
         MelSettings.from_dict({"sample_rate": 8000})
 
 
+@pytest.mark.slow
 def test_batched_logmel_is_logmel_in_any_batch_size():
     x = 0.2 * torch.randn(7, 9000, generator=torch.Generator().manual_seed(1))
     stats = {"mean": -5.0, "std": 4.0}
@@ -219,6 +223,7 @@ def write_prep(folder, settings=MelSettings(), counts=(("train", 14), ("val", 5)
     return folder, clips
 
 
+@pytest.mark.slow
 def test_load_audio_split_shapes_labels_and_normalisation(tmp_path):
     folder, clips = write_prep(tmp_path / "prep")
     s = MelSettings()
@@ -247,6 +252,7 @@ def test_load_audio_split_shapes_labels_and_normalisation(tmp_path):
     assert abs(float(with_own.logmel.mean())) < 1e-4 and with_own.stats == own
 
 
+@pytest.mark.slow
 def test_load_audio_split_errors(tmp_path):
     folder, _ = write_prep(tmp_path / "prep", counts=(("train", 3), ("val", 2), ("test", 1)))
     with pytest.raises(FeatureError, match=r"\['speaker'\] not in .*manifest.json; its tasks: \['pitch', 'shape'\]"):

@@ -137,6 +137,7 @@ def _tiny_train(method, seed=0, epochs=2):
     return enc, hist, x
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_methods_differ_only_by_the_negatives():
     enc_a, hist_a, x = _tiny_train("advneg")
     enc_b, hist_b, _ = _tiny_train("advneg")

@@ -60,6 +60,7 @@ def test_variants_and_accents_come_from_the_bundled_data():
     assert set(speech.ENGLISH_ACCENTS) <= set(speech.available_accents())
 
 
+@pytest.mark.slow
 def test_espeak_source_is_deterministic_per_seed_and_labels_match_the_draws():
     a = read_audio_source("espeak", sample_rate=16000, seed=3, words=WORDS, clips_per_word=4)
     b = read_audio_source("espeak", sample_rate=16000, seed=3, words=WORDS, clips_per_word=4)
@@ -84,6 +85,7 @@ def test_espeak_source_is_deterministic_per_seed_and_labels_match_the_draws():
     assert a.sample_rate == 16000 and "espeak-ng 1.52" in a.origin
 
 
+@pytest.mark.slow
 def test_espeak_source_higher_pitch_band_has_higher_f0():
     clips = read_audio_source("espeak", sample_rate=16000, seed=0, words=WORDS, clips_per_word=15)
     log_f0 = np.log([median_f0(w, clips.sample_rate) for w in clips.waveforms])
@@ -92,6 +94,7 @@ def test_espeak_source_higher_pitch_band_has_higher_f0():
     assert means[0] < means[1] < means[2], np.exp(means)
 
 
+@pytest.mark.slow
 def test_espeak_source_other_band_counts_and_cut():
     clips = read_audio_source("espeak", sample_rate=8000, seed=1, words=("seven",), clips_per_word=12,
                               pitch_bands=5, max_seconds=0.1)
@@ -143,6 +146,7 @@ def test_audiofolder_reads_wav_flac_ogg_and_lists_undecodable(tmp_path):
     assert clips.origin == str(root) and clips.sample_rate == 16000
 
 
+@pytest.mark.slow
 def test_audiofolder_averages_stereo_and_resamples_to_the_asked_rate(tmp_path):
     root = _folder(tmp_path)
     native = read_audio_source("audiofolder", sample_rate=44100, seed=0, path=str(root))

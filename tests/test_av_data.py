@@ -114,6 +114,7 @@ def test_phoneme_events_come_in_order_inside_the_wave_and_leave_it_unchanged():
 
 # --- synthetic clips -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_clips_are_deterministic_and_shaped_for_batching():
     a = make_clip("three seven", SPEAKERS[0], "happy", blink_at=0.4)
     b = make_clip("three seven", SPEAKERS[0], "happy", blink_at=0.4)
@@ -142,6 +143,7 @@ def test_identity_and_emotion_are_static_across_a_clip_only_the_mouth_and_blink_
     assert blinking and 0.55 <= blinking[0] / 25 <= 0.65 and len(blinking) <= 5
 
 
+@pytest.mark.slow
 def test_happy_speech_is_higher_and_faster_than_sad_speech_of_the_same_speaker():
     for speaker in SPEAKERS[:2]:
         happy = make_clip("nine", speaker, "happy", onset=0.0)
@@ -151,6 +153,7 @@ def test_happy_speech_is_higher_and_faster_than_sad_speech_of_the_same_speaker()
         assert voiced[0][-1] < voiced[1][-1], speaker.voice
 
 
+@pytest.mark.slow
 def test_spectra_follow_the_audio_frame_by_frame_and_pauses_close_the_mouth():
     speaker = SPEAKERS[4]
     clip = make_clip("one, two", speaker, "neutral", onset=0.1)
@@ -184,6 +187,7 @@ def test_frame_spectra_place_a_tone_burst_in_its_frames(fps):
     assert (spectra[11:19].argmax(1) == 32).all()
 
 
+@pytest.mark.slow
 def test_corpus_is_seeded_balanced_and_restricted_to_the_speakers_asked_for():
     clips = list(make_corpus(3, 4, seed=1, speaker_ids=[0, 2]))
     again = list(make_corpus(3, 4, seed=1, speaker_ids=[2]))
@@ -237,6 +241,7 @@ def write_aac(path: Path, audio: np.ndarray, rate: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_user_clip_round_trips_through_an_mp4_with_aac_sound(tmp_path):
     clip = make_clip("zero, six", SPEAKERS[5], "sad", n_frames=36)
     m4a = write_aac(tmp_path / "sound.m4a", clip.audio, 16000)

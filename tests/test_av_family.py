@@ -48,6 +48,7 @@ def test_unusable_settings_are_params_errors_naming_the_key(section, values, exp
         parse_params(av_params(**{section: values}))
 
 
+@pytest.mark.slow
 def test_a_user_clip_without_sound_is_an_error_naming_it(mlflow_tmp):
     from repflow.media.video import write_video
     from repflow.sources import SourceError
@@ -61,6 +62,7 @@ def test_a_user_clip_without_sound_is_an_error_naming_it(mlflow_tmp):
         run_stage("av.prep", params, {}, mlflow_tmp / "prep")
 
 
+@pytest.mark.slow
 def test_a_vqvae_checkpoint_must_fit_the_frames_and_a_fitting_one_is_used_unchanged(mlflow_tmp):
     from safetensors.torch import load_file
 

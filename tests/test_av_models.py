@@ -100,6 +100,7 @@ def test_vqvae_shapes_and_sequence_roundtrip(kind):
     assert torch.equal(rebuilt.encode_sequence(raw), z)
 
 
+@pytest.mark.slow
 def test_spectrum_vqvae_learns_and_is_deterministic():
     g = torch.Generator().manual_seed(0)
     tilt = torch.linspace(0, -6, 65)
@@ -248,6 +249,7 @@ def toy_sequences(n: int, seed: int, t: int = 8) -> tuple[dict[str, torch.Tensor
     return {"audio": audio, "visual": visual}, labels
 
 
+@pytest.mark.slow
 def test_toy_mdvae_w_takes_the_static_class_and_the_dynamics_do_not():
     """200 steps: w's few-label accuracy (10 labels per class) 0.97–1.00 over model seeds 0–3, the
     time-averaged dynamic latents' 0.29–0.47 (chance 0.25)."""
@@ -269,6 +271,7 @@ def test_toy_mdvae_w_takes_the_static_class_and_the_dynamics_do_not():
     assert validation["loss"] < history[0]["loss"]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic():
     batch = latents(3, b=4)
     states = []
@@ -295,6 +298,7 @@ def test_batches_cover_every_clip_once_per_pass_and_repeat_with_the_seed():
 
 # --- probes --------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier", ["logistic", "centroid"])
 def test_few_label_probe_is_exact_on_separable_data(classifier):
     g = torch.Generator().manual_seed(0)
@@ -327,6 +331,7 @@ def test_mutual_information_is_higher_for_an_informative_representation():
     assert rows.shape == (35, 3) and torch.equal(frame_labels[:8], torch.tensor([0] * 7 + [1]))
 
 
+@pytest.mark.slow
 def test_linear_information_counts_only_what_holds_across_groups():
     """Identity in 4 coordinates; emotion in 4 more, the same code for every speaker (shared) or a speaker's
     own code per emotion (entangled): kNN MI sees both; the read-out on held-out speakers only the shared one."""

@@ -41,6 +41,7 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
         load_tensors(tmp_path / "absent.safetensors")
 
 
+@pytest.mark.slow
 def test_optimizer_state_round_trips_without_pickle(tmp_path):
     enc = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 4})
     head = ProjectionHead(enc.out_dim, 4)

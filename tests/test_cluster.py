@@ -78,6 +78,7 @@ def test_flow_stage_tasks_ask_ray_for_the_gpu(prefect_harness, ray_session):
     assert cpu["gpus"] == []
 
 
+@pytest.mark.slow
 def test_unreachable_ray_address_is_one_line(tmp_path):
     ws = tmp_path / "ws"
     write_params(ws)

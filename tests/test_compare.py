@@ -114,6 +114,7 @@ def test_an_arm_repeats_exactly_and_a_seconds_budget_stops_it(tiny_shards, zoo, 
     assert budgeted["train_cpu_seconds"] < first["train_cpu_seconds"]
 
 
+@pytest.mark.slow
 def test_compare_is_on_demand_and_skips_what_it_does_not_read():
     from repflow.dvc_stages import dvc_yaml
     from repflow.family import parse_params
@@ -176,6 +177,7 @@ def test_cli_compare_picks_methods_by_paradigm(monkeypatch, tmp_path):
     assert seen["P"] == [f"compare.methods={picked}", "compare.epochs=2", "compare.seconds=null"]
 
 
+@pytest.mark.slow
 def test_an_arm_trains_at_compare_lr_where_it_names_the_method():
     from repflow.families.image.stages.compare import arm_params
 

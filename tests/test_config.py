@@ -84,6 +84,7 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(bad)
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_params_without_traceback(tmp_path):
     import subprocess
     import sys

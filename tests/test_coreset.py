@@ -39,6 +39,7 @@ def digits():
     return x  # 200 uint8 digits, 14×14
 
 
+@pytest.mark.slow
 def test_dual_batch_norm_keeps_two_sets_of_statistics():
     enc, head = _dual_models()
     x = torch.rand(16, 1, 14, 14)
@@ -61,6 +62,7 @@ def test_dual_batch_norm_keeps_two_sets_of_statistics():
             pass
 
 
+@pytest.mark.slow
 def test_contrastive_pgd_stays_in_the_ball_and_raises_the_loss():
     enc, head = _dual_models()
     x = torch.rand(12, 1, 14, 14)
@@ -78,6 +80,7 @@ def test_contrastive_pgd_stays_in_the_ball_and_raises_the_loss():
     assert all(p.grad is None for p in enc.parameters())
 
 
+@pytest.mark.slow
 def test_crafting_views_leaves_batch_norm_statistics_and_modes_alone():
     """The official ACL code crafts in eval mode: no PGD iterate may move a running statistic of either
     batch-norm branch (the adv branch is what the saved encoder answers with), and the caller's train mode
@@ -97,6 +100,7 @@ def test_crafting_views_leaves_batch_norm_statistics_and_modes_alone():
     assert enc.training and head.training
 
 
+@pytest.mark.slow
 def test_acl_loss_is_the_mean_and_dynacl_reweights():
     enc, head = _dual_models()
     enc.eval(), head.eval()
@@ -121,6 +125,7 @@ def test_dynacl_schedule():
     assert ACL(eps=0.1, alpha=0.01, steps=1, epochs=10).augment(AUG, 9) == AUG
 
 
+@pytest.mark.slow
 def test_representational_divergence_grows_with_the_radius():
     enc, head = _dual_models()
     enc.eval(), head.eval()
@@ -130,6 +135,7 @@ def test_representational_divergence_grows_with_the_radius():
     assert 0 <= rd[0] < rd[1] < rd[2]
 
 
+@pytest.mark.slow
 def test_candidate_gradients_do_not_depend_on_how_candidates_are_split(digits):
     enc, head = _dual_models()
     enc.eval(), head.eval()
@@ -146,6 +152,7 @@ def test_candidate_gradients_do_not_depend_on_how_candidates_are_split(digits):
     assert not torch.allclose(whole, plain)
 
 
+@pytest.mark.slow
 def test_rcs_greedy_picks_the_best_aligned_batch_and_restores_the_head(digits):
     enc, head = _dual_models()
     enc.eval(), head.eval()
@@ -181,6 +188,7 @@ def test_budget_and_random_baseline():
     assert torch.equal(r.indices, select_coreset_random(100, 20, seed=1).indices)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coreset_size, steps", [(20, 3), (5, 1)])
 def test_coreset_epochs_train_on_every_coreset_image(monkeypatch, coreset_size, steps):
     """A 20-image coreset with batch 8 is 3 batches (7, 7, 6), a 5-image one a single batch: every image
@@ -231,6 +239,7 @@ def test_spearman_matches_scipy_and_its_permutation_p_value_separates_signal_fro
     assert p_noise > 0.05
 
 
+@pytest.mark.slow
 def test_greedy_gain_predicts_the_divergence_drop_of_one_head_step(digits):
     """The mechanism behind RCS: with a small step, the candidates that the gain ⟨g_b, ∇L_RD(U)⟩ ranks
     high are those whose head step lowers L_RD(U) most (first order: drop ≈ step · gain). A briefly trained

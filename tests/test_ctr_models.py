@@ -37,6 +37,7 @@ def small(name: str, features, seed: int = 0):
     return build_ctr_model(name, features, **SMALL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CTR_MODELS))
 def test_every_model_learns(name, data):
     features, train, _ = data
@@ -127,6 +128,7 @@ def test_a_prediction_does_not_depend_on_the_batch(name, data):
     assert torch.allclose(whole, alone, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions(data):
     features, train, test = data
     runs = []

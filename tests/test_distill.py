@@ -37,6 +37,7 @@ def per_class(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     return [x[y == c].float() / 255 for c in range(K)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", [None, Augment()])
 def test_dm_loss_is_zero_for_identical_sets_and_positive_otherwise(augment):
     x, y = tiny_data()
@@ -49,6 +50,7 @@ def test_dm_loss_is_zero_for_identical_sets_and_positive_otherwise(augment):
     assert other.item() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", [None, Augment()])
 def test_dc_loss_is_zero_for_identical_sets_and_positive_otherwise(augment):
     x, y = tiny_data()
@@ -88,6 +90,7 @@ def _params(seed: int = 0):
     return x, y, [PixelParam.from_real(x, y, 2, seed), LatentParam(gen, 2, seed), FeatureParam(gen, 2, 1, seed)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["dm", "dc"])
 def test_gradients_reach_every_parameterisation(loss):
     x, y, params = _params()
@@ -110,6 +113,7 @@ def test_gradients_reach_every_parameterisation(loss):
             assert all(p.grad is None for p in param.generator.parameters())
 
 
+@pytest.mark.slow
 def test_feature_param_at_init_renders_exactly_the_generator_samples():
     gen = tiny_generator()
     z, c = initial_latents(gen, 3, seed=5)
@@ -150,6 +154,7 @@ def test_gaussian_pixel_noise_has_the_channel_statistics_it_is_given():
         PixelParam.from_noise((1, 4, 4), 2, 1, seed=0, mean=[0.5])
 
 
+@pytest.mark.slow
 def test_parameterisations_do_not_touch_the_callers_generator():
     gen = tiny_generator()
     before = {k: v.clone() for k, v in gen.state_dict().items()}
@@ -159,6 +164,7 @@ def test_parameterisations_do_not_touch_the_callers_generator():
     assert all(p.requires_grad for p in gen.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pixel", "latent", "feature"])
 def test_distillation_reduces_the_dm_loss(kind):
     x, y = tiny_data(per_class=8)
@@ -181,6 +187,7 @@ def test_distillation_reduces_the_dm_loss(kind):
     assert images.min() >= 0 and images.max() <= 1
 
 
+@pytest.mark.slow
 def test_a_snapshot_taken_mid_run_keeps_the_set_of_that_iteration():
     x, y = tiny_data()
     param = PixelParam.from_noise(SHAPE, K, 1, seed=0)
@@ -191,6 +198,7 @@ def test_a_snapshot_taken_mid_run_keeps_the_set_of_that_iteration():
     assert torch.equal(kept[4], param.snapshot()[0])
 
 
+@pytest.mark.slow
 def test_dc_distillation_runs_with_an_inner_loop_and_pixels_stay_in_range():
     x, y = tiny_data()
     param = PixelParam.from_noise(SHAPE, K, 1, seed=0)
@@ -200,6 +208,7 @@ def test_dc_distillation_runs_with_an_inner_loop_and_pixels_stay_in_range():
     assert param.pixels.min() >= 0 and param.pixels.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["dm", "dc"])
 def test_the_same_seed_gives_the_same_distilled_set(loss):
     x, y = tiny_data()
@@ -225,6 +234,7 @@ def test_random_real_subset_is_class_major_seeded_and_real():
         assert len(match) and int(y[match[0]]) == int(label)
 
 
+@pytest.mark.slow
 def test_cross_architecture_evaluation_rows_and_summary():
     x, y = tiny_data(per_class=10)
     archs = {"convnet": SMALL_NET, "mlp": {"arch": "mlp", "width": 16, "depth": 1},

@@ -45,6 +45,7 @@ def test_bad_declarations_are_errors_naming_both_sides():
     assert [f.name for f in families()] == before  # nothing half-registered
 
 
+@pytest.mark.slow
 def test_code_versions_cover_a_stage_and_its_imports_only():
     train = {p.relative_to(REPO).as_posix() for p in code_files(resolve_stage("image.train").module)}
     prep = {p.relative_to(REPO).as_posix() for p in code_files(resolve_stage("image.prep").module)}
@@ -58,6 +59,7 @@ def test_code_versions_cover_a_stage_and_its_imports_only():
     assert "repflow/families/image/acl.py" not in prep and "repflow/families/image/stages/train.py" not in prep
 
 
+@pytest.mark.slow
 def test_dvc_yaml_is_generated_from_the_declarations():
     from repflow.dvc_stages import dvc_yaml
 
@@ -94,6 +96,7 @@ def test_every_count_in_the_schema_has_an_upper_bound():
         parse_params(tiny_params(generate={"epochs": 10**12}))
 
 
+@pytest.mark.slow
 def test_registering_the_same_model_twice_adds_no_version(mlflow_tmp):
     import mlflow
     import torch
@@ -112,6 +115,7 @@ def test_registering_the_same_model_twice_adds_no_version(mlflow_tmp):
     assert (first, again, other) == ("1", "1", "2")
 
 
+@pytest.mark.slow
 def test_the_champion_gate_compares_scores_only_under_one_protocol(mlflow_tmp):
     import json
 
@@ -292,6 +296,7 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
     assert "toyfam/algo.py" in status and "toy-make" not in status
 
 
+@pytest.mark.slow
 def test_cli_names_the_valid_families_and_stages(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     for args, expected in ((["run", "nope"], "unknown family 'nope'; families: image, audio, av, ctr, sr, text, video"),

@@ -15,6 +15,7 @@ from repflow.shards import ShardSet
 from tests.conftest import tiny_params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_generator_stops_and_restarts_at_every_layer(shape):
     torch.manual_seed(0)
@@ -91,6 +92,7 @@ def test_supcon_reduces_to_nt_xent_and_uses_labels():
     assert supcon_loss(clustered, clustered, labels) < supcon_loss(z1, z2, labels)
 
 
+@pytest.mark.slow
 def test_cvae_training_lowers_the_loss():
     from repflow.families.image.sources import read_source
 

@@ -43,6 +43,7 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> No
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_bad_cron_is_a_one_line_error(tmp_path):
     write_params(tmp_path)
     out = repflow("serve", "--cron", "61 * * *", "--workdir", str(tmp_path), env=cli_env(tmp_path))
@@ -51,6 +52,7 @@ def test_bad_cron_is_a_one_line_error(tmp_path):
     assert_one_line_error(out, "'-5'", "positive")
 
 
+@pytest.mark.slow
 def test_commands_that_need_a_server_name_the_url_that_does_not_answer(tmp_path):
     write_params(tmp_path)
     url = f"http://127.0.0.1:{free_port()}/api"

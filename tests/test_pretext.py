@@ -54,6 +54,7 @@ def test_mask_ratio_is_honoured_per_image_and_follows_the_generator():
     assert random_patch_mask(2, 16, 0.5, torch.Generator().manual_seed(0)).sum(1).tolist() == [8, 8]
 
 
+@pytest.mark.slow
 def test_masked_ae_loss_is_the_mse_over_masked_pixels_of_the_zero_filled_reconstruction():
     enc = encoder()
     head = MaskedAutoencoderHead(enc.out_dim, (1, 8, 8), patch=2)
@@ -103,6 +104,7 @@ def test_masked_ae_refuses_patches_that_do_not_tile_the_image():
 # ---------------------------------------------------------------- BiGAN
 
 
+@pytest.mark.slow
 def test_bigan_single_backward_gives_each_player_exactly_the_gradient_of_its_own_loss():
     enc = encoder()
     head = BiGANHead(enc.out_dim, (1, 8, 8), z_dim=8, width=4)
@@ -151,6 +153,7 @@ def _train(name: str, seed: int = 0, epochs: int = 3, **kwargs):
     return enc, head, history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRETEXTS)
 def test_a_pretext_head_trains_in_the_shared_loop_deterministically(name):
     enc_a, head_a, hist_a = _train(name)
@@ -167,6 +170,7 @@ def test_a_pretext_head_trains_in_the_shared_loop_deterministically(name):
         assert all(0.0 <= h["d_accuracy"] <= 1.0 and "eg_loss" in h for h in hist_a)
 
 
+@pytest.mark.slow
 def test_the_loop_uses_the_heads_adam_betas():
     betas = {}
     for name in PRETEXTS:
@@ -179,6 +183,7 @@ def test_a_pretext_head_refuses_labels_and_an_adversary():
         _train("masked_ae", labels=torch.zeros(48, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_the_cpu_budget_stops_the_loop_after_a_batch():
     _, _, full = _train("masked_ae", epochs=2)
     _, _, cut = _train("masked_ae", epochs=2, max_seconds=1e-6)
@@ -212,6 +217,7 @@ def test_load_training_head_names_the_file_when_the_state_does_not_fit():
         build_training_head("bigan", 16, (1, 8, 8), proj_dim=8, dual_bn=True)
 
 
+@pytest.mark.slow
 def test_held_out_divergence_skips_a_pretext_head(tmp_path):
     from repflow.checkpoints import save_tensors
     from repflow.families.image.stages.evaluate import held_out_divergence

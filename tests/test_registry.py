@@ -130,6 +130,7 @@ def tiny_data():
     return SimpleNamespace(shape=(1, 8, 8), meta={"mean": [0.5], "std": [0.25]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TRAIN_METHODS))
 def test_every_training_method_trains_one_step_through_the_stage_helpers(name):
     from repflow.families.image.stages._training import adversary, new_models

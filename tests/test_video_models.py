@@ -96,6 +96,7 @@ def _macs(name: str, width: int) -> tuple[int, int]:
     return count_macs(wm.embed, clip, msg), count_macs(wm.extract, clip)
 
 
+@pytest.mark.slow
 def test_depthwise_and_time_in_channels_cut_macs():
     macs = {name: _macs(name, 32) for name in WATERMARKERS}
     params = {name: count_params(build_watermarker(name, T, L, width=32)) for name in WATERMARKERS}
@@ -301,6 +302,7 @@ def test_combined_choice_is_seeded():
     assert set(choices_a) == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_itov_learns_to_carry_bits_through_identity():
     """A real check: 250 Adam steps on random clips; decoded bits on fresh clips must beat chance clearly
     (256 bits: chance gives 0.5 ± 0.03)."""
