@@ -423,7 +423,8 @@ def report(payload: dict, rerendered: bool = False) -> None:
         *([f"positive control (control_accuracies: a toy class-conditional generator, 8 × 8 images, 4 classes on a "
            "ring of templates moved by z₀, 6 nuisance latents; a 4-feature MLP encoder trained with NT-Xent, "
            f"{CONTROL_SEEDS} seeds): probe accuracy " + ", ".join(f"{arm} {mean_std(v)[0]:.3f} ± {mean_std(v)[1]:.3f}"
-                                                              for arm, v in payload["control"].items())]
+                                                              for arm, v in payload["control"].items())
+           + (f" ({payload['control_note']})" if "control_note" in payload else "")]
           if "control" in payload else []),
         *write_claims(judged(payload), "genrep"),
         "v1 and this run used different generators (Fréchet 6.650 in v1; v1 trained it with 2 torch threads, on "
