@@ -40,16 +40,18 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
-from repflow import distill as D  # noqa: E402
+from repflow.families.image import distill as D  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.family import parse_params  # noqa: E402
 from repflow.report import class_grid, markdown_table  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.families.image.stages.generate import load_generator  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
-from repflow.verdict import Claim, separation_check  # noqa: E402
+from repflow.families.image.models.generator import ConditionalGenerator  # noqa: E402
+from repflow.verdict import Claim, positive_control, separation_check  # noqa: E402
 
 STARTS = ["random real", "generator samples", "noise"]
 ARM_START = {
@@ -80,7 +82,8 @@ CLAIMS = {(ipc, loss): Claim(
 def judged(payload: dict) -> list[Tested]:
     """The declared claims from a run's payload (``raw`` and ``args``, as glad.json stores them: args as strings).
     Floor check per ipc: random real images beat noise by more than the smallest effect (the evaluation can tell
-    a useful set from a useless one)."""
+    a useful set from a useless one). Positive control (``control``, where the run measured it): feature beats
+    pixel on :func:`control_accuracies`' task, built so that it must."""
     a = payload["args"]
     iterations = {"dm": int(a["dm_iterations"]), "dc": int(a["dc_iterations"])}
     epochs = int(a["eval_epochs"])
@@ -91,6 +94,9 @@ def judged(payload: dict) -> list[Tested]:
     scale = {"data": f"Fashion-MNIST, {a['per_class']} per class; CVAE generator", "model": "ConvNet distillation, "
              "evaluated on MLP / ConvNet-BN / ResNet", "device": "cpu"}
     out = []
+    control = payload.get("control")
+    controls = () if control is None else (positive_control(
+        [f - p for f, p in zip(control["feature (image layer)"], control["pixel ← generator"])], name=CONTROL_NAME),)
     for (ipc, loss), claim in CLAIMS.items():
         feature, pixel = acc.get((ipc, loss, "feature (F_l, w)")), acc.get((ipc, loss, "pixel ← generator"))
         if not feature or not pixel:
@@ -100,9 +106,85 @@ def judged(payload: dict) -> list[Tested]:
         both = sorted(set(real) & set(noise))
         floor = separation_check([noise[s] for s in both], [real[s] for s in both], claim.smallest_effect,
                                  name=f"noise vs random real images, ipc {ipc}")
-        out.append(Tested(claim, [feature[s] - pixel[s] for s in seeds], (floor,),
+        out.append(Tested(claim, [feature[s] - pixel[s] for s in seeds], (*controls, floor),
                           {**scale, "steps": f"{iterations[loss]} {loss.upper()} iterations, {epochs} eval epochs"},
                           {"feature": [feature[s] for s in seeds], "pixel": [pixel[s] for s in seeds]}))
+    return out
+
+
+CONTROL_NAME = "positive control: a generator whose range leaves out a train-only shortcut, feature beats pixel"
+CONTROL_SEEDS = 5
+
+
+class MaskedGenerator(ConditionalGenerator):
+    """A generator whose range, by construction, leaves out the bottom ``masked_rows`` rows (always 0) and
+    whose last feature layer is the image itself: layers 0..3 are :class:`ConditionalGenerator`'s, layer 4's
+    feature F is the unmasked image and rendering from it is clamp(F, 0, 1) with the rows zeroed. Distilling
+    into layer 4 is then pixel distillation that cannot write those rows, and nothing else differs."""
+
+    def __init__(self, num_classes: int, out_shape: tuple[int, int, int], masked_rows: int, **kwargs):
+        super().__init__(num_classes, out_shape, **kwargs)
+        mask = torch.ones(out_shape)
+        mask[:, -masked_rows:] = 0
+        self.register_buffer("mask", mask)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks) + 2
+
+    def features(self, w: torch.Tensor, layer: int) -> torch.Tensor:
+        if layer == self.num_layers - 1:
+            return super().render_from(super().features(w, 0), w, 0)
+        return super().features(w, layer)
+
+    def render_from(self, feat: torch.Tensor, w: torch.Tensor, layer: int) -> torch.Tensor:
+        if layer == self.num_layers - 1:
+            return feat.clamp(0, 1) * self.mask
+        return super().render_from(feat, w, layer) * self.mask
+
+
+def control_task(seed: int, *, classes: int = 4, side: int = 16, masked_rows: int = 4, per_class: int = 64,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images, labels, test images, labels), float (N, 1, side, side) in [0, 1]: a smooth class template
+    (±0.2 on a 4 × 4 grid, upsampled) plus N(0, 0.2²) noise in the top rows, and a bright patch in the bottom
+    ``masked_rows`` rows at a column block that codes the class in the train images (a shortcut) and a random
+    class in the test images (so a net that learnt the shortcut is misled)."""
+    g = torch.Generator().manual_seed(seed)
+    top = side - masked_rows
+    coarse = torch.randint(0, 2, (classes, 1, 4, 4), generator=g).float() * 2 - 1
+    templates = F.interpolate(coarse, size=(top, side), mode="bilinear", align_corners=False)
+
+    def draw(n: int, shortcut: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(classes).repeat_interleave(n)
+        x = torch.zeros(len(y), 1, side, side)
+        x[:, :, :top] = 0.5 + 0.2 * templates[y] + 0.2 * torch.randn(len(y), 1, top, side, generator=g)
+        patch = y if shortcut else torch.randint(0, classes, (len(y),), generator=g)
+        width = side // classes
+        for c in range(classes):
+            x[patch == c, :, top:, c * width:(c + 1) * width] = 1.0
+        return x.clamp(0, 1), y
+
+    return (*draw(per_class, True), *draw(per_class, False))
+
+
+def control_accuracies(seed: int, *, iterations: int = 100, ipc: int = 5, epochs: int = 100) -> dict[str, float]:
+    """Cross-architecture accuracy (on the misleading-shortcut test images of :func:`control_task`) of a DM-distilled
+    set, pixel ← generator vs feature (the image layer of :class:`MaskedGenerator`), from the same generator
+    samples, the same learning rate (the pixel one) and the same seed. Both can write the class templates; only
+    the pixel set can copy the train-only shortcut, which the evaluation nets then lean on."""
+    x, y, x_test, y_test = control_task(seed)
+    torch.manual_seed(seed)
+    gen = MaskedGenerator(int(y.max()) + 1, tuple(x.shape[1:]), masked_rows=4, z_dim=8, w_dim=16, channels=8).eval()
+    norm = {"mean": [0.5], "std": [0.25]}
+    net = {**D.DISTILL_NET, **norm}
+    archs = {name: {**cfg, **norm} for name, cfg in D.EVAL_ARCHITECTURES.items()}
+    lr = {"pixels": D.DEFAULT_LR["dm"]["pixels"], "features": D.DEFAULT_LR["dm"]["pixels"]}
+    out = {}
+    for arm, param in (("pixel ← generator", D.PixelParam.from_generator(gen, ipc, seed)),
+                       ("feature (image layer)", D.FeatureParam(gen, ipc, gen.num_layers - 1, seed))):
+        D.distill(param, x, y, loss="dm", iterations=iterations, lr=lr, net_config=net, seed=seed)
+        rows = D.evaluate_distilled(*param.snapshot(), x_test, y_test, archs=archs, epochs=epochs, seeds=[seed])
+        out[arm] = D.summarize(rows)["cross_arch"]
     return out
 
 
@@ -237,6 +319,12 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
+    control: dict[str, list[float]] = {}
+    for seed in range(CONTROL_SEEDS):
+        for arm, acc in control_accuracies(seed).items():
+            control.setdefault(arm, []).append(acc)
+    print(f"positive control ({CONTROL_SEEDS} seeds, cross-arch accuracy, misleading-shortcut test): {control}",
+          flush=True)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="repflow-glad-") as tmp:
         root = args.workdir or Path(tmp)
@@ -267,15 +355,20 @@ def main() -> None:
                for k, v in results.items()]
         rows, notes = tables_and_notes(args, results, infos, seeds_done, checked, archs, gen, quality, x, x_test,
                                        t_start, t_data, status)
+        notes.insert(1, f"positive control ({CONTROL_NAME}; control_accuracies: 4 classes of 16 × 16 templates, "
+                     f"DM 100 iterations, ipc 5, equal pixel learning rate, 100 eval epochs; {CONTROL_SEEDS} seeds): "
+                     "cross-arch accuracy " + ", ".join(f"{arm} {mean_std(v)[0]:.3f} ± {mean_std(v)[1]:.3f}"
+                                                        for arm, v in control.items()))
         if args.name == "glad":  # the headline run
-            notes = notes + write_claims(judged({"raw": raw, "args": {k: str(v) for k, v in vars(args).items()}}),
-                                         args.name)
+            notes = notes + write_claims(judged({"raw": raw, "args": {k: str(v) for k, v in vars(args).items()},
+                                                 "control": control}), args.name)
         write_results(args.name, "GLaD: cross-architecture accuracy of distilled Fashion-MNIST sets, same starts",
                       rows, notes,
                       extra={"raw": raw,
                              "distill_info": [{"seed": k[0], "ipc": k[1], "loss": k[2], "arm": k[3], **v}
                                               for k, v in infos.items()],
-                             "generator_quality": quality, "args": {k: str(v) for k, v in vars(args).items()}})
+                             "generator_quality": quality, "args": {k: str(v) for k, v in vars(args).items()},
+                             "control": control})
 
     for seed in range(args.seeds):
         for ipc in args.ipcs:

@@ -11,7 +11,15 @@ attacks its own disjoint test images. Success is counted on the images each targ
 correctly when clean. Mechanism check first (the paper's motivation): surrogate accuracy with the split
 feature replaced by its rank-1 part vs by the residual; then the fusion grid and a β sweep on MI-FGSM.
 
+Before any of it, the positive control (:func:`control_transfer`, 5 seeds, under a second): a surrogate built
+so that its split feature is rank-1 plus a small orthogonal part its logits lean on but the targets ignore;
+fusing the rank-1 logits must then raise transfer if the fusion code is right. Each claim also gets a floor
+check (the plain attack fools the targets more than random ±ε noise does) and a ceiling check (the plain
+attack leaves room below 100 %).
+
     python -m benchmarks.svd_transfer [--seeds 3] [--eps 0.1 0.2] [--images 250] [--spectrum 5] [--surrogates ...]
+    python -m benchmarks.svd_transfer --seeds 5 --eps 0.2 --bases mifgsm di --images 100 --beta-sweep \
+        --per-class 200 --epochs 3 --surrogates convnet_bn_gap resnet8      # the claim run of issue 30
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
@@ -36,7 +45,7 @@ from repflow.family import parse_params  # noqa: E402
 from repflow.report import bar_plot, line_plot  # noqa: E402
 from repflow.shards import ShardSet  # noqa: E402
 from repflow.stage import run_stage  # noqa: E402
-from repflow.verdict import Claim, positive_control  # noqa: E402
+from repflow.verdict import Claim, positive_control, separation_check  # noqa: E402
 from repflow.families.image.zoo import ZOO_SPECS, train_zoo_member  # noqa: E402
 
 SURROGATES = {"convnet": "block2", "convnet_bn_gap": "block2", "resnet8": "stage2"}  # zoo member -> split stage
@@ -55,15 +64,18 @@ CLAIMS = {s: Claim(f"image.svd_fusion_{s}", "image", PAPER, f"Fusing the rank-1 
 
 def judged(payload: dict) -> list[Tested]:
     """The declared claims from a run's payload (``raw``, ``feature_ablation`` and ``args``, as svd_transfer.json
-    stores them). Control: the paper's premise on that surrogate (its rank-1 part keeps more accuracy than the
-    residual, per seed)."""
+    stores them; ``control`` and ``noise`` where the run measured them). Controls: the paper's premise on that
+    surrogate (its rank-1 part keeps more accuracy than the residual, per seed); the positive control of
+    :func:`control_transfer`; the floor (plain attack vs ±ε sign noise) and the ceiling (room above the plain
+    attack's success)."""
     raw, ablation, a = payload["raw"], payload["feature_ablation"], payload["args"]
-    beta = a["beta"]
+    beta, bases = a["beta"], a.get("bases", BASES)
+    control = payload.get("control")
     out = []
     for surrogate, claim in CLAIMS.items():
         if surrogate not in ablation:
             continue
-        cells = [(eps, attack) for eps in a["eps"] for attack in BASES]
+        cells = [(eps, attack) for eps in a["eps"] for attack in bases]
 
         def black_box(svd, eps, attack):
             success = raw[f"{surrogate} eps={eps} {attack} svd={svd}"]
@@ -71,14 +83,118 @@ def judged(payload: dict) -> list[Tested]:
 
         fused = [sum(v) / len(v) for v in zip(*(black_box(beta, e, t) for e, t in cells))]
         plain = [sum(v) / len(v) for v in zip(*(black_box(None, e, t) for e, t in cells))]
-        premise = positive_control([r1 - res for r1, res in zip(ablation[surrogate]["rank-1 part"],
-                                                                 ablation[surrogate]["residual"])],
-                                   name="premise: the rank-1 part keeps more accuracy than the residual")
-        scale = {"data": f"Fashion-MNIST, {a['images']} attacked images per seed", "model": f"{surrogate} surrogate "
-                 f"→ {len(TARGETS)} targets", "steps": f"{a['epochs']} epochs", "device": "cpu"}
-        out.append(Tested(claim, [x - y for x, y in zip(fused, plain)], (premise,), scale,
+        controls = [positive_control([r1 - res for r1, res in zip(ablation[surrogate]["rank-1 part"],
+                                                                   ablation[surrogate]["residual"])],
+                                     name="premise: the rank-1 part keeps more accuracy than the residual")]
+        if control is not None:
+            controls.append(positive_control([f - p for f, p in zip(control["fused"], control["plain"])],
+                                             name=CONTROL_NAME))
+        if surrogate in payload.get("noise", {}):
+            noise = payload["noise"][surrogate]
+            controls.append(separation_check(noise, plain, claim.smallest_effect, best=1.0,
+                                             name="floor: plain attack vs ±ε sign noise, black-box success"))
+            controls.append(separation_check(plain, [1.0] * len(plain), claim.smallest_effect, best=1.0,
+                                             name="ceiling: room above the plain attack's black-box success"))
+        scale = {"data": f"Fashion-MNIST, {a['per_class']} train images per class, {a['images']} attacked test "
+                 f"images per seed", "model": f"{surrogate} surrogate → {len(TARGETS)} targets",
+                 "steps": f"{a['epochs']} training epochs; attacks {'/'.join(bases)}, ε {a['eps']}, 10 steps",
+                 "device": "cpu"}
+        out.append(Tested(claim, [x - y for x, y in zip(fused, plain)], tuple(controls), scale,
                           {"fused": fused, "plain": plain}))
     return out
+
+
+CONTROL_NAME = "positive control: rank-1-dominated surrogate, fusion raises transfer by construction"
+CONTROL_EPS = 0.15
+
+
+class Rank1Surrogate(nn.Module):
+    """A two-class surrogate built so that SVD fusion must raise transfer if the fusion code is right.
+
+    Its split feature (4 channels × 2 × 2, read as a 4 × 4 matrix) is a(x)·c₁r₁ᵀ + b(x)·c₂r₂ᵀ with orthonormal
+    c₁ ⊥ c₂, r₁ ⊥ r₂, a(x) = 1 + ⟨u, x − ½⟩ and b(x) = ⟨v, x − ½⟩ (u, v: ±1/P patterns over the P pixels), so
+    |a| > |b| on the data and the rank-1 part is exactly the u-component. The logit margin is
+    ``shared``·(a − 1) + ``own``·b: the surrogate leans on v more than on u (``own`` > ``shared``), and the
+    targets use only u. Plain gradients then follow v (no transfer); the fused logits (β = ½) weigh v by
+    β·``own`` < ``shared`` and follow u."""
+
+    layer_names = ("feature", "logits")
+
+    def __init__(self, u: torch.Tensor, v: torch.Tensor, basis: torch.Tensor, shared: float = 1.0,
+                 own: float = 1.5):
+        super().__init__()
+        self.register_buffer("u", u)
+        self.register_buffer("v", v)
+        self.register_buffer("basis", basis)  # (4, 4) orthonormal columns: c₁ = r₁ = basis[:, 0], c₂ = r₂ = basis[:, 1]
+        self.shared, self.own = shared, own
+
+    def feature(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x.flatten(1) - 0.5
+        a, b = 1 + centred @ self.u, centred @ self.v
+        c1, c2 = self.basis[:, 0], self.basis[:, 1]
+        m = a[:, None, None] * torch.outer(c1, c1) + b[:, None, None] * torch.outer(c2, c2)
+        return m.view(-1, 4, 2, 2)
+
+    def logits(self, feature: torch.Tensor) -> torch.Tensor:
+        m = feature.flatten(2)
+        c1, c2 = self.basis[:, 0], self.basis[:, 1]
+        a, b = torch.einsum("nij,i,j->n", m, c1, c1), torch.einsum("nij,i,j->n", m, c2, c2)
+        margin = self.shared * (a - 1) + self.own * b
+        return torch.stack([-margin, margin], 1) / 2
+
+    def split(self, layer: str) -> tuple[nn.Module, nn.Module]:
+        if layer != "feature":
+            raise ValueError(f"split layer {layer!r}; valid: feature")
+        return _Call(self.feature), _Call(self.logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.feature(x))
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def control_transfer(seed: int, n: int = 200, side: int = 8, margin: float = 0.2, noise: float = 0.1,
+                     eps: float = CONTROL_EPS, beta: float = 0.5) -> dict[str, float]:
+    """Black-box success (mean over 3 linear targets that read u, each with its own small extra direction) of
+    MI-FGSM (ε = ``eps``, 10 steps) from :class:`Rank1Surrogate`, plain and SVD-fused (β), on ``n`` images
+    x = ½ ± ``margin``·(u + v)/2 + N(0, ``noise``²) of ``side`` × ``side`` pixels. Seconds on one thread."""
+    g = torch.Generator().manual_seed(seed)
+    p = side * side
+    u_sign, v_sign = (torch.randint(0, 2, (2, p), generator=g).float() * 2 - 1)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = (0.5 + (2 * y[:, None] - 1) * margin * (u_sign + v_sign) / 2
+         + noise * torch.randn(n, p, generator=g)).clamp(0, 1).view(n, 1, side, side)
+    basis, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))
+    surrogate = Rank1Surrogate(u_sign / p, v_sign / p, basis).eval()
+    targets = []
+    for _ in range(3):
+        w = u_sign + 0.3 * torch.randn(p, generator=g)
+        target = nn.Sequential(nn.Flatten(), nn.Linear(p, 2))
+        with torch.no_grad():
+            target[1].weight.copy_(torch.stack([-w, w]))
+            target[1].bias.copy_(torch.stack([w.sum() / 2, -w.sum() / 2]))
+        targets.append(target.eval())
+    out = {}
+    for arm, svd in (("plain", None), ("fused", {"layer": "feature", "beta": beta})):
+        x_adv = make_attack("mifgsm", surrogate, svd=svd, eps=eps, steps=10, seed=seed)(x, y)
+        out[arm] = statistics.fmean(attack_success_rate(t, x_adv, x, y)[0] for t in targets)
+    out["surrogate clean accuracy"] = accuracy(surrogate, x, y)
+    return out
+
+
+def sign_noise(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """x + ε·(random ±1 per pixel), clipped to [0, 1]: the floor reference at the attack's budget."""
+    g = torch.Generator().manual_seed(seed)
+    return (x + eps * (torch.randint(0, 2, x.shape, generator=g).float() * 2 - 1)).clamp(0, 1)
+
+
 V1 = RESULTS / "svd_transfer_v1.json"
 
 
@@ -126,12 +242,19 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--beta-sweep", type=float, nargs="*", default=BETA_SWEEP, help="extra β values on MI-FGSM")
     ap.add_argument("--surrogates", nargs="+", default=list(SURROGATES), choices=list(SURROGATES))
+    ap.add_argument("--bases", nargs="+", default=BASES, choices=BASES, help="base attacks (SSA costs N× the others)")
     ap.add_argument("--per-class", type=int, default=400)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids contention on a shared CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
+    control = {"plain": [], "fused": [], "surrogate clean accuracy": []}
+    for seed in range(5):
+        for arm, value in control_transfer(seed).items():
+            control[arm].append(value)
+    print(f"positive control (rank-1-dominated surrogate, MI-FGSM ε={CONTROL_EPS}, 5 seeds): black-box success "
+          f"plain {control['plain']}, fused {control['fused']}", flush=True)
     print(f"ε = {args.eps} (pixels in [0, 1]; 8/255 barely transfers at 28×28), T = 10, α = ε/10, μ = 1, "
           f"DI p = 0.5 r = 0.9, SSA N = {args.spectrum} ρ = 0.5 σ = ε; SVD: β = {args.beta}, power iteration × 20; "
           f"surrogates {args.surrogates}", flush=True)
@@ -161,10 +284,11 @@ def main() -> None:
         print(f"target {name}: clean acc {accuracy(targets[name], x_test, y_test):.4f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    arms = [(base, None) for base in BASES] + [(base, args.beta) for base in BASES]
+    arms = [(base, None) for base in args.bases] + [(base, args.beta) for base in args.bases]
     arms += [("mifgsm", beta) for beta in args.beta_sweep if beta != args.beta]
     success: dict[tuple, list[float]] = {}  # (surrogate, eps, base, fusion, model) -> per-seed success rates
     ablation: dict[str, dict[str, list[float]]] = {}
+    noise: dict[str, list[float]] = {}  # surrogate -> per seed: ±ε sign-noise success, mean over targets and ε
     surrogate_acc: dict[str, list[float]] = {}
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(1234))
     for surrogate_name in args.surrogates:
@@ -177,6 +301,9 @@ def main() -> None:
                 ablation.setdefault(surrogate_name, {}).setdefault(name, []).append(value)
             idx = order[seed * args.images:(seed + 1) * args.images]
             x, y = x_test[idx], y_test[idx]
+            noise.setdefault(surrogate_name, []).append(statistics.fmean(
+                attack_success_rate(targets[t], sign_noise(x, eps, seed), x, y)[0]
+                for eps in args.eps for t in TARGETS))
             for eps in args.eps:
                 for base, fusion in arms:
                     svd = None if fusion is None else {"layer": layer, "beta": fusion}
@@ -215,13 +342,13 @@ def main() -> None:
                                                                           for m in ["surrogate", *TARGETS]}
 
     RESULTS.mkdir(exist_ok=True)
-    groups = [f"{s}\n{base} ε={eps}" for s in args.surrogates for eps in args.eps for base in BASES]
+    groups = [f"{s}\n{base} ε={eps}" for s in args.surrogates for eps in args.eps for base in args.bases]
     series = {"without SVD": None, f"with SVD (β={args.beta})": args.beta}
     bar_plot(groups, {k: [mean_std(blackbox(s, eps, base, f))[0] for s in args.surrogates for eps in args.eps
-                          for base in BASES] for k, f in series.items()},
+                          for base in args.bases] for k, f in series.items()},
              RESULTS / "svd_transfer.png", ylabel=f"black-box success (mean of {len(TARGETS)})",
              errors={k: [mean_std(blackbox(s, eps, base, f))[1] for s in args.surrogates for eps in args.eps
-                         for base in BASES] for k, f in series.items()},
+                         for base in args.bases] for k, f in series.items()},
              title=f"Transfer on Fashion-MNIST, per surrogate ({args.seeds} seeds)")
     betas = sorted({*args.beta_sweep, args.beta, 1.0})
     line_plot(betas, {f"{s} ε={eps}": [statistics.fmean(blackbox(s, eps, "mifgsm", None if b == 1.0 else b))
@@ -251,26 +378,21 @@ def main() -> None:
                      f"{abl['rank-1 part'][1]:.3f}, residual {abl['residual'][0]:.3f} ± {abl['residual'][1]:.3f}: "
                      f"the premise (rank-1 part keeps more accuracy than the residual) "
                      f"{'holds' if premise else 'fails'}")
-        cells, raised, lowered = [], 0, 0
+        cells = []
         for eps in args.eps:
-            for base in BASES:
+            for base in args.bases:
                 g = gain(s, eps, base, args.beta)
                 m, sd = mean_std(g)
-                raised += m - sd > 0
-                lowered += m + sd < 0
                 old = ""
                 if s == "convnet" and (eps, base, "none") in v1:
                     old = f" [v1: {v1[(eps, base, 'none')]:.3f} → {v1[(eps, base, 'β=0.5')]:.3f}]"
                 cells.append(f"ε={eps} {base} {statistics.fmean(blackbox(s, eps, base, None)):.3f} → "
                              f"{statistics.fmean(blackbox(s, eps, base, args.beta)):.3f} (Δ {m:+.3f} ± {sd:.3f}, "
                              f"{sum(x > 0 for x in g)}/{len(g)} seeds gain){old}")
-        n = len(cells)
-        verdict = ("holds" if raised == n else "holds partly" if raised > 0 else "does not hold")
-        verdicts[s] = {"verdict": verdict, "raised": raised, "lowered": lowered, "cells": n, "premise": premise}
-        notes.append(f"**{s}** claim 'fusing the rank-1 logits (β = {args.beta}) raises black-box transfer success': "
-                     f"**{verdict} here** — raised by more than one std in {raised}/{n} (attack, ε) cells, lowered "
-                     f"by more than one std in {lowered}/{n} (mechanism check: premise "
-                     f"{'holds' if premise else 'fails'}); " + "; ".join(cells))
+        verdicts[s] = {"premise": premise, "cells": len(cells)}
+        notes.append(f"**{s}** fusing the rank-1 logits (β = {args.beta}), black-box success per (attack, ε) cell, "
+                     f"plain → fused (Δ mean ± std over seeds; the verdict is the claim record's, below): "
+                     + "; ".join(cells))
     notes += [
         "deviations from the official code (WJJLL/SVD-SSA): Fashion-MNIST 28×28 and small CPU-trained surrogates "
         "instead of ImageNet and Inception-v3 (Mixed_6e); ε 0.1/0.2 instead of 16/255; SSA N = "
@@ -280,11 +402,16 @@ def main() -> None:
         f"wall time {time.perf_counter() - t_start:.0f} s, torch threads {args.threads}; plots: svd_transfer.png, "
         f"svd_transfer.beta.png; v1 (instance-norm ConvNet only): svd_transfer_v1.md",
     ]
-    notes += write_claims(judged({"raw": raw, "feature_ablation": ablation, "args": vars(args)}), "svd_transfer")
+    notes.append(f"positive control ({CONTROL_NAME}; control_transfer, MI-FGSM ε = {CONTROL_EPS}, β = 0.5, 5 seeds): "
+                 f"black-box success plain {mean_std(control['plain'])[0]:.3f} → fused "
+                 f"{mean_std(control['fused'])[0]:.3f}; floor reference: ±ε sign noise "
+                 + ", ".join(f"{s} {fmt(v)}" for s, v in noise.items()))
+    payload = {"raw": raw, "feature_ablation": ablation, "args": vars(args), "control": control, "noise": noise}
+    notes += write_claims(judged(payload), "svd_transfer")
     write_results("svd_transfer", "SVD logit fusion: black-box transfer success on Fashion-MNIST, three surrogates",
                   rows, notes, extra={"raw": raw, "feature_ablation": ablation, "surrogate_acc": surrogate_acc,
                                       "verdicts": verdicts, "targets": TARGETS, "split_layers": SURROGATES,
-                                      "args": vars(args)})
+                                      "args": vars(args), "control": control, "noise": noise})
 
 
 if __name__ == "__main__":
