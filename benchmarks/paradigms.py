@@ -99,8 +99,7 @@ def judged(payload: dict) -> list[Tested]:
              + ")", "model": "params.yaml train encoder" + "".join(f", {o}" for o in overrides
                                                                    if not o.startswith("prep.")),
              "steps": f"{'/'.join(f'{e:g}' for e in epochs)} epochs", "device": "cpu",
-             "methods": ", ".join(dict.fromkeys(r["method"] for r in payload["table"])),
-             "seeds": len({r["seed"] for r in payload["table"]})}
+             "methods": ", ".join(dict.fromkeys(r["method"] for r in payload["table"]))}
     methods = set(table["method"])
     out = []
     for (a, b, metric), claim in CLAIMS.items():
