@@ -308,8 +308,8 @@ def main() -> None:
         "The saved encoder answers with the adv branch.",
         "Mechanism check (seed-0 new encoder + head in train mode, one crafting call on 128 view pairs, "
         "i.e. 2 PGD steps on 256 images): " + "; ".join(mech) + ".",
-        f"new − old per metric: {intervals}. PGD-20 accuracy on 500 images alone has a binomial std of about "
-        "0.022 at 0.62.",
+        f"new − old per metric: {intervals}. PGD-20 accuracy on {args.max_test} images alone has a binomial std "
+        f"of about {(0.5 * 0.5 / args.max_test) ** 0.5:.3f} at 0.5.",
         "Positive control (tiny task, control_task): " + "; ".join(f"{c.name}: {c.detail}"
                                                              for c in control_checks(control)) + ".",
         *write_claims(judged({"runs": runs, "mechanism": mechanism, "control": control, "args": vars(args)}),
