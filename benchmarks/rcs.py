@@ -503,7 +503,7 @@ def report(payload: dict) -> None:
     ]
     if payload.get("control"):
         c = control_check(payload["control"])
-        notes.append(f"Positive control ({len(payload['control'])} seeds, :func:`control_task`): {c.name}: {c.detail}; "
+        notes.append(f"Positive control ({len(payload['control'])} seeds, control_task): {c.name}: {c.detail}; "
                      f"CPU {sum(r['cpu_s'] for r in payload['control']):.0f} s.")
     notes += write_claims(judged(payload), "rcs")
     md = write_results("rcs", "RCS vs random coreset vs full data (ACL), protocol v2", rows, notes,
