@@ -18,7 +18,13 @@ benchmarks/results/pretext_mechanism.md has), and ACL against SimCLR under PGD (
 maximisation trains for). An observation on a method that fails its check is reported as not testable,
 not as refuted.
 
-    python -m benchmarks.paradigms --workdir /tmp/paradigms [--epochs 3 | --seconds 120] [--seeds 0 1 2]
+Each claim's controls: the positive control (both methods of its pair beat their init on what their own
+objective trains for) and the floor check (:data:`FLOOR`: a trained reference separates from the untrained
+``init`` on the claim's own metric by more than the smallest effect, or the metric cannot see training at
+all at this scale).
+
+    python -m benchmarks.paradigms --workdir /tmp/paradigms [--epochs 3 | --seconds 120] [--seeds 0 1 2 3 4]
+        [--methods simclr masked_ae acl] [-P prep.per_class=100 ...]
     python -m benchmarks.paradigms --workdir /tmp/paradigms --no-run   # re-read the last compare output
 """
 from __future__ import annotations
@@ -37,7 +43,7 @@ from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_re
 from repflow.families.image.stages.compare import summarise, summary_rows
 from repflow.manifest import read_manifest
 from repflow.report import markdown_table
-from repflow.verdict import Claim, judge, positive_control
+from repflow.verdict import Claim, judge, positive_control, separation_check
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTIVE = ("simclr", "genrep", "acl")
@@ -73,18 +79,41 @@ CLAIMS = {
 }
 
 
+FLOOR = {("simclr", "masked_ae", "linear_acc"): ("simclr", "linear_acc"),
+         ("masked_ae", "simclr", "reconstruction_r2"): ("masked_ae", "reconstruction_r2"),
+         ("simclr", "masked_ae", "lead_shrink"): ("simclr", "few_label_1"),
+         ("acl", "simclr", "robust_acc"): ("acl", "robust_acc"),
+         ("acl", "simclr", "linear_acc"): ("simclr", "linear_acc")}
+"""Per claim, the trained reference and metric of its floor check against the untrained ``init``: the
+claim's metric must see training at all (the 1-label probe for the lead's shrink)."""
+
+
 def judged(payload: dict) -> list[Tested]:
-    """The survey's observations from a compare table (``table`` rows, as paradigms.json stores them). Controls:
-    each method of the pair beats its seed's untrained encoder on what its own objective trains for."""
+    """The survey's observations from a compare table (``table`` rows, as paradigms.json stores them; ``params``:
+    the ``-P`` overrides of the run, if any). Controls: the positive control (each method of the pair beats its
+    seed's untrained encoder on what its own objective trains for) and the floor check of :data:`FLOOR`."""
     table = pl.DataFrame(payload["table"])
     epochs = sorted({r["epochs"] for r in payload["table"] if r["method"] != "init"})
-    scale = {"data": "Fashion-MNIST (params.yaml prep)", "model": "params.yaml train encoder",
-             "steps": f"{'/'.join(f'{e:g}' for e in epochs)} epochs", "device": "cpu"}
+    overrides = payload.get("params") or []
+    scale = {"data": "Fashion-MNIST (params.yaml prep" + "".join(f", {o}" for o in overrides if o.startswith("prep."))
+             + ")", "model": "params.yaml train encoder" + "".join(f", {o}" for o in overrides
+                                                                   if not o.startswith("prep.")),
+             "steps": f"{'/'.join(f'{e:g}' for e in epochs)} epochs", "device": "cpu",
+             "methods": ", ".join(dict.fromkeys(r["method"] for r in payload["table"]))}
+    methods = set(table["method"])
     out = []
     for (a, b, metric), claim in CLAIMS.items():
+        if not {a, b, "init"} <= methods:
+            continue
         controls = tuple(positive_control(paired(table, m, "init", MECHANISM.get(m, "linear_acc")),
-                                          name=f"mechanism: {m} beats its init on {MECHANISM.get(m, 'linear_acc')}")
+                                          name=f"positive control: {m} beats its init on "
+                                               f"{MECHANISM.get(m, 'linear_acc')}")
                          for m in (a, b))
+        strong, floor_metric = FLOOR[(a, b, metric)]
+        weak_scores = [r[floor_metric] for r in table.filter(pl.col("method") == "init").sort("seed").to_dicts()]
+        strong_scores = [r[floor_metric] for r in table.filter(pl.col("method") == strong).sort("seed").to_dicts()]
+        controls += (separation_check(weak_scores, strong_scores, claim.smallest_effect,
+                                      name=f"floor: init vs {strong} on {floor_metric}"),)
         if metric == "lead_shrink":
             full, few = paired(table, a, b, "linear_acc"), paired(table, a, b, "few_label_1")
             diffs = [f - g for f, g in zip(full, few)]
@@ -173,7 +202,10 @@ def main() -> None:
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int)
     budget.add_argument("--seconds", type=float)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--methods", nargs="+", help="compare these methods (default: compare.methods)")
+    ap.add_argument("-P", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                    help="a repflow compare override, e.g. -P prep.per_class=100 (repeatable; recorded in the scale)")
     ap.add_argument("--name", default="paradigms", help="results/<name>.md")
     ap.add_argument("--no-run", action="store_true", help="analyse the workdir's last compare output only")
     args = ap.parse_args()
@@ -183,10 +215,14 @@ def main() -> None:
         (ws / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     cmd = [sys.executable, "-m", "repflow", "compare", "--workdir", str(ws), "--seeds", *map(str, args.seeds)]
     cmd += ["--epochs", str(args.epochs)] if args.epochs else ["--seconds", str(args.seconds)] if args.seconds else []
+    cmd += ["--methods", *args.methods] if args.methods else []
+    cmd += [x for o in args.params for x in ("-P", o)]
     out = ws / "reports" / "compare"
     previous = RESULTS / f"{args.name}.json"
     if args.no_run:
-        wall = json.loads(previous.read_text())["wall_seconds"] if previous.is_file() else float("nan")
+        stored = json.loads(previous.read_text()) if previous.is_file() else {}
+        wall = stored.get("wall_seconds", float("nan"))
+        args.params = args.params or stored.get("params", [])
     else:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True,
@@ -201,9 +237,10 @@ def main() -> None:
     notes = [f"`{' '.join(cmd[2:])}`: {wall / 60:.1f} min wall on this machine (prep, generate and zoo reused when "
              f"cached). The compare table:\n\n{header}\n"] + notes
     if args.name == "paradigms":  # the headline run (equal epochs); other names are variants
-        notes += write_claims(judged({"table": table.to_dicts()}), args.name)
+        notes += write_claims(judged({"table": table.to_dicts(), "params": args.params}), args.name)
     write_results(args.name, "Paradigms side by side: the survey's observations on repflow compare", rows, notes,
-                  extra={"table": table.to_dicts(), "summary": summary.to_dicts(), "wall_seconds": wall})
+                  extra={"table": table.to_dicts(), "summary": summary.to_dicts(), "wall_seconds": wall,
+                         "params": args.params})
 
 
 if __name__ == "__main__":
