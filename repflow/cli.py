@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError, load_params
-from repflow.family import PARADIGMS, CommandContext, ListedMethod
+from repflow.family import PARADIGMS, CommandContext, ListedMethod, port_number
 from repflow.stage import Workspace
 
 
@@ -19,11 +19,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.sources import SourceError
     from repflow.stage import WorkspaceBusy
     from repflow.servers import ScheduleError, ServerError
-    from repflow.tracking import RegistryError
+    from repflow.tracking import RegistryError, TrackingError
     from repflow.family import FamilyError
 
     return (FamilyError, ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError,
-            WorkspaceBusy, ServerError, ScheduleError)
+            WorkspaceBusy, ServerError, ScheduleError, TrackingError)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -245,6 +245,9 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from repflow.manifest import atomic_write_text
 
     root = Workspace.at(args.workdir).root
+    if not root.is_dir():
+        print(f"repflow: error: --workdir {root}: no such folder", file=sys.stderr)
+        return 2
     text, path = dvc_yaml(root), root / "dvc.yaml"
     if args.write:
         atomic_write_text(path, text)
@@ -262,7 +265,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from repflow import tracking
 
-    tracking.configure(args.workdir)
+    tracking.parse_model_ref(args.ref)  # a malformed reference is one line before the registry opens
+    tracking.configure(args.workdir, read_only=True)
     if args.action == "show":
         print(tracking.describe_model(args.ref))
     else:
@@ -277,7 +281,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_lineage(args: argparse.Namespace) -> int:
     from repflow import tracking
 
-    tracking.configure(args.workdir)
+    tracking.parse_model_ref(args.ref)
+    tracking.configure(args.workdir, read_only=True)
     print(tracking.format_lineage(args.ref, tracking.trace_lineage(args.ref)))
     return 0
 
@@ -291,6 +296,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from repflow import servers
 
+    if args.prefect_port == args.mlflow_port:
+        raise servers.ServerError(f"--prefect-port and --mlflow-port are both {args.prefect_port}; give each server "
+                                  f"its own port")
+    if not Path(args.workdir).is_dir():
+        raise servers.ServerError(f"--workdir {args.workdir}: no such folder")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the servers the same way as Ctrl-C
     try:
         ui = servers.start_ui(args.workdir, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
@@ -393,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="start the Prefect and MLflow servers and UIs for a workspace (Ctrl-C stops both)")
     u.add_argument("--workdir", default=".", help="project folder holding mlflow.db (logs go to .repflow/logs/)")
-    u.add_argument("--prefect-port", type=int, default=4200)
-    u.add_argument("--mlflow-port", type=int, default=5000)
+    u.add_argument("--prefect-port", type=port_number, default=4200)
+    u.add_argument("--mlflow-port", type=port_number, default=5000)
     u.set_defaults(func=cmd_ui)
 
     sv = sub.add_parser("serve", help="run the main flow on a schedule (needs a Prefect server: repflow ui)")
