@@ -17,13 +17,31 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.cluster import ClusterError
     from repflow.manifest import OutputError
     from repflow.sources import SourceError
-    from repflow.stage import WorkspaceBusy
+    from repflow.stage import WorkspaceError
     from repflow.servers import ScheduleError, ServerError
     from repflow.tracking import RegistryError, TrackingError
     from repflow.family import FamilyError
 
     return (FamilyError, ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError,
-            WorkspaceBusy, ServerError, ScheduleError, TrackingError)
+            WorkspaceError, ServerError, ScheduleError, TrackingError)
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task and its flow each with the exception's full traceback; for a user error (a
+    bad file, key or value) the one ``repflow: error:`` line says all, so those records keep their message and
+    lose the traceback. Other exceptions keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], _user_errors()):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors_in_flows() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in logger.filters):
+            logger.addFilter(_UserErrorsWithoutTraceback())
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -51,6 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if api := servers.prefect_api_url():  # unset: a temporary server for this run
         servers.check_prefect_api(api)
+    from repflow import tracking
+
+    tracking.check_tracking_server(tracking.tracking_uri(ws.root))  # one line now, not a failed flow
+    _quiet_user_errors_in_flows()
 
     with ws.lock():  # a busy folder is one line here, not a failed flow run
         ensure_ray()  # join RAY_ADDRESS (or start Ray) now, so a wrong address is one line, not a failed flow
@@ -75,6 +97,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     check_ray_address()
     tracking.configure(ws.root)
     with ws.lock():
+        tracking.close_orphaned_runs(ws.root)  # a killed stage (or flow) in this folder left them RUNNING
         out = run_in(ws, stage, params)
     print(f"{stage.qualname}: {out}")
     return 0
@@ -333,6 +356,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     params_file = _params_file(args)
     load_params(params_file, args.P)
     api = servers.require_prefect_api("repflow serve")
+    from repflow import tracking
+
+    tracking.check_tracking_server(tracking.tracking_uri(ws_root))
+    _quiet_user_errors_in_flows()
     try:
         from prefect.types.entrypoint import EntrypointType
 

@@ -33,7 +33,8 @@ from repflow.config import section_digest
 from repflow.family import Stage, code_version
 from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
 
-__all__ = ["Workspace", "WorkspaceBusy", "StageContext", "StageSummary", "run_stage", "plan_stage", "read_summary",
+__all__ = ["Workspace", "WorkspaceBusy", "WorkspaceError", "StageContext", "StageSummary", "run_stage", "plan_stage",
+           "read_summary",
            "params_for", "current_output", "export_metrics", "run_in"]
 
 log = logging.getLogger("repflow.stage")
@@ -42,7 +43,11 @@ SUMMARY = "summary.json"
 _HELD: set[Path] = set()
 
 
-class WorkspaceBusy(RuntimeError):
+class WorkspaceError(RuntimeError):
+    """A work folder that cannot be used: held by another run, or its lock file is a symbolic link."""
+
+
+class WorkspaceBusy(WorkspaceError):
     """The work folder is held by another run."""
 
 
@@ -77,7 +82,12 @@ class Workspace:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".repflow.lock"
-        with open(path, "a+") as fh:
+        try:  # never through a planted symbolic link: the lock is truncated and written
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise WorkspaceError(f"--workdir {self.root}: cannot open its lock file {path} ({exc.strerror}; a "
+                                 f"symbolic link there is refused: remove it)") from None
+        with open(fd, "a+") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["configure", "TrackingError", "check_tracking_server",
+__all__ = ["configure", "tracking_uri", "TrackingError", "check_tracking_server",
            "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
            "RegistryError", "get_model_version", "Champion", "alias_holder", "champion_gate", "describe_model",
            "register_model", "log_child_run",
@@ -68,6 +68,12 @@ def check_tracking_server(uri: str) -> None:
                             f"MLflow server")
 
 
+def tracking_uri(root: str | Path = ".") -> str:
+    """Where tracking goes for the work folder ``root``: ``MLFLOW_TRACKING_URI`` as the user set it, else
+    ``sqlite:///<root>/mlflow.db``."""
+    return _USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
 def configure(root: str | Path = ".", *, read_only: bool = False) -> str | None:
     """Point MLflow at the project's store and make sure the experiment exists; returns its id.
 
@@ -76,7 +82,7 @@ def configure(root: str | Path = ".", *, read_only: bool = False) -> str | None:
     A tracking server is checked for an answer first either way."""
     _quiet_env()
     root = Path(root).resolve()
-    uri = _USER_TRACKING_URI or f"sqlite:///{root / 'mlflow.db'}"
+    uri = tracking_uri(root)
     check_tracking_server(uri)
     if read_only:
         if not root.is_dir():
@@ -155,24 +161,34 @@ def flow_run(name: str, params: dict[str, Any], tags: dict[str, str] | None = No
 
 
 def close_orphaned_runs(workdir: str | Path, keep: str | None = None) -> list[str]:
-    """Mark as KILLED the MLflow runs a killed flow in ``workdir`` left RUNNING (its parent run, tagged
-    ``repflow.workdir``, and the stage runs under it), except the parent run ``keep`` (the caller's own).
-    Call it only while holding the workspace lock: then no live process can own them. Returns the run
-    ids closed."""
+    """Mark as KILLED the MLflow runs a killed process in ``workdir`` left RUNNING: a flow's parent run (tagged
+    ``repflow.workdir``) with the stage runs under it, and a single stage's run (``repflow stage``, ``dvc
+    repro``: tagged ``repflow.output`` inside ``workdir``), except the parent run ``keep`` (the caller's own).
+    Call it only while holding the workspace lock: then no live process can own them. Returns the run ids
+    closed.
+
+    Runs are matched on their tags here, not in an MLflow filter string, so a folder name with a quote in it
+    matches like any other."""
     import mlflow
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return []
-    root = str(Path(workdir).resolve())
-    parents = client.search_runs([exp.experiment_id], f"tags.`repflow.workdir` = '{root}' and "
-                                 f"attributes.status = 'RUNNING'")
+    root = Path(workdir).resolve()
+    running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000)
+
+    def in_workdir(run) -> bool:
+        tags = run.data.tags
+        if tags.get("repflow.workdir"):
+            return Path(tags["repflow.workdir"]) == root
+        output = tags.get("repflow.output")
+        return bool(output) and "mlflow.parentRunId" not in tags and Path(output).is_relative_to(root)
+
     closed = []
-    for parent in (p for p in parents if p.info.run_id != keep):
-        children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
-                                      f"and attributes.status = 'RUNNING'")
-        for run in [*children, parent]:
+    for top in (r for r in running if r.info.run_id != keep and in_workdir(r)):
+        children = [r for r in running if r.data.tags.get("mlflow.parentRunId") == top.info.run_id]
+        for run in [*children, top]:
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
     return closed
@@ -199,6 +215,8 @@ def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: 
     import mlflow
 
     tags = {f"repflow.{k}": str(v) for k, v in flatten(lineage).items()}
+    if out is not None:  # at the start, so a killed stage's run can be found (close_orphaned_runs)
+        tags["repflow.output"] = str(Path(out).resolve())
     tags.update({"repflow.stage": stage, "repflow.git_commit": git_commit(),
                  "repflow.dvc_stage": os.environ.get("DVC_STAGE") or dvc_stage or stage,
                  "repflow.launched_by": launcher(),
