@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from repflow.config import section_digest
 from repflow.family import Stage, code_version
-from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
+from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output, sweep_temporary
 
 __all__ = ["Workspace", "WorkspaceBusy", "WorkspaceError", "StageContext", "StageSummary", "run_stage", "plan_stage",
            "read_summary",
@@ -99,6 +99,10 @@ class Workspace:
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             fh.flush()
+            swept = sweep_temporary(self.root)  # no live run writes here now: what is left is a killed run's
+            if swept:
+                log.info("%s: removed %d temporary files left by killed runs, e.g. %s", self.root, len(swept),
+                         swept[0])
             _HELD.add(self.root)
             try:
                 yield self

@@ -125,3 +125,48 @@ def test_the_ctr_peer_makes_no_network_call(tmp_path):
                             text=True, timeout=300, env=child_env(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.integration
+def test_a_user_error_inside_a_flow_is_one_line_without_tracebacks(prefect_harness, ray_session, tmp_path, capfd):
+    """Prefect logs a failed task and its failed flow each with a full traceback; for a bad input file the
+    one error line is all the user should see."""
+    import yaml
+
+    from repflow import cli
+    from tests.conftest import tiny_params
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    table = tmp_path / "clicks.csv"
+    table.write_text("u,i,t,r\n" + "".join(f"{k},{k % 3},{1000 + k},lots\n" for k in range(20)))
+    ctr = {"prep": {"source": "table", "path": str(table),
+                    "columns": {"user": "u", "item": "i", "timestamp": "t", "rating": "r"}}}
+    (ws / "params.yaml").write_text(yaml.safe_dump(tiny_params() | {"ctr": ctr}, sort_keys=False))
+    assert cli.main(["run", "ctr", "--workdir", str(ws)]) == 2
+    captured = capfd.readouterr()
+    both = captured.out + captured.err
+    assert "Traceback" not in both
+    errors = [line for line in captured.err.splitlines() if line.startswith("repflow: error:")]
+    assert len(errors) == 1 and str(table) in errors[0] and "'r' (rating) not a number" in errors[0]
+
+
+def test_taking_the_workspace_sweeps_what_killed_runs_left(tmp_path):
+    from repflow.stage import Workspace
+
+    ws = tmp_path / "ws"
+    stale = [ws / ".params.yaml.tmp-0a1b2c3d", ws / "reports" / ".x.md.tmp-deadbeef",
+             ws / "artifacts" / ".train.progress" / ".checkpoint.safetensors.tmp",
+             ws / "data" / ".video.abc123.mp4.tmp"]
+    stale_dirs = [ws / "data" / ".prep.tmp-12345678", ws / "data" / ".prep.old-87654321"]
+    kept = [ws / "params.yaml", ws / "reports" / "notes.tmp.md", ws / ".venv" / ".x.tmp",
+            ws / "artifacts" / ".train.progress" / "checkpoint.safetensors"]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    for folder in stale_dirs:
+        (folder / "part").mkdir(parents=True)
+    with Workspace.at(ws).lock():
+        pass
+    assert not any(p.exists() for p in stale + stale_dirs)
+    assert all(p.exists() for p in kept)

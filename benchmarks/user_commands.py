@@ -1,0 +1,170 @@
+"""Peak memory and time of the user commands on big inputs: ``repflow upscale`` at ×2 on 1-36 MP photos, and
+``repflow embed-audio`` on a 10-minute 44.1 kHz file.
+
+Each command runs as its own process (one torch thread) and its peak resident memory is the kernel's
+``ru_maxrss`` of that child (``os.wait4``). The registered models are the smallest that work: the work folder
+is set up once with the sr and audio stages on tiny params (``repflow stage``), then reused. ``--code DIR``
+runs the commands from another checkout (for example the commit before a change: ``git archive a6bfc80 | tar
+-x -C DIR``), on the same registry, so a before / after pair differs only in the command's code.
+
+    python benchmarks/user_commands.py --label after --megapixels 1 4 16 36 --audio
+    python benchmarks/user_commands.py --label before --code /tmp/old-checkout --megapixels 1 4 16 --audio
+
+Results are merged into ``benchmarks/results/user_commands.{json,md}`` under their label.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+TINY = {
+    "sr": {"prep": {"source": "folder", "patches": 24, "scales": [2], "max_side": 96},
+           "train": {"scales": [2], "channels": 4, "blocks": 1, "epochs": 1, "batch_size": 8},
+           "evaluate": {"self_ensemble": False, "tile": 96, "overlap": 40}},
+    "audio": {"prep": {"words": ["zero", "one", "two", "three"], "clips_per_word": 8, "val_fraction": 0.0,
+                       "test_fraction": 0.25},
+              "train": {"encoder": {"channels": 8, "dim": 32, "proj_dim": 16}, "epochs": 1, "batch_size": 8},
+              "evaluate": {"probe_epochs": 10, "max_test": 8, "pgd_steps": 1, "eps": [0.004]}},
+}
+
+
+def child_env(code: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "RAY_ADDRESS")}
+    return env | {"PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "REPFLOW_PROGRESS": "0"}
+
+
+def measured(argv: list[str], code: Path, cwd: Path) -> dict:
+    """Run ``argv`` as a child; its wall time (s), peak RSS (MB) and exit code."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=child_env(code), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        print(f"  exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}", flush=True)
+    return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": proc.returncode}
+
+
+def setup(ws: Path, audio: bool) -> None:
+    """The tiny registered models the commands need (made once; ``repflow stage`` with this checkout)."""
+    from PIL import Image
+
+    ws.mkdir(parents=True, exist_ok=True)
+    photos = ws / "photos"
+    if not photos.is_dir():
+        photos.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (72, 84, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import tiny_params
+
+    params = tiny_params() | {"sr": TINY["sr"], "audio": TINY["audio"], "device": "cpu"}
+    params["sr"]["prep"]["path"] = str(photos)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stages = [f"sr.{s}" for s in ("prep", "train", "evaluate", "register")]
+    if audio:
+        stages += [f"audio.{s}" for s in ("prep", "train", "evaluate", "register")]
+    for stage in stages:
+        print(f"setup: repflow stage {stage}", flush=True)
+        subprocess.run([sys.executable, "-m", "repflow", "stage", stage, "--workdir", str(ws)], check=True,
+                       env=child_env(REPO), stdout=subprocess.DEVNULL)
+
+
+def photo(ws: Path, megapixels: float) -> Path:
+    """A smooth colour photo of ``megapixels`` (3:2) with a little noise, made once."""
+    from PIL import Image
+
+    path = ws / f"photo-{megapixels:g}mp.png"
+    if not path.is_file():
+        width = int(round(math.sqrt(megapixels * 1e6 * 1.5)))
+        height = int(round(megapixels * 1e6 / width))
+        rows = []
+        rng = np.random.default_rng(0)
+        for start in range(0, height, 512):  # in strips, so making it costs little memory
+            yy, xx = np.mgrid[start:min(height, start + 512), 0:width].astype(np.float32)
+            strip = np.stack([np.sin(xx / (60 + 20 * c) + yy / 90) for c in range(3)], -1) * 100 + 128
+            rows.append((strip + rng.normal(0, 4, strip.shape)).clip(0, 255).astype(np.uint8))
+        Image.fromarray(np.concatenate(rows)).save(path)
+    return path
+
+
+def long_audio(ws: Path, minutes: float = 10.0, rate: int = 44100) -> Path:
+    import soundfile
+
+    path = ws / f"speech-{minutes:g}min-{rate}.flac"
+    if not path.is_file():
+        rng = np.random.default_rng(0)
+        t = np.arange(int(minutes * 60 * rate)) / rate
+        wave = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 0.5 * t)) / 2
+        soundfile.write(path, (wave + rng.normal(0, 0.01, t.shape)).astype(np.float32), rate)
+    return path
+
+
+def markdown(results: dict) -> str:
+    lines = ["# User commands: peak memory and time", "",
+             "Each command is one process with one torch thread; peak RSS is the child's `ru_maxrss`. "
+             "`before`: the code of commit a6bfc80; `after`: this branch. Models: the tiny registered sr "
+             "(×2, 4 channels, 1 block) and audio encoders of `benchmarks/user_commands.py`.", "",
+             "## repflow upscale, ×2", "",
+             "| label | input MP | output MB (uint8) | peak RSS MB | RSS / output | seconds | exit |",
+             "|---|---|---|---|---|---|---|"]
+    for label, runs in sorted(results.get("upscale", {}).items()):
+        for mp, r in sorted(runs.items(), key=lambda kv: float(kv[0])):
+            out_mb = float(mp) * 4 * 3
+            lines.append(f"| {label} | {mp} | {out_mb:.0f} | {r['peak_rss_mb']:.0f} | "
+                         f"{r['peak_rss_mb'] / out_mb:.1f} | {r['seconds']} | {r['exit']} |")
+    lines += ["", "## repflow embed-audio, 10-minute 44.1 kHz FLAC", "", "| label | peak RSS MB | seconds | exit |",
+              "|---|---|---|---|"]
+    for label, r in sorted(results.get("embed_audio", {}).items()):
+        lines.append(f"| {label} | {r['peak_rss_mb']:.0f} | {r['seconds']} | {r['exit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--label", required=True, help="results key, e.g. before / after")
+    ap.add_argument("--code", default=str(REPO), help="checkout whose repflow runs the commands")
+    ap.add_argument("--workdir", default="/tmp/repflow-bench-user", help="work folder with the tiny registry")
+    ap.add_argument("--megapixels", type=float, nargs="*", default=[1, 4, 16])
+    ap.add_argument("--audio", action="store_true", help="also embed-audio on a 10-minute file")
+    args = ap.parse_args()
+    ws, code = Path(args.workdir), Path(args.code).resolve()
+    if not (ws / "mlflow.db").is_file():
+        setup(ws, args.audio)
+    path = RESULTS / "user_commands.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for mp in args.megapixels:
+        src = photo(ws, mp)
+        print(f"{args.label}: upscale {mp:g} MP ×2", flush=True)
+        r = measured([sys.executable, "-m", "repflow", "upscale", str(src), str(ws / "out.png"), "--scale", "2",
+                      "--workdir", str(ws)], code, ws)
+        print(f"  {r}", flush=True)
+        results.setdefault("upscale", {}).setdefault(args.label, {})[f"{mp:g}"] = r
+        (ws / "out.png").unlink(missing_ok=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1, sort_keys=True))
+    if args.audio:
+        src = long_audio(ws)
+        print(f"{args.label}: embed-audio {src.name}", flush=True)
+        r = measured([sys.executable, "-m", "repflow", "embed-audio", str(src), "--workdir", str(ws)], code, ws)
+        print(f"  {r}", flush=True)
+        results.setdefault("embed_audio", {})[args.label] = r
+    path.write_text(json.dumps(results, indent=1, sort_keys=True))
+    (RESULTS / "user_commands.md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
