@@ -1,11 +1,10 @@
 """``repflow upscale IN OUT --scale S``: a user's image of any size through the registered ×S model, tile by tile
-(memory: the uint8 input and output plus one tile; no seams: each tile sees ``--overlap`` LR pixels of context
-that are cropped away)."""
+(memory: the uint8 input, one strip of output and one tile; no seams: each tile sees ``--overlap`` LR pixels of
+context that are cropped away)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -19,7 +18,7 @@ __all__ = ["add_commands", "upscale_file", "check_upscale", "MAX_OUTPUT_MEGAPIXE
 
 MAX_OUTPUT_MEGAPIXELS = 600
 """The largest output ``repflow upscale`` writes: 600 MP, 1.8 GB as uint8 RGB (a 36 MP photo at ×4 is 576 MP).
-The output is held in memory once, as uint8, so its size bounds the command's memory."""
+The input is held whole (at ×2 that is a 150 MP photo, 450 MB), so this bounds the command's memory."""
 
 
 def check_upscale(src: Path, dst: Path, scale: int, tile: int, overlap: int) -> tuple[int, int]:
@@ -83,16 +82,17 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
                  overlap: int = 40) -> dict:
     """Upscale ``src`` into ``dst`` (PNG, written to a temporary file, then renamed) with the registered model.
 
-    Memory: the uint8 input and one preallocated uint8 output (scale² × the input's bytes), plus one tile's
-    floats; each tile's core is written into the output as it finishes."""
+    Memory: the uint8 input, one row strip of the uint8 output (one tile high) and one tile's floats; each
+    strip is compressed into the PNG as its last tile finishes (:class:`~repflow.families.sr.png.PngRowWriter`),
+    so memory does not grow with the output."""
     import mlflow
     import numpy as np
     import torch
-    from PIL import Image
 
     from repflow import tracking
     from repflow.checkpoints import load_state_strict, load_tensors
     from repflow.families.sr.inference import upscaled_tiles
+    from repflow.families.sr.png import PngRowWriter
     from repflow.families.sr.stages.train import build_from_config
     from repflow.sources import SourceError
 
@@ -116,22 +116,21 @@ def upscale_file(src: Path, dst: Path, scale: int, ref: str | None = None, *, ti
     model = build_from_config(config)
     load_state_strict(model, state, ckpt / f"x{scale}.safetensors")
     height, width = image.shape[:2]
-    out = np.empty((scale * height, scale * width, 3), np.uint8)
 
     def window(r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
         return torch.from_numpy(image[r0:r1, c0:c1]).permute(2, 0, 1)[None].float().div(255)
 
-    for (r0, r1, c0, c1), core in upscaled_tiles(model.eval(), window, height, width, scale, tile=tile,
-                                                 overlap=overlap):
-        out[r0:r1, c0:c1] = core[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    tmp = dst.with_name(f".{dst.name}.tmp.png")
-    try:
-        Image.fromarray(out).save(tmp, format="PNG")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    strip = np.empty((0, scale * width, 3), np.uint8)
+    with PngRowWriter(dst, scale * width, scale * height) as png:
+        for (r0, r1, c0, c1), core in upscaled_tiles(model.eval(), window, height, width, scale, tile=tile,
+                                                     overlap=overlap):
+            if c0 == 0:
+                strip = np.empty((r1 - r0, scale * width, 3), np.uint8)
+            strip[:, c0:c1] = core[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            if c1 == scale * width:  # the strip's last tile: its rows are done
+                png.write(strip)
     return {"in": str(src), "out": str(dst), "model": f"{mv.name}/{mv.version}", "scale": scale,
-            "in_size": [width, height], "out_size": [out.shape[1], out.shape[0]]}
+            "in_size": [width, height], "out_size": [scale * width, scale * height]}
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
