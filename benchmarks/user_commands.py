@@ -97,7 +97,9 @@ def photo(ws: Path, megapixels: float) -> Path:
             yy, xx = np.mgrid[start:min(height, start + 512), 0:width].astype(np.float32)
             strip = np.stack([np.sin(xx / (60 + 20 * c) + yy / 90) for c in range(3)], -1) * 100 + 128
             rows.append((strip + rng.normal(0, 4, strip.shape)).clip(0, 255).astype(np.uint8))
-        Image.fromarray(np.concatenate(rows)).save(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+        Image.fromarray(np.concatenate(rows)).save(tmp)
+        os.replace(tmp, path)  # a second benchmark process making the same photo never reads half of it
     return path
 
 
@@ -139,31 +141,39 @@ def main() -> None:
     ap.add_argument("--code", default=str(REPO), help="checkout whose repflow runs the commands")
     ap.add_argument("--workdir", default="/tmp/repflow-bench-user", help="work folder with the tiny registry")
     ap.add_argument("--megapixels", type=float, nargs="*", default=[1, 4, 16])
-    ap.add_argument("--audio", action="store_true", help="also embed-audio on a 10-minute file")
+    ap.add_argument("--audio", action="store_true", help="also embed-audio on a 10-minute file (run first)")
+    ap.add_argument("--tile", type=int, default=512, help="upscale --tile (LR px; --overlap 40)")
     args = ap.parse_args()
     ws, code = Path(args.workdir), Path(args.code).resolve()
     if not (ws / "mlflow.db").is_file():
         setup(ws, args.audio)
-    path = RESULTS / "user_commands.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    for mp in args.megapixels:
-        src = photo(ws, mp)
-        print(f"{args.label}: upscale {mp:g} MP ×2", flush=True)
-        r = measured([sys.executable, "-m", "repflow", "upscale", str(src), str(ws / "out.png"), "--scale", "2",
-                      "--workdir", str(ws)], code, ws)
-        print(f"  {r}", flush=True)
-        results.setdefault("upscale", {}).setdefault(args.label, {})[f"{mp:g}"] = r
-        (ws / "out.png").unlink(missing_ok=True)
+    def record(kind: str, key: str | None, value: dict) -> None:
+        """Merge one result into the results files (re-read first: a before and an after run may share them)."""
+        path = RESULTS / "user_commands.json"
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        if key is None:
+            results.setdefault(kind, {})[args.label] = value
+        else:
+            results.setdefault(kind, {}).setdefault(args.label, {})[key] = value
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=1, sort_keys=True))
+        (RESULTS / "user_commands.md").write_text(markdown(results))
+
     if args.audio:
         src = long_audio(ws)
         print(f"{args.label}: embed-audio {src.name}", flush=True)
         r = measured([sys.executable, "-m", "repflow", "embed-audio", str(src), "--workdir", str(ws)], code, ws)
         print(f"  {r}", flush=True)
-        results.setdefault("embed_audio", {})[args.label] = r
-    path.write_text(json.dumps(results, indent=1, sort_keys=True))
-    (RESULTS / "user_commands.md").write_text(markdown(results))
+        record("embed_audio", None, r)
+    for mp in args.megapixels:
+        src = photo(ws, mp)
+        out = ws / f"out-{args.label}.png"
+        print(f"{args.label}: upscale {mp:g} MP ×2", flush=True)
+        r = measured([sys.executable, "-m", "repflow", "upscale", str(src), str(out), "--scale", "2",
+                      "--tile", str(args.tile), "--overlap", "40", "--workdir", str(ws)], code, ws)
+        print(f"  {r}", flush=True)
+        record("upscale", f"{mp:g}", r | {"tile": args.tile})
+        out.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
