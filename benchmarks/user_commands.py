@@ -115,11 +115,28 @@ def long_audio(ws: Path, minutes: float = 10.0, rate: int = 44100) -> Path:
     return path
 
 
+AUDIO_READS = {
+    "whole file, dense resample (a6bfc80)": (
+        "import sys, numpy as np, soundfile, torch, torchaudio\n"
+        "from repflow.families.audio.features import fix_length\n"
+        "wave, sr = soundfile.read(sys.argv[1], dtype='float32', always_2d=True)\n"
+        "x = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(wave.mean(axis=1))), sr, 16000)\n"
+        "fix_length(x[None], 16000)\n"),
+    "centre window (read_centre)": (
+        "import sys, torch, torchaudio\nfrom pathlib import Path\n"
+        "from repflow.families.audio.commands import read_centre\n"
+        "read_centre(Path(sys.argv[1]), 16000, 16000)\n"),
+}
+"""The read and resample step of embed-audio alone (the encoder's 1 s window at 16 kHz), each in its own process
+with the same imports: the command's time is mostly start-up and model loading."""
+
+
 def markdown(results: dict) -> str:
     lines = ["# User commands: peak memory and time", "",
              "Each command is one process with one torch thread; peak RSS is the child's `ru_maxrss`. "
              "`before`: the code of commit a6bfc80; `after`: this branch. Models: the tiny registered sr "
-             "(×2, 4 channels, 1 block) and audio encoders of `benchmarks/user_commands.py`.", "",
+             "(×2, 4 channels, 1 block; `--tile 512 --overlap 40`) and audio encoders of "
+             "`benchmarks/user_commands.py`.", "",
              "## repflow upscale, ×2", "",
              "| label | input MP | output MB (uint8) | peak RSS MB | RSS / output | seconds | exit |",
              "|---|---|---|---|---|---|---|"]
@@ -128,10 +145,27 @@ def markdown(results: dict) -> str:
             out_mb = float(mp) * 4 * 3
             lines.append(f"| {label} | {mp} | {out_mb:.0f} | {r['peak_rss_mb']:.0f} | "
                          f"{r['peak_rss_mb'] / out_mb:.1f} | {r['seconds']} | {r['exit']} |")
-    lines += ["", "## repflow embed-audio, 10-minute 44.1 kHz FLAC", "", "| label | peak RSS MB | seconds | exit |",
+    lines += ["", "Growth of peak RSS per MB of output, from the smallest to the largest input of each label "
+              "(the rest is the process's fixed ~1.2 GB of imports):", ""]
+    for label, runs in sorted(results.get("upscale", {}).items()):
+        sizes = sorted(runs, key=float)
+        if len(sizes) > 1:
+            small, large = runs[sizes[0]], runs[sizes[-1]]
+            grown = large["peak_rss_mb"] - small["peak_rss_mb"]
+            output = (float(sizes[-1]) - float(sizes[0])) * 12  # MB of uint8 RGB at ×2 per input MP
+            lines.append(f"- {label}: +{grown:.0f} MB for +{output:.0f} MB of output ({sizes[0]} → {sizes[-1]} MP): "
+                         f"{grown / output:.2f} MB per output MB")
+    lines += ["", "Times are wall-clock on 2 CPU cores shared with other jobs (load average about 20 during the "
+              "runs): compare them only loosely.",
+              "", "## repflow embed-audio, 10-minute 44.1 kHz FLAC", "", "| label | peak RSS MB | seconds | exit |",
               "|---|---|---|---|"]
     for label, r in sorted(results.get("embed_audio", {}).items()):
         lines.append(f"| {label} | {r['peak_rss_mb']:.0f} | {r['seconds']} | {r['exit']} |")
+    if results.get("audio_read"):
+        lines += ["", "Its read and resample step alone (same file, same imports, one process each):", "",
+                  "| read | peak RSS MB | seconds | exit |", "|---|---|---|---|"]
+        for label, r in results["audio_read"].items():
+            lines.append(f"| {label} | {r['peak_rss_mb']:.0f} | {r['seconds']} | {r['exit']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +176,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/repflow-bench-user", help="work folder with the tiny registry")
     ap.add_argument("--megapixels", type=float, nargs="*", default=[1, 4, 16])
     ap.add_argument("--audio", action="store_true", help="also embed-audio on a 10-minute file (run first)")
+    ap.add_argument("--audio-read", action="store_true", help="the read and resample step alone, old and new")
     ap.add_argument("--tile", type=int, default=512, help="upscale --tile (LR px; --overlap 40)")
     args = ap.parse_args()
     ws, code = Path(args.workdir), Path(args.code).resolve()
@@ -151,8 +186,8 @@ def main() -> None:
         """Merge one result into the results files (re-read first: a before and an after run may share them)."""
         path = RESULTS / "user_commands.json"
         results = json.loads(path.read_text()) if path.is_file() else {}
-        if key is None:
-            results.setdefault(kind, {})[args.label] = value
+        if key is None or kind == "audio_read":
+            results.setdefault(kind, {})[key or args.label] = value
         else:
             results.setdefault(kind, {}).setdefault(args.label, {})[key] = value
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -165,6 +200,13 @@ def main() -> None:
         r = measured([sys.executable, "-m", "repflow", "embed-audio", str(src), "--workdir", str(ws)], code, ws)
         print(f"  {r}", flush=True)
         record("embed_audio", None, r)
+    if args.audio_read:
+        src = long_audio(ws)
+        for name, code_text in AUDIO_READS.items():
+            print(f"audio read: {name}", flush=True)
+            r = measured([sys.executable, "-c", code_text, str(src)], REPO, ws)
+            print(f"  {r}", flush=True)
+            record("audio_read", name, r)
     for mp in args.megapixels:
         src = photo(ws, mp)
         out = ws / f"out-{args.label}.png"
