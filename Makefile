@@ -17,7 +17,8 @@ export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
 .PHONY: setup run test test-fast bench lock clean text-data
 
-setup: $(VENV)/.installed $(FMNIST)
+# every family's default data: Fashion-MNIST (image) and WordNet (text); the others ship in wheels or are made
+setup: $(VENV)/.installed $(FMNIST) $(WORDNET)
 
 $(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -72,7 +73,7 @@ test-fast: setup
 	lint-imports
 	pytest -m "not slow" -q
 
-bench: setup $(WORDNET)
+bench: setup
 	python -m benchmarks.loading
 	python -m benchmarks.flow_overhead
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torchattacks==3.5.1 2>&1 | $(QUIET_PIP)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from repflow.config import ParamsError
-from repflow.family import PARADIGMS, CommandContext, ListedMethod, load_params
+from repflow.family import PARADIGMS, CommandContext, ListedMethod, load_params, port_number
 from repflow.stage import Workspace
 
 
@@ -17,13 +17,31 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from repflow.cluster import ClusterError
     from repflow.manifest import OutputError
     from repflow.sources import SourceError
-    from repflow.stage import WorkspaceBusy
+    from repflow.stage import WorkspaceError
     from repflow.servers import ScheduleError, ServerError
-    from repflow.tracking import RegistryError
+    from repflow.tracking import RegistryError, TrackingError
     from repflow.family import FamilyError
 
     return (FamilyError, ParamsError, SourceError, OutputError, CheckpointError, ClusterError, RegistryError,
-            WorkspaceBusy, ServerError, ScheduleError)
+            WorkspaceError, ServerError, ScheduleError, TrackingError)
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task and its flow each with the exception's full traceback; for a user error (a
+    bad file, key or value) the one ``repflow: error:`` line says all, so those records keep their message and
+    lose the traceback. Other exceptions keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], _user_errors()):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_errors_in_flows() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in logger.filters):
+            logger.addFilter(_UserErrorsWithoutTraceback())
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -51,6 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if api := servers.prefect_api_url():  # unset: a temporary server for this run
         servers.check_prefect_api(api)
+    from repflow import tracking
+
+    tracking.check_tracking_server(tracking.tracking_uri(ws.root))  # one line now, not a failed flow
+    _quiet_user_errors_in_flows()
 
     with ws.lock():  # a busy folder is one line here, not a failed flow run
         ensure_ray()  # join RAY_ADDRESS (or start Ray) now, so a wrong address is one line, not a failed flow
@@ -75,6 +97,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     check_ray_address()
     tracking.configure(ws.root)
     with ws.lock():
+        tracking.close_orphaned_runs(ws.root)  # a killed stage (or flow) in this folder left them RUNNING
         out = run_in(ws, stage, params)
     print(f"{stage.qualname}: {out}")
     return 0
@@ -274,6 +297,9 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from repflow.manifest import atomic_write_text
 
     root = Workspace.at(args.workdir).root
+    if not root.is_dir():
+        print(f"repflow: error: --workdir {root}: no such folder", file=sys.stderr)
+        return 2
     text, path = dvc_yaml(root), root / "dvc.yaml"
     if args.write:
         atomic_write_text(path, text)
@@ -291,7 +317,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from repflow import tracking
 
-    tracking.configure(args.workdir)
+    tracking.parse_model_ref(args.ref)  # a malformed reference is one line before the registry opens
+    tracking.configure(args.workdir, read_only=True)
     if args.action == "show":
         print(tracking.describe_model(args.ref))
     else:
@@ -306,7 +333,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_lineage(args: argparse.Namespace) -> int:
     from repflow import tracking
 
-    tracking.configure(args.workdir)
+    tracking.parse_model_ref(args.ref)
+    tracking.configure(args.workdir, read_only=True)
     print(tracking.format_lineage(args.ref, tracking.trace_lineage(args.ref)))
     return 0
 
@@ -320,6 +348,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from repflow import servers
 
+    if args.prefect_port == args.mlflow_port:
+        raise servers.ServerError(f"--prefect-port and --mlflow-port are both {args.prefect_port}; give each server "
+                                  f"its own port")
+    if not Path(args.workdir).is_dir():
+        raise servers.ServerError(f"--workdir {args.workdir}: no such folder")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the servers the same way as Ctrl-C
     try:
         ui = servers.start_ui(args.workdir, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
@@ -352,6 +385,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     params_file = _params_file(args)
     load_params(params_file, args.P)
     api = servers.require_prefect_api("repflow serve")
+    from repflow import tracking
+
+    tracking.check_tracking_server(tracking.tracking_uri(ws_root))
+    _quiet_user_errors_in_flows()
     try:
         from prefect.types.entrypoint import EntrypointType
 
@@ -422,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="start the Prefect and MLflow servers and UIs for a workspace (Ctrl-C stops both)")
     u.add_argument("--workdir", default=".", help="project folder holding mlflow.db (logs go to .repflow/logs/)")
-    u.add_argument("--prefect-port", type=int, default=4200)
-    u.add_argument("--mlflow-port", type=int, default=5000)
+    u.add_argument("--prefect-port", type=port_number, default=4200)
+    u.add_argument("--mlflow-port", type=port_number, default=5000)
     u.set_defaults(func=cmd_ui)
 
     sv = sub.add_parser("serve", help="run the main flow on a schedule (needs a Prefect server: repflow ui)")

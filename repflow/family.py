@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Literal
 from repflow.config import Params, ParamsPart, params_model, read_params, validate_params
 
 __all__ = ["Stage", "Family", "CommandContext", "ModelSpec", "Method", "methods_of", "ListedMethod", "FamilyError",
-           "positive_int",
+           "positive_int", "int_between", "port_number",
            "register_family", "families", "get_family", "resolve_stage", "registered_models", "method_listing",
            "params_schema", "parse_params", "load_params", "code_files", "code_version", "DEFAULT_FAMILY",
            "PARADIGMS", "params_markdown", "stages_markdown", "reference_markdown"]
@@ -390,18 +390,30 @@ _REGISTRY: dict[str, Family] = {}
 _discovered = False
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type`` for a family command's counts (``--top``, ``--beam``): a whole number >= 1, else
-    argparse's usage error naming the value."""
+def int_between(low: int, high: int | None = None):
+    """An argparse ``type`` for a command's whole-number option (ports, ``--crf``, ``--tile``): ``low`` <= value
+    (<= ``high`` when given), else argparse's usage error naming the value and the range, before any work."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
-    return value
+    allowed = f"a whole number in {low}..{high}" if high is not None else f"a whole number >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {allowed}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {allowed}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+positive_int = int_between(1)
+"""An argparse ``type`` for a family command's counts (``--top``, ``--beam``): a whole number >= 1."""
+port_number = int_between(1, 65535)
+"""An argparse ``type`` for a TCP port."""
 
 
 def register_family(family: Family) -> Family:

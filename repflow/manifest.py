@@ -13,12 +13,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["MANIFEST", "OutputError", "staged_output", "read_manifest", "file_sha256", "manifest_digest",
+__all__ = ["MANIFEST", "OutputError", "sweep_temporary", "staged_output",
+           "read_manifest", "file_sha256", "manifest_digest",
            "atomic_write_text"]
 
 MANIFEST = "manifest.json"
@@ -36,6 +38,35 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+TEMPORARY_NAME = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$|^\..+\.tmp$")
+"""Names of what repflow writes before a rename (``.<name>.tmp-<8 hex>``, ``.<name>.old-<8 hex>``, a
+checkpoint's ``.<name>.tmp``, a video's ``.<stem>.<random>.<suffix>.tmp``): left behind only by a killed
+process."""
+SWEEP_SKIPS = {"mlruns", "node_modules", "__pycache__"}
+
+
+def sweep_temporary(root: str | Path) -> list[Path]:
+    """Remove what killed runs left under the work folder ``root``: every file or folder named like a
+    temporary (:data:`TEMPORARY_NAME`). Call it only while holding the workspace lock (no live run writes
+    there then). Other hidden folders are not entered (``.git``, ``.venv``, ``.dvc``), except a stage's
+    resumable ``.<out>.progress``. Returns what was removed."""
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in list(dirs):
+            if TEMPORARY_NAME.match(name):
+                shutil.rmtree(Path(folder) / name, ignore_errors=True)
+                removed.append(Path(folder) / name)
+            if name in SWEEP_SKIPS or TEMPORARY_NAME.match(name) or (name.startswith(".")
+                                                                     and not name.endswith(".progress")):
+                dirs.remove(name)
+        for name in files:
+            if TEMPORARY_NAME.match(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (Path(folder) / name).unlink()
+                removed.append(Path(folder) / name)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

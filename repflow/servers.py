@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 __all__ = ["ServerError", "ScheduleError", "Server", "UI", "start_ui", "stop_servers", "check_prefect_api",
+           "local_only_settings", "mlflow_local_only_options",
            "prefect_api_url", "require_prefect_api", "validate_schedule", "deployment_lines"]
 
 START_TIMEOUT_S = 180.0  # both servers cold on 2 cores take ~30 s; a first DB migration on a slow disk can take ~75 s
@@ -59,7 +60,12 @@ class Server:
 
     def start(self, env: dict[str, str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        try:  # never through a planted symbolic link: it could point at any file the user may write
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise ServerError(f"{self.name}: cannot open its log {self.log_path} ({exc.strerror}; a symbolic link "
+                              f"there is refused: remove it)") from None
+        with open(fd, "wb") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True)
         self.record()
@@ -197,6 +203,23 @@ def _check_port_free(host: str, port: int, name: str, option: str) -> None:
                               f"running there; pick a free port with {option}") from None
 
 
+def local_only_settings(host: str, prefect_port: int) -> dict[str, str]:
+    """Environment of the Prefect server ``repflow ui`` starts: browsers may call it only from its own UI's
+    origin (CORS; Prefect's default is any origin), and state-changing requests need a CSRF token, so a web
+    page open in the same browser cannot drive a local server."""
+    origins = ",".join(f"http://{name}:{prefect_port}" for name in dict.fromkeys((host, "localhost", "127.0.0.1")))
+    return {"PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origins, "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true"}
+
+
+def mlflow_local_only_options(host: str, mlflow_port: int) -> list[str]:
+    """Options of the MLflow server ``repflow ui`` starts: it answers only Host headers naming this machine's
+    loopback (MLflow's default also admits private-network addresses) and cross-origin requests only from its
+    own UI's origin."""
+    names = list(dict.fromkeys((host, "localhost", "127.0.0.1")))
+    return ["--allowed-hosts", ",".join([*names, *(f"{name}:{mlflow_port}" for name in names)]),
+            "--cors-allowed-origins", ",".join(f"http://{name}:{mlflow_port}" for name in names)]
+
+
 def start_ui(workdir: str | Path = ".", prefect_port: int = 4200, mlflow_port: int = 5000, host: str = "127.0.0.1",
              timeout_s: float = START_TIMEOUT_S) -> UI:
     """Start a Prefect server and an MLflow server on the workspace's ``mlflow.db`` at once, and return when
@@ -214,7 +237,8 @@ def start_ui(workdir: str | Path = ".", prefect_port: int = 4200, mlflow_port: i
     prefect_url, mlflow_url = f"http://{host}:{prefect_port}", f"http://{host}:{mlflow_port}"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            # the UI's browser code must call this server, not whatever PREFECT_API_URL the shell exported
-           "PREFECT_API_URL": f"{prefect_url}/api", "PREFECT_UI_API_URL": f"{prefect_url}/api"}
+           "PREFECT_API_URL": f"{prefect_url}/api", "PREFECT_UI_API_URL": f"{prefect_url}/api",
+           **local_only_settings(host, prefect_port)}
     ui = UI(
         prefect=Server("Prefect server", prefect_url, f"{prefect_url}/api/health",
                        [sys.executable, "-m", "prefect", "server", "start", "--host", host,
@@ -224,7 +248,7 @@ def start_ui(workdir: str | Path = ".", prefect_port: int = 4200, mlflow_port: i
                        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                        "--artifacts-destination", str(root / "mlruns"), "--host", host, "--port", str(mlflow_port),
                        # one user: 1 uvicorn worker instead of 4 spares memory and start-up on 2 cores
-                       "--workers", "1"],
+                       "--workers", "1", *mlflow_local_only_options(host, mlflow_port)],
                       logs / "mlflow-server.log"),
     )
     try:

@@ -31,9 +31,10 @@ from typing import Any, Iterator
 
 from repflow.config import section_digest
 from repflow.family import Stage, code_version
-from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output
+from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output, sweep_temporary
 
-__all__ = ["Workspace", "WorkspaceBusy", "StageContext", "StageSummary", "run_stage", "plan_stage", "read_summary",
+__all__ = ["Workspace", "WorkspaceBusy", "WorkspaceError", "StageContext", "StageSummary", "run_stage", "plan_stage",
+           "read_summary",
            "params_for", "current_output", "export_metrics", "run_in"]
 
 log = logging.getLogger("repflow.stage")
@@ -42,7 +43,11 @@ SUMMARY = "summary.json"
 _HELD: set[Path] = set()
 
 
-class WorkspaceBusy(RuntimeError):
+class WorkspaceError(RuntimeError):
+    """A work folder that cannot be used: held by another run, or its lock file is a symbolic link."""
+
+
+class WorkspaceBusy(WorkspaceError):
     """The work folder is held by another run."""
 
 
@@ -77,7 +82,12 @@ class Workspace:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".repflow.lock"
-        with open(path, "a+") as fh:
+        try:  # never through a planted symbolic link: the lock is truncated and written
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise WorkspaceError(f"--workdir {self.root}: cannot open its lock file {path} ({exc.strerror}; a "
+                                 f"symbolic link there is refused: remove it)") from None
+        with open(fd, "a+") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -89,6 +99,10 @@ class Workspace:
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             fh.flush()
+            swept = sweep_temporary(self.root)  # no live run writes here now: what is left is a killed run's
+            if swept:
+                log.info("%s: removed %d temporary files left by killed runs, e.g. %s", self.root, len(swept),
+                         swept[0])
             _HELD.add(self.root)
             try:
                 yield self

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["configure", "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
+__all__ = ["configure", "tracking_uri", "TrackingError", "check_tracking_server",
+           "flow_run", "stage_run", "git_commit", "flatten", "EXPERIMENT", "prefect_flow_run_id",
            "RegistryError", "get_model_version", "Champion", "alias_holder", "champion_gate", "describe_model",
            "register_model", "log_child_run",
            "context", "adopt", "trace_lineage", "format_lineage", "launcher", "close_orphaned_runs"]
@@ -37,15 +38,65 @@ def _quiet_env() -> None:
         os.environ.setdefault(k, v)
 
 
-def configure(root: str | Path = ".") -> str:
-    """Point MLflow at the project's store and make sure the experiment exists; returns its id."""
+class TrackingError(RuntimeError):
+    """A tracking store that cannot be used: a server that does not answer, or (for a read-only command) a
+    work folder or database that does not exist. The message names the URI or folder."""
+
+
+SERVER_CHECK_TIMEOUT_S = 3.0  # one health request; a live MLflow server answers in milliseconds
+
+
+def check_tracking_server(uri: str) -> None:
+    """Raise :class:`TrackingError` (one line naming ``uri``) unless the MLflow server at an ``http(s)`` tracking
+    URI answers ``GET /health`` within 3 s. MLflow's own client retries a dead server for minutes; this check
+    runs first. Other URIs (files, databases) are not servers and pass."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import httpx
+
+    hint = "start one with 'repflow ui' or unset MLFLOW_TRACKING_URI (the work folder's mlflow.db is the default)"
+    try:
+        resp = httpx.get(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_TIMEOUT_S)
+    except httpx.TimeoutException:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no answer within {SERVER_CHECK_TIMEOUT_S:g} s; "
+                            f"{hint}") from None
+    except httpx.HTTPError as exc:
+        why = "connection refused" if "refused" in str(exc).lower() else str(exc) or type(exc).__name__
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({why}); {hint}") from None
+    if resp.status_code != 200:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: GET /health answered HTTP {resp.status_code}, not like an "
+                            f"MLflow server")
+
+
+def tracking_uri(root: str | Path = ".") -> str:
+    """Where tracking goes for the work folder ``root``: ``MLFLOW_TRACKING_URI`` as the user set it, else
+    ``sqlite:///<root>/mlflow.db``."""
+    return _USER_TRACKING_URI or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def configure(root: str | Path = ".", *, read_only: bool = False) -> str | None:
+    """Point MLflow at the project's store and make sure the experiment exists; returns its id.
+
+    ``read_only`` (commands that only read the registry): the work folder and its ``mlflow.db`` must exist
+    already, and nothing is created (no database, no experiment; None when the experiment does not exist).
+    A tracking server is checked for an answer first either way."""
     _quiet_env()
+    root = Path(root).resolve()
+    uri = tracking_uri(root)
+    check_tracking_server(uri)
+    if read_only:
+        if not root.is_dir():
+            raise TrackingError(f"--workdir {root}: no such folder")
+        db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if db is not None and not db.is_file():
+            raise TrackingError(f"{db}: no such tracking database, so no registered models; run a flow in this "
+                                f"work folder first (repflow run FAMILY) or pass --workdir of one that has")
     import mlflow
 
-    root = Path(root).resolve()
-    uri = _USER_TRACKING_URI or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is None and read_only:
+        return None
     if exp is None:
         artifacts = None if uri.startswith("http") else (root / "mlruns").as_uri()
         try:
@@ -110,24 +161,34 @@ def flow_run(name: str, params: dict[str, Any], tags: dict[str, str] | None = No
 
 
 def close_orphaned_runs(workdir: str | Path, keep: str | None = None) -> list[str]:
-    """Mark as KILLED the MLflow runs a killed flow in ``workdir`` left RUNNING (its parent run, tagged
-    ``repflow.workdir``, and the stage runs under it), except the parent run ``keep`` (the caller's own).
-    Call it only while holding the workspace lock: then no live process can own them. Returns the run
-    ids closed."""
+    """Mark as KILLED the MLflow runs a killed process in ``workdir`` left RUNNING: a flow's parent run (tagged
+    ``repflow.workdir``) with the stage runs under it, and a single stage's run (``repflow stage``, ``dvc
+    repro``: tagged ``repflow.output`` inside ``workdir``), except the parent run ``keep`` (the caller's own).
+    Call it only while holding the workspace lock: then no live process can own them. Returns the run ids
+    closed.
+
+    Runs are matched on their tags here, not in an MLflow filter string, so a folder name with a quote in it
+    matches like any other."""
     import mlflow
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return []
-    root = str(Path(workdir).resolve())
-    parents = client.search_runs([exp.experiment_id], f"tags.`repflow.workdir` = '{root}' and "
-                                 f"attributes.status = 'RUNNING'")
+    root = Path(workdir).resolve()
+    running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=10_000)
+
+    def in_workdir(run) -> bool:
+        tags = run.data.tags
+        if tags.get("repflow.workdir"):
+            return Path(tags["repflow.workdir"]) == root
+        output = tags.get("repflow.output")
+        return bool(output) and "mlflow.parentRunId" not in tags and Path(output).is_relative_to(root)
+
     closed = []
-    for parent in (p for p in parents if p.info.run_id != keep):
-        children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
-                                      f"and attributes.status = 'RUNNING'")
-        for run in [*children, parent]:
+    for top in (r for r in running if r.info.run_id != keep and in_workdir(r)):
+        children = [r for r in running if r.data.tags.get("mlflow.parentRunId") == top.info.run_id]
+        for run in [*children, top]:
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
     return closed
@@ -154,6 +215,8 @@ def stage_run(stage: str, params: dict[str, Any], lineage: dict[str, Any], out: 
     import mlflow
 
     tags = {f"repflow.{k}": str(v) for k, v in flatten(lineage).items()}
+    if out is not None:  # at the start, so a killed stage's run can be found (close_orphaned_runs)
+        tags["repflow.output"] = str(Path(out).resolve())
     tags.update({"repflow.stage": stage, "repflow.git_commit": git_commit(),
                  "repflow.dvc_stage": os.environ.get("DVC_STAGE") or dvc_stage or stage,
                  "repflow.launched_by": launcher(),
@@ -277,14 +340,14 @@ class RegistryError(LookupError):
 
 def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
     """``name@alias`` | ``name/version`` | ``name`` → (name, alias, version)."""
-    ref = ref.removeprefix("models:/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, alias, None
-    if "/" in ref:
-        name, version = ref.split("/", 1)
-        return name, None, version
-    return ref, None, None
+    import re
+
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:@([A-Za-z0-9_-]+)|/([0-9]+))?", ref.removeprefix("models:/"))
+    if match is None:
+        raise RegistryError(f"model reference {ref!r}: must be NAME@ALIAS, NAME/VERSION or NAME (e.g. "
+                            f"repflow-encoder@champion, repflow-encoder/3)")
+    name, alias, version = match.groups()
+    return name, alias, version
 
 
 def get_model_version(ref: str):

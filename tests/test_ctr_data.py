@@ -56,18 +56,37 @@ def test_a_datetime_timestamp_becomes_epoch_seconds(tmp_path):
     (lambda f: f.drop("stars"), "no column 'stars' (mapped as 'rating')"),
     (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("lots")).otherwise(
         pl.col("stars").cast(pl.String)).alias("stars")),
-     "column 'stars' (rating) must be numeric; row 3 holds 'lots'"),
+     "row 4 ('lots'): 'stars' (rating) not a number"),
     (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.lit("yesterday")).otherwise(
-        pl.col("when").cast(pl.String)).alias("when")), "column 'when' (timestamp) must be numeric; row 5"),
+        pl.col("when").cast(pl.String)).alias("when")), "row 6 ('yesterday'): 'when' (timestamp) not a number"),
     (lambda f: f.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("uid")).alias("uid")),
-     "column 'uid' (user) is empty at row 2"),
+     "row 3 (None): 'uid' (user) empty"),
 ])
 def test_bad_tables_name_file_and_column(tmp_path, change, message):
+    """With no share of bad rows allowed, one bad row is an error naming the file, the row and the column."""
     path = tmp_path / "bad.csv"
     change(tiny_frame()).write_csv(path)
     with pytest.raises(SourceError) as err:
-        read_interaction_table(path, COLUMNS)
+        read_interaction_table(path, COLUMNS, max_skipped_share=0.0)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_a_bad_row_is_skipped_and_counted_and_a_bad_year_becomes_missing(tmp_path):
+    """The one bad-input policy: a row whose rating is not a number is skipped and counted by reason (not the
+    whole table refused); a year of 'V' (as MovieLens-100K has for one film) becomes missing."""
+    frame = tiny_frame().with_columns(pl.col("stars").cast(pl.String), pl.col("released").cast(pl.String))
+    movie = frame["movie"][7]
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("lots")).otherwise(pl.col("stars"))
+                               .alias("stars"),
+                               pl.when(pl.col("movie") == movie).then(pl.lit("V")).otherwise(pl.col("released"))
+                               .alias("released"))
+    frame.write_csv(tmp_path / "dirty.csv")
+    tables = read_interaction_table(tmp_path / "dirty.csv", COLUMNS)
+    assert tables.interactions.height == frame.height - 1
+    assert dict(tables.report.skipped) == {"'stars' (rating) not a number": 1}
+    assert tables.report.manifest()["first_bad"] == [["4 ('lots')", "'stars' (rating) not a number"]]
+    assert tables.items.filter(pl.col("item") == movie)["year"].is_null().all()
+    assert tables.items["year"].is_not_null().any()
 
 
 def test_bad_column_maps_and_files(tmp_path):
@@ -80,7 +99,7 @@ def test_bad_column_maps_and_files(tmp_path):
         read_interaction_table(path, {**COLUMNS, "price": "stars"})
     with pytest.raises(SourceError, match="does not exist"):
         read_interaction_table(tmp_path / "absent.csv", COLUMNS)
-    with pytest.raises(SourceError, match="column 'stars' \\(click\\) must hold 0 or 1; row 0 holds"):
+    with pytest.raises(SourceError, match="'stars' \\(click\\) not 0 or 1"):
         read_interaction_table(path, {**{k: v for k, v in COLUMNS.items() if k != "rating"}, "click": "stars"})
     with pytest.raises(SourceError, match="unknown CTR source 'criteo'"):
         read_ctr_source("criteo")

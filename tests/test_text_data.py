@@ -108,7 +108,7 @@ def test_bad_jsonl_lines_are_skipped_and_counted(tmp_path):
     pairs, report = read_jsonl_pairs(write_jsonl(tmp_path / "p.jsonl", lines), source_field="q", target_field="a",
                                      max_skipped_share=0.2)
     assert len(pairs) == 20 and pairs[0] == Pair("source 0", "target 0", "source 0")
-    assert report.lines == 22 and report.kept == 20 and sum(report.skipped.values()) == 2
+    assert report.seen == 22 and report.kept == 20 and sum(report.skipped.values()) == 2
     assert report.first_bad == [(6, "no string 'q' and 'a'"), (8, "empty source")]
 
 

@@ -90,10 +90,10 @@ class VideoReader:
         self.has_audio = bool(self._container.streams.audio)
         self.width, self.height = self._stream.codec_context.width, self._stream.codec_context.height
 
-    def frames(self, *, square: int | None = None) -> Iterator[np.ndarray]:
+    def frames(self, *, square: int | None = None, strict: bool = False) -> Iterator[np.ndarray]:
         """Every frame in order as uint8 (H, W, 3) RGB, or (square, square, 3) when ``square`` is given
         (:func:`square_resize`). A stream that yields no frame raises :class:`SourceError`; one that breaks
-        off part-way ends early, keeping the frames decoded so far."""
+        off part-way ends early, keeping the frames decoded so far, unless ``strict`` (then it raises too)."""
         count = 0
         try:
             for frame in self._container.decode(self._stream):
@@ -101,15 +101,16 @@ class VideoReader:
                 yield (frame.to_ndarray(format="rgb24") if square is None
                        else square_resize(frame.to_image(), square))
         except _DECODE_ERRORS as exc:
-            if not count:
-                raise SourceError(f"{self.path} is not a decodable video ({type(exc).__name__}: {exc})") from exc
+            if not count or strict:
+                raise SourceError(f"{self.path} is not a decodable video ({type(exc).__name__}: {exc}, after "
+                                  f"{count} frames)") from exc
         if not count:
             raise SourceError(f"{self.path} is not a decodable video: its video stream has no frames")
 
-    def chunks(self, length: int, *, square: int | None = None) -> Iterator[np.ndarray]:
+    def chunks(self, length: int, *, square: int | None = None, strict: bool = False) -> Iterator[np.ndarray]:
         """The frames in consecutive uint8 (length, H, W, 3) blocks; the last one may be shorter."""
         block: list[np.ndarray] = []
-        for frame in self.frames(square=square):
+        for frame in self.frames(square=square, strict=strict):
             block.append(frame)
             if len(block) == length:
                 yield np.stack(block)

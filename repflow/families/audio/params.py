@@ -12,7 +12,8 @@ from repflow.config import Section
 from repflow.family import ModelSpec
 from repflow.families.audio.features import FeatureError, MelSettings
 from repflow.families.audio.models import FREQ_POOLING
-from repflow.families.audio.sources import AUDIO_SOURCES, DEFAULT_WORDS, SOURCE_LABELS
+from repflow.families.audio.sources import (AUDIO_SOURCES, AUTO_LABEL, DEFAULT_WORDS, SOURCE_LABELS, attack_task,
+                                            stratify_label)
 from repflow.families.audio.ssl import AUDIO_METHODS
 from repflow.registry import literal_of
 
@@ -33,7 +34,8 @@ class AudioPrepParams(Section):
     clips_per_word: int = Field(60, ge=3, le=10_000, description="espeak: clips synthesised per word")
     pitch_bands: int = Field(3, ge=2, le=10, description="espeak: equal-width bands of the pitch parameter 0-99")
     max_seconds: float = Field(2.0, gt=0.0, le=60.0, description="longer files are cut to this (seconds)")
-    stratify: str = Field("word", description="label whose classes every split keeps in proportion")
+    stratify: str = Field(AUTO_LABEL, description="label whose classes every split keeps in proportion; 'auto' = the "
+                                                  "source's first label (espeak, asterisk: word; audiofolder: label)")
     min_class_count: int = Field(3, ge=3, le=10_000, description="classes of `stratify` with fewer clips are dropped")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -136,7 +138,8 @@ class AudioEvaluateParams(Section):
     probe_batch_size: int = Field(256, ge=1, le=65_536)
     sensitivity_shifts: list[int] = Field(default_factory=lambda: [8, -8, 16, -16], min_length=1, max_length=16,
                                           description="frequency shifts (mel bins) of the sensitivity score")
-    attack_task: str | None = Field("word", description="probe task attacked with PGD on waveforms; null = none")
+    attack_task: str | None = Field(AUTO_LABEL, description="probe task attacked with PGD on waveforms; null = none; "
+                                                             "'auto' = the source's first label")
     eps: list[float] = Field(default_factory=lambda: [0.002, 0.008], min_length=1, max_length=8,
                              description="l-inf radii in waveform amplitude (full scale = 1)")
     pgd_steps: int = Field(10, ge=1, le=1000)
@@ -171,14 +174,16 @@ def check(params) -> None:
     pooling fits the mel bins."""
     a = params.audio
     labels = SOURCE_LABELS[a.prep.source]
-    for key, names in (("audio.prep.stratify", [a.prep.stratify]), ("audio.evaluate.tasks", a.evaluate.tasks or []),
-                       ("audio.evaluate.attack_task", [a.evaluate.attack_task] if a.evaluate.attack_task else [])):
+    attacked = attack_task(params)
+    for key, names in (("audio.prep.stratify", [stratify_label(params)]),
+                       ("audio.evaluate.tasks", a.evaluate.tasks or []),
+                       ("audio.evaluate.attack_task", [attacked] if attacked else [])):
         missing = [n for n in names if n not in labels]
         if missing:
             raise ValueError(f"{key} = {missing}: source {a.prep.source!r} has no such label; its labels: "
                              f"{list(labels)}")
-    if a.evaluate.tasks is not None and a.evaluate.attack_task and a.evaluate.attack_task not in a.evaluate.tasks:
-        raise ValueError(f"audio.evaluate.attack_task = {a.evaluate.attack_task!r} is not one of audio.evaluate.tasks "
+    if a.evaluate.tasks is not None and attacked and attacked not in a.evaluate.tasks:
+        raise ValueError(f"audio.evaluate.attack_task = {attacked!r} is not one of audio.evaluate.tasks "
                          f"{a.evaluate.tasks}")
     enc, feat = a.train.encoder, a.features
     if feat.n_mels % 2 ** enc.blocks:

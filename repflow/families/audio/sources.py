@@ -29,15 +29,17 @@ import torchaudio.functional as AF
 
 import repflow.media.speech as speech  # a module import: the code closure lists the module, not the package
 from repflow.progress import progress
-from repflow.sources import SourceError
+from repflow.sources import SourceError, folder_files
 
 __all__ = ["AudioClips", "SourceError", "read_audio_source", "AUDIO_SOURCES", "SOURCE_LABELS", "DEFAULT_WORDS",
            "DEFAULT_PATHS", "ESPEAK_VARIANTS", "ESPEAK_RATES", "SAMPLE_RATE_RANGE", "AUDIO_SUFFIXES",
-           "pitch_band_names"]
+           "pitch_band_names", "AUTO_LABEL", "source_label", "stratify_label", "attack_task"]
 
 AUDIO_SOURCES = ("espeak", "asterisk", "audiofolder")
 SOURCE_LABELS = {"espeak": ("word", "voice", "accent", "pitch_band"), "asterisk": ("word", "language"),
                  "audiofolder": ("label",)}
+AUTO_LABEL = "auto"
+"""The value of a label-valued param that means "the source's first label" (:func:`source_label`)."""
 DEFAULT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                  "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 DEFAULT_PATHS = {"asterisk": Path("/usr/share/asterisk/sounds"), "audiofolder": Path("data/raw/audio")}
@@ -67,6 +69,22 @@ class AudioClips:
     names: list[str]
     origin: str
     skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def source_label(value: str | None, source: str) -> str | None:
+    """A label-valued param as the stages use it: ``'auto'`` is the source's first label (its main task:
+    espeak and asterisk 'word', audiofolder 'label'), so a default follows the source's labels."""
+    return SOURCE_LABELS[source][0] if value == AUTO_LABEL else value
+
+
+def stratify_label(params) -> str:
+    """``audio.prep.stratify`` with 'auto' resolved for the source."""
+    return source_label(params.audio.prep.stratify, params.audio.prep.source)
+
+
+def attack_task(params) -> str | None:
+    """``audio.evaluate.attack_task`` with 'auto' resolved for the source (None: no attack)."""
+    return source_label(params.audio.evaluate.attack_task, params.audio.prep.source)
 
 
 def pitch_band_names(bands: int) -> list[str]:
@@ -100,9 +118,11 @@ def _decode(path: Path, sample_rate: int, max_seconds: float) -> np.ndarray:
 
 
 def _read_files(files: list[tuple[Path, dict[str, str]]], root: Path, *, source: str, sample_rate: int,
-                max_seconds: float) -> AudioClips:
-    """Decode ``(file, labels)`` pairs in order; the undecodable are skipped and listed."""
-    waveforms, names, skipped = [], [], []
+                max_seconds: float, walk_skipped: list[dict[str, str]] | None = None) -> AudioClips:
+    """Decode ``(file, labels)`` pairs in order; the undecodable are skipped and listed after what the folder
+    walk skipped (``walk_skipped``, :func:`repflow.sources.folder_files`)."""
+    waveforms, names = [], []
+    skipped = [{"file": s["file"], "error": s["reason"]} for s in walk_skipped or []]
     labels: dict[str, list[str]] = {task: [] for task in SOURCE_LABELS[source]}
     for path, clip_labels in progress(files, desc=f"{source}: decoding", unit="file"):
         try:
@@ -120,22 +140,32 @@ def _read_files(files: list[tuple[Path, dict[str, str]]], root: Path, *, source:
     return AudioClips(waveforms, sample_rate, labels, names, origin=str(root), skipped=skipped)
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+def _class_files(folder: Path, suffixes=AUDIO_SUFFIXES) -> tuple[dict[str, list[Path]], list[dict[str, str]]]:
+    """``{first-level sub-folder: its audio files}`` of ``folder`` by the shared walk (links that loop or leave
+    the folder skipped, a file reached twice read once), and what the walk skipped."""
+    walk = folder_files(folder, suffixes)
+    classes: dict[str, list[Path]] = {}
+    for path in walk.files:
+        parts = path.relative_to(folder).parts
+        if len(parts) > 1:
+            classes.setdefault(parts[0], []).append(path)
+    return classes, walk.skipped
 
 
 def read_audiofolder(folder: Path, *, sample_rate: int, max_seconds: float) -> AudioClips:
     if not folder.is_dir():
         raise SourceError(f"audiofolder: folder {folder} does not exist (expected <folder>/<class>/<file>"
                           f".{{{','.join(s[1:] for s in AUDIO_SUFFIXES)}}}; set the source path)")
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise SourceError(f"audiofolder: {folder} has no class sub-folders (expected <folder>/<class>/<file>)")
-    files = [(p, {"label": d.name}) for d in class_dirs for p in _audio_files(d)]
+    classes, walk_skipped = _class_files(folder)
+    files = [(p, {"label": label}) for label, paths in sorted(classes.items()) for p in paths]
     if not files:
         raise SourceError(f"audiofolder: no {'/'.join(AUDIO_SUFFIXES)} files in the class folders of {folder} "
-                          f"({', '.join(d.name for d in class_dirs[:5])}{', ...' if len(class_dirs) > 5 else ''})")
-    return _read_files(files, folder, source="audiofolder", sample_rate=sample_rate, max_seconds=max_seconds)
+                          f"({', '.join(class_dirs[:5])}{', ...' if len(class_dirs) > 5 else ''})")
+    return _read_files(files, folder, source="audiofolder", sample_rate=sample_rate, max_seconds=max_seconds,
+                       walk_skipped=walk_skipped)
 
 
 def read_asterisk(folder: Path, *, sample_rate: int, max_seconds: float) -> AudioClips:
@@ -143,9 +173,9 @@ def read_asterisk(folder: Path, *, sample_rate: int, max_seconds: float) -> Audi
     are not followed, so each prompt is read once."""
     if not folder.is_dir():
         raise SourceError(f"asterisk: folder {folder} does not exist ({ASTERISK_INSTALL})")
-    voices = sorted(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink() and not d.name.startswith("."))
-    files = [(p, {"word": p.relative_to(d).with_suffix("").as_posix(), "language": d.name.split("_")[0]})
-             for d in voices for p in _audio_files(d) if p.suffix.lower() == ".wav"]
+    classes, _ = _class_files(folder, (".wav",))  # the alias links reach voice folders a second time: skipped
+    files = [(p, {"word": p.relative_to(folder / voice).with_suffix("").as_posix(), "language": voice.split("_")[0]})
+             for voice, paths in sorted(classes.items()) for p in paths]
     if not files:
         raise SourceError(f"asterisk: no language folders with .wav prompts under {folder} "
                           f"(expected e.g. en_US_f_Allison/digits/7.wav; {ASTERISK_INSTALL})")

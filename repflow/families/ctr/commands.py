@@ -36,7 +36,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from repflow import tracking
     from repflow.families.ctr.recommend import recommend
 
-    tracking.configure(args.workdir)
+    tracking.configure(args.workdir, read_only=True)
     r = load_registered_recommender(args.model)
     ranked = recommend(r["model"], r["space"], r["interactions"], r["items"], args.user, top=args.top,
                        history_len=r["history"])

@@ -8,6 +8,7 @@ from repflow.family import ModelSpec
 from repflow.families.ctr.models import CTR_MODELS
 from repflow.families.ctr.tables import CLICK_THRESHOLD, CTR_SOURCES, OPTIONAL_ROLES, REQUIRED_ROLES
 from repflow.registry import literal_of
+from repflow.sources import MAX_SKIPPED_SHARE
 
 __all__ = ["SECTIONS", "check", "CRITERIA"]
 
@@ -27,6 +28,10 @@ class CtrPrepParams(Section):
                                                              "item, timestamp and rating or click are required")
     click_threshold: float = Field(CLICK_THRESHOLD, description="click = rating >= this (MovieLens: 4)")
     genre_separator: str = Field("|", min_length=1)
+    max_skipped_share: float = Field(MAX_SKIPPED_SHARE, ge=0.0, le=1.0,
+                                     description="the 'table' source: rows with an empty id or a non-numeric "
+                                                 "timestamp / rating / click are skipped and counted; more than this "
+                                                 "share skipped is an error naming the file and the first bad rows")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of interactions (by time) in val")
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="the latest interactions, held out for test")
     history: int = Field(20, ge=1, le=1000, description="behaviour history: the user's latest clicks strictly "

@@ -14,7 +14,9 @@ thread that asks pypi.python.org for a newer version; offline that fails at once
 """
 from __future__ import annotations
 
+import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +73,20 @@ def peer_inputs(data: CtrTensors, features: FeatureTensors) -> dict[str, np.ndar
     return {k: v.numpy().astype(np.int64) for k, v in x.items()}
 
 
+def _no_version_check() -> None:
+    """Make ``import deepctr_torch`` offline. Its ``__init__`` calls ``utils.check_version``, which starts a thread
+    asking pypi.python.org for a newer release (no timeout; a network call at run time). That module holds
+    nothing else, so a stand-in whose ``check_version`` does nothing is put in its place before the package
+    is imported."""
+    if "deepctr_torch" in sys.modules or "deepctr_torch.utils" in sys.modules:
+        return
+    stand_in = types.ModuleType("deepctr_torch.utils", "deepctr_torch's version check, switched off by repflow")
+    stand_in.check_version = lambda version: None
+    sys.modules["deepctr_torch.utils"] = stand_in
+
+
 def _columns(features: FeatureTensors, history_len: int, genres_len: int, dim: int) -> list:
+    _no_version_check()
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
 
     s = features.sizes
@@ -94,6 +109,7 @@ def train_peer_din(train: CtrTensors, evaluate: CtrTensors, features: FeatureTen
     ``validate``, after the epoch with the best validation AUC (one ``fit`` call per epoch; the optimiser
     state carries over). ``history``: ``loss`` per epoch, and ``val_auc`` / ``best_epoch`` with ``validate``.
     Without the package this is an ImportError saying how to install it."""
+    _no_version_check()
     try:
         from deepctr_torch.models import DIN
     except ImportError as exc:

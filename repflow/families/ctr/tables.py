@@ -30,7 +30,7 @@ from typing import Mapping
 
 import polars as pl
 
-from repflow.sources import SourceError
+from repflow.sources import MAX_SKIPPED_SHARE, SkipReport, SourceError
 
 __all__ = ["CtrTables", "SourceError", "read_movielens", "read_interaction_table", "read_ctr_source",
            "movielens_folder", "write_parquet_atomic", "read_parquet", "CTR_SOURCES", "REQUIRED_ROLES",
@@ -54,6 +54,7 @@ class CtrTables:
     interactions: pl.DataFrame
     items: pl.DataFrame
     origin: str
+    report: SkipReport | None = None  # what reading skipped
 
 
 def movielens_folder() -> Path:
@@ -78,15 +79,21 @@ def _need(table: pl.DataFrame, columns: tuple[str, ...], path: Path) -> None:
         raise SourceError(f"{path}: no column {missing[0]!r}; it has {table.columns}")
 
 
-def read_movielens(folder: str | Path | None = None, *, click_threshold: float = CLICK_THRESHOLD) -> CtrTables:
-    """MovieLens-100K from ``folder`` (default: :func:`movielens_folder`)."""
+def read_movielens(folder: str | Path | None = None, *, click_threshold: float = CLICK_THRESHOLD,
+                   max_skipped_share: float = MAX_SKIPPED_SHARE) -> CtrTables:
+    """MovieLens-100K from ``folder`` (default: :func:`movielens_folder`), under the same bad-row policy as
+    :func:`read_interaction_table`."""
     folder = Path(folder) if folder is not None else movielens_folder()
     inter_path, item_path = folder / "ml-100k.inter", folder / "ml-100k.item"
     raw = _read_atomic_file(inter_path)
     _need(raw, ("user_id", "item_id", "rating", "timestamp"), inter_path)
     raw = raw.rename({"user_id": "user", "item_id": "item"})
     names = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp"}
-    interactions = _typed_interactions(raw, inter_path, names, has_rating=True, click_threshold=click_threshold)
+    report = SkipReport(str(inter_path), unit="rows", seen=raw.height)
+    interactions, _ = _typed_interactions(raw, inter_path, names, has_rating=True, click_threshold=click_threshold,
+                                          report=report)
+    report.kept = interactions.height
+    report.check(max_skipped_share, "ctr.prep.max_skipped_share")
     meta = _read_atomic_file(item_path)
     _need(meta, ("item_id", "movie_title", "release_year", "class"), item_path)
     items = meta.select(
@@ -95,51 +102,57 @@ def read_movielens(folder: str | Path | None = None, *, click_threshold: float =
         pl.col("class").fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
         .alias("genres"),
         pl.col("release_year").cast(pl.Int32, strict=False).alias("year"))
-    return CtrTables(interactions, _complete_items(items, interactions), origin=str(folder))
+    return CtrTables(interactions, _complete_items(items, interactions), origin=str(folder), report=report)
 
 
-def _numeric(table: pl.DataFrame, role: str, path: Path, names: Mapping[str, str]) -> pl.Series:
-    """Column ``role`` as float64; a value that is not a number is an error naming the file, the file's
-    column (``names[role]``), the row and the value."""
+def _numeric(table: pl.DataFrame, role: str) -> tuple[pl.Series, pl.Series]:
+    """Column ``role`` as float64 and the mask of its cells that hold something other than a finite number
+    (those cells are null in the float column)."""
     series = table[role]
     if series.dtype == pl.Datetime or series.dtype == pl.Date:
-        return series.cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Float64)
+        return series.cast(pl.Datetime("ms")).dt.epoch("s").cast(pl.Float64), pl.Series([False] * table.height)
     if series.dtype == pl.Boolean:
         series = series.cast(pl.Int8)
     cast = series.cast(pl.Float64, strict=False) if series.dtype != pl.String else \
         series.str.strip_chars().cast(pl.Float64, strict=False)
-    bad = (cast.is_null() & series.is_not_null()) | cast.is_nan() | cast.is_infinite()
-    if bad.any():
-        row = int(bad.arg_true()[0])
-        raise SourceError(f"{path}: column {names[role]!r} ({role}) must be numeric; row {row} holds "
-                          f"{series[row]!r}")
-    return cast
+    bad = ((cast.is_null() & series.is_not_null()) | cast.is_nan() | cast.is_infinite()).fill_null(False)
+    return cast.set(bad, None), bad
 
 
 def _typed_interactions(raw: pl.DataFrame, path: Path, names: Mapping[str, str], *, has_rating: bool,
-                        click_threshold: float) -> pl.DataFrame:
-    """``raw`` with columns user, item, timestamp and rating or click (any types) → the interactions table;
-    ``names`` maps those roles to the file's column names, for errors."""
-    for role in ("user", "item", "timestamp", "rating" if has_rating else "click"):
-        nulls = raw[role].is_null()
-        if nulls.any():
-            raise SourceError(f"{path}: column {names[role]!r} ({role}) is empty at row {int(nulls.arg_true()[0])}")
-    timestamp = _numeric(raw, "timestamp", path, names)
+                        click_threshold: float, report: SkipReport) -> tuple[pl.DataFrame, pl.Series]:
+    """``raw`` with columns user, item, timestamp and rating or click (any types) → the interactions table
+    without the rows whose required cells are empty or not numbers (each counted in ``report`` by column and
+    reason, 1-based data row numbers), and the mask of the rows kept; ``names`` maps those roles to the
+    file's column names."""
+    keep = pl.Series([True] * raw.height)
+    required = ("user", "item", "timestamp", "rating" if has_rating else "click")
+    numbers: dict[str, pl.Series] = {}
+    for role in required:
+        empty = raw[role].is_null()
+        if raw[role].dtype == pl.String:
+            empty = empty | (raw[role].str.strip_chars() == "").fill_null(True)
+        reasons = [(empty, "empty")]
+        if role in ("timestamp", "rating", "click"):
+            numbers[role], bad = _numeric(raw, role)
+            reasons.append((bad & ~empty, "not a number"))
+            if role == "click":
+                reasons.append((~numbers[role].is_in([0.0, 1.0]).fill_null(True) & ~bad & ~empty, "not 0 or 1"))
+        for mask, why in reasons:
+            for row in (mask & keep).arg_true().to_list():
+                report.add_bad(f"{row + 1} ({raw[role][row]!r})", f"{names[role]!r} ({role}) {why}")
+            keep = keep & ~mask
+    raw = raw.filter(keep)
+    numbers = {role: series.filter(keep) for role, series in numbers.items()}
     if has_rating:
-        rating = _numeric(raw, "rating", path, names)
+        rating = numbers["rating"]
         click = (rating >= click_threshold).cast(pl.Int8)
     else:
         rating = pl.Series("rating", [None] * raw.height, dtype=pl.Float64)
-        click = _numeric(raw, "click", path, names)
-        bad = ~click.is_in([0.0, 1.0])
-        if bad.any():
-            row = int(bad.arg_true()[0])
-            raise SourceError(f"{path}: column {names['click']!r} (click) must hold 0 or 1; row {row} holds "
-                              f"{raw['click'][row]!r}")
-        click = click.cast(pl.Int8)
+        click = numbers["click"].cast(pl.Int8)
     return pl.DataFrame({
         "user": raw["user"].cast(pl.String), "item": raw["item"].cast(pl.String), "rating": rating,
-        "click": click, "timestamp": timestamp.round(0).cast(pl.Int64)}, schema=INTERACTION_COLUMNS)
+        "click": click, "timestamp": numbers["timestamp"].round(0).cast(pl.Int64)}, schema=INTERACTION_COLUMNS), keep
 
 
 def _complete_items(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.DataFrame:
@@ -152,12 +165,16 @@ def _complete_items(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.DataF
 
 
 def read_interaction_table(path: str | Path, columns: Mapping[str, str], *, click_threshold: float = CLICK_THRESHOLD,
-                           genre_separator: str = "|") -> CtrTables:
+                           genre_separator: str = "|", max_skipped_share: float = MAX_SKIPPED_SHARE) -> CtrTables:
     """The user's own interactions from a parquet or CSV/TSV file. ``columns`` maps roles
     (:data:`REQUIRED_ROLES` + :data:`OPTIONAL_ROLES`) to the file's column names; with both ``rating`` and
-    ``click`` mapped, the click column wins and ratings are kept as they are. A missing file or column,
-    an unknown role, an empty id, or a rating / timestamp / click that is not a number is a
-    :class:`SourceError` naming the file and column."""
+    ``click`` mapped, the click column wins and ratings are kept as they are.
+
+    The bad-input policy (:mod:`repflow.sources`): a row with an empty id, or a timestamp / rating / click that
+    is not a number (a click not 0 or 1), is skipped and counted by reason in ``CtrTables.report``; more than
+    ``max_skipped_share`` of the rows skipped is a :class:`SourceError` naming the file and the first bad rows.
+    A bad optional cell (a ``year`` of 'V', as ml-100k has) becomes missing. A missing file or column, or an
+    unknown role, is a :class:`SourceError` naming the file and column."""
     path = Path(path)
     unknown = sorted(set(columns) - set(REQUIRED_ROLES) - set(OPTIONAL_ROLES))
     if unknown:
@@ -181,11 +198,17 @@ def read_interaction_table(path: str | Path, columns: Mapping[str, str], *, clic
     for role, column in columns.items():
         if column not in table.columns:
             raise SourceError(f"{path}: no column {column!r} (mapped as {role!r}); the file has {table.columns}")
+    if table.is_empty():
+        raise SourceError(f"{path}: the table has no rows")
     raw = table.select(pl.col(column).alias(role) for role, column in columns.items())
-    interactions = _typed_interactions(raw, path, columns, has_rating="click" not in columns,
-                                       click_threshold=click_threshold)
+    report = SkipReport(str(path), unit="rows", seen=raw.height)
+    interactions, keep = _typed_interactions(raw, path, columns, has_rating="click" not in columns,
+                                             click_threshold=click_threshold, report=report)
+    report.kept = interactions.height
+    report.check(max_skipped_share, "ctr.prep.max_skipped_share")
+    raw = raw.filter(keep)
     if "click" in columns and "rating" in columns:
-        interactions = interactions.with_columns(_numeric(raw, "rating", path, columns).alias("rating"))
+        interactions = interactions.with_columns(_numeric(raw, "rating")[0].alias("rating"))
     item_meta = [pl.col("item").cast(pl.String)]
     item_meta.append(pl.col("title").cast(pl.String).fill_null("") if "title" in columns else pl.lit("").alias("title"))
     if "genres" in columns:
@@ -195,25 +218,25 @@ def read_interaction_table(path: str | Path, columns: Mapping[str, str], *, clic
     else:
         item_meta.append(pl.lit([], dtype=pl.List(pl.String)).alias("genres"))
     if "year" in columns:
-        item_meta.append(_numeric(raw, "year", path, columns).cast(pl.Int32).alias("year"))
+        item_meta.append(_numeric(raw, "year")[0].round(0).cast(pl.Int32, strict=False).alias("year"))
     else:
         item_meta.append(pl.lit(None, dtype=pl.Int32).alias("year"))
     items = raw.select(item_meta)
-    if interactions.is_empty():
-        raise SourceError(f"{path}: the table has no rows")
-    return CtrTables(interactions, _complete_items(items, interactions), origin=str(path))
+    return CtrTables(interactions, _complete_items(items, interactions), origin=str(path), report=report)
 
 
 def read_ctr_source(source: str, *, path: str | Path | None = None, columns: Mapping[str, str] | None = None,
-                    click_threshold: float = CLICK_THRESHOLD, genre_separator: str = "|") -> CtrTables:
+                    click_threshold: float = CLICK_THRESHOLD, genre_separator: str = "|",
+                    max_skipped_share: float = MAX_SKIPPED_SHARE) -> CtrTables:
     """Dispatch on ``source`` (:data:`CTR_SOURCES`): ``movielens`` reads ``path`` or the recbole wheel's folder;
     ``table`` needs ``path`` and ``columns``."""
     if source == "movielens":
-        return read_movielens(path, click_threshold=click_threshold)
+        return read_movielens(path, click_threshold=click_threshold, max_skipped_share=max_skipped_share)
     if source == "table":
         if path is None or not columns:
             raise SourceError("source 'table' needs a path and a column map {role: column}")
-        return read_interaction_table(path, columns, click_threshold=click_threshold, genre_separator=genre_separator)
+        return read_interaction_table(path, columns, click_threshold=click_threshold, genre_separator=genre_separator,
+                                      max_skipped_share=max_skipped_share)
     raise SourceError(f"unknown CTR source {source!r}; allowed: {list(CTR_SOURCES)}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from repflow.sources import SourceError
+from repflow.sources import SourceError, folder_files
 
 __all__ = ["ImageSource", "read_source", "DEFAULT_PATHS", "SOURCES"]
 
@@ -178,15 +178,18 @@ def read_imagefolder(folder: Path) -> ImageSource:
     """One sub-folder per class. Images are resized to the first readable image's size and mode."""
     if not folder.is_dir():
         raise SourceError(f"imagefolder: folder {folder} does not exist")
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
+    walk = folder_files(folder, IMAGE_SUFFIXES)  # links that loop or leave skipped, a file reached twice read once
+    by_class: dict[str, list[Path]] = {}
+    for path in walk.files:
+        if len(path.relative_to(folder).parts) > 1:
+            by_class.setdefault(path.relative_to(folder).parts[0], []).append(path)
+    class_dirs = sorted(by_class)
+    if not class_dirs and not any(d.is_dir() and not d.name.startswith(".") for d in folder.iterdir()):
         raise SourceError(f"imagefolder: {folder} has no class sub-folders")
-    images, labels, skipped = [], [], []
+    images, labels, skipped = [], [], list(walk.skipped)
     size = mode = None
-    for label, d in enumerate(class_dirs):
-        for f in sorted(p for p in d.rglob("*") if p.is_file()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+    for label, name in enumerate(class_dirs):
+        for f in by_class[name]:
             try:
                 with Image.open(f) as im:
                     im.load()
@@ -202,7 +205,7 @@ def read_imagefolder(folder: Path) -> ImageSource:
                 skipped.append({"file": str(f), "reason": f"{type(exc).__name__}: {exc}"})
     if not images:
         raise SourceError(f"imagefolder: no readable images under {folder} ({len(skipped)} unreadable)")
-    return ImageSource(np.stack(images), np.asarray(labels, dtype=np.int64), [d.name for d in class_dirs],
+    return ImageSource(np.stack(images), np.asarray(labels, dtype=np.int64), class_dirs,
                        skipped=skipped, origin=str(folder))
 
 

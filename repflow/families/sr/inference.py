@@ -2,7 +2,7 @@
 tiled upscaling of images of any size with bounded memory and no seams."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from repflow.families.sr.symmetry import dihedral, undo_dihedral
 from repflow.progress import progress
 
 __all__ = ["ENSEMBLE_ORDER", "self_ensemble", "count_params", "count_macs", "tile_spans",
-           "upscale_tiled"]
+           "upscaled_tiles", "upscale_tiled"]
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,38 +63,55 @@ def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, 
     return spans
 
 
-def upscale_tiled(model: Upscaler, image: torch.Tensor, scale: int, *, tile: int = 96,
-                  overlap: int = 16) -> torch.Tensor:
-    """Upscale ``image`` (N, 3, H, W) by ``scale``, running ``model`` on LR windows of at most ``tile``×``tile``
-    pixels so memory is bounded by the tile, not the image; returns (N, 3, scale·H, scale·W).
-
-    Each window is its core plus ``overlap`` LR pixels of context per side; only the core's output is kept.
-    If ``overlap`` ≥ the model's ``receptive_radius`` (see :mod:`.models`), every kept pixel is computed
-    from exactly the inputs it sees on the whole image, so the result equals the whole-image output up to
-    float rounding: no seams. A smaller overlap approximates (the effective receptive field of a trained
-    network is usually much smaller than the bound). Runs under ``torch.no_grad``; the model's
-    train / eval mode is left as is (use eval). ``model`` may be any upscaler, e.g. a self-ensemble.
-    """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"image must be (N, 3, H, W), got shape {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
+def _check_tiling(scale: int, tile: int, overlap: int) -> None:
     for name, value, minimum in (("scale", scale, 1), ("tile", tile, 1), ("overlap", overlap, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must be larger than 2·overlap ({2 * overlap}): each tile needs a core "
                          f"of at least one pixel besides its {overlap} px of context per side")
+
+
+def upscaled_tiles(model: Upscaler, window: Callable[[int, int, int, int], torch.Tensor], height: int, width: int,
+                   scale: int, *, tile: int = 96, overlap: int = 16
+                   ) -> Iterator[tuple[tuple[int, int, int, int], torch.Tensor]]:
+    """The HR output of an ``height`` × ``width`` LR image tile by tile: ((row0, row1, col0, col1) in HR pixels,
+    float (N, 3, row1 − row0, col1 − col0) core output) per tile, in row-major order.
+
+    ``window(r0, r1, c0, c1)`` returns the float (N, 3, r1 − r0, c1 − c0) LR window in [0, 1]: the caller keeps
+    the image in whatever form is cheapest (a float tensor, or uint8 converted one window at a time) and
+    writes each core where it likes, so memory beyond the caller's arrays is one tile's. Each window is its
+    core plus ``overlap`` LR pixels of context per side; only the core's output is kept. If ``overlap`` ≥
+    the model's ``receptive_radius`` (see :mod:`.models`), every kept pixel is computed from exactly the
+    inputs it sees on the whole image, so the result equals the whole-image output up to float rounding: no
+    seams. Runs under ``torch.no_grad``; the model's train / eval mode is left as is (use eval)."""
+    _check_tiling(scale, tile, overlap)
+    windows = [(r, c) for r in tile_spans(height, tile, overlap) for c in tile_spans(width, tile, overlap)]
+    for (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) in progress(windows, desc="upscale tiles", unit="tile"):
+        lr = window(wr0, wr1, wc0, wc1)
+        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
+            sr = model(lr)
+        expected = (lr.shape[0], 3, scale * (wr1 - wr0), scale * (wc1 - wc0))
+        if tuple(sr.shape) != expected:
+            raise ValueError(f"model returned {tuple(sr.shape)} for an LR tile of {wr1 - wr0}×{wc1 - wc0}; "
+                             f"expected {expected}: does the model upscale by scale={scale}?")
+        core = sr[:, :, scale * (r0 - wr0):scale * (r1 - wr0), scale * (c0 - wc0):scale * (c1 - wc0)]
+        yield (scale * r0, scale * r1, scale * c0, scale * c1), core
+
+
+def upscale_tiled(model: Upscaler, image: torch.Tensor, scale: int, *, tile: int = 96,
+                  overlap: int = 16) -> torch.Tensor:
+    """Upscale ``image`` (N, 3, H, W) by ``scale``, running ``model`` on LR windows of at most ``tile``×``tile``
+    pixels (:func:`upscaled_tiles`: no seams when ``overlap`` covers the model's receptive radius); returns
+    the float (N, 3, scale·H, scale·W) output. ``model`` may be any upscaler, e.g. a self-ensemble."""
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (N, 3, H, W), got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
+    _check_tiling(scale, tile, overlap)
     n, _, height, width = image.shape
     out = image.new_zeros(n, 3, scale * height, scale * width)
-    windows = [(r, c) for r in tile_spans(height, tile, overlap) for c in tile_spans(width, tile, overlap)]
-    with torch.no_grad():
-        for (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) in progress(windows, desc="upscale tiles", unit="tile"):
-            sr = model(image[:, :, wr0:wr1, wc0:wc1])
-            expected = (n, 3, scale * (wr1 - wr0), scale * (wc1 - wc0))
-            if tuple(sr.shape) != expected:
-                raise ValueError(f"model returned {tuple(sr.shape)} for an LR tile of {wr1 - wr0}×{wc1 - wc0}; "
-                                 f"expected {expected}: does the model upscale by scale={scale}?")
-            out[:, :, scale * r0:scale * r1, scale * c0:scale * c1] = sr[
-                :, :, scale * (r0 - wr0):scale * (r1 - wr0), scale * (c0 - wc0):scale * (c1 - wc0)]
+    for (r0, r1, c0, c1), core in upscaled_tiles(model, lambda a, b, c, d: image[:, :, a:b, c:d], height, width,
+                                                 scale, tile=tile, overlap=overlap):
+        out[:, :, r0:r1, c0:c1] = core
     return out

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from repflow.progress import progress
-from repflow.sources import SourceError
+from repflow.sources import SourceError, folder_files
 
 __all__ = ["Photos", "SourceError", "read_photos", "PHOTO_SOURCES", "PHOTO_SUFFIXES", "SKIMAGE_COLOUR",
            "SKIMAGE_GREY", "MATE_NATURE"]
@@ -94,10 +94,12 @@ def read_folder(folder: Path, source: str = "folder") -> Photos:
     """Every file of ``folder`` (not sub-folders) whose suffix is in :data:`PHOTO_SUFFIXES`, sorted by name."""
     if not folder.is_dir():
         raise SourceError(f"{source}: folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-    if not files:
+    walk = folder_files(folder, PHOTO_SUFFIXES, recursive=False)  # links that leave it skipped, duplicates once
+    if not walk.files:
         raise SourceError(f"{source}: no {'/'.join(s[1:] for s in PHOTO_SUFFIXES)} files in {folder}")
-    return _read_files(files, folder, source)
+    photos = _read_files(walk.files, folder, source)
+    photos.skipped[:0] = [{"file": s["file"], "error": s["reason"]} for s in walk.skipped]
+    return photos
 
 
 def read_mate_backgrounds(folder: Path = MATE_NATURE) -> Photos:

@@ -52,8 +52,8 @@ def _load(args: argparse.Namespace) -> dict:
     from repflow.sources import SourceError
 
     if args.show > args.beam:
-        raise SourceError(f"--show {args.show} is more than --beam {args.beam}")
-    tracking.configure(args.workdir)
+        raise SourceError(f"--show {args.show} is more than --beam {args.beam}: the beam holds only that many outputs")
+    tracking.configure(args.workdir, read_only=True)
     args.loaded = load_registered_generator(args.model)
     return args.loaded
 

@@ -12,18 +12,16 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from repflow.families.text.wordnet import Definition
-from repflow.sources import SourceError
+from repflow.sources import SkipReport, SourceError
 
-__all__ = ["Pair", "SkipReport", "PairsError", "wordnet_source", "wordnet_pairs", "read_jsonl_pairs",
+__all__ = ["Pair", "PairsError", "wordnet_source", "wordnet_pairs", "read_jsonl_pairs",
            "split_by_group", "choose_by_group", "word_count", "DEFAULT_SPLITS"]
 
 DEFAULT_SPLITS = {"train": 0.8, "valid": 0.1, "test": 0.1}
-SHOWN_BAD_LINES = 5
-"""How many bad line numbers (with their reasons) an error or a report shows."""
 
 
 @dataclass(frozen=True)
@@ -35,33 +33,6 @@ class Pair:
 
 class PairsError(SourceError):
     """A pairs file whose share of bad lines is over the threshold, or that holds no usable pair."""
-
-
-@dataclass
-class SkipReport:
-    """What reading a pairs file skipped: ``lines`` read (blank lines are not counted), ``kept``, ``skipped``
-    by reason, and the first bad lines as (1-based line number, reason)."""
-
-    path: str
-    lines: int = 0
-    kept: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    first_bad: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def skipped_share(self) -> float:
-        return sum(self.skipped.values()) / self.lines if self.lines else 0.0
-
-    def add_bad(self, number: int, reason: str) -> None:
-        self.skipped[reason] += 1
-        if len(self.first_bad) < SHOWN_BAD_LINES:
-            self.first_bad.append((number, reason))
-
-    def describe(self) -> str:
-        reasons = ", ".join(f"{n} {r}" for r, n in self.skipped.most_common())
-        lines = "; ".join(f"line {n}: {r}" for n, r in self.first_bad)
-        return (f"{self.path}: {sum(self.skipped.values())} of {self.lines} lines skipped ({reasons or 'none'})"
-                + (f"; first bad lines: {lines}" if lines else ""))
 
 
 def word_count(text: str) -> int:
@@ -106,7 +77,7 @@ def read_jsonl_pairs(path: str | Path, *, source_field: str = "source", target_f
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            report.lines += 1
+            report.seen += 1
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

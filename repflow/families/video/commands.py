@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from repflow.family import int_between
+
 __all__ = ["add_commands", "load_registered_watermarker"]
 
 DEFAULT_MODEL = "repflow-video-watermarker@champion"
@@ -27,10 +29,15 @@ def load_registered_watermarker(ref: str):
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from repflow import tracking
-    from repflow.families.video.watermark import embed_video, parse_message
+    from repflow.families.video.watermark import check_embed, embed_video, parse_message
     from repflow.sources import SourceError
 
-    tracking.configure(args.workdir)
+    try:
+        parse_message(args.message, 4 * len(args.message))  # the syntax now; the model's length L once it loads
+    except ValueError as exc:
+        raise SourceError(f"--message: {exc}") from None
+    check_embed(Path(args.input), Path(args.output))
+    tracking.configure(args.workdir, read_only=True)
     model, config = load_registered_watermarker(args.model)
     try:
         message = parse_message(args.message, config["bits"])
@@ -46,9 +53,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from repflow import tracking
+    from repflow.media.video import VideoReader
     from repflow.families.video.watermark import extract_video
 
-    tracking.configure(args.workdir)
+    VideoReader(Path(args.input)).close()  # a missing or undecodable file is one line before the model loads
+    tracking.configure(args.workdir, read_only=True)
     model, config = load_registered_watermarker(args.model)
     r = extract_video(model, config["size"], config["frames"], Path(args.input))
     if args.json:
@@ -67,7 +76,8 @@ def add_commands(subparsers, cli) -> None:
     e.add_argument("input", help="video file (mp4, mkv, avi, ...)")
     e.add_argument("output", help="video to write: .mp4, .m4v, .mov or .mkv")
     e.add_argument("--message", required=True, help="hexadecimal message of at most L bits (e.g. c0ffee42)")
-    e.add_argument("--crf", type=int, default=18, help="libx264 constant quality of the output (0-51)")
+    e.add_argument("--crf", type=int_between(0, 51), default=18,
+                   help="libx264 constant quality of the output (0-51)")
     x = sub.add_parser("extract", help="read the message of a watermarked video")
     x.add_argument("input", help="video file")
     x.add_argument("--json", action="store_true", help="print JSON")

@@ -23,21 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from repflow.families.video.models import Watermarker
-from repflow.media.video import VideoReader, VideoWriter
+from repflow.media.video import OUTPUT_FORMATS, VideoReader, VideoWriter
 from repflow.progress import progress
 from repflow.sources import SourceError
 
-__all__ = ["parse_message", "format_message", "embed_video", "extract_video"]
+__all__ = ["parse_message", "format_message", "check_embed", "embed_video", "extract_video"]
 
 
 def parse_message(text: str, bits: int) -> torch.Tensor:
     """A hex string (``0x`` optional) → (1, bits) float tensor of its bits, most significant first, zero-padded
     on the left. A value needing more than ``bits`` bits is an error naming it."""
     digits = text.lower().removeprefix("0x")
-    try:
-        value = int(digits, 16)
-    except ValueError:
-        raise ValueError(f"message {text!r} is not a hexadecimal number (e.g. 'c0ffee42')") from None
+    if not digits or any(c not in "0123456789abcdef" for c in digits):  # int() would take "-1", " 1", "1_0"
+        raise ValueError(f"message {text!r} is not a hexadecimal number (digits 0-9 a-f only, e.g. 'c0ffee42')")
+    value = int(digits, 16)
     if value.bit_length() > bits:
         raise ValueError(f"message {text!r} needs {value.bit_length()} bits; this model carries L = {bits} "
                          f"(at most {(bits + 3) // 4} hex digits, up to {hex((1 << bits) - 1)})")
@@ -52,10 +51,29 @@ def format_message(bits: torch.Tensor) -> str:
     return f"{value:0{(bits.numel() + 3) // 4}x}"
 
 
-def _groups(reader: VideoReader, frames: int):
+def check_embed(src: str | Path, dst: str | Path) -> None:
+    """Check what :func:`embed_video` will need before a model loads: ``dst`` an H.264 container
+    (:data:`OUTPUT_FORMATS`) in an existing folder, ``src`` a video with even frame sides (yuv420p).
+    Raises :class:`SourceError` naming the file and what is allowed."""
+    src, dst = Path(src), Path(dst)
+    if dst.suffix.lower() not in OUTPUT_FORMATS:
+        raise SourceError(f"output {dst}: suffix {dst.suffix or '(none)'} is not one of {', '.join(OUTPUT_FORMATS)} "
+                          f"(H.264 containers)")
+    if not dst.parent.is_dir():
+        raise SourceError(f"output {dst}: folder {dst.parent} does not exist")
+    with VideoReader(src) as reader:
+        width, height = reader.width, reader.height
+    if width < 2 or height < 2 or width % 2 or height % 2:
+        raise SourceError(f"{src}: frames of {width}x{height}; H.264 output needs even sides: crop or pad it to "
+                          f"{width - width % 2}x{height - height % 2} first (e.g. ffmpeg -vf crop=trunc(iw/2)*2:"
+                          f"trunc(ih/2)*2)")
+
+
+def _groups(reader: VideoReader, frames: int, strict: bool = False):
     """(uint8 (T, H, W, 3) group padded to T frames, number of real frames) for the whole video. A video of
-    fewer than T frames is an error, found in its first group, before anything is written."""
-    for index, chunk in enumerate(reader.chunks(frames)):
+    fewer than T frames is an error, found in its first group, before anything is written; ``strict``: so is
+    a decode error part-way."""
+    for index, chunk in enumerate(reader.chunks(frames, strict=strict)):
         real = len(chunk)
         if real < frames:
             if index == 0:
@@ -82,7 +100,8 @@ def _resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def embed_video(model: Watermarker, size: int, frames: int, src: str | Path, dst: str | Path, message: torch.Tensor,
                 *, crf: int = 18) -> dict:
     """Watermark ``src`` with ``message`` (1, L) into ``dst`` (H.264 at ``crf``, audio kept); returns a summary
-    (frames, size, fps, PSNR of the written frames before encoding, in dB)."""
+    (frames, size, fps, PSNR of the written frames before encoding, in dB). A decode error part-way is a
+    :class:`SourceError` and leaves no output (never a truncated video)."""
     src, dst = Path(src), Path(dst)
     if message.shape != (1, model.L):
         raise ValueError(f"message must be (1, {model.L}) bits, got {tuple(message.shape)}")
@@ -91,7 +110,8 @@ def embed_video(model: Watermarker, size: int, frames: int, src: str | Path, dst
     with VideoReader(src) as reader:
         with VideoWriter(dst, fps=reader.fps, width=reader.width, height=reader.height, crf=crf,
                          audio_from=src if reader.has_audio else None) as writer:
-            for chunk, real in progress(_groups(reader, frames), desc=f"watermark embed {src.name}", unit="clip"):
+            for chunk, real in progress(_groups(reader, frames, strict=True), desc=f"watermark embed {src.name}",
+                                        unit="clip"):
                 clip = _to_clip(chunk)
                 small = _resize(clip, (size, size))
                 residual = model.embed(small, message) - small

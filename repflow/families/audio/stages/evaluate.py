@@ -19,6 +19,7 @@ from repflow.families.audio.evaluation import fit_probes
 from repflow.families.audio.features import LogMel, MelSettings
 from repflow.families.audio.models import AudioEmbedder, AudioNTT, WaveformClassifier
 from repflow.families.audio.params import POSITION_SENSITIVE
+from repflow.families.audio.sources import attack_task
 from repflow.families.audio.ssl import embed_clips
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
 from repflow.report import bar_plot, markdown_table
@@ -96,13 +97,14 @@ def run(ctx: StageContext) -> StageSummary:
     metrics["position_sensitivity_relative"] = relative
 
     robust_rows = []
-    if cfg.attack_task:
+    attacked = attack_task(params)
+    if attacked:
         n = min(cfg.max_test, len(test.waveforms))
         model = WaveformClassifier(LogMel(settings), stats["mean"], stats["std"], encoder,
-                                   fitted[cfg.attack_task].probe)
+                                   fitted[attacked].probe)
         model.eval()
         u = ((test.waveforms[:n] + 1) / 2).clamp(0, 1).unsqueeze(1)
-        y = test.labels[cfg.attack_task][:n]
+        y = test.labels[attacked][:n]
         clean = accuracy(model, u, y, batch_size=cfg.attack_batch_size)
         robust_rows.append({"eps (waveform)": 0.0, "accuracy": clean})
         metrics["clean_acc"] = clean
@@ -116,7 +118,7 @@ def run(ctx: StageContext) -> StageSummary:
     atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
     protocol = {"tasks": tasks, "probe_epochs": cfg.probe_epochs, "probe_lr": cfg.probe_lr,
                 "test_clips": len(test.logmel), "shards": read_manifest(shards, verify=False)["digest"],
-                "attack": "pgd-linf" if cfg.attack_task else None, "attack_task": cfg.attack_task,
+                "attack": "pgd-linf" if attacked else None, "attack_task": attacked,
                 "eps": cfg.eps, "steps": cfg.pgd_steps}
     atomic_write_text(tmp / "protocol.json", json.dumps(protocol, indent=1, sort_keys=True))
     bar_plot([r["task"] for r in rows], {"linear probe": [r["probe_acc"] for r in rows],
@@ -127,6 +129,6 @@ def run(ctx: StageContext) -> StageSummary:
           f"({relative:.3f} of the distance between two different clips)\n\n"
           + markdown_table(rows))
     if robust_rows:
-        md += (f"\n\n- PGD-{cfg.pgd_steps} ℓ∞ on waveforms, `{cfg.attack_task}` probe, {len(u)} test clips\n\n"
+        md += (f"\n\n- PGD-{cfg.pgd_steps} ℓ∞ on waveforms, `{attacked}` probe, {len(u)} test clips\n\n"
                + markdown_table(robust_rows))
     return StageSummary(metrics=metrics, markdown=md, plots=["probes.png"])

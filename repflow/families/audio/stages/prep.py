@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from repflow.families.audio.features import batched_logmel, fix_length, normalisation_stats, pcm16
 from repflow.families.audio.pictures import logmel_rows
-from repflow.families.audio.sources import read_audio_source
+from repflow.families.audio.sources import read_audio_source, stratify_label
 from repflow.shards import write_split
 from repflow.sources import SourceError
 from repflow.stage import StageContext, StageSummary
@@ -53,7 +53,8 @@ def run(ctx: StageContext) -> StageSummary:
                               words=cfg.words, clips_per_word=cfg.clips_per_word, pitch_bands=cfg.pitch_bands,
                               max_seconds=cfg.max_seconds)
     labels = {task: np.asarray(values) for task, values in clips.labels.items()}
-    splits, dropped = split_indices(labels[cfg.stratify], val_fraction=cfg.val_fraction,
+    stratify = stratify_label(params)
+    splits, dropped = split_indices(labels[stratify], val_fraction=cfg.val_fraction,
                                     test_fraction=cfg.test_fraction, min_count=cfg.min_class_count, seed=params.seed)
     kept = np.concatenate(list(splits.values()))
     tasks = {task: sorted(set(values[kept].tolist())) for task, values in labels.items()}
@@ -65,7 +66,7 @@ def run(ctx: StageContext) -> StageSummary:
     norm = normalisation_stats(train_mel)
     ctx.meta.update({"source": cfg.source, "origin": clips.origin, "sample_rate": feat.sample_rate, "tasks": tasks,
                      "features": feat.to_dict(), "norm": norm, "skipped": clips.skipped,
-                     "dropped_classes": {cfg.stratify: dropped}, "splits": {}})
+                     "dropped_classes": {stratify: dropped}, "splits": {}})
     mlflow.set_tags({"repflow.source": cfg.source, "repflow.source_origin": clips.origin})
     members = {"flac": {"type": "flac", "sample_rate": feat.sample_rate}, "json": "json"}
     for name, idx in splits.items():
@@ -78,12 +79,12 @@ def run(ctx: StageContext) -> StageSummary:
 
     # one example per class of the stratifying label: its log-mel, and its audio for a listener
     (tmp / "examples").mkdir()
-    strat, panels = labels[cfg.stratify], []
-    for cls in tasks[cfg.stratify][:12]:
+    strat, panels = labels[stratify], []
+    for cls in tasks[stratify][:12]:
         i = int(splits["train"][strat[splits["train"]] == cls][0])
         soundfile.write(tmp / "examples" / f"{cls.replace('/', '_')}.wav", clips.waveforms[i], feat.sample_rate)
         patch = train_mel[int(np.searchsorted(splits["train"], i))]
-        panels.append((f"{cfg.stratify} {cls}", (patch - norm["mean"]) / norm["std"]))
+        panels.append((f"{stratify} {cls}", (patch - norm["mean"]) / norm["std"]))
     logmel_rows([("", panels[r:r + 4]) for r in range(0, len(panels), 4)], tmp / "samples.png",
                 title=f"{cfg.source}: normalised log-mel of train clips",
                 frame_ms=1000 * feat.hop_length / feat.sample_rate)
@@ -95,7 +96,7 @@ def run(ctx: StageContext) -> StageSummary:
           + ", ".join(f"{k} {v}" for k, v in counts.items()) + " clips; tasks "
           + ", ".join(f"{t} ({len(c)} classes)" for t, c in tasks.items())
           + f"; {len(clips.skipped)} undecodable files skipped"
-          + (f"; {len(dropped)} {cfg.stratify} classes with < {cfg.min_class_count} clips dropped" if dropped else ""))
+          + (f"; {len(dropped)} {stratify} classes with < {cfg.min_class_count} clips dropped" if dropped else ""))
     md += f"\n\n![log-mel of train clips]({(ctx.out / 'samples.png').resolve().as_uri()})"
     return StageSummary(metrics={**{f"{k}_count": v for k, v in counts.items()}, "skipped_files": len(clips.skipped),
                                  "norm_mean": norm["mean"], "norm_std": norm["std"]},

@@ -28,7 +28,7 @@ from repflow.families.av.user_clips import read_user_clip
 from repflow.manifest import read_manifest
 from repflow.report import bar_plot, markdown_table
 from repflow.shards import ShardReader, write_split
-from repflow.sources import SourceError
+from repflow.sources import SourceError, folder_files
 from repflow.stage import StageContext, StageSummary
 
 log = logging.getLogger("repflow.av.prep")
@@ -42,7 +42,10 @@ def _folder_clips(root: Path, frames: int) -> tuple[list[AVClip], list[str], lis
     """Every clip under ``root/<speaker>/<emotion>/`` (speaker and emotion ids by sorted folder name)."""
     if not root.is_dir():
         raise SourceError(f"av.prep.path {root}: not a folder (expected <path>/<speaker>/<emotion>/<clip>)")
-    files = sorted(p for p in root.glob("*/*/*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    walk = folder_files(root, VIDEO_SUFFIXES)  # links that loop or leave skipped, a file reached twice read once
+    for skipped in walk.skipped:
+        log.warning("av.prep: skipped %s: %s", skipped["file"], skipped["reason"])
+    files = [p for p in walk.files if len(p.relative_to(root).parts) == 3]
     if not files:
         raise SourceError(f"av.prep.path {root}: no video files at <speaker>/<emotion>/<clip> "
                           f"(suffixes {list(VIDEO_SUFFIXES)})")

@@ -31,7 +31,7 @@ def run(ctx: StageContext) -> StageSummary:
     params, tmp = ctx.params, ctx.tmp
     cfg = params.ctr.prep
     tables = read_ctr_source(cfg.source, path=cfg.path, columns=cfg.columns, click_threshold=cfg.click_threshold,
-                             genre_separator=cfg.genre_separator)
+                             genre_separator=cfg.genre_separator, max_skipped_share=cfg.max_skipped_share)
     fractions = (1.0 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     split, cuts = time_split(tables.interactions, fractions)
     space = build_feature_space(split, tables.items, title_len=cfg.title_len, min_word_count=cfg.min_word_count,
@@ -49,7 +49,9 @@ def run(ctx: StageContext) -> StageSummary:
     ctx.meta.update({"source": cfg.source, "origin": tables.origin, "cuts": cuts,
                      "counts": {r["split"]: r["impressions"] for r in rows}, "users": len(space.users),
                      "items": len(space.items), "words": len(space.words), "genres": len(space.genre_names),
-                     "history": cfg.history})
+                     "history": cfg.history, "skipped": tables.report.manifest() if tables.report else None})
+    if tables.report and tables.report.skipped:
+        log.warning("ctr.prep: %s", tables.report.describe())
     mlflow.set_tags({"repflow.source": cfg.source, "repflow.source_origin": tables.origin})
     bar_plot(list(SPLITS), {"impressions": [r["impressions"] for r in rows],
                             "clicks": [r["impressions"] * r["click_rate"] for r in rows]},
