@@ -56,7 +56,8 @@ def test_an_audio_folder_linking_to_itself_reads_two_classes_once(tmp_path):
 def test_label_defaults_follow_the_source():
     """The README's audio example (an audiofolder, stratified by its only label) loads with the shipped
     params.yaml: the attacked probe task defaults to a label the source has."""
-    from repflow.config import ParamsError, load_params
+    from repflow.config import ParamsError
+    from repflow.family import load_params
     from repflow.families.audio.sources import attack_task, stratify_label
     from tests.conftest import REPO
 
