@@ -30,6 +30,7 @@ def test_redundant_images_hold_half_near_copies():
     assert int(near.sum()) == 20
 
 
+@pytest.mark.slow  # trains for seconds: the full suite runs it, the fast loop does not
 def test_rcs_control_picks_beat_random_picks_on_the_divergence():
     """Every seed (5 of 5 positive: p = 1/32 with no effect); the benchmark's 10 seeds judge it by the rule."""
     rows = [rcs.control_task(seed) for seed in range(5)]
@@ -37,6 +38,7 @@ def test_rcs_control_picks_beat_random_picks_on_the_divergence():
     assert all(r["U rcs"] < r["U before"] for r in rows)
 
 
+@pytest.mark.slow  # trains for seconds: the full suite runs it, the fast loop does not
 def test_rcs_control_fails_when_the_gain_is_reversed(monkeypatch):
     """The greedy picking the batches with the least predicted drop must lose to random: the control can fail."""
     original = coreset.select_coreset_rcs
@@ -50,6 +52,7 @@ def test_rcs_control_fails_when_the_gain_is_reversed(monkeypatch):
     assert not rcs.control_check(rows).passed
 
 
+@pytest.mark.slow  # trains for seconds: the full suite runs it, the fast loop does not
 def test_acl_control_eval_mode_crafting_is_stronger_and_leaves_statistics_alone():
     rows = [{"seed": s, **acl_attack_mode.control_task(s)} for s in SEEDS]
     assert all(r["new adv stats moved"] == 0 and r["old adv stats moved"] > 0 for r in rows)
@@ -57,6 +60,7 @@ def test_acl_control_eval_mode_crafting_is_stronger_and_leaves_statistics_alone(
         assert check.passed, check.detail
 
 
+@pytest.mark.slow  # trains for seconds: the full suite runs it, the fast loop does not
 def test_acl_control_fails_when_both_modes_craft_in_train_mode(monkeypatch):
     monkeypatch.setitem(acl_attack_mode.CRAFT, "new", acl_attack_mode.pgd_contrastive_train_mode)
     rows = [{"seed": s, **acl_attack_mode.control_task(s)} for s in SEEDS]

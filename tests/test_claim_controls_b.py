@@ -57,11 +57,13 @@ def test_masked_generator_renders_the_same_start_for_pixel_and_feature_and_never
     assert not torch.allclose(feature.snapshot()[0], pixel.snapshot()[0])
 
 
+@pytest.mark.slow  # trains for seconds: the full suite runs it, the fast loop does not
 def test_glad_feature_beats_pixel_where_the_pixel_set_can_copy_a_train_only_shortcut():
     out = glad.control_accuracies(0, iterations=60, epochs=60)
     assert out["feature (image layer)"] - out["pixel ← generator"] > 0.05
 
 
+@pytest.mark.slow  # trains for seconds: the full suite runs it, the fast loop does not
 def test_genrep_official_sigma_beats_both_ends_and_pixel_views_on_the_toy_generator():
     out = genrep.control_accuracies(0)
     diffs = genrep.control_diffs({k: [v] for k, v in out.items()})
