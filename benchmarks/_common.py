@@ -78,3 +78,16 @@ def write_results(name: str, title: str, rows: list[dict], notes: list[str], ext
     atomic_write_text(path, "\n".join(md) + "\n")
     print("\n".join(md))
     return path
+
+
+def run_controls(control_task, seeds: int) -> list[dict]:
+    """``control_task(seed) -> dict`` for seeds 0..seeds-1, each row with its seed and CPU seconds, printed as
+    it lands (a positive control is judged from these rows by the benchmark's own check)."""
+    import time
+
+    rows = []
+    for seed in range(seeds):
+        cpu = time.process_time()
+        rows.append({"seed": seed, **control_task(seed), "cpu_s": time.process_time() - cpu})
+        print(f"control seed {seed}: {rows[-1]}", flush=True)
+    return rows

@@ -42,7 +42,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks._common import Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
+from benchmarks._common import Tested, interval_text, mean_std, run_controls, write_claims, write_results  # noqa: E402
 from benchmarks.rcs import arm_params, run_arm, smooth_images  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.families.image import acl  # noqa: E402
@@ -210,12 +210,7 @@ def control_task(seed: int, task: dict | None = None) -> dict[str, float]:
 
 
 def run_control(seeds: int) -> list[dict]:
-    rows = []
-    for seed in range(seeds):
-        cpu = time.process_time()
-        rows.append({"seed": seed, **control_task(seed), "cpu_s": time.process_time() - cpu})
-        print(f"control seed {seed}: {rows[-1]}", flush=True)
-    return rows
+    return run_controls(control_task, seeds)
 
 
 def control_checks(rows: list[dict]) -> tuple[Control, Control]:

@@ -46,7 +46,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks._common import RESULTS, Tested, mean_std, write_claims, write_results  # noqa: E402
+from benchmarks._common import RESULTS, Tested, mean_std, run_controls, write_claims, write_results  # noqa: E402
 from repflow import tracking  # noqa: E402
 from repflow.family import parse_params  # noqa: E402
 from repflow.families.image.acl import acl_loss, pgd_contrastive  # noqa: E402
@@ -181,12 +181,7 @@ def _duplicate_share(images: torch.Tensor, batches: list[torch.Tensor], picks: l
 
 
 def run_control(seeds: int) -> list[dict]:
-    rows = []
-    for seed in range(seeds):
-        cpu = time.process_time()
-        rows.append({"seed": seed, **control_task(seed), "cpu_s": time.process_time() - cpu})
-        print(f"control seed {seed}: {rows[-1]}", flush=True)
-    return rows
+    return run_controls(control_task, seeds)
 
 
 def control_check(rows: list[dict]) -> Control:

@@ -12,12 +12,7 @@ from repflow.families.image import coreset
 SEEDS = range(3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 def test_redundant_images_hold_half_near_copies():

@@ -10,12 +10,7 @@ from benchmarks import genrep, glad, svd_transfer
 from repflow.attacks import SVDLogitFusion
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch on one thread
 
 
 def test_rank1_surrogate_feature_is_rank1_dominated_and_its_rank1_logits_ignore_the_own_direction():
