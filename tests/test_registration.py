@@ -88,7 +88,9 @@ def test_commands_refuse_a_pickled_checkpoint_without_unpickling_it(command, mlf
              "mp4": mlflow_tmp / "in.mp4"}
     soundfile.write(paths["wav"], np.zeros(1600, dtype=np.float32), 16000)
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(paths["png"])
-    paths["mp4"].write_bytes(b"\0" * 64)
+    from tests.test_video_io import make_video_with_audio, moving_frames
+
+    make_video_with_audio(paths["mp4"], moving_frames())  # a real video: the command checks its input first
     args = [a.format(**paths) for a in argv] + [f"planted-{family}@champion", "--workdir", str(mlflow_tmp)]
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
