@@ -10,6 +10,8 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 WORDNET := /usr/share/wordnet/data.noun
 export PATH := $(BIN):$(PATH)
+# tests run in this many processes (pytest-xdist); the suite's stage subprocesses and servers fill the rest
+TEST_WORKERS ?= 2
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -66,12 +68,12 @@ test: setup $(CHROMIUM)
 	ruff check .
 	lint-imports
 	repflow dvc-yaml
-	pytest
+	pytest -n $(TEST_WORKERS)
 
 test-fast: setup
 	ruff check .
 	lint-imports
-	pytest -m "not slow" -q
+	pytest -m "not slow" -q -n $(TEST_WORKERS)
 
 bench: setup
 	python -m benchmarks.loading
