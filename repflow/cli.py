@@ -64,17 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workdir)
     params_file = _params_file(args)
     load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
-    from repflow import servers
+    from repflow import servers, tracking
     from repflow.cluster import ensure_ray
-
-    if api := servers.prefect_api_url():  # unset: a temporary server for this run
-        servers.check_prefect_api(api)
-    from repflow import tracking
 
     tracking.check_tracking_server(tracking.tracking_uri(ws.root))  # one line now, not a failed flow
     _quiet_user_errors_in_flows()
 
-    with ws.lock():  # a busy folder is one line here, not a failed flow run
+    # a busy folder or a Prefect API that does not answer is one line here, not a failed flow run
+    with ws.lock(), servers.prefect_api_for_run():
         ensure_ray()  # join RAY_ADDRESS (or start Ray) now, so a wrong address is one line, not a failed flow
         from repflow.flow import flow_with_runner
 

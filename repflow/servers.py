@@ -304,6 +304,44 @@ def check_prefect_api(url: str, hint: str = "start one with 'repflow ui' or unse
                           f"(expected the API URL ending in /api, e.g. http://127.0.0.1:4200/api)")
 
 
+@contextlib.contextmanager
+def prefect_api_for_run():
+    """One Prefect API for a whole local run, its Ray workers included; yields its URL.
+
+    With PREFECT_API_URL unset, Prefect starts a temporary server lazily in every process that needs one: the
+    run's own process, then each Ray worker that executes a Prefect task (the transfer grid, ``--runner ray``
+    stages), each spending seconds of CPU on its own sqlite server, and timing out when the machine is loaded.
+    Here the run's process starts that one temporary server itself (it stops when the process exits, as
+    Prefect's own does) and puts its URL in the settings context, which Prefect's task runners hand to their
+    workers, and in the environment, which the Ray workers started inside the block inherit; both are restored
+    after. A set PREFECT_API_URL is checked and passed on the same way. Joining a Ray cluster (RAY_ADDRESS),
+    a temporary server on this machine's loopback is unreachable from other nodes, so nothing is started."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = prefect_api_url()
+    if url:
+        check_prefect_api(url)
+    elif os.environ.get("RAY_ADDRESS"):
+        yield None
+        return
+    else:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start()
+        url = server.api_url
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+
+
 def require_prefect_api(what: str) -> str:
     """The PREFECT_API_URL of a running server, for commands that need a persistent one (``what`` names the
     command in the message); raises :class:`ServerError` when it is unset or does not answer."""

@@ -178,3 +178,36 @@ def test_ui_serve_and_deployments_with_real_servers(tmp_path):
                 p.kill()
         for p in running(seen.values()):
             p.kill()
+
+
+RUN_API_PROBE = """
+import os, ray
+from repflow.cluster import ensure_ray
+from repflow.servers import check_prefect_api, prefect_api_for_run, prefect_api_url
+
+with prefect_api_for_run() as url:
+    check_prefect_api(url)
+    ensure_ray(num_cpus=1)
+
+    @ray.remote
+    def seen():
+        from repflow.servers import prefect_api_url
+        return os.environ.get("PREFECT_API_URL"), prefect_api_url()
+
+    print("run", url, prefect_api_url(), *ray.get(seen.remote()))
+    ray.shutdown()
+print("after", os.environ.get("PREFECT_API_URL"))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_without_a_prefect_server_starts_one_its_ray_workers_share(tmp_path):
+    """Unset PREFECT_API_URL: the run's process starts one temporary server and its Ray workers report to it
+    (before, each worker started its own and timed out on a loaded machine); the environment is restored."""
+    out = subprocess.run([sys.executable, "-c", RUN_API_PROBE], env=cli_env(tmp_path), capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = next(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("run "))
+    assert run[0].startswith("http://127.0.0.1:") and run[0].endswith("/api")
+    assert run == [run[0]] * 4  # the run's settings, the worker's environment and the worker's settings
+    assert "after None" in out.stdout
