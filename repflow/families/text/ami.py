@@ -23,8 +23,8 @@ What follows the official code (``ZJULearning/AMI``: ``trainer_nmt.py``, ``onmt/
   the mean word embedding), as the code. The fakes T̃ are the forward model's free-running greedy outputs
   on the perturbed memory, where the code takes the teacher-forced argmax (each ŷ_t predicted from the gold
   prefix): ours are what the forward model would actually generate, at the cost of a step-by-step decode
-  (a named difference, not yet measured against the code's choice). The fakes' NLL is capped at ``log V`` (a uniform guess), since
-  maximising an unbounded NLL diverges (the code clips the adversarial weight instead).
+  (a named difference, not yet measured against the code's choice). The fakes' NLL is capped at ``log V``
+  (a uniform guess), since maximising an unbounded NLL diverges (the code clips the adversarial weight instead).
 - noise step: loss = mean_k [NLL_Q(S | T̂_k) − 0.1·‖ε_k‖·1[‖ε_k‖ ≤ 1]] with ‖ε‖ per example and position
   over the hidden axis (the code's norm runs over the batch axis, a bug). T̂_k is the forward model's
   teacher-forced distribution on the perturbed memory h + λε_k, fed to Q as soft tokens so the NLL has a

@@ -40,7 +40,8 @@ TEXT_METHODS.register("mmi", TextMethod(
     summary="MLE forward and backward models; the forward N-best reranked by log P(T|S) + λ log Q(S|T)"))
 TEXT_METHODS.register("ami", TextMethod(
     backward=True, rerank=False, paradigm="generative-contrastive",
-    paper="Pan, Yang, Liang, Kailkhura, Jin, Hua, Cai, Li 2020, 'Adversarial Mutual Information for Text Generation' (ICML)",
+    paper="Pan, Yang, Liang, Kailkhura, Jin, Hua, Cai, Li 2020, "
+          "'Adversarial Mutual Information for Text Generation' (ICML)",
     summary="MLE pretraining, then the forward model rewarded by the backward model's log Q(S|T̃) while the "
             "backward model demotes generated pairs, with latent noise on the encoder states; beam search"))
 
