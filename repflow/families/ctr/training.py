@@ -80,7 +80,8 @@ def train_ctr(model: CtrModel, data: CtrTensors, *, epochs: int, batch_size: int
             if adversarial:
                 model.items.grl_scale = grl_schedule((epoch * steps_per_epoch + step) / total_steps)
             batch = data.subset(order[i:i + batch_size])
-            losses = ctr_losses(model(batch.user, batch.item, batch.history), batch.label, adv_weight=adv_weight)
+            out = model(batch.user, batch.item, batch.history, batch.click_rate)
+            losses = ctr_losses(out, batch.label, adv_weight=adv_weight)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()
@@ -107,7 +108,7 @@ def predict_with_attention(model: CtrModel, data: CtrTensors, batch_size: int = 
     probs, attention = [], []
     for i in range(0, len(data), batch_size):
         batch = data.subset(slice(i, i + batch_size))
-        out = model(batch.user, batch.item, batch.history)
+        out = model(batch.user, batch.item, batch.history, batch.click_rate)
         probs.append(torch.sigmoid(out.logits))
         if out.modality_attention is not None:
             attention.append(out.modality_attention)
