@@ -144,6 +144,14 @@ def test_a_rows_own_click_rate_token_replaces_the_items(name, data):
     assert not torch.isclose(changed[0], table[0]) and torch.allclose(changed[1:], table[1:], atol=1e-6)
 
 
+def test_training_stops_when_on_epoch_says_so(data):
+    features, train, _ = data
+    seen = []
+    history = train_ctr(small("man", features), train, epochs=5, batch_size=64, seed=0,
+                        on_epoch=lambda epoch, _s, _o: seen.append(epoch) or epoch == 2)
+    assert seen == [1, 2] and [h["epoch"] for h in history] == [1, 2]
+
+
 @pytest.mark.slow
 def test_same_seed_same_predictions(data):
     features, train, test = data

@@ -51,7 +51,7 @@ from repflow.progress import progress
 __all__ = ["SPLITS", "PAD", "UNKNOWN", "time_split", "FeatureSpace", "FeatureTensors", "CtrTensors",
            "build_feature_space", "build_examples", "examples_to_tensors", "user_row", "user_request",
            "tokenize_title", "save_space", "load_space", "UnknownUser", "CTR_PRIOR_IMPRESSIONS",
-           "CLICK_RATE_FOLDS", "click_rate_token"]
+           "CLICK_RATE_FOLDS", "click_rate_token", "smoothed_click_rate"]
 
 SPLITS = ("train", "val", "test")
 PAD, UNKNOWN = 0, 1
@@ -220,13 +220,20 @@ def build_feature_space(interactions: pl.DataFrame, items: pl.DataFrame, *, titl
     return FeatureSpace(users.select("user", "row", "token"), items, words, genre_names, config)
 
 
+def smoothed_click_rate(clicks: np.ndarray, impressions: np.ndarray, prior_rate: float | np.ndarray
+                        ) -> np.ndarray:
+    """Click rates in [0, 1] smoothed toward ``prior_rate`` with :data:`CTR_PRIOR_IMPRESSIONS`
+    pseudo-impressions (``prior_rate`` itself where ``impressions`` is 0)."""
+    clicks, impressions = np.asarray(clicks, dtype=float), np.asarray(impressions, dtype=float)
+    return (clicks + CTR_PRIOR_IMPRESSIONS * prior_rate) / (impressions + CTR_PRIOR_IMPRESSIONS)
+
+
 def click_rate_token(clicks: np.ndarray, impressions: np.ndarray, prior_rate: float | np.ndarray,
                      buckets: int) -> np.ndarray:
-    """Click-rate bucket tokens (same shape as ``clicks``): the rate smoothed toward ``prior_rate`` with
-    :data:`CTR_PRIOR_IMPRESSIONS` pseudo-impressions, cut into ``buckets`` equal-width buckets of [0, 1]
-    (tokens 2 .. buckets + 1); UNKNOWN where ``impressions`` is 0."""
-    clicks, impressions = np.asarray(clicks, dtype=float), np.asarray(impressions, dtype=float)
-    rate = (clicks + CTR_PRIOR_IMPRESSIONS * prior_rate) / (impressions + CTR_PRIOR_IMPRESSIONS)
+    """Click-rate bucket tokens (same shape as ``clicks``): :func:`smoothed_click_rate` cut into ``buckets``
+    equal-width buckets of [0, 1] (tokens 2 .. buckets + 1); UNKNOWN where ``impressions`` is 0."""
+    impressions = np.asarray(impressions, dtype=float)
+    rate = smoothed_click_rate(clicks, impressions, prior_rate)
     return np.where(impressions > 0, 2 + np.minimum(np.floor(rate * buckets), buckets - 1), UNKNOWN).astype(np.int64)
 
 
