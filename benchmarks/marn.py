@@ -17,7 +17,7 @@ Claim checked (Li et al., WWW 2020): MARN ≥ MAN > concatenation.
    every seed) vs the trained concatenation baseline: the real task must separate them by more than the
    smallest effect.
 
-    python -m benchmarks.marn [--seeds 5] [--epochs 10] [--patience 2] [--threads 1] [--rows rows.jsonl]
+    python -m benchmarks.marn [--seeds 5] [--synthetic-seeds 10] [--epochs 10] [--patience 2] [--rows rows.jsonl]
 
 ``--rows``: each finished (task, arm, seed) row is appended there as one JSON line, and rows already there are
 reused, so a run stopped part-way continues where it was (the same arguments assumed).
@@ -230,6 +230,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="most epochs on ml-100k")
     ap.add_argument("--synthetic-epochs", type=int, default=30)
     ap.add_argument("--synthetic-items", type=int, default=1200)
+    ap.add_argument("--synthetic-seeds", type=int, default=None,
+                    help="seeds of the synthetic control (default: --seeds)")
     ap.add_argument("--patience", type=int, default=2, help="epochs without a new best validation AUC before stopping")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -240,6 +242,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rows", type=Path, default=None, help="JSON-lines file of finished rows (reused, appended)")
     args = ap.parse_args()
+    if args.synthetic_seeds is not None and args.synthetic_seeds < 1:
+        ap.error(f"--synthetic-seeds must be >= 1, got {args.synthetic_seeds}")
     for name in ("seeds", "epochs", "synthetic_epochs", "synthetic_items", "patience", "batch_size", "threads"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -247,6 +251,7 @@ def main() -> None:
     started, cpu_started = time.time(), time.process_time()
     a = {**vars(args), "hidden": tuple(args.hidden)}
     seeds = list(range(args.seeds))
+    syn_seeds = list(range(args.synthetic_seeds or args.seeds))
 
     done: dict[tuple[str, str, int], dict] = {}
     if args.rows is not None and args.rows.is_file():
@@ -265,7 +270,7 @@ def main() -> None:
         return done[task, arm, seed]
 
     synthetic = [once("synthetic", arm, seed, lambda: synthetic_arm(arm, seed, a))
-                 for seed in seeds for arm in SYNTHETIC_ARMS]
+                 for seed in syn_seeds for arm in SYNTHETIC_ARMS]
     synthetic_cpu = sum(r["cpu_s"] for r in synthetic)
     space, data, cuts = prepare(args.history)
     floor_auc = stats_only_auc(data)
@@ -277,7 +282,7 @@ def main() -> None:
     by, syn = _by(results), _by(synthetic)
 
     def stat(rows: dict, arm: str, key: str, digits: int = 4) -> str:
-        m, s = mean_std([rows[arm, seed][key] for seed in seeds])
+        m, s = mean_std([row[key] for (name, _), row in sorted(rows.items()) if name == arm])
         return f"{m:.{digits}f} ± {s:.{digits}f}"
 
     table = [{"task": "ml-100k", "model": arm, "test AUC": stat(by, arm, "auc"), "test GAUC": stat(by, arm, "gauc"),
@@ -292,8 +297,8 @@ def main() -> None:
     table += [{"task": "synthetic", "model": arm, "test AUC": stat(syn, arm, "auc"), "test GAUC": "-",
                "test logloss": "-", "val AUC": stat(syn, arm, "val_auc"),
                "best epoch / epochs run": " ".join(f"{syn[arm, s]['best_epoch']}/{syn[arm, s]['epochs_run']}"
-                                                   for s in seeds),
-               "params": "-", "CPU s": round(sum(syn[arm, s]["cpu_s"] for s in seeds))} for arm in SYNTHETIC_ARMS]
+                                                   for s in syn_seeds),
+               "params": "-", "CPU s": round(sum(syn[arm, s]["cpu_s"] for s in syn_seeds))} for arm in SYNTHETIC_ARMS]
 
     cut_off = [(r["arm"], r["seed"]) for r in results if r["best_epoch"] == r["epochs_run"] == args.epochs]
     notes = [f"Protocol, ml-100k: MovieLens-100K from the recbole 1.2.1 wheel, click = rating ≥ 4; global time cut "
@@ -313,22 +318,26 @@ def main() -> None:
              f"{args.synthetic_epochs} epochs with the same early stopping; the task is drawn from the seed.",
              "Early stopping: arms still improving at the last allowed epoch (best epoch = epochs run = "
              f"{args.epochs}): {cut_off or 'none'}.",
+             "Floor reference: the stats-only scorer (declared before the run as the weak reference, trained "
+             "din_concat as the strong one) against every arm, test AUC: " + "; ".join(
+                 f"{arm} − stats-only {np.mean([by[arm, s]['auc'] for s in seeds]) - floor_auc:+.4f} ("
+                 + interval_text([by[arm, s]["auc"] - floor_auc for s in seeds]) + ")" for arm in REAL_ARMS) + ".",
              "ml-100k paired differences: " + "; ".join(_says(by, seeds, *p) for p in (
                  ("marn", "din_concat"), ("marn", "man"), ("man", "din_concat"))) + ".",
-             "Synthetic paired differences: " + "; ".join(_says(syn, seeds, *p) for p in (
+             "Synthetic paired differences: " + "; ".join(_says(syn, syn_seeds, *p) for p in (
                  ("marn", "din_concat"), ("marn", "man"), ("man", "din_concat"), ("marn", "marn_single_disc"))) + ".",
              "Second-discriminator ablation (synthetic only; on ml-100k it did not fit the CPU budget): "
-             + _says(syn, seeds, "marn", "marn_single_disc") + ".",
+             + _says(syn, syn_seeds, "marn", "marn_single_disc") + ".",
              f"Synthetic true-click-probability (oracle) test AUC: {stat(syn, 'marn', 'oracle_auc')}."]
     for arm in ("man", "marn", "marn_single_disc"):
-        per_cat = np.mean([syn[arm, s]["auc_by_category"] for s in seeds], axis=0)
+        per_cat = np.mean([syn[arm, s]["auc_by_category"] for s in syn_seeds], axis=0)
         top = stat(syn, arm, "top_is_driver", 3)
         notes.append(f"Synthetic {arm}: highest-attention modality = the driver for {top} of test impressions "
                      f"(chance {CHANCE_TOP_MODALITY:.2f}); categories whose highest mean "
                      f"attention is on the driver: {stat(syn, arm, 'category_top_is_driver', 2)}; test AUC per "
                      "category (driver title / genres / year / stats): "
                      + ", ".join(f"{v:.3f}" for v in per_cat) + ".")
-    per_cat = np.mean([syn["din_concat", s]["auc_by_category"] for s in seeds], axis=0)
+    per_cat = np.mean([syn["din_concat", s]["auc_by_category"] for s in syn_seeds], axis=0)
     notes.append("Synthetic din_concat test AUC per category: " + ", ".join(f"{v:.3f}" for v in per_cat) + ".")
     for arm in ("man", "marn"):
         mean = {m: mean_std([by[arm, s]["attention"][m] for s in seeds])[0] for m in MODALITIES}
@@ -353,7 +362,7 @@ def main() -> None:
                               for e in range(args.epochs)] for arm in REAL_ARMS},
                        RESULTS / "marn_val_auc.png", xlabel="epoch", ylabel="val AUC (mean over seeds still running)",
                        title="ml-100k: validation AUC per epoch"),
-             heatmap(np.mean([syn["marn", s]["attention_by_category"] for s in seeds], axis=0),
+             heatmap(np.mean([syn["marn", s]["attention_by_category"] for s in syn_seeds], axis=0),
                      ["driver: title", "driver: genres", "driver: year", "driver: stats"], list(MODALITIES),
                      RESULTS / "marn_synthetic_attention.png", title="synthetic: MARN mean attention per category")]
     notes.append("Plots: " + ", ".join(f"`{p.name}`" for p in plots) + ".")
