@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from repflow.families.ctr.features import (
-    PAD, UNKNOWN, UnknownUser, build_examples, build_feature_space, examples_to_tensors, load_space, save_space,
-    time_split, tokenize_title, user_request, user_row)
+    CTR_PRIOR_IMPRESSIONS, PAD, UNKNOWN, UnknownUser, build_examples, build_feature_space, examples_to_tensors,
+    load_space, save_space, time_split, tokenize_title, user_request, user_row)
 from repflow.families.ctr.tables import (
     SourceError, read_ctr_source, read_interaction_table, read_movielens, write_parquet_atomic)
 from tests.ctr_tiny import COLUMNS, tiny_frame, write_tiny
@@ -198,3 +198,41 @@ def test_tensors_match_the_examples(tiny):
     lengths = test.history_len.numpy()
     assert np.array_equal((test.history > 0).sum(1).numpy(), lengths)
     assert np.array_equal(test.label.numpy(), rows["label"].to_numpy().astype(np.float32))
+
+
+def test_training_click_rates_are_out_of_fold(tiny):
+    """Direct computation: a training row's click-rate token is its item's smoothed rate over the other folds'
+    training rows (prior: the other folds' mean), val / test rows get the item table's; flipping a training
+    row's own label leaves its own token unchanged."""
+    tables, split, _ = tiny
+    buckets = 1000
+    space = build_feature_space(split, tables.items, click_rate_buckets=buckets)
+    examples = build_examples(split, space, history_len=3, folds=3, seed=1)
+    train = examples.filter(pl.col("split") == "train")
+    assert sorted(train["fold"].unique().to_list()) == [0, 1, 2]
+    assert (examples.filter(pl.col("split") != "train")["fold"] == -1).all()
+    prior = CTR_PRIOR_IMPRESSIONS
+    for ex in train.iter_rows(named=True):
+        others = train.filter(pl.col("fold") != ex["fold"])
+        mine = others.filter(pl.col("item_row") == ex["item_row"])["label"].to_numpy().astype(float)
+        if mine.size == 0:
+            assert ex["click_rate"] == UNKNOWN
+            continue
+        rate = (mine.sum() + prior * others["label"].mean()) / (mine.size + prior)
+        assert ex["click_rate"] == 2 + min(int(np.floor(rate * buckets)), buckets - 1)
+    table = dict(zip(space.items["row"], space.items["click_rate"]))
+    held = examples.filter(pl.col("split") != "train")
+    assert held["click_rate"].to_list() == [table[r] for r in held["item_row"]]
+
+    first = train.row(0, named=True)
+    flipped = split.with_columns(
+        pl.when((pl.col("timestamp") == first["timestamp"]) & (pl.col("item") == space.items.filter(
+            pl.col("row") == first["item_row"])["item"][0]) & (pl.col("user") == space.users.filter(
+                pl.col("row") == first["user_row"])["user"][0]))
+        .then(1 - pl.col("click")).otherwise(pl.col("click")).cast(split["click"].dtype).alias("click"))
+    again = build_examples(flipped, space, history_len=3, folds=3, seed=1).filter(pl.col("split") == "train")
+    assert again["label"][0] != first["label"] and again["click_rate"][0] == first["click_rate"]
+    tensors = examples_to_tensors(examples, "train", 3)
+    assert tensors.click_rate.tolist() == train["click_rate"].to_list()
+    with pytest.raises(ValueError, match="folds must be an int >= 2"):
+        build_examples(split, space, folds=1)

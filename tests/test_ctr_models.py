@@ -128,6 +128,30 @@ def test_a_prediction_does_not_depend_on_the_batch(name, data):
     assert torch.allclose(whole, alone, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["din_concat", "marn"])
+def test_a_rows_own_click_rate_token_replaces_the_items(name, data):
+    """The item table's tokens passed per row give the table's predictions; other tokens change only the rows
+    whose token changed (the out-of-fold statistic of a training row reaches its target item alone)."""
+    features, train, _ = data
+    model = small(name, features).eval()
+    with torch.no_grad():
+        table = model(train.user, train.item, train.history).logits
+        same = model(train.user, train.item, train.history, features.click_rate[train.item]).logits
+        other = features.click_rate[train.item].clone()
+        other[0] = 2 if int(other[0]) != 2 else 3
+        changed = model(train.user, train.item, train.history, other).logits
+    assert torch.allclose(table, same, atol=1e-6)
+    assert not torch.isclose(changed[0], table[0]) and torch.allclose(changed[1:], table[1:], atol=1e-6)
+
+
+def test_training_stops_when_on_epoch_says_so(data):
+    features, train, _ = data
+    seen = []
+    history = train_ctr(small("man", features), train, epochs=5, batch_size=64, seed=0,
+                        on_epoch=lambda epoch, _s, _o: seen.append(epoch) or epoch == 2)
+    assert seen == [1, 2] and [h["epoch"] for h in history] == [1, 2]
+
+
 @pytest.mark.slow
 def test_same_seed_same_predictions(data):
     features, train, test = data

@@ -20,8 +20,14 @@ Choices, and why:
   catalogue's release years; unknown years have their own token), ``stats`` (two buckets from training
   interactions only: log2 of the item's impressions, and its click rate smoothed toward the training mean
   with :data:`CTR_PRIOR_IMPRESSIONS` pseudo-impressions; items absent from training have their own token).
-  A training interaction's own label is part of its item's training click rate (the usual target-statistics
-  caveat, softened by the smoothing); val / test labels never are.
+  The item table's click-rate bucket uses every training interaction; val / test labels never enter it.
+- **Out-of-fold click rate per example** (:func:`build_examples`, column ``click_rate``): a training row's own
+  label must not enter the click-rate bucket the model sees for its target item, or the model learns to trust
+  a statistic that partly *is* the label (target leakage). Training rows are split into ``folds`` folds
+  (seeded permutation, column ``fold``); a row's bucket is the smoothed rate of its item over the *other*
+  folds' training rows (prior: the other folds' mean rate; no such rows → the unseen token). Val / test rows
+  get the item table's full-training bucket. History items keep the item table's bucket (their labels are
+  not the row's).
 
 Index conventions: user and item *rows* start at 1 (0 is padding); every token vocabulary reserves 0 for
 padding and 1 for unknown / unseen, so real tokens start at 2.
@@ -44,13 +50,16 @@ from repflow.progress import progress
 
 __all__ = ["SPLITS", "PAD", "UNKNOWN", "time_split", "FeatureSpace", "FeatureTensors", "CtrTensors",
            "build_feature_space", "build_examples", "examples_to_tensors", "user_row", "user_request",
-           "tokenize_title", "save_space", "load_space", "UnknownUser", "CTR_PRIOR_IMPRESSIONS"]
+           "tokenize_title", "save_space", "load_space", "UnknownUser", "CTR_PRIOR_IMPRESSIONS",
+           "CLICK_RATE_FOLDS", "click_rate_token", "smoothed_click_rate"]
 
 SPLITS = ("train", "val", "test")
 PAD, UNKNOWN = 0, 1
 CTR_PRIOR_IMPRESSIONS = 10.0
 """Pseudo-impressions at the training mean click rate added to every item's count before its rate is
 bucketed, so an item seen twice does not land in the 0 % or 100 % bucket."""
+CLICK_RATE_FOLDS = 5
+"""Folds of the out-of-fold click-rate statistic of training rows (:func:`build_examples`)."""
 _WORD = re.compile(r"\w+")
 
 
@@ -200,9 +209,7 @@ def build_feature_space(interactions: pl.DataFrame, items: pl.DataFrame, *, titl
     mean_rate = float(train["click"].mean()) if train.height else 0.5
     popularity = np.where(impressions > 0, 2 + np.minimum(np.floor(np.log2(np.maximum(impressions, 1))),
                                                           popularity_buckets - 1), UNKNOWN)
-    rate = (clicks + CTR_PRIOR_IMPRESSIONS * mean_rate) / (impressions + CTR_PRIOR_IMPRESSIONS)
-    click_rate = np.where(impressions > 0, 2 + np.minimum(np.floor(rate * click_rate_buckets), click_rate_buckets - 1),
-                          UNKNOWN)
+    click_rate = click_rate_token(clicks, impressions, mean_rate, click_rate_buckets)
     items = items.select("item", "row", "token").with_columns(
         pl.Series("title", titles, dtype=pl.List(pl.Int64)), pl.Series("genres", genres, dtype=pl.List(pl.Int64)),
         pl.Series("year", year_token.astype(np.int64)), pl.Series("popularity", popularity.astype(np.int64)),
@@ -213,18 +220,69 @@ def build_feature_space(interactions: pl.DataFrame, items: pl.DataFrame, *, titl
     return FeatureSpace(users.select("user", "row", "token"), items, words, genre_names, config)
 
 
+def smoothed_click_rate(clicks: np.ndarray, impressions: np.ndarray, prior_rate: float | np.ndarray
+                        ) -> np.ndarray:
+    """Click rates in [0, 1] smoothed toward ``prior_rate`` with :data:`CTR_PRIOR_IMPRESSIONS`
+    pseudo-impressions (``prior_rate`` itself where ``impressions`` is 0)."""
+    clicks, impressions = np.asarray(clicks, dtype=float), np.asarray(impressions, dtype=float)
+    return (clicks + CTR_PRIOR_IMPRESSIONS * prior_rate) / (impressions + CTR_PRIOR_IMPRESSIONS)
+
+
+def click_rate_token(clicks: np.ndarray, impressions: np.ndarray, prior_rate: float | np.ndarray,
+                     buckets: int) -> np.ndarray:
+    """Click-rate bucket tokens (same shape as ``clicks``): :func:`smoothed_click_rate` cut into ``buckets``
+    equal-width buckets of [0, 1] (tokens 2 .. buckets + 1); UNKNOWN where ``impressions`` is 0."""
+    impressions = np.asarray(impressions, dtype=float)
+    rate = smoothed_click_rate(clicks, impressions, prior_rate)
+    return np.where(impressions > 0, 2 + np.minimum(np.floor(rate * buckets), buckets - 1), UNKNOWN).astype(np.int64)
+
+
+def _out_of_fold_click_rate(examples: pl.DataFrame, space: FeatureSpace, folds: int, seed: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """(fold (N,) i64, −1 outside train; click-rate token (N,) i64) for the rows of ``examples`` (see the
+    module doc): training rows from the other folds' training rows of their item, others from the item table."""
+    is_train = (examples["split"] == "train").to_numpy()
+    items = examples["item_row"].to_numpy().astype(np.int64)
+    labels = examples["click"].to_numpy().astype(float)
+    fold = np.full(len(examples), -1, dtype=np.int64)
+    train_index = np.flatnonzero(is_train)
+    fold[train_index] = np.random.default_rng(seed).permutation(len(train_index)) % folds
+    rows = int(space.items["row"].max()) + 1 if space.items.height else 1
+    by_row = np.full(rows, UNKNOWN, dtype=np.int64)
+    by_row[space.items["row"].to_numpy()] = space.items["click_rate"].to_numpy()
+    token = by_row[items]
+    shown = np.zeros((rows, folds))
+    clicked = np.zeros((rows, folds))
+    np.add.at(shown, (items[train_index], fold[train_index]), 1.0)
+    np.add.at(clicked, (items[train_index], fold[train_index]), labels[train_index])
+    i, f = items[train_index], fold[train_index]
+    other_shown = shown.sum(1)[i] - shown[i, f]
+    other_clicked = clicked.sum(1)[i] - clicked[i, f]
+    fold_shown, fold_clicked = shown.sum(0), clicked.sum(0)
+    other_mean = (fold_clicked.sum() - fold_clicked[f]) / np.maximum(fold_shown.sum() - fold_shown[f], 1.0)
+    token[train_index] = click_rate_token(other_clicked, other_shown, other_mean,
+                                          space.config["click_rate_buckets"])
+    return fold, token
+
+
 def _tokens_where(seen: str) -> pl.Expr:
     """ID tokens: 2, 3, ... in row order for rows where ``seen``, UNKNOWN elsewhere."""
     return (pl.when(pl.col(seen)).then(pl.col(seen).cast(pl.Int64).cum_sum() + 1)
             .otherwise(pl.lit(UNKNOWN, dtype=pl.Int64)).alias("token"))
 
 
-def build_examples(interactions: pl.DataFrame, space: FeatureSpace, history_len: int = 20) -> pl.DataFrame:
+def build_examples(interactions: pl.DataFrame, space: FeatureSpace, history_len: int = 20, *,
+                   folds: int = CLICK_RATE_FOLDS, seed: int = 0) -> pl.DataFrame:
     """One row per interaction: ``user_row``, ``item_row``, ``label`` (the click), ``split``, ``timestamp``,
     ``history`` (list[i64], item rows of the user's latest clicks strictly before ``timestamp``, most recent
-    first, at most ``history_len``), ``history_len``. Ordered by (timestamp, user row, item row)."""
+    first, at most ``history_len``), ``history_len``, ``fold`` (the training row's out-of-fold fold, −1
+    elsewhere) and ``click_rate`` (the target item's out-of-fold click-rate token for a training row, the
+    item table's otherwise; see the module doc; ``folds`` ≥ 2, fold assignment from ``seed``). Ordered by
+    (timestamp, user row, item row)."""
     if isinstance(history_len, bool) or not isinstance(history_len, int) or history_len < 1:
         raise ValueError(f"history_len must be an int >= 1, got {history_len!r}")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds must be an int >= 2, got {folds!r}")
     table = (interactions.join(space.users.select("user", pl.col("row").alias("user_row")), on="user", how="left")
              .join(space.items.select("item", pl.col("row").alias("item_row")), on="item", how="left"))
     for key in ("user", "item"):
@@ -250,30 +308,34 @@ def build_examples(interactions: pl.DataFrame, space: FeatureSpace, history_len:
                 histories[k] = recent
             clicked.extend(int(items[k]) for k in range(i, j) if clicks[k])
             i = j
-    out = table.select("user_row", "item_row", pl.col("click").alias("label"), "split", "timestamp").with_columns(
+    out = table.select("user_row", "item_row", "click", "split", "timestamp").with_columns(
         pl.Series("history", histories, dtype=pl.List(pl.Int64)))
-    return out.with_columns(pl.col("history").list.len().cast(pl.Int64).alias("history_len")).sort(
+    out = out.with_columns(pl.col("history").list.len().cast(pl.Int64).alias("history_len")).sort(
         "timestamp", "user_row", "item_row")
+    fold, token = _out_of_fold_click_rate(out, space, folds, seed)
+    return out.rename({"click": "label"}).with_columns(pl.Series("fold", fold), pl.Series("click_rate", token))
 
 
 @dataclass
 class CtrTensors:
     """A batch of examples: ``user`` (N,) user rows, ``item`` (N,) target item rows, ``history`` (N, H) item
     rows (0 = padding, most recent first), ``history_len`` (N,), ``label`` (N,) float 0 / 1 (NaN for a
-    :func:`user_request`, which has no labels)."""
+    :func:`user_request`, which has no labels), ``click_rate`` (N,) the target item's click-rate token for
+    this row (out-of-fold for training rows), or None: the item table's."""
 
     user: torch.Tensor
     item: torch.Tensor
     history: torch.Tensor
     history_len: torch.Tensor
     label: torch.Tensor
+    click_rate: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
     def subset(self, index: torch.Tensor | slice) -> CtrTensors:
         return CtrTensors(self.user[index], self.item[index], self.history[index], self.history_len[index],
-                          self.label[index])
+                          self.label[index], None if self.click_rate is None else self.click_rate[index])
 
 
 def _pad_histories(histories: list[list[int]], history_len: int) -> torch.Tensor:
@@ -297,7 +359,9 @@ def examples_to_tensors(examples: pl.DataFrame, split: str | None = None, histor
                       torch.from_numpy(examples["item_row"].to_numpy().astype(np.int64)),
                       _pad_histories(histories, h),
                       torch.from_numpy(np.minimum(examples["history_len"].to_numpy(), h).astype(np.int64)),
-                      torch.from_numpy(examples["label"].to_numpy().astype(np.float32)))
+                      torch.from_numpy(examples["label"].to_numpy().astype(np.float32)),
+                      torch.from_numpy(examples["click_rate"].to_numpy().astype(np.int64))
+                      if "click_rate" in examples.columns else None)
 
 
 def user_row(space: FeatureSpace, user: str | int) -> int:

@@ -13,7 +13,8 @@ Shared parts:
   word embeddings, then a linear layer and tanh), ``genres`` (mean of the item's genre embeddings), ``year``
   (bucket embedding), ``stats`` (sum of the popularity-bucket and click-rate-bucket embeddings). Items absent
   from training share an ID token, and have no statistics; those tokens' vectors (and the unseen users') are
-  zero and stay zero, since no training example carries them.
+  zero at the start (the unseen click-rate token is also what a training row gets when its item has no
+  out-of-fold impressions, so that vector does train).
 - :class:`DinHead`: DIN's local activation unit (Zhou et al., KDD 2018): each history item h is scored by an
   MLP on [h, t, h − t, h ⊙ t] against the target t; the interest is Σ score·h over real history items (DIN
   keeps the scores unnormalised so the interest's size says how much history is relevant; an empty history
@@ -109,14 +110,17 @@ class ModalityEmbeddings(nn.Module):
         _zero_unknown(self.id, self.popularity_emb, self.click_rate_emb)
         self.dim = dim
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+    def forward(self, rows: torch.Tensor, click_rate: torch.Tensor | None = None) -> torch.Tensor:
+        """``click_rate`` (same shape as ``rows``): click-rate tokens to use instead of the item table's (a
+        training row's out-of-fold statistic)."""
         words = self.title[rows]
         present = (words > 0).unsqueeze(-1).float()
         word_mean = (self.word(words) * present).sum(-2) / present.sum(-2).clamp(min=1.0)
         title = torch.tanh(self.title_proj(word_mean)) * (present.sum(-2) > 0).float()
         multi_hot = self.genres[rows]
         genres = multi_hot @ self.genre / multi_hot.sum(-1, keepdim=True).clamp(min=1.0)
-        stats = self.popularity_emb(self.popularity[rows]) + self.click_rate_emb(self.click_rate[rows])
+        stats = self.popularity_emb(self.popularity[rows]) + self.click_rate_emb(
+            self.click_rate[rows] if click_rate is None else click_rate)
         parts = [self.id(self.item_token[rows]), title, genres, self.year_emb(self.year[rows]), stats]
         return torch.stack(parts, dim=-2)
 
@@ -239,7 +243,8 @@ class MarnItems(nn.Module):
 class CtrModel(nn.Module):
     """Modality embeddings → an item representation (``items``) for the target and every history item → DIN
     head with a user-ID embedding (unseen users share one token). Representations are computed once per
-    distinct item row of the batch."""
+    distinct item row of the batch; with ``click_rate`` (N,) (each row's own click-rate token for its target,
+    out-of-fold in training) the targets are represented per row, the history items still per distinct row."""
 
     def __init__(self, features: FeatureTensors, items: Callable[[int, int], nn.Module], *, dim: int = 16,
                  user_dim: int = 16, attention_hidden: int = 32, hidden: tuple[int, ...] = (64, 32)):
@@ -252,18 +257,25 @@ class CtrModel(nn.Module):
         self.items = items(dim, len(MODALITIES))
         self.head = DinHead(self.items.out_dim, user_dim, attention_hidden, tuple(hidden))
 
-    def forward(self, user: torch.Tensor, item: torch.Tensor, history: torch.Tensor) -> CtrOutput:
+    def forward(self, user: torch.Tensor, item: torch.Tensor, history: torch.Tensor,
+                click_rate: torch.Tensor | None = None) -> CtrOutput:
         n = item.shape[0]
-        rows, inverse = torch.unique(torch.cat([item, history.reshape(-1)]), return_inverse=True)
-        represented, aux = self.items(self.embeddings(rows))
-        target, past = represented[inverse[:n]], represented[inverse[n:]].reshape(*history.shape, -1)
+        if click_rate is None:
+            rows, inverse = torch.unique(torch.cat([item, history.reshape(-1)]), return_inverse=True)
+            represented, aux = self.items(self.embeddings(rows))
+            target, past = represented[inverse[:n]], represented[inverse[n:]].reshape(*history.shape, -1)
+            aux = {k: v[inverse[:n]] for k, v in aux.items()}
+        else:
+            target, aux = self.items(self.embeddings(item, click_rate))
+            rows, inverse = torch.unique(history.reshape(-1), return_inverse=True)
+            past = self.items(self.embeddings(rows))[0][inverse].reshape(*history.shape, -1)
         logits = self.head(self.user(self.user_token[user]), target, past, (history > 0).float())
         out = CtrOutput(logits)
         if "alpha" in aux:
-            out.modality_attention = aux["alpha"][inverse[:n]]
+            out.modality_attention = aux["alpha"]
         if "invariant" in aux:
-            out.d1_logits, out.d2_logits = self.items.discriminate(aux["invariant"][inverse[:n]])
-            out.omega = aux["omega"][inverse[:n]]
+            out.d1_logits, out.d2_logits = self.items.discriminate(aux["invariant"])
+            out.omega = aux["omega"]
         return out
 
 

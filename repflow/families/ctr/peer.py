@@ -61,13 +61,16 @@ def _all_genres(features: FeatureTensors) -> torch.Tensor:
 
 
 def peer_inputs(data: CtrTensors, features: FeatureTensors) -> dict[str, np.ndarray]:
-    """DeepCTR's input dict (feature name → int64 array, (N,) or (N, L)) for ``data``."""
+    """DeepCTR's input dict (feature name → int64 array, (N,) or (N, L)) for ``data``; the target's click-rate
+    token is the row's own (out-of-fold in training) where ``data`` carries one."""
     tables = {"item": features.item_token, "genre": _first_genre(features), "year": features.year,
               "popularity": features.popularity, "click_rate": features.click_rate}
     x = {"user": features.user_token[data.user]}
     for name in _ITEM_FEATURES:
         x[name] = tables[name][data.item]
         x[f"hist_{name}"] = tables[name][data.history]
+    if data.click_rate is not None:
+        x["click_rate"] = data.click_rate
     x["genres"] = _all_genres(features)[data.item]
     x["seq_length"] = data.history_len
     return {k: v.numpy().astype(np.int64) for k, v in x.items()}

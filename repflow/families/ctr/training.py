@@ -50,11 +50,12 @@ def ctr_losses(out: CtrOutput, label: torch.Tensor, *, adv_weight: float = 0.1) 
 def train_ctr(model: CtrModel, data: CtrTensors, *, epochs: int, batch_size: int = 256, lr: float = 1e-3,
               seed: int = 0, adv_weight: float = 0.1, weight_decay: float = 0.0, start_epoch: int = 0,
               optimizer_state: dict | None = None,
-              on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], None] | None = None
+              on_epoch: Callable[[int, dict[str, float], torch.optim.Optimizer], bool | None] | None = None
               ) -> list[dict[str, Any]]:
     """Train on ``data`` from ``start_epoch``; returns one dict per epoch trained: ``epoch`` (1-based), mean
     ``loss`` / ``bce`` (and ``d1`` / ``d2`` for adversarial models) over its steps, ``grl_scale`` at its end,
-    ``samples_per_s`` (training throughput, wall clock)."""
+    ``samples_per_s`` (training throughput, wall clock). ``on_epoch`` returning True stops training there
+    (early stopping; the reversal's ramp stays scheduled over ``epochs``)."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -80,7 +81,8 @@ def train_ctr(model: CtrModel, data: CtrTensors, *, epochs: int, batch_size: int
             if adversarial:
                 model.items.grl_scale = grl_schedule((epoch * steps_per_epoch + step) / total_steps)
             batch = data.subset(order[i:i + batch_size])
-            losses = ctr_losses(model(batch.user, batch.item, batch.history), batch.label, adv_weight=adv_weight)
+            out = model(batch.user, batch.item, batch.history, batch.click_rate)
+            losses = ctr_losses(out, batch.label, adv_weight=adv_weight)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()
@@ -92,8 +94,8 @@ def train_ctr(model: CtrModel, data: CtrTensors, *, epochs: int, batch_size: int
         if adversarial:
             stats["grl_scale"] = model.items.grl_scale
         history.append(stats)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, stats, opt)
+        if on_epoch is not None and on_epoch(epoch + 1, stats, opt):
+            break
     model.eval()
     return history
 
@@ -107,7 +109,7 @@ def predict_with_attention(model: CtrModel, data: CtrTensors, batch_size: int = 
     probs, attention = [], []
     for i in range(0, len(data), batch_size):
         batch = data.subset(slice(i, i + batch_size))
-        out = model(batch.user, batch.item, batch.history)
+        out = model(batch.user, batch.item, batch.history, batch.click_rate)
         probs.append(torch.sigmoid(out.logits))
         if out.modality_attention is not None:
             attention.append(out.modality_attention)
