@@ -66,6 +66,10 @@ WIDE_MELS = N_MELS + WINDOW_OFFSETS[-1]
 TASKS = {"bands": ("band", "pulses"), "espeak": ("position", "word")}
 """Per data set: (position-sensitive task, position-insensitive task)."""
 ARMS = ("random", "baseline", "advneg")
+DIAGNOSTIC = {"advneg_k2_no_reorder": {"k": 2, "reorders": 0}}
+"""``--diagnostic`` arms (mean pooling only, no claim): advneg with other negative settings, named by what they
+change. k = 2 without reorders: every clip's two hardest of the four shifts and time reversal, so at least one
+shift negative per clip even when reversal (to which mean + max pooling over time is nearly blind) is hardest."""
 
 
 def _claim(cid: str, pool: str, task: str, statement: str) -> Claim:
@@ -202,10 +206,11 @@ def run_arm(data: str, sets: dict, pool: str, arm: str, seed: int, args) -> dict
         encoder = AudioNTT(n_mels=N_MELS, channels=args.channels, freq_pool=pool)
         head = projection_head(encoder.out_dim, 128)
         if arm != "random":
-            history = train_audio_ssl(encoder, head, x_tr, method=arm, epochs=args.epochs, batch_size=args.batch_size,
-                                      lr=1e-3, weight_decay=1e-6, temperature=0.1,
-                                      augment=AudioAugmentParams().model_dump(),
-                                      negatives=AudioNegativeParams().model_dump(), seed=seed)
+            method = "advneg" if arm in DIAGNOSTIC else arm
+            negatives = {**AudioNegativeParams().model_dump(), **DIAGNOSTIC.get(arm, {})}
+            history = train_audio_ssl(encoder, head, x_tr, method=method, epochs=args.epochs,
+                                      batch_size=args.batch_size, lr=1e-3, weight_decay=1e-6, temperature=0.1,
+                                      augment=AudioAugmentParams().model_dump(), negatives=negatives, seed=seed)
             row["final_loss"] = history[-1]["loss"]
             if "chosen" in history[-1]:
                 row["chosen_last_epoch"] = history[-1]["chosen"]
@@ -251,8 +256,8 @@ def _rows_table(by: dict) -> list[dict]:
                 continue
             for metric in [f"acc_{t}" for t in tasks] + ["position_sensitivity_relative"]:
                 row = {"data": data, "pool": pool, "metric": metric}
-                for arm in ARMS + ("ideal",):
-                    vals = [v for v in (by[data, pool, arm, s].get(metric) for s in seeds) if v is not None]
+                for arm in ARMS + ("ideal",) + tuple(DIAGNOSTIC):
+                    vals = [v for v in (by.get((data, pool, arm, s), {}).get(metric) for s in seeds) if v is not None]
                     row[arm] = f"{mean_std(vals)[0]:.3f} ± {mean_std(vals)[1]:.3f}" if vals else ""
                 diffs = [by[data, pool, "advneg", s][metric] - by[data, pool, "baseline", s][metric] for s in seeds]
                 row["seeds"] = len(seeds)
@@ -274,6 +279,7 @@ def main() -> None:
     ap.add_argument("--rows", type=Path, default=None, help="append each arm's row to this JSON-lines file and "
                                                             "skip arms already in it (resume)")
     ap.add_argument("--from-json", action="store_true", help="re-render the tables and notes from results/*.json")
+    ap.add_argument("--diagnostic", action="store_true", help="also run the DIAGNOSTIC arms (mean pooling, 5 seeds)")
     ap.add_argument("--render-rows", action="store_true", help="judge and write results from the --rows file alone, "
                                                                "running nothing (a run cut short; give its arguments)")
     args = ap.parse_args()
@@ -309,7 +315,7 @@ def main() -> None:
                     if args.rows is not None:
                         with args.rows.open("a") as fh:
                             fh.write(json.dumps(results[-2]) + "\n" + json.dumps(results[-1]) + "\n")
-                for arm in ARMS:
+                for arm in ARMS + (tuple(DIAGNOSTIC) if args.diagnostic and pool == "mean" else ()):
                     if (data, pool, arm, seed) in have:
                         continue
                     results.append(run_arm(data, sets[data], pool, arm, seed, args))
@@ -335,10 +341,16 @@ def main() -> None:
         diffs = paired(data, pool, metric)
         return f"{mean_std(diffs)[0]:+.3f} ({interval_text(diffs)})" if diffs else "not run"
 
+    def versus(arm, data, task):
+        pairs = [(by[data, "mean", arm, s][f"acc_{task}"], by[data, "mean", "baseline", s][f"acc_{task}"])
+                 for s in seeds if (data, "mean", arm, s) in by and (data, "mean", "baseline", s) in by]
+        diffs = [x - y for x, y in pairs]
+        return f"{mean_std(diffs)[0]:+.3f} ({interval_text(diffs)})" if len(diffs) > 1 else "not run"
+
     chosen: dict[str, dict[str, int]] = {}
     for (data, pool, arm, _), r in by.items():
-        if arm == "advneg":
-            bucket = chosen.setdefault(f"{data}/{pool}", {})
+        if arm == "advneg" or arm in DIAGNOSTIC:
+            bucket = chosen.setdefault(f"{data}/{pool}" + ("" if arm == "advneg" else f" {arm}"), {})
             for name, count in r["chosen_last_epoch"].items():
                 kind = name.rstrip("+-0123456789")
                 bucket[kind] = bucket.get(kind, 0) + count
@@ -370,12 +382,16 @@ def main() -> None:
         f"{gain('espeak', 'mean', 'position_sensitivity_relative')}; flattened "
         f"{gain('espeak', 'flatten', 'position_sensitivity_relative')}.",
         *write_claims(tested, "audio_advneg"),
+        *[f"Diagnostic, no claim: {arm} ({DIAGNOSTIC[arm]}) − baseline, mean pooling: " + "; ".join(
+            f"{data} {task} {versus(arm, data, task)}" for data, tasks in TASKS.items() for task in tasks)
+          + "." for arm in DIAGNOSTIC if any(k[2] == arm for k in by)],
         "What the adversary chose (last epoch, all seeds): " + "; ".join(
             f"{key}: " + ", ".join(f"{k} {v / max(sum(c.values()), 1):.0%}" for k, v in sorted(c.items(),
                                                                                                key=lambda kv: -kv[1]))
             for key, c in sorted(chosen.items())) + ".",
         f"CPU time {cpu_total:.0f} s in one process with one torch thread ("
-        + (f"wall {wall:.0f} s on the shared 2-core machine" if wall is not None else "the arms' own CPU seconds, data "
+        + (f"wall {wall:.0f} s of this invocation on the shared 2-core machine; rows resumed from --rows count their "
+           "own CPU seconds" if wall is not None else "the arms' own CPU seconds, data "
            "preparation not counted: judged from the rows file") + "); by arm, all data sets, poolings and seeds: "
         + ", ".join(f"{arm} {s:.0f} s" for arm, s in cpu_by_arm.items()) + ".",
         *([f"Cut short (the deadline): complete seeds per data set / pooling: {'; '.join(short)}. A claim judged on "
