@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -348,9 +349,12 @@ def main() -> None:
         return f"{mean_std(diffs)[0]:+.3f} ({interval_text(diffs)})" if len(diffs) > 1 else "not run"
 
     chosen: dict[str, dict[str, int]] = {}
+    blind: dict[str, list[float]] = {}
     for (data, pool, arm, _), r in by.items():
         if arm == "advneg" or arm in DIAGNOSTIC:
             bucket = chosen.setdefault(f"{data}/{pool}" + ("" if arm == "advneg" else f" {arm}"), {})
+            blind.setdefault(f"{data}/{pool}" + ("" if arm == "advneg" else f" {arm}"), []).append(
+                r["negative_similarity_last"])
             for name, count in r["chosen_last_epoch"].items():
                 kind = name.rstrip("+-0123456789")
                 bucket[kind] = bucket.get(kind, 0) + count
@@ -388,7 +392,10 @@ def main() -> None:
         "What the adversary chose (last epoch, all seeds): " + "; ".join(
             f"{key}: " + ", ".join(f"{k} {v / max(sum(c.values()), 1):.0%}" for k, v in sorted(c.items(),
                                                                                                key=lambda kv: -kv[1]))
-            for key, c in sorted(chosen.items())) + ".",
+            for key, c in sorted(chosen.items())) + ". Mean cosine of the chosen negatives' projections to their "
+        "anchors at the last epoch: "
+        + ", ".join(f"{key} {statistics.fmean(v):.3f}" for key, v in sorted(blind.items()))
+        + " (1 = the encoder cannot tell them from the anchor).",
         f"CPU time {cpu_total:.0f} s in one process with one torch thread ("
         + (f"wall {wall:.0f} s of this invocation on the shared 2-core machine; rows resumed from --rows count their "
            "own CPU seconds" if wall is not None else "the arms' own CPU seconds, data "
@@ -396,6 +403,14 @@ def main() -> None:
         + ", ".join(f"{arm} {s:.0f} s" for arm, s in cpu_by_arm.items()) + ".",
         *([f"Cut short (the deadline): complete seeds per data set / pooling: {'; '.join(short)}. A claim judged on "
            "fewer than 5 seeds is inconclusive by the rule."] if short else []),
+        "Reading the architecture: AudioNTT's three conv 3 + max-pool 2 blocks give each unit a receptive field of "
+        "22 mel rows, so a band more than ~21 rows from both edges of the 64-row patch (the two middle band classes) "
+        "is seen by no unit that also sees the edge's zero padding; after the mean over frequency its absolute row "
+        "survives only as the pooling grid's phase (a shift not a multiple of 8 rows). The encoder then averages "
+        "frames through a per-frame MLP and mean + max over time, nearly blind to frame order, so time reversal and "
+        "block reorders stay about as similar as the anchor (the cosine above). "
+        "Flattening keeps the row by construction: even the random flattened encoder is near the raw patch on band "
+        "and position.",
         "Pictures: audio_advneg.png (probe accuracy per task, pooling and arm), audio_advneg_views.png (one clip "
         "per position class and an espeak clip's candidate negatives).",
     ]
