@@ -359,7 +359,8 @@ def main() -> None:
                 kind = name.rstrip("+-0123456789")
                 bucket[kind] = bucket.get(kind, 0) + count
     counted = [r for r in results if not (r["arm"] == "ideal" and r["pool"] == "flatten")]  # one probe, listed twice
-    cpu_by_arm = {arm: sum(r["cpu_s"] for r in counted if r["arm"] == arm) for arm in ARMS + ("ideal",)}
+    cpu_by_arm = {arm: sum(r["cpu_s"] for r in counted if r["arm"] == arm)
+                  for arm in ARMS + ("ideal",) + tuple(DIAGNOSTIC)}
     notes = [
         f"Protocol: bands = {args.bands_clips} train / {args.bands_clips // 4} test synthetic clips (4 band classes "
         f"centred on rows {list(BAND_CENTRES)}, 1–4 pulses); espeak = {args.clips_per_word} clips × 20 words "
