@@ -46,6 +46,10 @@ def audio_params(**sections) -> dict:
     ("features", {"n_mels": 60}, r"n_mels = 60 must be divisible by 2\*\*audio\.train\.encoder\.blocks = 8"),
     ("train", {"negatives": {"shifts": [64]}}, r"frequency shifts \[64\].*smaller than audio\.features\.n_mels"),
     ("prep", {"words": [True, False]}, r"quote those words"),
+    ("train", {"augment": {"max_freq_shift": 12.0}},
+     r"audio\.train\.augment\.max_freq_shift = 12\.0 must be smaller than the smallest of "
+     r"audio\.train\.negatives\.shifts \[12, 20\]"),
+    ("train", {"negatives": {"shifts": [12], "k": 4}}, r"audio\.train\.negatives\.k = 4 must be at most 3"),
 ])
 def test_unusable_settings_are_params_errors_naming_the_key(section, values, expected):
     with pytest.raises(ParamsError, match=expected):

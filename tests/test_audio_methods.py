@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from repflow.families.image.contrastive import nt_xent_loss
 from repflow.families.audio.advneg import (block_reorder, frequency_shift, hardest_negatives, nt_xent_with_negatives,
-                                           position_sensitivity, positional_candidates, time_reverse)
+                                           position_sensitivity, positional_candidates, sounding_blocks,
+                                           sounding_reorder, time_reverse)
 from repflow.families.audio.augment import log_mixup_exp, random_resize_crop
 from repflow.families.audio.models import AudioNTT, WaveformClassifier, projection_head
 from repflow.families.audio.ssl import AUDIO_METHODS, embed_clips, train_audio_ssl
@@ -18,16 +19,6 @@ from repflow.families.audio.ssl import AUDIO_METHODS, embed_clips, train_audio_s
 
 def _patches(n=6, f=16, t=12, seed=0):
     return torch.randn(n, 1, f, t, generator=torch.Generator().manual_seed(seed))
-
-
-def test_frequency_shift_moves_content_and_fills_with_the_clip_minimum():
-    x = _patches()
-    up = frequency_shift(x, 3)
-    assert torch.equal(up[:, :, 3:], x[:, :, :-3])
-    assert torch.equal(up[:, :, :3], x.amin(dim=(1, 2, 3), keepdim=True).expand(-1, -1, 3, x.shape[-1]))
-    down = frequency_shift(x, -3)
-    assert torch.equal(down[:, :, :-3], x[:, :, 3:])
-    assert torch.equal(frequency_shift(up, -3)[:, :, :-3], x[:, :, :-3])  # back again, except the lost rows
 
 
 def test_time_reverse_and_block_reorder():
@@ -38,20 +29,62 @@ def test_time_reverse_and_block_reorder():
     assert torch.equal(block_reorder(moved, [1, 2, 0]), x)  # the inverse order undoes it
 
 
-def test_candidates_cover_every_transform_and_reorders_move_every_block():
+def test_frequency_shift_moves_content_and_fills_with_the_mirrored_edge():
+    x = _patches()
+    up = frequency_shift(x, 3)
+    assert torch.equal(up[:, :, 3:], x[:, :, :-3])
+    for j in range(3):  # vacated row 2 − j holds source row j + 1 (reflection about row 0)
+        assert torch.equal(up[:, :, 2 - j], x[:, :, j + 1])
+    down = frequency_shift(x, -3)
+    assert torch.equal(down[:, :, :-3], x[:, :, 3:])
+    for j in range(3):  # vacated row F − 3 + j holds source row F − 2 − j (reflection about the top row)
+        assert torch.equal(down[:, :, x.shape[2] - 3 + j], x[:, :, x.shape[2] - 2 - j])
+    assert torch.equal(frequency_shift(x, 0), x)
+    with pytest.raises(ValueError, match="frequency shift of 16 mel bins; must be within ±15"):
+        frequency_shift(x, 16)
+
+
+@pytest.mark.parametrize("bins", [1, 5, 12, -1, -5, -12])
+def test_a_shifted_clip_has_no_constant_rows(bins):
+    x = _patches(n=4, f=16, t=20)
+    x[:, :, :6] = x[:, :, :6] * 0.1 - 3  # quiet low rows, as a log-mel's often are, still varying in time
+    shifted = frequency_shift(x, bins)
+    assert shifted.std(dim=-1).amin() > 1e-3  # a constant fill band would have zero spread along time
+
+
+def test_sounding_blocks_and_reorders_move_only_blocks_that_hold_sound():
+    x = torch.full((3, 1, 4, 16), -4.0)
+    x[0, :, :, 4:12] = 2.0  # clip 0: sound in blocks 1 and 2 of 4
+    x[1, :, :, 5:7] = 2.0  # clip 1: sound in block 1 only
+    # clip 2: silence throughout (constant)
+    level = x.mean(dim=(1, 2))
+    peak = level.view(3, 4, 4).amax(2)
+    lo, hi = level.amin(1, keepdim=True), level.amax(1, keepdim=True)
+    assert torch.equal(sounding_blocks(x, 4), (peak >= (lo + hi) / 2) & (hi > lo))
+    assert sounding_blocks(x, 4).tolist() == [[False, True, True, False], [False, True, False, False], [False] * 4]
+    x[0, :, :, 4:8] = 1.0  # blocks 1 and 2 now differ, so their swap shows
+    moved, valid = sounding_reorder(x, torch.Generator().manual_seed(0), blocks=4)
+    assert valid.tolist() == [True, False, False]
+    assert torch.equal(moved[0], block_reorder(x[0], [0, 2, 1, 3]))  # the only order moving both sounding blocks
+    assert torch.equal(moved[1:], x[1:])
+
+
+def test_candidates_cover_every_transform_and_mark_reorders_without_sound_invalid():
     x = _patches(t=16)
-    cands, names = positional_candidates(x, torch.Generator().manual_seed(1), shifts=(4, 6), reorders=3, blocks=4)
+    x[0] = -3.0  # a silent clip: no reorder candidate
+    cands, names, valid = positional_candidates(x, torch.Generator().manual_seed(1), shifts=(4, 6), reorders=3,
+                                                blocks=4)
     assert cands.shape == (6, 8, 1, 16, 16)
-    assert names[:5] == ["freq+4", "freq-4", "freq+6", "freq-6", "reverse"]
-    for name in names[5:]:
-        order = [int(c) for c in name.removeprefix("reorder ")]
-        assert sorted(order) == [0, 1, 2, 3] and all(i != j for i, j in enumerate(order))
+    assert names == ["freq+4", "freq-4", "freq+6", "freq-6", "reverse", "reorder", "reorder", "reorder"]
     assert torch.equal(cands[:, 4], time_reverse(x))
+    assert torch.equal(cands[:, 2], frequency_shift(x, 6))
+    assert valid[:, :5].all() and not valid[0, 5:].any()
+    assert torch.equal(valid[:, 5], sounding_blocks(x, 4).sum(1) >= 2)
 
 
-def test_hardest_negatives_are_the_most_similar_candidates():
+def test_hardest_negatives_are_the_most_similar_valid_candidates():
     x = _patches(n=4)
-    cands, _ = positional_candidates(x, torch.Generator().manual_seed(0), shifts=(2, 5), reorders=1, blocks=3)
+    cands, _, _ = positional_candidates(x, torch.Generator().manual_seed(0), shifts=(2, 5), reorders=1, blocks=3)
     embed = lambda v: v.flatten(1)  # noqa: E731
     neg, idx, sim = hardest_negatives(embed, x, cands, 2)
     direct = torch.stack([torch.stack([F.cosine_similarity(x[i].flatten(), cands[i, j].flatten(), dim=0)
@@ -61,6 +94,13 @@ def test_hardest_negatives_are_the_most_similar_candidates():
     assert torch.equal(neg[torch.arange(4), 0], cands[torch.arange(4), direct.argmax(1)])
     with pytest.raises(ValueError, match="k = 9 negatives per anchor; must be in 1..6"):
         hardest_negatives(embed, x, cands, 9)
+    cands[:, 5] = x  # an invalid candidate that is a copy of its anchor (cosine 1) is never chosen
+    valid = torch.ones(4, 6, dtype=torch.bool)
+    valid[:, 5] = False
+    _, idx, sim = hardest_negatives(embed, x, cands, 1, valid)
+    assert (idx[:, 0] != 5).all() and torch.isinf(sim[:, 5]).all()
+    with pytest.raises(ValueError, match="only 5 valid candidates"):
+        hardest_negatives(embed, x, cands, 6, valid)
 
 
 def test_loss_with_negatives_matches_a_direct_computation():
@@ -111,6 +151,23 @@ def test_random_resize_crop_with_unit_scales_is_the_identity():
     assert torch.allclose(same, x, atol=1e-5)
     moved = random_resize_crop(x, torch.Generator().manual_seed(0))
     assert moved.shape == x.shape and not torch.allclose(moved, x)
+
+
+def _bump_rows(n=240, f=64, t=8, seed=0):
+    """n patches, each a narrow bump (σ 1 row) at a random row, the same in every frame; and those rows."""
+    rows = torch.randint(2, f - 2, (n,), generator=torch.Generator().manual_seed(seed))
+    grid = torch.arange(f).float()
+    x = torch.exp(-0.5 * (grid.view(1, f) - rows.view(n, 1).float()) ** 2).view(n, 1, f, 1).expand(n, 1, f, t)
+    return x.contiguous(), rows
+
+
+def test_random_resize_crop_moves_content_at_most_max_freq_shift_bins():
+    x, rows = _bump_rows()
+    bounded = random_resize_crop(x, torch.Generator().manual_seed(0), max_freq_shift=4.0)
+    moved = (bounded[:, 0, :, x.shape[-1] // 2].argmax(1) - rows).abs()
+    assert moved.max() <= 4 + 1  # + 1: the bump's peak is read at the nearest row
+    free = random_resize_crop(x, torch.Generator().manual_seed(0))  # BYOL-A's crop moves content much further
+    assert (free[:, 0, :, x.shape[-1] // 2].argmax(1) - rows).abs().max() > 8
 
 
 @pytest.mark.parametrize("freq_pool", ["mean", "flatten"])

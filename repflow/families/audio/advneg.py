@@ -7,8 +7,9 @@ generate adversarial samples, use them as negatives, and drive their embeddings 
 The paper's exact generator and loss were not readable (only its abstract and the start of its introduction;
 no official code), so this is a formulation of ours consistent with the abstract:
 
-1. **Candidates** A(x): positional changes that change meaning — frequency shifts by at least
-   ``min_shift`` mel bins (up and down), time reversal, and reordering of time blocks.
+1. **Candidates** A(x): positional changes that change meaning — frequency shifts by whole mel bins (up
+   and down, the vacated rows filled with the clip's own mirrored edge, no constant band), time reversal,
+   and reordering of the time blocks that hold sound (a reorder of silence would be the anchor itself).
 2. **Adversarial choice**: per anchor, the ``k`` candidates the current model is most blind to, i.e.
    with the highest cosine similarity cos(z(x), z(A(x))) of their projections z = g(f(·)), where the loss
    compares them (a search over a discrete transform set, the inner max of a min–max game).
@@ -26,80 +27,138 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["frequency_shift", "time_reverse", "block_reorder", "positional_candidates", "hardest_negatives",
-           "nt_xent_with_negatives", "position_sensitivity"]
+__all__ = ["frequency_shift", "time_reverse", "block_reorder", "sounding_blocks", "sounding_reorder",
+           "positional_candidates", "hardest_negatives", "nt_xent_with_negatives", "position_sensitivity"]
 
 
 def frequency_shift(x: torch.Tensor, bins: int) -> torch.Tensor:
-    """Move every clip's content ``bins`` mel bins up (> 0) or down (< 0) on (N, 1, F, T); the vacated rows
-    are filled with each clip's minimum (silence), not wrapped round."""
+    """Move every clip's content ``bins`` mel bins up (> 0) or down (< 0) on (N, 1, F, T), 0 < |bins| < F.
+
+    The vacated rows are the clip's own edge rows mirrored (reflect padding, then a crop back to F rows):
+    row ``bins − 1 − j`` of an up-shift holds source row ``j + 1``. Why reflect: a constant fill (the clip's
+    minimum, as before) leaves a flat band that alone marks a clip as shifted, so the negatives and the
+    sensitivity score could be told apart by band detection rather than by position; wrapping would put the
+    clip's far edge (e.g. fricative noise at the top) next to its near edge, a seam of unrelated content.
+    Reflection continues the level and texture found at the edge, so the filled rows vary as the clip does.
+    """
+    f = x.shape[-2]
+    if not -f < bins < f:
+        raise ValueError(f"frequency shift of {bins} mel bins; must be within ±{f - 1} (the patch has {f} rows)")
     if bins == 0:
         return x.clone()
-    floor = x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x)
-    out = floor.clone()
     if bins > 0:
-        out[:, :, bins:] = x[:, :, :-bins]
-    else:
-        out[:, :, :bins] = x[:, :, -bins:]
-    return out
+        return F.pad(x, (0, 0, bins, 0), mode="reflect")[..., :f, :]
+    return F.pad(x, (0, 0, 0, -bins), mode="reflect")[..., -bins:, :]
 
 
 def time_reverse(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
 
 
+def _block_bounds(frames: int, blocks: int) -> list[int]:
+    return [round(i * frames / blocks) for i in range(blocks + 1)]
+
+
 def block_reorder(x: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
     """Cut the time axis into ``len(order)`` near-equal blocks and put them back in ``order``."""
-    bounds = [round(i * x.shape[-1] / len(order)) for i in range(len(order) + 1)]
+    bounds = _block_bounds(x.shape[-1], len(order))
     blocks = [x[..., bounds[i]:bounds[i + 1]] for i in range(len(order))]
     return torch.cat([blocks[i] for i in order], dim=-1)
 
 
+def sounding_blocks(x: torch.Tensor, blocks: int, threshold: float = 0.5) -> torch.Tensor:
+    """Which time blocks of each clip hold sound: (N, blocks) bool for x (N, 1, F, T).
+
+    A frame's level is its mean log-mel over frequency; a block holds sound when its loudest frame reaches
+    ``threshold`` of the way from the clip's quietest frame to its loudest (0.5: half-way on the log scale,
+    so a silent block of a word padded with silence stays below it). A clip whose frames all have the same
+    level has no sounding block: there is no quiet part to tell from a loud one, and a reorder of a
+    stationary clip would be a copy of it.
+    """
+    level = x.mean(dim=(1, 2))  # (N, T)
+    lo, hi = level.amin(1, keepdim=True), level.amax(1, keepdim=True)
+    bounds = _block_bounds(x.shape[-1], blocks)
+    peak = torch.stack([level[:, bounds[i]:bounds[i + 1]].amax(1) for i in range(blocks)], dim=1)
+    return (peak >= lo + threshold * (hi - lo)) & (hi > lo)
+
+
 def _derangement(n: int, g: torch.Generator) -> list[int]:
-    """A random block order that moves every block (so no candidate is partly the anchor itself)."""
+    """A random order of n ≥ 2 items that moves every one (so no candidate is partly the anchor itself)."""
     while True:
         order = torch.randperm(n, generator=g).tolist()
         if all(i != j for i, j in enumerate(order)):
             return order
 
 
-def positional_candidates(x: torch.Tensor, g: torch.Generator, *, shifts: Sequence[int] = (8, 12, 16),
-                          reorders: int = 2, blocks: int = 4) -> tuple[torch.Tensor, list[str]]:
-    """All candidate negatives of a batch: (N, K, 1, F, T) and the K transform names.
+def sounding_reorder(x: torch.Tensor, g: torch.Generator, *, blocks: int = 4, threshold: float = 0.5
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip, the sounding blocks (:func:`sounding_blocks`) put in a random order that moves each of them;
+    silent blocks stay where they are. Returns (reordered (N, 1, F, T), valid (N,) bool): a clip with fewer
+    than 2 sounding blocks has no reorder that changes its sound, so its copy is returned and marked invalid.
+    Why: a reorder that only moves silence is a near-copy of the anchor, and pushing it away as a negative
+    teaches the encoder to separate a clip from itself."""
+    sounding = sounding_blocks(x, blocks, threshold)
+    out, valid = x.clone(), torch.zeros(len(x), dtype=torch.bool)
+    for i in range(len(x)):
+        loud = sounding[i].nonzero().flatten().tolist()
+        if len(loud) < 2:
+            continue
+        order = list(range(blocks))
+        for src, dst in zip(loud, _derangement(len(loud), g)):
+            order[src] = loud[dst]
+        out[i] = block_reorder(x[i], order)
+        valid[i] = True
+    return out, valid
 
-    K = 2·len(shifts) (each shift up and down) + 1 (time reversal) + ``reorders`` random block orders
-    (drawn from ``g``, one order per batch, each moving every block). Names: ``freq+12``, ``reverse``,
-    ``reorder 2301`` (the new block order).
+
+def positional_candidates(x: torch.Tensor, g: torch.Generator, *, shifts: Sequence[int] = (8, 12, 16),
+                          reorders: int = 2, blocks: int = 4, sound_threshold: float = 0.5
+                          ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """All candidate negatives of a batch: (N, K, 1, F, T), the K transform names, and which are valid (N, K).
+
+    K = 2·len(shifts) (each shift up and down) + 1 (time reversal) + ``reorders`` block reorders of the
+    sounding blocks (:func:`sounding_reorder`, drawn per clip from ``g``). Names: ``freq+12``, ``reverse``,
+    ``reorder``. Only reorders can be invalid (a clip with fewer than 2 sounding blocks).
     """
-    made, names = [], []
+    made, names, valid = [], [], []
+    every = torch.ones(len(x), dtype=torch.bool)
     for s in shifts:
         for signed in (s, -s):
             made.append(frequency_shift(x, signed))
             names.append(f"freq{signed:+d}")
+            valid.append(every)
     made.append(time_reverse(x))
     names.append("reverse")
+    valid.append(every)
     for _ in range(reorders):
-        order = _derangement(blocks, g)
-        made.append(block_reorder(x, order))
-        names.append("reorder " + "".join(str(i) for i in order))
-    return torch.stack(made, dim=1), names
+        moved, ok = sounding_reorder(x, g, blocks=blocks, threshold=sound_threshold)
+        made.append(moved)
+        names.append("reorder")
+        valid.append(ok)
+    return torch.stack(made, dim=1), names, torch.stack(valid, dim=1).to(x.device)
 
 
 @torch.no_grad()
 def hardest_negatives(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, candidates: torch.Tensor,
-                      k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``k`` candidates per anchor the encoder is most blind to.
+                      k: int, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` valid candidates per anchor the encoder is most blind to.
 
-    ``embed``: (M, 1, F, T) → (M, d); ``x``: anchors (N, 1, F, T); ``candidates``: (N, K, 1, F, T).
-    Returns (negatives (N, k, 1, F, T), their indices (N, k), the similarity matrix cos(f(x), f(A_j(x)))
-    (N, K)). Embedded without gradients and as given (the caller sets train/eval mode).
+    ``embed``: (M, 1, F, T) → (M, d); ``x``: anchors (N, 1, F, T); ``candidates``: (N, K, 1, F, T);
+    ``valid``: (N, K) bool, None = all valid. Returns (negatives (N, k, 1, F, T), their indices (N, k), the
+    similarity matrix cos(f(x), f(A_j(x))) (N, K), −inf where invalid). Embedded without gradients and as
+    given (the caller sets train/eval mode). Every anchor needs at least ``k`` valid candidates.
     """
     n, kk = candidates.shape[:2]
     if not 1 <= k <= kk:
         raise ValueError(f"k = {k} negatives per anchor; must be in 1..{kk} (the number of candidates)")
+    if valid is not None and int(valid.sum(1).min()) < k:
+        raise ValueError(f"k = {k} negatives per anchor, but an anchor has only {int(valid.sum(1).min())} valid "
+                         "candidates")
     z = F.normalize(embed(x), dim=1)
     zc = F.normalize(embed(candidates.flatten(0, 1)), dim=1).view(n, kk, -1)
     sim = torch.einsum("nd,nkd->nk", z, zc)
+    if valid is not None:
+        sim = sim.masked_fill(~valid.to(sim.device), float("-inf"))
     idx = sim.topk(k, dim=1).indices
     return candidates[torch.arange(n).unsqueeze(1), idx], idx, sim
 

@@ -83,12 +83,16 @@ class AudioEncoderParams(Section):
 
 
 class AudioAugmentParams(Section):
-    """BYOL-A's augmentations (official defaults)."""
+    """BYOL-A's augmentations (official defaults), with one difference: the random resize crop moves content by
+    at most ``max_freq_shift`` mel bins, so a positive view never makes the frequency change a negative makes."""
 
     mixup_ratio: float = Field(0.4, ge=0.0, lt=1.0)
     virtual_scale: tuple[float, float] = (1.0, 1.5)
     freq_scale: tuple[float, float] = (0.6, 1.5)
     time_scale: tuple[float, float] = (0.6, 1.5)
+    max_freq_shift: float | None = Field(4.0, gt=0.0, le=256.0,
+                                         description="mel bins any row of a positive view may move; null = "
+                                                     "BYOL-A's unbounded crop (up to ~40 of 64 bins)")
 
     @field_validator("virtual_scale", "freq_scale", "time_scale")
     @classmethod
@@ -99,15 +103,20 @@ class AudioAugmentParams(Section):
 
 
 class AudioNegativeParams(Section):
-    """advneg's positional negatives. Shifts are in mel bins; the smallest default (12 of 64) is about as far as
-    BYOL-A's random resize crop ever moves content, so the negatives are changes the positives never make."""
+    """advneg's positional negatives. Shifts are in mel bins; the smallest default (12 of 64) is three times the
+    most a positive view moves content (``augment.max_freq_shift``), so the negatives are changes the positives
+    never make."""
 
     k: int = Field(1, ge=1, le=32, description="negatives chosen per clip (the most similar candidates)")
     weight: float = Field(1.0, gt=0.0, le=100.0, description="λ on the negatives' terms of the loss")
     shifts: list[int] = Field(default_factory=lambda: [12, 20], min_length=0, max_length=16,
                               description="frequency shifts in mel bins, each used up and down")
-    reorders: int = Field(1, ge=0, le=16, description="random time-block orders per batch")
+    reorders: int = Field(1, ge=0, le=16, description="reorders of each clip's sounding time blocks (a clip with "
+                                                      "fewer than 2 has none)")
     blocks: int = Field(4, ge=2, le=32, description="time blocks a reorder cuts the patch into")
+    sound_threshold: float = Field(0.5, ge=0.0, le=1.0,
+                                   description="a block holds sound when its loudest frame is this far from the "
+                                               "clip's quietest frame level to its loudest; only those are reordered")
 
     @field_validator("shifts")
     @classmethod
@@ -192,6 +201,17 @@ def check(params) -> None:
     if feat.frames < 2 ** enc.blocks:
         raise ValueError(f"audio.features.frames = {feat.frames} is shorter than 2**audio.train.encoder.blocks = "
                          f"{2 ** enc.blocks} frames")
+    bound = a.train.augment.max_freq_shift
+    if a.train.method == "advneg" and bound is not None and a.train.negatives.shifts \
+            and bound >= min(a.train.negatives.shifts):
+        raise ValueError(f"audio.train.augment.max_freq_shift = {bound} must be smaller than the smallest of "
+                         f"audio.train.negatives.shifts {a.train.negatives.shifts}: a positive view may not make "
+                         "the change a negative makes")
+    always = 2 * len(a.train.negatives.shifts) + 1
+    if a.train.method == "advneg" and a.train.negatives.k > always:
+        raise ValueError(f"audio.train.negatives.k = {a.train.negatives.k} must be at most {always} (2 × the "
+                         "number of shifts + time reversal): a reorder is no candidate for a clip with fewer than 2 "
+                         "sounding blocks")
     too_far = [s for s in a.train.negatives.shifts + [abs(s) for s in a.evaluate.sensitivity_shifts]
                if s >= feat.n_mels]
     if too_far:

@@ -58,7 +58,8 @@ def train_audio_ssl(encoder: nn.Module, head: nn.Module, logmel: torch.Tensor, *
     """Train ``encoder`` + ``head`` on normalised log-mel patches (N, 1, F, T); returns one dict per epoch.
 
     ``negatives`` (advneg only): ``k`` chosen per clip, ``weight`` λ, ``shifts`` (mel bins), ``reorders``,
-    ``blocks``. Batches are ⌊N / batch_size⌋ full ones per epoch (NT-Xent and batch norm want full batches).
+    ``blocks``, ``sound_threshold`` (which blocks a reorder may move). Batches are ⌊N / batch_size⌋ full ones
+    per epoch (NT-Xent and batch norm want full batches).
     Negatives are chosen in the projection space, where the loss compares them with their anchor. Each epoch's
     stats: loss, and for advneg the mean cosine similarity of the chosen negatives' projections to their
     anchors' when chosen (how blind the model is to them), and how often each transform kind was chosen.
@@ -82,15 +83,15 @@ def train_audio_ssl(encoder: nn.Module, head: nn.Module, logmel: torch.Tensor, *
             v1, v2 = method_views(x, g, augment)
             neg_views = None
             if spec.negatives:
-                cands, names = positional_candidates(x, g_neg, shifts=negatives["shifts"],
-                                                     reorders=negatives["reorders"], blocks=negatives["blocks"])
+                cands, names, valid = positional_candidates(
+                    x, g_neg, shifts=negatives["shifts"], reorders=negatives["reorders"], blocks=negatives["blocks"],
+                    sound_threshold=negatives.get("sound_threshold", 0.5))
                 encoder.eval(), head.eval()  # choosing must not move batch-norm statistics (nor drop units)
-                neg, idx, sim = hardest_negatives(lambda v: head(encoder(v)), x, cands, negatives["k"])
+                neg, idx, sim = hardest_negatives(lambda v: head(encoder(v)), x, cands, negatives["k"], valid)
                 encoder.train(), head.train()
                 blind += float(sim.gather(1, idx).mean())
                 for name, c in zip(names, torch.bincount(idx.flatten().cpu(), minlength=len(names)).tolist()):
-                    kind = name.split()[0]  # every block order counts as "reorder"
-                    chosen[kind] = chosen.get(kind, 0) + c
+                    chosen[name] = chosen.get(name, 0) + c
                 neg_views = byol_a_view(neg.flatten(0, 1), g_neg, **augment)  # augmented like the positives
             # one forward pass: positives and negatives share batch-norm statistics, so batch statistics
             # cannot tell them apart

@@ -38,9 +38,10 @@ def _views_figure(encoder, head, x: torch.Tensor, params, path) -> None:
     g = torch.Generator().manual_seed(params.seed)
     positive, _ = method_views(x, g, cfg.augment.model_dump())
     neg = cfg.negatives
-    cands, names = positional_candidates(x, g, shifts=neg.shifts, reorders=neg.reorders, blocks=neg.blocks)
+    cands, names, valid = positional_candidates(x, g, shifts=neg.shifts, reorders=neg.reorders, blocks=neg.blocks,
+                                                sound_threshold=neg.sound_threshold)
     encoder.eval(), head.eval()
-    hardest, idx, sim = hardest_negatives(lambda v: head(encoder(v)), x, cands, 1)
+    hardest, idx, sim = hardest_negatives(lambda v: head(encoder(v)), x, cands, 1, valid)
     rows = [(f"clip {i}", [("anchor", x[i]), ("positive (BYOL-A view)", positive[i]),
                            (f"negative: {names[int(idx[i, 0])]}\ncos {float(sim[i, idx[i, 0]]):.2f}", hardest[i, 0])])
             for i in range(len(x))]
