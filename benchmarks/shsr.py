@@ -269,7 +269,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-every", type=int, default=50, help="steps per chunk (one curve point each)")
     ap.add_argument("--lr-half-every", type=int, default=4, help="chunks between halvings of the learning rate")
-    ap.add_argument("--control-steps", type=int, default=250)
+    ap.add_argument("--control-steps", type=int, default=200)
     ap.add_argument("--max-side", type=int, default=288, help="held-out photos centre-cropped to this (HR px)")
     ap.add_argument("--curve-side", type=int, default=96, help="curve set: held-out centre crops of this (HR px)")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))

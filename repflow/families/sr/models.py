@@ -257,7 +257,9 @@ class SHSR(nn.Module):
     of 48×48 HR patches from skimage's bundled images, L1) reached Y-PSNR 33.2 / 34.0 dB (seeds 0 / 1)
     on four held-out images without it, far below bicubic's 38.0 dB, and 38.2 / 37.6 dB with it.
     At the defaults (32 channels, 6 blocks) it has 238,527 parameters at ×2 and 275,519 at ×4
-    (127,551 at ×2 with ``shared``), and 0.552 / 0.916 GMACs on a 48×48 LR input at ×2 / ×4.
+    (127,551 at ×2 with ``shared``), and 0.565 / 0.928 GMACs on a 48×48 LR input at ×2 / ×4 (DTB's window
+    sums included; the element-wise work is counted apart by
+    :func:`~repflow.families.sr.inference.count_other_ops`).
     """
 
     def __init__(self, scale: int, channels: int = 32, blocks: int = 6, dtb: bool = True, shared: bool = False,
