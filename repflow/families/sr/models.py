@@ -19,7 +19,8 @@ What of SHSR is verified and what is reconstructed (the paper's method section w
   MSRN-PyTorch framework, whose MSRN fuses every block's output with a 1×1 convolution, upsamples by
   convolution + pixel shuffle and subtracts the DIV2K RGB mean first (read in MIVRC/MSRN-PyTorch).
 - reconstructed: the exact SMB equations (three ReLU steps, 1×1 fusion, skip), the DTB branches, the
-  normalisation statistics (see :class:`DTB`), channel / block counts.
+  normalisation statistics (see :class:`DTB`), where DTB sits in a block (see :class:`SHSRBlock`; the default,
+  on the SMB's branch, chosen by a measured ablation), channel / block counts.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from torch import nn
 
 from repflow.registry import Listed, Registry
 
-__all__ = ["SMB", "DTB", "DTB_PLACEMENTS", "SHSR", "EDSRBaseline", "Bicubic", "Upsampler", "SRModel", "SR_MODELS",
-           "build_sr_model", "DIV2K_RGB_MEAN"]
+__all__ = ["SMB", "DTB", "DTB_PLACEMENTS", "DEFAULT_DTB_PLACEMENT", "SHSR", "EDSRBaseline", "Bicubic", "Upsampler",
+           "SRModel", "SR_MODELS", "build_sr_model", "DIV2K_RGB_MEAN"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 """The mean RGB of DIV2K in [0, 1], subtracted before the head and added back after the tail (as EDSR and
@@ -207,6 +208,9 @@ class DTB(nn.Module):
 
 DTB_PLACEMENTS = ("trunk", "branch")
 """Where an SHSR block applies its DTB (see :class:`SHSRBlock`)."""
+DEFAULT_DTB_PLACEMENT = "branch"
+"""SHSR's default since issue 32's ablation (benchmarks/results/shsr.md: at ×2, 5 seeds, the branch beat the
+trunk on every seed); checkpoints written before it hold no placement and were ``"trunk"``."""
 
 
 class SHSRBlock(nn.Module):
@@ -220,7 +224,7 @@ class SHSRBlock(nn.Module):
     Without DTB just SMB(x), whose own skip is then the block's (adding x again would double the identity path).
     """
 
-    def __init__(self, channels: int, dtb: bool, shared: bool, window: int | None, placement: str = "trunk",
+    def __init__(self, channels: int, dtb: bool, shared: bool, window: int | None, placement: str,
                  eps: float = 1e-3):
         super().__init__()
         if placement not in DTB_PLACEMENTS:
@@ -263,7 +267,7 @@ class SHSR(nn.Module):
     """
 
     def __init__(self, scale: int, channels: int = 32, blocks: int = 6, dtb: bool = True, shared: bool = False,
-                 window: int | None = 7, global_skip: bool = True, dtb_placement: str = "trunk",
+                 window: int | None = 7, global_skip: bool = True, dtb_placement: str = DEFAULT_DTB_PLACEMENT,
                  dtb_eps: float = 1e-3):
         super().__init__()
         _upsampling_steps(scale)
