@@ -143,3 +143,22 @@ def test_the_sr_flow_registers_a_model_that_upscales_a_users_image(prefect_harne
     broken = upscale(tmp_path / "broken.png", tmp_path / "x.png", "--scale", 2)
     assert broken.returncode == 2 and "cannot read it as an image" in broken.stderr
     assert "Traceback" not in small.stderr + broken.stderr + unknown_scale.stderr
+
+
+def test_checkpoint_configs_rebuild_the_dtb_placement_they_were_trained_with():
+    """A checkpoint records SHSR's DTB placement; one written before it did (no key) was trained on the trunk and
+    must be rebuilt so, or its weights would load into a network that computes something else."""
+    from repflow.families.sr.models import DEFAULT_DTB_PLACEMENT, SHSRBlock
+    from repflow.families.sr.stages.train import build_from_config, model_config
+
+    params = parse_params({"sr": {"train": {"channels": 4, "blocks": 1}}})
+    config = model_config(params, 2)
+    assert config["dtb_placement"] == DEFAULT_DTB_PLACEMENT
+
+    def placements(cfg):
+        return {m.placement for m in build_from_config(cfg).modules() if isinstance(m, SHSRBlock)}
+
+    assert placements(config) == {DEFAULT_DTB_PLACEMENT}
+    assert placements({k: v for k, v in config.items() if k != "dtb_placement"}) == {"trunk"}
+    edsr = model_config(parse_params({"sr": {"train": {"model": "edsr", "channels": 4, "blocks": 1}}}), 2)
+    assert "dtb_placement" not in edsr and build_from_config(edsr).config["arch"] == "edsr"

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repflow.families.sr.inference import ENSEMBLE_ORDER, count_macs, count_params, self_ensemble, upscale_tiled
-from repflow.families.sr.models import DIV2K_RGB_MEAN, DTB, SHSR, SR_MODELS, Bicubic, EDSRBaseline, build_sr_model
+from repflow.families.sr.inference import (ENSEMBLE_ORDER, count_macs, count_other_ops, count_params, self_ensemble,
+                                           upscale_tiled)
+from repflow.families.sr.models import (DIV2K_RGB_MEAN, DTB, SHSR, SMB, SR_MODELS, Bicubic, EDSRBaseline, SHSRBlock,
+                                        build_sr_model)
 from repflow.families.sr.symmetry import dihedral, undo_dihedral
 from repflow.registry import UnknownName
 
@@ -127,6 +129,96 @@ def test_local_dtb_ignores_pixels_beyond_its_window():
     dtb(x)[0, :, 7, 7].sum().backward()
     rows, cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1)), as_tuple=True)
     assert (rows - 7).abs().max() == 2 and (cols - 7).abs().max() == 2
+
+
+def _window_moments(x: torch.Tensor, window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (biased) variance over each pixel's window, looped over pixels: the window clipped to the
+    image (padding excluded), or the whole map."""
+    if window is None:
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x), x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    r, (h, w) = window // 2, x.shape[2:]
+    mean, var = torch.empty_like(x), torch.empty_like(x)
+    for i in range(h):
+        for j in range(w):
+            patch = x[:, :, max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
+            mean[:, :, i, j] = patch.mean(dim=(2, 3))
+            var[:, :, i, j] = patch.var(dim=(2, 3), unbiased=False)
+    return mean, var
+
+
+def _dtb_direct(dtb: DTB, x: torch.Tensor) -> torch.Tensor:
+    """DTB's formula written out: γ ⊙ (x − μ)/√(σ² + eps) + β, μ and σ² from :func:`_window_moments`."""
+    mean, var = _window_moments(x, dtb.window)
+    channel_mean = mean[:, :, :1, :1] if dtb.window is None else mean
+    gamma_c, beta_c = dtb.channel_branch(channel_mean).chunk(2, dim=1)
+    gamma_s, beta_s = dtb.spatial_branch(x).chunk(2, dim=1)
+    return (1 + gamma_c + gamma_s) * (x - mean) / torch.sqrt(var + dtb.eps) + beta_c + beta_s
+
+
+def _smb_fuse_direct(smb: SMB, x: torch.Tensor) -> torch.Tensor:
+    f1 = F.relu(F.conv2d(x, smb.convs[0].weight, smb.convs[0].bias, padding=1))
+    f2 = F.relu(F.conv2d(f1, smb.convs[1].weight, smb.convs[1].bias, padding=1))
+    f3 = F.relu(F.conv2d(f2, smb.convs[2].weight, smb.convs[2].bias, padding=1))
+    return F.conv2d(torch.cat([f1, f2, f3], dim=1), smb.fuse.weight, smb.fuse.bias)
+
+
+@pytest.mark.parametrize("window", [7, 3, None])
+def test_dtb_matches_its_formula_with_windowed_statistics(window):
+    torch.manual_seed(2)
+    x = torch.randn(2, 5, 9, 11).double() * 2 + 1
+    dtb = DTB(5, window=window).double()
+    assert torch.allclose(dtb(x), _dtb_direct(dtb, x), atol=1e-9)
+
+
+@pytest.mark.parametrize("placement", ["trunk", "branch"])
+@pytest.mark.parametrize("window", [7, None])
+def test_shsr_block_placement_matches_a_direct_computation(placement, window):
+    torch.manual_seed(3)
+    block = SHSRBlock(6, dtb=True, shared=False, window=window, placement=placement).double()
+    x = torch.randn(1, 6, 10, 10).double()
+    fuse = _smb_fuse_direct(block.smb, x)
+    expected = (x + _dtb_direct(block.dtb, fuse) if placement == "branch"
+                else _dtb_direct(block.dtb, fuse + x) + x)
+    assert torch.allclose(block(x), expected, atol=1e-9)
+
+
+def test_dtb_options_reach_every_block_and_bad_ones_are_refused():
+    model = build_sr_model("shsr", 2, dtb_placement="branch", window=None, dtb_eps=0.01, **TINY)
+    blocks = [m for m in model.modules() if isinstance(m, SHSRBlock)]
+    assert len(blocks) == TINY["blocks"] and all(b.placement == "branch" and b.dtb.eps == 0.01
+                                                 and b.dtb.window is None for b in blocks)
+    assert model.config["dtb_placement"] == "branch" and model.config["dtb_eps"] == 0.01
+    with pytest.raises(ValueError, match="placement 'side' unknown; allowed: trunk, branch"):
+        build_sr_model("shsr", 2, dtb_placement="side")
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        build_sr_model("shsr", 2, dtb_eps=0.0)
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-1])
+def test_dtb_gain_on_a_flat_window_is_bounded_by_eps(eps):
+    """A flat region with a ripple of 1e-4 is amplified by 1/√(σ² + eps) ≈ eps^(-1/2), no more."""
+    dtb = DTB(1, window=None, eps=eps)
+    _zero_modulation(dtb)
+    ripple = 1e-4 * torch.tensor([1.0, -1.0]).repeat(32)[None, None, None].expand(1, 1, 8, 64)
+    gain = (dtb(0.5 + ripple).std() / ripple.std()).item()
+    assert gain == pytest.approx(1 / (1e-8 + eps) ** 0.5, rel=1e-2)
+
+
+def test_dtb_window_sums_are_counted_as_macs_and_other_ops_are_counted_by_op():
+    class BoxMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dtb = DTB(4, window=7)
+
+        def forward(self, x):
+            return self.dtb._box_mean(x)
+
+    c, h, w = 4, 9, 12
+    assert count_macs(BoxMean(), (1, c, h, w)) == 2 * c * h * w * 7 + (h + w) * 7  # k×1 + 1×k, then the counts
+    pool_relu = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    ops = count_other_ops(pool_relu, (1, 2, 5, 5))
+    assert ops == {"avg_pool2d": 50 * 9, "relu": 50}  # the conv is a MAC, not an other op
+    assert count_other_ops(Bicubic(2), (1, 3, 4, 4))["upsample_bicubic2d"] == 3 * 8 * 8 * 16
 
 
 class NearestUpscaler(nn.Module):

@@ -2,17 +2,19 @@
 tiled upscaling of images of any size with bounded memory and no seams."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from repflow import costs
 from repflow.costs import count_params
 from repflow.families.sr.symmetry import dihedral, undo_dihedral
 from repflow.progress import progress
 
-__all__ = ["ENSEMBLE_ORDER", "self_ensemble", "count_params", "count_macs", "tile_spans",
+__all__ = ["ENSEMBLE_ORDER", "self_ensemble", "count_params", "count_macs", "count_other_ops", "tile_spans",
            "upscaled_tiles", "upscale_tiled"]
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]
@@ -46,6 +48,52 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     x = torch.rand(input_shape, device=reference.device if reference is not None else "cpu",
                    dtype=reference.dtype if reference is not None else torch.float32)
     return costs.count_macs(model, x)
+
+
+_MAC_OPS = {"convolution", "mm", "addmm", "bmm"}
+"""aten ops :func:`count_macs` counts; :func:`count_other_ops` counts every other op that writes elements."""
+_TAPS = {"upsample_bicubic2d": 16, "upsample_bilinear2d": 4}
+"""Input taps read per output element by the interpolations (the pooling ops' taps come from their kernel)."""
+
+
+class _ElementOps(TorchDispatchMode):
+    """Counts, per aten op name, the element operations of every op outside :data:`_MAC_OPS` that writes a new
+    tensor: its output elements × the taps each reads (k² for a k×k pooling window, 16 for bicubic, else 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__.rstrip("_")
+        if name in _MAC_OPS or not isinstance(out, torch.Tensor) or func.is_view:
+            return out
+        if name in ("avg_pool2d", "max_pool2d_with_indices"):
+            kernel = args[1]
+            taps = kernel[0] * (kernel[1] if len(kernel) > 1 else kernel[0])
+        else:
+            taps = _TAPS.get(name, 1)
+        self.ops[name] += out.numel() * taps
+        return out
+
+
+def count_other_ops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """What :func:`count_macs` leaves out, on one forward pass of a random tensor of ``input_shape``: element
+    operations per aten op (``add``, ``mul``, ``avg_pool2d``, ``rsqrt``, ``relu``, ``cat``, copies, ...), each
+    op's output elements × the input taps each reads (k² for pooling, 16 for bicubic upsampling). Views
+    (reshape, chunk) count zero; so do the convolutions and matrix products, which :func:`count_macs` counts.
+    An element operation is not a MAC (an add or a max is one arithmetic op, an average over k² taps k²); both
+    are counts of work, and the measured time says what they cost together."""
+    if len(input_shape) != 4 or any(not isinstance(s, int) or s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be 4 positive ints (N, C, H, W), got {input_shape!r}")
+    reference = next(model.parameters(), None)
+    x = torch.rand(input_shape, device=reference.device if reference is not None else "cpu",
+                   dtype=reference.dtype if reference is not None else torch.float32)
+    counter = _ElementOps()
+    with torch.no_grad(), counter:
+        model(x)
+    return dict(counter.ops.most_common())
 
 
 def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -19,7 +19,8 @@ What of SHSR is verified and what is reconstructed (the paper's method section w
   MSRN-PyTorch framework, whose MSRN fuses every block's output with a 1×1 convolution, upsamples by
   convolution + pixel shuffle and subtracts the DIV2K RGB mean first (read in MIVRC/MSRN-PyTorch).
 - reconstructed: the exact SMB equations (three ReLU steps, 1×1 fusion, skip), the DTB branches, the
-  normalisation statistics (see :class:`DTB`), channel / block counts.
+  normalisation statistics (see :class:`DTB`), where DTB sits in a block (see :class:`SHSRBlock`; the default,
+  on the SMB's branch, chosen by a measured ablation), channel / block counts.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from torch import nn
 
 from repflow.registry import Listed, Registry
 
-__all__ = ["SMB", "DTB", "SHSR", "EDSRBaseline", "Bicubic", "Upsampler", "SRModel", "SR_MODELS",
-           "build_sr_model", "DIV2K_RGB_MEAN"]
+__all__ = ["SMB", "DTB", "DTB_PLACEMENTS", "DEFAULT_DTB_PLACEMENT", "SHSR", "EDSRBaseline", "Bicubic", "Upsampler",
+           "SRModel", "SR_MODELS", "build_sr_model", "DIV2K_RGB_MEAN"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 """The mean RGB of DIV2K in [0, 1], subtracted before the head and added back after the tail (as EDSR and
@@ -113,12 +114,16 @@ class SMB(nn.Module):
     def receptive_radius(self) -> int:
         return self.steps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused multi-scale features without the skip: 1×1 conv of [f1, f2, f3]."""
         scales, f = [], x
         for i in range(self.steps):
             f = F.relu(self.convs[0 if self.shared else i](f))
             scales.append(f)
-        return self.fuse(torch.cat(scales, dim=1)) + x
+        return self.fuse(torch.cat(scales, dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch(x) + x
 
 
 class DTB(nn.Module):
@@ -139,6 +144,11 @@ class DTB(nn.Module):
     - None: over the whole H×W map (instance normalisation; the channel branch on global average pooling).
       The output then depends on the whole image: a tile's statistics differ from the image's, so tiled
       upscaling shows seams, and statistics of small training patches differ from full images'.
+
+    The gain 1/√(σ² + eps) is at most eps^(-1/2) (31.6 at the default 1e-3) where a window is flat: there the
+    block multiplies whatever small variation is left (float noise, JPEG ringing) by up to that much. On the
+    trunk placement (:class:`SHSRBlock`) that amplified output replaces the features the next block sees; on
+    the branch placement it is only added to them.
 
     Alternatives not taken: batch statistics (batch norm; EDSR showed it hurts SR and it makes an output
     depend on the other images in the batch), no centring (a pure RMS scale, which keeps the mean).
@@ -171,9 +181,22 @@ class DTB(nn.Module):
         """Mean and variance per sample and channel: (N, C, 1, 1) for ``window=None``, else (N, C, H, W)."""
         if self.window is None:
             return x.mean(dim=(2, 3), keepdim=True), x.var(dim=(2, 3), unbiased=False, keepdim=True)
-        pool = dict(kernel_size=self.window, stride=1, padding=self.window // 2, count_include_pad=False)
-        mean = F.avg_pool2d(x, **pool)
-        return mean, (F.avg_pool2d(x * x, **pool) - mean * mean).clamp_min(0.0)
+        mean = self._box_mean(x)
+        return mean, (self._box_mean(x * x) - mean * mean).clamp_min(0.0)
+
+    def _box_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The k×k window mean with zero padding excluded: a k×1 then a 1×k depthwise sum with a ones kernel
+        (k + k MACs a pixel, which :func:`~repflow.families.sr.inference.count_macs` counts), divided by the
+        number of in-image pixels in each window (a rectangle, so the product of the row and column counts).
+        CPU time of a forward + backward on (4, 16, 48, 48): a tenth of ``avg_pool2d``'s."""
+        k, r = self.window, self.window // 2
+        channels, (height, width) = x.shape[1], x.shape[2:]
+        column = x.new_ones(channels, 1, k, 1)
+        total = F.conv2d(F.conv2d(x, column, padding=(r, 0), groups=channels), column.transpose(2, 3),
+                         padding=(0, r), groups=channels)
+        rows = F.conv1d(x.new_ones(1, 1, height), x.new_ones(1, 1, k), padding=r).view(height, 1)
+        cols = F.conv1d(x.new_ones(1, 1, width), x.new_ones(1, 1, k), padding=r).view(1, width)
+        return total / (rows * cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, var = self.moments(x)
@@ -183,14 +206,32 @@ class DTB(nn.Module):
         return (1 + gamma_c + gamma_s) * normalised + beta_c + beta_s
 
 
-class SHSRBlock(nn.Module):
-    """DTB(SMB(x)) + x; without DTB just SMB(x), whose own skip is then the block's (adding x again would
-    double the identity path)."""
+DTB_PLACEMENTS = ("trunk", "branch")
+"""Where an SHSR block applies its DTB (see :class:`SHSRBlock`)."""
+DEFAULT_DTB_PLACEMENT = "branch"
+"""SHSR's default since issue 32's ablation (benchmarks/results/shsr.md: at ×2, 5 seeds, the branch beat the
+trunk on every seed); checkpoints written before it hold no placement and were ``"trunk"``."""
 
-    def __init__(self, channels: int, dtb: bool, shared: bool, window: int | None):
+
+class SHSRBlock(nn.Module):
+    """One SMB with its DTB, placed by ``placement``:
+
+    - ``"trunk"``: DTB(SMB(x)) + x, where SMB(x) = fuse + x already holds the skip: the whole trunk, identity
+      path included, is normalised and re-scaled in every block.
+    - ``"branch"``: x + DTB(fuse): only the SMB's fused multi-scale features are transformed, the identity path
+      passes untouched (as the PMRN precursor's attention block modulates a side branch).
+
+    Without DTB just SMB(x), whose own skip is then the block's (adding x again would double the identity path).
+    """
+
+    def __init__(self, channels: int, dtb: bool, shared: bool, window: int | None, placement: str,
+                 eps: float = 1e-3):
         super().__init__()
+        if placement not in DTB_PLACEMENTS:
+            raise ValueError(f"DTB placement {placement!r} unknown; allowed: {', '.join(DTB_PLACEMENTS)}")
         self.smb = SMB(channels, shared=shared)
-        self.dtb = DTB(channels, window=window) if dtb else None
+        self.dtb = DTB(channels, window=window, eps=eps) if dtb else None
+        self.placement = placement
 
     @property
     def receptive_radius(self) -> int | None:
@@ -202,6 +243,8 @@ class SHSRBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dtb is None:
             return self.smb(x)
+        if self.placement == "branch":
+            return x + self.dtb(self.smb.branch(x))
         return self.dtb(self.smb(x)) + x
 
 
@@ -210,18 +253,22 @@ class SHSR(nn.Module):
     upsampler (conv + pixel shuffle) → 3×3 output conv; DIV2K mean removed before, added after.
 
     ``dtb=False`` is the ablation without distribution transformation; ``shared=True`` shares each SMB's
-    3×3 weight across its steps; ``window`` is DTB's statistics window (see :class:`DTB`).
+    3×3 weight across its steps; ``window`` is DTB's statistics window and ``dtb_eps`` its variance floor
+    (see :class:`DTB`); ``dtb_placement`` puts DTB on the trunk or on the SMB's branch (see :class:`SHSRBlock`).
     ``global_skip`` (default on) adds the bicubic upsampling of the input to the output, so the network
     learns only the missing detail; off, the DIV2K mean is added back instead (as MSRN and EDSR do).
     It is on because it helps at small scale: ×2, 16 channels, 4 blocks, 800 Adam steps (lr 1e-3, batch 8
     of 48×48 HR patches from skimage's bundled images, L1) reached Y-PSNR 33.2 / 34.0 dB (seeds 0 / 1)
     on four held-out images without it, far below bicubic's 38.0 dB, and 38.2 / 37.6 dB with it.
     At the defaults (32 channels, 6 blocks) it has 238,527 parameters at ×2 and 275,519 at ×4
-    (127,551 at ×2 with ``shared``), and 0.552 / 0.916 GMACs on a 48×48 LR input at ×2 / ×4.
+    (127,551 at ×2 with ``shared``), and 0.565 / 0.928 GMACs on a 48×48 LR input at ×2 / ×4 (DTB's window
+    sums included; the element-wise work is counted apart by
+    :func:`~repflow.families.sr.inference.count_other_ops`).
     """
 
     def __init__(self, scale: int, channels: int = 32, blocks: int = 6, dtb: bool = True, shared: bool = False,
-                 window: int | None = 7, global_skip: bool = True):
+                 window: int | None = 7, global_skip: bool = True, dtb_placement: str = DEFAULT_DTB_PLACEMENT,
+                 dtb_eps: float = 1e-3):
         super().__init__()
         _upsampling_steps(scale)
         _check_size("channels", channels)
@@ -229,12 +276,14 @@ class SHSR(nn.Module):
         self.scale, self.global_skip = scale, global_skip
         self.sub_mean, self.add_mean = MeanShift(-1.0), MeanShift(1.0)
         self.head = _conv3x3(3, channels)
-        self.body = nn.ModuleList(SHSRBlock(channels, dtb, shared, window) for _ in range(blocks))
+        self.body = nn.ModuleList(SHSRBlock(channels, dtb, shared, window, dtb_placement, dtb_eps)
+                                  for _ in range(blocks))
         self.fusion = nn.Conv2d(blocks * channels, channels, 1)
         self.upsampler = Upsampler(scale, channels)
         self.tail = _conv3x3(channels, 3)
         self.config = {"arch": "shsr", "scale": scale, "channels": channels, "blocks": blocks, "dtb": dtb,
-                       "shared": shared, "window": window, "global_skip": global_skip}
+                       "shared": shared, "window": window, "global_skip": global_skip,
+                       "dtb_placement": dtb_placement, "dtb_eps": dtb_eps}
 
     @property
     def receptive_radius(self) -> int | None:

@@ -6,6 +6,7 @@ params, inputs and code continues from there (a checkpoint made under another st
 """
 from __future__ import annotations
 
+import inspect
 import logging
 
 import mlflow
@@ -13,7 +14,7 @@ import torch
 
 from repflow.checkpoints import TrainingProgress, save_tensors
 from repflow.families.sr.data import load_pairs
-from repflow.families.sr.models import SR_MODELS, build_sr_model
+from repflow.families.sr.models import DEFAULT_DTB_PLACEMENT, SR_MODELS, build_sr_model
 from repflow.families.sr.training import train_sr
 from repflow.manifest import read_manifest
 from repflow.report import line_plot
@@ -24,12 +25,20 @@ log = logging.getLogger("repflow.sr.train")
 
 def model_config(params, scale: int) -> dict:
     cfg = params.sr.train
-    return {"model": cfg.model, "scale": scale, "channels": cfg.channels, "blocks": cfg.blocks}
+    config = {"model": cfg.model, "scale": scale, "channels": cfg.channels, "blocks": cfg.blocks}
+    return {**config, "dtb_placement": DEFAULT_DTB_PLACEMENT} if _has_dtb_placement(cfg.model) else config
+
+
+def _has_dtb_placement(model: str) -> bool:
+    return "dtb_placement" in inspect.signature(SR_MODELS[model].factory).parameters
 
 
 def build_from_config(config: dict) -> torch.nn.Module:
-    """The module a checkpoint config describes (the inverse of :func:`model_config`)."""
+    """The module a checkpoint config describes (the inverse of :func:`model_config`). A checkpoint written
+    before SHSR recorded its DTB placement had DTB on the trunk, and is rebuilt so."""
     kwargs = {} if config["model"] == "bicubic" else {"channels": config["channels"], "blocks": config["blocks"]}
+    if _has_dtb_placement(config["model"]):
+        kwargs["dtb_placement"] = config.get("dtb_placement", "trunk")
     return build_sr_model(config["model"], config["scale"], **kwargs)
 
 
