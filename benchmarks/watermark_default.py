@@ -44,7 +44,7 @@ from repflow.families.video.training import random_messages  # noqa: E402
 from repflow.families.video.watermark import DEFAULT_STRENGTH, embed_video, extract_video  # noqa: E402
 from repflow.media.video import read_video, write_video  # noqa: E402
 
-STRENGTHS = [0.125, DEFAULT_STRENGTH, 0.5]
+STRENGTHS = [0.1, DEFAULT_STRENGTH, 0.4]
 CRFS = [23, 28]
 MESSAGES = 2
 
