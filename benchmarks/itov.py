@@ -303,6 +303,7 @@ def main() -> None:
     same_run = {k: str(v) for k, v in vars(args).items() if k in RUN_KEYS}
     done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.rows.is_file() else []
     results = [r for r in done if {k: v for k, v in r.get("args", {}).items() if k in RUN_KEYS} == same_run]
+    earlier_training = sum(r["train_cpu_s"] for r in results)
 
     def record(rows: list[dict]) -> None:
         stamp = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -369,7 +370,7 @@ def main() -> None:
 
     mac_ratio = ((costs["itov"]["macs_embed"] + costs["itov"]["macs_extract"])
                  / (costs["itov_dw"]["macs_embed"] + costs["itov_dw"]["macs_extract"]))
-    cpu_total = sum(r["train_cpu_s"] for r in results) + time.process_time() - cpu_start
+    cpu_total = earlier_training + time.process_time() - cpu_start
     baseline_text = "; ".join(
         f"{arm} {by[arm, s]['steps']} steps on seed {s} ({by[arm, s]['step_cpu_s']:.1f} CPU s a step, "
         f"{by[arm, s]['train_cpu_s']:.0f} CPU s)" for arm in BASELINES for s in seeds[arm])
@@ -401,7 +402,9 @@ def main() -> None:
         f"{mean_std(paired('itov_dw+frame', 'itov_dw', 'frame_psnr_std'))[0]:+.2f} dB "
         f"({interval_text(paired('itov_dw+frame', 'itov_dw', 'frame_psnr_std'))}); own PSNR "
         f"{mean_std(paired('itov_dw+frame', 'itov_dw', 'psnr'))[0]:+.2f} dB.",
-        f"CPU: {cpu_total:.0f} s in all (training {sum(r['train_cpu_s'] for r in results):.0f} s), one process, one "
+        f"CPU: {time.process_time() - cpu_start:.0f} s this invocation + {earlier_training:.0f} s training of rows "
+        f"stored by earlier invocations (their evaluation not counted); training in all "
+        f"{sum(r['train_cpu_s'] for r in results):.0f} s; one process, one "
         f"torch thread; wall {time.time() - started:.0f} s this invocation on a machine shared with other work.",
         "Picture: itov.png (bit accuracy per distortion at each matched PSNR)."]
     if reference is not None:
