@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Literal
 from repflow.config import Params, ParamsPart, params_model, read_params, validate_params
 
 __all__ = ["Stage", "Family", "CommandContext", "ModelSpec", "Method", "methods_of", "ListedMethod", "FamilyError",
-           "positive_int", "int_between", "port_number",
+           "positive_int", "int_between", "float_between", "port_number",
            "register_family", "families", "get_family", "resolve_stage", "registered_models", "method_listing",
            "params_schema", "parse_params", "load_params", "code_files", "code_version", "DEFAULT_FAMILY",
            "PARADIGMS", "params_markdown", "stages_markdown", "reference_markdown"]
@@ -407,6 +407,25 @@ def int_between(low: int, high: int | None = None):
         return value
 
     parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+def float_between(low: float, high: float):
+    """An argparse ``type`` for a command's real-valued option (``--strength``): a finite number in low..high,
+    else argparse's usage error naming the value and the range, before any work."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a number in {low:g}..{high:g}")
+        return value
+
+    parse.__name__ = "float"
     return parse
 
 

@@ -94,6 +94,7 @@ CASES = [
     ("upscale-typo-workdir", [*UPSCALE, "--workdir", "typo"], "typo", {}),
     ("watermark-avi-output", ["watermark", "embed", "even.mkv", "out/marked.avi", "--message", "c0"], ".avi", {}),
     ("watermark-crf-range", [*EMBED, "--crf", "60"], "--crf", {}),
+    ("watermark-strength-range", [*EMBED, "--strength", "5"], "--strength", {}),
     ("watermark-missing-output-folder", ["watermark", "embed", "even.mkv", "nowhere/m.mp4", "--message", "c0"],
      "nowhere", {}),
     ("watermark-odd-frame-size", ["watermark", "embed", "odd.mkv", "out/marked.mp4", "--message", "c0"], "33x25", {}),

@@ -15,7 +15,8 @@ import yaml
 from repflow.config import ParamsError
 from repflow.families.video.data import clip_group, split_clips
 from repflow.families.video.models import Watermarker
-from repflow.families.video.watermark import embed_video, extract_video, format_message, parse_message
+from repflow.families.video.watermark import (DEFAULT_STRENGTH, embed_tiled, embed_video, extract_video,
+                                              format_message, parse_message, tile_signs, tiles, untile)
 from repflow.family import parse_params
 from repflow.manifest import read_manifest
 from repflow.media.video import read_video
@@ -148,6 +149,95 @@ def test_training_resumes_after_a_crash_exactly_where_it_stopped(mlflow_tmp, mon
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+class LocalResidual(Watermarker):
+    """A residual that depends on each pixel's own value (0.1·sin(40·x)) and the message's first bit: a resized,
+    stretched residual could not reproduce it pixel for pixel."""
+
+    def __init__(self, T: int = 4, L: int = 8):
+        super().__init__()
+        self.T, self.L = T, L
+
+    def embed(self, clip, msg):
+        return clip + 0.1 * torch.sin(40 * clip) * (2 * msg[:, :1] - 1).view(-1, 1, 1, 1, 1)
+
+
+def test_tiles_cover_the_frame_in_row_major_order_and_untile_inverts_them():
+    clip = torch.rand(1, 3, 4, 40, 70)
+    grid, real = tiles(clip, 16)
+    assert grid.shape == (15, 3, 4, 16, 16)  # 3 rows × 5 columns, the last row and column padded
+    assert torch.equal(grid[1], clip[0, :, :, :16, 16:32]) and torch.equal(grid[5], clip[0, :, :, 16:32, :16])
+    assert torch.equal(grid[14][..., :8, :6], clip[0, :, :, 32:, 64:])
+    assert torch.equal(grid[14][..., 8:, :6], clip[0, :, :, 39:, 64:].expand(-1, -1, 8, -1))  # edge repeated
+    assert real[0] == 1 and real[4] == 6 / 16 and real[14] == 8 * 6 / 256
+    assert torch.equal(untile(grid, 40, 70), clip)
+
+
+def test_the_residual_is_computed_per_tile_at_full_resolution_and_scaled_by_strength():
+    clip, msg = torch.rand(1, 3, 4, 40, 70), torch.ones(1, 8)
+    model = LocalResidual()
+    full = embed_tiled(model, clip, msg, 16, strength=1.0)
+    checkerboard = tile_signs(40, 70, 16).view(3, 5).repeat_interleave(16, 0).repeat_interleave(16, 1)[:40, :70]
+    assert checkerboard[0, 0] == 1 and checkerboard[0, 16] == -1 and checkerboard[16, 16] == 1
+    torch.testing.assert_close(full - clip, 0.1 * torch.sin(40 * clip) * checkerboard)
+    half = embed_tiled(model, clip, msg, 16, strength=0.5)
+    torch.testing.assert_close(half - clip, 0.5 * (full - clip))
+
+
+class ContentBias(Watermarker):
+    """Reads the same logits from any content: a decoder's bias, with no mark at all."""
+
+    def __init__(self, T: int = 4, L: int = 8):
+        super().__init__()
+        self.T, self.L = T, L
+
+    def extract(self, clip):
+        return torch.linspace(-2, 2, self.L).expand(len(clip), -1)
+
+
+def test_a_content_bias_alike_in_every_tile_cancels_in_the_checkerboard(tmp_path):
+    src = tmp_path / "plain.mp4"
+    make_video_with_audio(src, moving_frames(8, 32, seed=1))
+    assert extract_video(ContentBias(), 16, 4, src)["confidence"] == 0.0  # 2 × 2 tiles: +, −, −, +
+
+
+def test_embed_prints_the_psnr_and_a_weaker_strength_is_less_visible(tmp_path, monkeypatch, capsys):
+    """``repflow watermark embed`` through its command function (a spread-spectrum model standing in for the
+    registry's): halving the strength raises PSNR by about 6 dB, and the printed line says both."""
+    import argparse
+
+    from repflow import tracking
+    from repflow.families.video import commands
+
+    src = tmp_path / "holiday.mp4"
+    make_video_with_audio(src, moving_frames(8, 48, seed=4)[:, :32])
+    model = SpreadSpectrum(T=4, L=8, size=16)
+    monkeypatch.setattr(tracking, "configure", lambda *a, **k: None)
+    monkeypatch.setattr(commands, "load_registered_watermarker",
+                        lambda ref: (model, {"bits": 8, "size": 16, "frames": 4, "ref": "test@champion"}))
+    psnr = {}
+    for strength in (1.0, 0.5):
+        args = argparse.Namespace(input=str(src), output=str(tmp_path / f"m{strength}.mp4"), message="a7", crf=18,
+                                  strength=strength, model="x", workdir=str(tmp_path))
+        assert commands._cmd_embed(args) == 0
+        line = capsys.readouterr().out
+        assert f"strength {strength:g}" in line
+        psnr[strength] = float(line.split("PSNR ")[1].split(" dB")[0])
+        assert extract_video(model, 16, 4, tmp_path / f"m{strength}.mp4")["message"] == "a7"
+    assert 5 < psnr[0.5] - psnr[1.0] < 7
+    with pytest.raises(ValueError, match=r"strength 0\.001 must be in 0\.01\.\.4"):
+        embed_video(model, 16, 4, src, tmp_path / "x.mp4", parse_message("a7", 8), strength=0.001)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "loud"])
+def test_a_bad_strength_is_one_line_and_exit_2_before_any_work(tmp_path, value):
+    r = subprocess.run([sys.executable, "-m", "repflow", "watermark", "embed", str(tmp_path / "in.mp4"),
+                        str(tmp_path / "out.mp4"), "--message", "c0", "--strength", value],
+                       env=child_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and f"argument --strength: {value!r}: must be a number in 0.01..4" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.slow
 def test_the_video_flow_registers_a_watermarker_the_cli_uses(prefect_harness, ray_session, tmp_path, monkeypatch):
     import mlflow
@@ -177,6 +267,7 @@ def test_the_video_flow_registers_a_watermarker_the_cli_uses(prefect_harness, ra
 
     embedded = watermark("embed", src, tmp_path / "out.mp4", "--message", "3c")
     assert embedded.returncode == 0, embedded.stderr[-2000:]
+    assert f"strength {DEFAULT_STRENGTH:g}: PSNR" in embedded.stdout
     assert read_video(tmp_path / "out.mp4").frames.shape == (10, 32, 32, 3)
     assert audio_payload(tmp_path / "out.mp4") == audio_payload(src)
     extracted = watermark("extract", tmp_path / "out.mp4", "--json")

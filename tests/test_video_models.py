@@ -324,3 +324,29 @@ def test_itov_learns_to_carry_bits_through_identity():
         accuracy = bit_accuracy(wm.extract(wm.embed(clip, msg)), msg)
     print(f"bit accuracy after 250 steps: {accuracy:.3f} ({time.perf_counter() - start:.1f} s)")
     assert accuracy > 0.65
+
+
+def test_matched_fidelity_scales_the_residual_to_the_target_psnr():
+    """``evaluate_watermarker(target_psnr=)`` marks the clips at the asked PSNR whatever the network's own
+    strength, with the scale it reports; a louder network gets a smaller scale."""
+    from repflow.families.video.evaluation import evaluate_watermarker, mean_psnr, quantise, scale_for_psnr
+
+    g = torch.Generator().manual_seed(0)
+    clips = torch.rand(4, 3, T, SIZE, SIZE, generator=g) * 0.8 + 0.1
+    residual = torch.randn(clips.shape, generator=g) * 0.05
+    a = scale_for_psnr(clips, residual, 40.0)
+    assert abs(mean_psnr(quantise(clips + a * residual), clips) - 40.0) < 0.05
+    assert abs(a - 10 ** (-40 / 20) / 0.05) < 0.1 * a  # PSNR of noise of sd a·0.05, before rounding
+
+    model = tiny("itov_dw")
+    uint8 = torch.randint(0, 256, (4, T, SIZE, SIZE, 3), generator=g, dtype=torch.uint8)
+    scales = {}
+    for gain in (1.0, 4.0):
+        with torch.no_grad():
+            model.encoder.to_residual.weight.mul_(gain)
+        metrics, _ = evaluate_watermarker(model, uint8, distortions=["identity"], crfs=[], seed=0, target_psnr=38.0)
+        assert abs(metrics["psnr"] - 38.0) < 0.05
+        scales[gain] = metrics["residual_scale"]
+    assert scales[4.0] < scales[1.0] / 3
+    own, _ = evaluate_watermarker(model, uint8, distortions=["identity"], crfs=[], seed=0)
+    assert "residual_scale" not in own

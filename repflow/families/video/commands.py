@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from repflow.family import int_between
+from repflow.family import float_between, int_between
 
 __all__ = ["add_commands", "load_registered_watermarker"]
 
@@ -44,10 +44,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SourceError(f"--message: {exc}") from None
     r = embed_video(model, config["size"], config["frames"], Path(args.input), Path(args.output), message,
-                    crf=args.crf)
+                    crf=args.crf, strength=args.strength)
     print(f"{r['in']} → {r['out']}: {r['frames']} frames of {r['width']}×{r['height']} at {r['fps']:.3g} fps, "
-          f"message {args.message} ({config['bits']} bits) with {config['ref']}; PSNR {r['psnr']:.2f} dB before "
-          f"H.264 (crf {args.crf})")
+          f"message {args.message} ({config['bits']} bits) with {config['ref']}, strength {r['strength']:g}: "
+          f"PSNR {r['psnr']:.2f} dB before H.264 (crf {args.crf})")
     return 0
 
 
@@ -69,6 +69,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers, cli) -> None:
+    from repflow.families.video.watermark import DEFAULT_STRENGTH, STRENGTH_RANGE
+
     w = subparsers.add_parser("watermark", help="embed or extract a message in a video with the registered "
                                                 "watermarker")
     sub = w.add_subparsers(dest="watermark_command", required=True)
@@ -78,6 +80,9 @@ def add_commands(subparsers, cli) -> None:
     e.add_argument("--message", required=True, help="hexadecimal message of at most L bits (e.g. c0ffee42)")
     e.add_argument("--crf", type=int_between(0, 51), default=18,
                    help="libx264 constant quality of the output (0-51)")
+    e.add_argument("--strength", type=float_between(*STRENGTH_RANGE), default=DEFAULT_STRENGTH,
+                   help=f"scale of the watermark's residual ({STRENGTH_RANGE[0]:g}-{STRENGTH_RANGE[1]:g}): lower is "
+                        f"less visible (PSNR + 6 dB per halving), higher survives harsher compression")
     x = sub.add_parser("extract", help="read the message of a watermarked video")
     x.add_argument("input", help="video file")
     x.add_argument("--json", action="store_true", help="print JSON")

@@ -7,6 +7,11 @@ the per-frame PSNR ``std`` and ``min`` are :func:`~repflow.families.video.losses
 Bit accuracy is the share of message bits decoded right (0.5 is chance) after each distortion, and after
 libx264 at each CRF through PyAV (:func:`~repflow.media.video.h264_roundtrip`), with random
 messages drawn from ``seed``.
+
+Matched fidelity: watermarkers that mark at different strengths cannot be compared by bit accuracy alone (a
+louder mark survives more). With ``target_psnr`` every residual (watermarked − original, unclamped) is
+scaled by the one factor that brings the saved clips' mean PSNR to the target (:func:`scale_for_psnr`), as
+``repflow watermark embed --strength`` scales it, and the bits are read from those clips.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from repflow.families.video.training import as_float_clips, random_messages
 from repflow.media.video import h264_roundtrip
 from repflow.progress import progress
 
-__all__ = ["evaluate_watermarker", "metric_names", "quantise", "clips_per_second", "watermark_costs"]
+__all__ = ["evaluate_watermarker", "metric_names", "quantise", "clips_per_second", "watermark_costs", "scale_for_psnr",
+           "mean_psnr"]
 
 
 def metric_names(distortions: list[str], crfs: list[int]) -> list[str]:
@@ -49,24 +55,52 @@ def _ssim(marked: torch.Tensor, clean: torch.Tensor) -> float:
     return float(np.mean(values))
 
 
+def mean_psnr(marked: torch.Tensor, clips: torch.Tensor) -> float:
+    """Mean over clips of each (3, T, H, W) clip's PSNR in dB (range 1; MSE floored at 1e-10)."""
+    mse = (marked - clips).square().mean(dim=(1, 2, 3, 4)).clamp_min(1e-10)
+    return (10 * torch.log10(1 / mse)).mean().item()
+
+
+def scale_for_psnr(clips: torch.Tensor, residual: torch.Tensor, target: float, *, tolerance: float = 0.01) -> float:
+    """The factor a with ``mean_psnr(quantise(clips + a·residual), clips)`` = ``target`` dB (within
+    ``tolerance``), found by bisection on log a (PSNR falls as a grows; 8-bit rounding makes it a staircase,
+    so the result is the nearest step). Float (N, 3, T, H, W) clips in [0, 1] and their residuals."""
+    def psnr(a: float) -> float:
+        return mean_psnr(quantise(clips + a * residual), clips)
+
+    low, high = -12.0, 6.0  # log2 a: from a residual 4096× weaker to 64× louder
+    for _ in range(40):
+        mid = (low + high) / 2
+        value = psnr(2 ** mid)
+        if abs(value - target) <= tolerance:
+            break
+        low, high = (mid, high) if value > target else (low, mid)
+    return float(2 ** mid)
+
+
 @torch.no_grad()
 def evaluate_watermarker(model: Watermarker, clips: torch.Tensor, *, distortions: list[str], crfs: list[int],
-                         seed: int, batch_size: int = 16) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+                         seed: int, batch_size: int = 16,
+                         target_psnr: float | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """(metrics, tensors) of ``model`` on uint8 (N, T, H, W, 3) ``clips``.
 
     metrics: the names of :func:`metric_names`; ``robust_bit_accuracy`` is the mean over every distortion
-    and CRF. tensors: ``marked`` (the saved-form watermarked clips, float (N, 3, T, H, W)), ``messages``
-    (N, L) and ``frame_psnr`` (N, T) dB, for the report's pictures."""
+    and CRF; with ``target_psnr`` (dB), ``residual_scale`` is the factor that reaches it (module docstring).
+    tensors: ``marked`` (the saved-form watermarked clips, float (N, 3, T, H, W)), ``messages`` (N, L) and
+    ``frame_psnr`` (N, T) dB, for the report's pictures."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     data = as_float_clips(clips)
     messages = random_messages(len(data), model.L, generator)
-    marked = torch.cat([quantise(model.embed(data[i:i + batch_size], messages[i:i + batch_size]))
-                        for i in range(0, len(data), batch_size)])
+    embedded = torch.cat([model.embed(data[i:i + batch_size], messages[i:i + batch_size])
+                          for i in range(0, len(data), batch_size)])
+    scale = None if target_psnr is None else scale_for_psnr(data, embedded - data, target_psnr)
+    marked = quantise(embedded if scale is None else data + scale * (embedded - data))
     summary = frame_psnr_summary(marked, data)
-    mse = (marked - data).square().mean(dim=(1, 2, 3, 4)).clamp_min(1e-10)
-    metrics = {"psnr": (10 * torch.log10(1 / mse)).mean().item(), "ssim": _ssim(marked, data),
+    metrics = {"psnr": mean_psnr(marked, data), "ssim": _ssim(marked, data),
                "frame_psnr_std": summary["std"], "frame_psnr_min": summary["min"]}
+    if scale is not None:
+        metrics["residual_scale"] = scale
 
     def accuracy(distorted: torch.Tensor) -> float:
         logits = torch.cat([model.extract(distorted[i:i + batch_size]) for i in range(0, len(distorted), batch_size)])
