@@ -67,10 +67,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from repflow import servers, tracking
     from repflow.cluster import ensure_ray
 
+    if api := servers.prefect_api_url():  # unset: prefect_api_for_run starts a temporary server below
+        servers.check_prefect_api(api)  # before the folder's lock: a bad URL writes nothing
     tracking.check_tracking_server(tracking.tracking_uri(ws.root))  # one line now, not a failed flow
     _quiet_user_errors_in_flows()
 
-    # a busy folder or a Prefect API that does not answer is one line here, not a failed flow run
+    # a busy folder is one line here, not a failed flow run
     with ws.lock(), servers.prefect_api_for_run():
         ensure_ray()  # join RAY_ADDRESS (or start Ray) now, so a wrong address is one line, not a failed flow
         from repflow.flow import flow_with_runner

@@ -314,17 +314,16 @@ def prefect_api_for_run():
     Here the run's process starts that one temporary server itself (it stops when the process exits, as
     Prefect's own does) and puts its URL in the settings context, which Prefect's task runners hand to their
     workers, and in the environment, which the Ray workers started inside the block inherit; both are restored
-    after. A set PREFECT_API_URL is checked and passed on the same way. Joining a Ray cluster (RAY_ADDRESS),
-    a temporary server on this machine's loopback is unreachable from other nodes, so nothing is started."""
+    after. A set PREFECT_API_URL is passed on the same way (the caller checks it first, before taking any lock:
+    :func:`check_prefect_api`). Joining a Ray cluster (RAY_ADDRESS), a temporary server on this machine's
+    loopback is unreachable from other nodes, so nothing is started."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = prefect_api_url()
-    if url:
-        check_prefect_api(url)
-    elif os.environ.get("RAY_ADDRESS"):
+    if not url and os.environ.get("RAY_ADDRESS"):
         yield None
         return
-    else:
+    if not url:
         from prefect.server.api.server import SubprocessASGIServer
 
         server = SubprocessASGIServer()
