@@ -80,6 +80,28 @@ def write_results(name: str, title: str, rows: list[dict], notes: list[str], ext
     return path
 
 
+def read_rows(path: Path | None) -> list[dict]:
+    """The finished rows of a resumable benchmark run: one JSON object per line of ``path``, appended by
+    :func:`append_rows` as each arm lands, so a stopped run continues where it was; ``[]`` when ``path`` is None
+    or absent. A torn last line (the run killed mid-write) is skipped, and its arm runs again."""
+    if path is None or not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def append_rows(path: Path | None, rows: Iterable[dict]) -> None:
+    """Append finished rows to a run's rows file (see :func:`read_rows`); nothing when ``path`` is None."""
+    if path is not None:
+        with path.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
 def run_controls(control_task, seeds: int) -> list[dict]:
     """``control_task(seed) -> dict`` for seeds 0..seeds-1, each row with its seed and CPU seconds, printed as
     it lands (a positive control is judged from these rows by the benchmark's own check)."""

@@ -44,7 +44,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, Tested, append_rows, interval_text, mean_std, read_rows, write_claims, write_results)
 from repflow.families.audio.advneg import position_sensitivity, positional_candidates  # noqa: E402
 from repflow.families.audio.data import load_audio_split  # noqa: E402
 from repflow.families.audio.evaluation import fit_probes  # noqa: E402
@@ -295,14 +296,12 @@ def main() -> None:
         args = argparse.Namespace(**{**saved["args"], "from_json": True, "rows": None, "render_rows": False})
         results, cpu_total, wall = saved["per_seed"], saved["cpu_s"], saved["wall_s"]
     elif args.render_rows:
-        results = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+        results = read_rows(args.rows)
         counted = [r for r in results if not (r["arm"] == "ideal" and r["pool"] == "flatten")]
         cpu_total, wall = sum(r["cpu_s"] for r in counted), None
     else:
         started, cpu0 = time.time(), time.process_time()
-        done = []
-        if args.rows is not None and args.rows.exists():
-            done = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+        done = read_rows(args.rows)
         have = {(r["data"], r["pool"], r["arm"], r["seed"]) for r in done}
         with tempfile.TemporaryDirectory(prefix="audio-advneg-") as tmp:
             sets = {"bands": bands_data(args), "espeak": espeak_windows(Path(tmp), args)}
@@ -313,16 +312,12 @@ def main() -> None:
                 if pool == FREQ_POOLING[0] and (data, pool, "ideal", seed) not in have:
                     row = run_arm(data, sets[data], pool, "ideal", seed, args)
                     results += [row, {**row, "pool": "flatten"}]  # the raw patch has no pooling: one probe for both
-                    if args.rows is not None:
-                        with args.rows.open("a") as fh:
-                            fh.write(json.dumps(results[-2]) + "\n" + json.dumps(results[-1]) + "\n")
+                    append_rows(args.rows, results[-2:])
                 for arm in ARMS + (tuple(DIAGNOSTIC) if args.diagnostic and pool == "mean" else ()):
                     if (data, pool, arm, seed) in have:
                         continue
                     results.append(run_arm(data, sets[data], pool, arm, seed, args))
-                    if args.rows is not None:
-                        with args.rows.open("a") as fh:
-                            fh.write(json.dumps(results[-1]) + "\n")
+                    append_rows(args.rows, results[-1:])
         cpu_total = time.process_time() - cpu0 + sum(r["cpu_s"] for r in done)
         wall = time.time() - started
     by = _by(results)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import tempfile
@@ -56,7 +55,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import RESULTS, Tested, interval_text, mean_std, write_claims, write_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS, Tested, append_rows, interval_text, mean_std, read_rows, write_claims, write_results)
 from repflow.families.video.clips import OPENCV_VTEST, read_clips  # noqa: E402
 from repflow.families.video.data import load_clips  # noqa: E402
 from repflow.families.video.distortions import DISTORTIONS, Combined  # noqa: E402
@@ -301,15 +301,14 @@ def main() -> None:
     torch.set_num_threads(1)
     started, cpu_start = time.time(), time.process_time()
     same_run = {k: str(v) for k, v in vars(args).items() if k in RUN_KEYS}
-    done = [json.loads(line) for line in args.rows.read_text().splitlines()] if args.rows.is_file() else []
+    done = read_rows(args.rows)
     results = [r for r in done if {k: v for k, v in r.get("args", {}).items() if k in RUN_KEYS} == same_run]
     earlier_training = sum(r["train_cpu_s"] for r in results)
 
     def record(rows: list[dict]) -> None:
-        stamp = {"args": {k: str(v) for k, v in vars(args).items()}}
-        with args.rows.open("a") as f:
-            f.writelines(json.dumps(r | stamp) + "\n" for r in rows)
-        results.extend(r | stamp for r in rows)
+        stamped = [r | {"args": {k: str(v) for k, v in vars(args).items()}} for r in rows]
+        append_rows(args.rows, stamped)
+        results.extend(stamped)
 
     with tempfile.TemporaryDirectory(prefix="itov-") as tmp:
         prep = prepare(Path(tmp))

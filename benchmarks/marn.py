@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
-    RESULTS, Tested, interval_text, mean_std, write_claims, write_results)
+    RESULTS, Tested, append_rows, interval_text, read_rows, mean_std, write_claims, write_results)
 from repflow.families.ctr.features import (  # noqa: E402
     CtrTensors, build_examples, build_feature_space, examples_to_tensors, smoothed_click_rate, time_split)
 from repflow.families.ctr.metrics import auc, auc_by_bucket, ctr_report, mean_attention  # noqa: E402
@@ -253,20 +252,15 @@ def main() -> None:
     seeds = list(range(args.seeds))
     syn_seeds = list(range(args.synthetic_seeds or args.seeds))
 
-    done: dict[tuple[str, str, int], dict] = {}
-    if args.rows is not None and args.rows.is_file():
-        for line in args.rows.read_text().splitlines():
-            row = json.loads(line)
-            done[row["task"], row["arm"], row["seed"]] = row
+    done = {(row["task"], row["arm"], row["seed"]): row for row in read_rows(args.rows)}
+    if done:
         print(f"reusing {len(done)} finished rows from {args.rows}", flush=True)
     reused_cpu = sum(r["cpu_s"] for r in done.values())
 
     def once(task: str, arm: str, seed: int, run) -> dict:
         if (task, arm, seed) not in done:
             done[task, arm, seed] = {"task": task, **run()}
-            if args.rows is not None:
-                with args.rows.open("a") as f:
-                    f.write(json.dumps(done[task, arm, seed]) + "\n")
+            append_rows(args.rows, [done[task, arm, seed]])
         return done[task, arm, seed]
 
     synthetic = [once("synthetic", arm, seed, lambda: synthetic_arm(arm, seed, a))
