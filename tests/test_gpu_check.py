@@ -21,11 +21,19 @@ def test_every_family_has_a_check():
     assert "attacks" in checked
 
 
+UNTRAINED = ("attacks/", "sr/bicubic")  # an attack has no training step; bicubic has no parameters
+
+
 @pytest.mark.parametrize("name", list(FAMILY_CHECKS))
-def test_family_check_agrees_exactly_cpu_vs_cpu(name):
+def test_family_check_agrees_exactly_cpu_vs_cpu(name, monkeypatch):
+    steps = []
+    adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or adam_step(self, *a, **k))
     row = run_check(name, "cpu", "cpu", rtol=0.0)
     assert row["agree"], row
     assert (row["loss"], row["state"], row["outputs"]) == (0.0, 0.0, 0.0)
+    if not name.startswith(UNTRAINED):  # the check really trains, on each of the two devices
+        assert len(steps) >= 2, f"{name}: {len(steps)} optimiser steps"
 
 
 def _result() -> StepResult:
