@@ -1,11 +1,17 @@
 """GPU check of the pure algorithms (needs only torch): each runs on CUDA, gives the same answer as on
 the CPU where the maths is deterministic, and is timed on both. For a machine lent with a GPU:
 
-    python -m benchmarks.gpu_check [--out DIR]
+    python -m benchmarks.gpu_check [--out DIR] [--compare cuda|cpu]
 
 Checks: ACL/DynACL training steps (dual BN + contrastive PGD), RCS candidate gradients and greedy
 selection, the attack suite (PGD, MI-FGSM, DI, SSA; SVD logit fusion exact vs power iteration) and
 GLaD's DM distillation steps in a generator's feature space. Writes ``gpu_check.md`` / ``.json``.
+
+Per family (``benchmarks/_family_checks.py``, one registry entry per family model / method / attack): one
+training step and one evaluation on the CPU and on CUDA from identical state and inputs, compared with the
+tolerance stated there (TF32 off); a table in the same report, and exit status 1 if any check disagrees.
+On a machine without CUDA, ``--compare cpu`` runs only these checks CPU against CPU (must agree exactly: a
+self-test of the harness) and writes ``gpu_check_cpu.md`` / ``.json`` instead.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ os.environ.setdefault("REPFLOW_PROGRESS", "0")
 
 import torch  # noqa: E402
 
+from benchmarks._family_checks import RTOL, ATTACK_RTOL, family_table  # noqa: E402
 from repflow.families.image.models import ConditionalGenerator, ProjectionHead, build_classifier, build_encoder  # noqa: E402
 from repflow.families.image.acl import ACL  # noqa: E402
 from repflow.attacks import accuracy, make_attack, rank1_approximation  # noqa: E402
@@ -128,12 +135,44 @@ def glad_steps(device: torch.device, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return hist[0]["loss"], hist[-1]["loss"], 20 / seconds
 
 
+def family_checks(device: str) -> tuple[list[dict], list[str]]:
+    """Every registered family check, CPU against ``device`` (exactly, when that is the CPU too): the table's
+    rows and the report's markdown section."""
+    exact = device == "cpu"
+    rows = family_table(device, exact=exact)
+    failed = [r["check"] for r in rows if not r["agree"]]
+    tolerance = ("rtol 0 (CPU against CPU must agree bitwise)" if exact else
+                 f"rtol {RTOL:g} (attacks {ATTACK_RTOL:g}), TF32 off; see benchmarks/_family_checks.py")
+    md = [f"## Per family: one training step + one evaluation, CPU vs {device}", "",
+          f"Relative L2 differences of the step's loss, the state after the step and the eval outputs; {tolerance}.",
+          "", markdown_table(rows, floatfmt="{:.2e}"), "",
+          f"{len(rows) - len(failed)}/{len(rows)} agree" + (f"; disagree: {', '.join(failed)}" if failed else "")]
+    return rows, md
+
+
+def cpu_self_check(out: Path) -> bool:
+    """``--compare cpu``: the family checks CPU against CPU; writes gpu_check_cpu.md / .json."""
+    torch.set_num_threads(1)
+    rows, md = family_checks("cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"torch": torch.__version__, "compare": "cpu vs cpu", "families": rows}
+    (out / "gpu_check_cpu.json").write_text(json.dumps(report, indent=1, default=str))
+    text = "\n".join([f"# GPU check harness, CPU against CPU (torch {torch.__version__})", ""] + md) + "\n"
+    (out / "gpu_check_cpu.md").write_text(text)
+    print(text)
+    return all(r["agree"] for r in rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--compare", choices=("cuda", "cpu"), default="cuda",
+                    help="cuda: the full check against CUDA; cpu: only the per-family checks, CPU against CPU")
     args = ap.parse_args()
+    if args.compare == "cpu":
+        raise SystemExit(0 if cpu_self_check(Path(args.out)) else 1)
     if not torch.cuda.is_available():
-        raise SystemExit("gpu_check: torch sees no CUDA device")
+        raise SystemExit("gpu_check: torch sees no CUDA device (--compare cpu runs the per-family checks on the CPU)")
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     images, labels = blobs(4096, 0)
     report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(),
@@ -154,6 +193,8 @@ def main() -> None:
     report["svd_exact_vs_power_rel_diff"] = svd_agreement()
     report["attacks_cuda"] = attacks(cuda, images, labels)
     report["attacks_cpu"] = attacks(cpu, images, labels, names=("pgd", "mifgsm"))
+    family_rows, family_md = family_checks("cuda")
+    report["families"] = family_rows
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
@@ -164,8 +205,11 @@ def main() -> None:
           f"- rank-1 approximation, exact SVD vs power iteration (100 its), relative difference: "
           f"{report['svd_exact_vs_power_rel_diff']:.2e}", "", "## Attacks on CUDA", "",
           markdown_table(report["attacks_cuda"]), "", "## Attacks on CPU", "", markdown_table(report["attacks_cpu"])]
+    md += ["", *family_md]
     (out / "gpu_check.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+    if not all(r["agree"] for r in family_rows):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ class IterativeAttack:
     """Most images per forward pass when ``copies`` transformed copies are batched (a batch is never
     split). On a GPU one pass per copy is what makes SSA slow; on a CPU the bigger batch falls out of
     cache (N = 5 copies of 128 28×28 images: 6.5× MI-FGSM's time batched, 4.3× one copy per pass)."""
+    draws_on_device = True
+    """Random starts and SSA's spectrum noise come from a generator on the input's device (seeded like the
+    CPU one; no host-to-device copy per draw). Set False on an instance to draw them from the CPU generator
+    and copy them over, so that a GPU run sees exactly the CPU run's draws (the GPU check compares the two)."""
     paradigm: str | None = None
     paper = ""
     summary = ""
@@ -142,16 +146,22 @@ class IterativeAttack:
         return x_adv.detach()
 
     def _generator_for(self, x: torch.Tensor) -> torch.Generator:
+        if not self.draws_on_device:
+            return self.generator
         return _generator_on(x.device, self.generator, self._device_generators)
+
+    def _draw(self, sampler: Callable[..., torch.Tensor], shape: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+        """``sampler`` (``torch.rand`` / ``torch.randn``) of ``shape`` from :meth:`_generator_for`, on x's device."""
+        g = self._generator_for(x)
+        return sampler(shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)
 
     def random_offset(self, x: torch.Tensor) -> torch.Tensor:
         """A random start: uniform in the ℓ∞ cube, or a uniform direction at a uniform radius for ℓ2."""
-        g = self._generator_for(x)
         if self.norm == "linf":
-            return (torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
-        direction = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+            return (self._draw(torch.rand, x.shape, x) * 2 - 1) * self.eps
+        direction = self._draw(torch.randn, x.shape, x)
         direction /= _per_sample(direction.square(), "sum").sqrt() + _TINY
-        radius = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=g, device=x.device, dtype=x.dtype) * self.eps
+        radius = self._draw(torch.rand, (len(x),) + (1,) * (x.dim() - 1), x) * self.eps
         return direction * radius
 
     def feasible_box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,9 +379,8 @@ class SSA(MIFGSM):
         self.spectrum_sigma = float(spectrum_sigma) if spectrum_sigma is not None else self.eps
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        g = self._generator_for(x)
-        noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype) * self.spectrum_sigma
-        mask = 1 - self.rho + 2 * self.rho * torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        noise = self._draw(torch.randn, x.shape, x) * self.spectrum_sigma
+        mask = 1 - self.rho + 2 * self.rho * self._draw(torch.rand, x.shape, x)
         return idct_2d(dct_2d(x + noise) * mask)
 
 
