@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 
@@ -91,6 +90,10 @@ def few_label_accuracy(train_features: torch.Tensor | np.ndarray, train_labels: 
 
 def _fit_predict(classifier: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
     if classifier == "logistic":
+        # imported here: scikit-learn costs ~3 CPU-s to import, and every `repflow` process (the CLI's --help
+        # included) imports this module through the families' params
+        from sklearn.linear_model import LogisticRegression
+
         return LogisticRegression(C=1.0, max_iter=1000).fit(x, y).predict(x_test)
     classes = np.unique(y)
     centroids = np.stack([x[y == c].mean(0) for c in classes])
