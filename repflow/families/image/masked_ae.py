@@ -1,33 +1,44 @@
 """Masked autoencoding as a generative pretext task (He et al. 2022, 'Masked Autoencoders Are Scalable
-Vision Learners', CVPR), on the image family's shared encoder.
+Vision Learners', CVPR), on the image family's shared encoder, with a spatial code and a per-patch decoder
+as CNN adaptations of MAE do (SparK: Tian et al. 2023; ConvMAE: Gao et al. 2022).
 
 One batch, for a view x (N, C, H, W) in [0, 1] split into L = (H/p)·(W/p) patches of p×p pixels:
 
-1. random masking (MAE §3 "Masking"): per image, a uniformly random subset of ⌊L·(1 − ratio)⌋ patches
-   is kept and the rest masked; drawn as MAE's code does, by sorting per-patch uniform noise, here from
-   the training loop's ``torch.Generator`` so the masks are reproducible;
-2. encode the masked image x ⊙ (1 − M) with the SAME encoder every method trains (any ``build_encoder``
-   encoder), giving its pooled code h (N, out_dim);
-3. decode x̂ = D(h) (N, C, H, W) with a small transposed-conv decoder
-(:class:`repflow.families.image.models.decoders.ConvDecoder`);
-4. loss (MAE eq. in §3 "Reconstruction target"): the mean squared error over the pixels of the MASKED
-   patches only, L = Σ_i Σ_{l masked} ‖x̂_il − t_il‖² / (p²C · #masked), t = the view's pixels.
+1. random masking (MAE §3 "Masking"): per image, a uniformly random subset of ⌊L·(1 − ratio)⌋ patches is
+   kept and the rest masked (M = 1 on masked patches); drawn as MAE's ``random_masking`` does, by sorting
+   per-patch uniform noise, here from the training loop's ``torch.Generator`` so masks are reproducible;
+2. the masked image x̃ = x ⊙ (1 − M) + m ⊙ M, m = the encoder's own input mean (its normaliser's mean, so a
+   masked pixel is 0 after normalisation, as SparK's empty positions are), goes through the SAME encoder
+   trunk every method trains, up to its spatial feature map F = E_spatial(x̃) (N, D, h, w): the
+   map the encoder's global average pool would reduce to its code, taken before the pool;
+3. MAE's decoder, reduced to a per-patch MLP (:class:`~repflow.families.image.models.decoders.PatchDecoder`):
+   F brought to the patch grid, plus a learned position embedding, each position decoded to its patch's
+   C·p² pixels: ŷ = D(F) (N, L, C·p²);
+4. loss (MAE §3 "Reconstruction target"): the mean squared error over the MASKED patches only,
+   L = Σ_i Σ_{l: M_il = 1} ‖ŷ_il − t_il‖² / (C·p² · Σ M), t = patchify(x) (``norm_pix``: each target patch
+   normalised by its own mean and std, MAE's ``norm_pix_loss``).
 
-Targets are raw pixels by default (``norm_pix=False``). MAE's per-patch normalised target (t = (x − mean_l)
-/ std_l, its ``norm_pix_loss``) helped its ViTs; it is an option here but not the default because on
-28×28 Fashion-MNIST most 4×4 patches are flat background, whose std is ~0, so the normalised target
-amplifies noise there, and a loss in pixel units is what the mean-patch baseline is measured in.
+Choices, each against MAE's released code (facebookresearch/mae, ``main_pretrain.py``, ``models_mae.py``):
 
-Differences from MAE, by design of the family's single encoder:
+- ``mask_ratio`` 0.75: MAE's default.
+- ``patch``: default H/4 × W/4 pixels (7 on 28×28, 8 on 32×32), a 4×4 grid of 16 patches, because the
+  family's encoders end on a 4×4 map at these sizes (three stride-2 stages), so each feature position decodes
+  exactly one patch, as each MAE token decodes its own (MAE: 14×14 patches of 16 px on 224 px). At 0.75, 4 of
+  16 patches are visible.
+- ``norm_pix`` off: the argparse default of MAE's released ``main_pretrain.py`` (its README's pre-training
+  recipe turns it on for ViTs on ImageNet). On 28×28 Fashion-MNIST many patches are flat background whose
+  std is ~0, where a normalised target amplifies noise; the raw target is in the pixel units the
+  reconstruction probe measures.
+- masked patches are FILLED, not dropped: a CNN needs the full grid (MAE's ViT encoder sees only the visible
+  tokens). Filling with the normaliser's mean rather than 0 keeps a masked patch apart from the black
+  background of Fashion-MNIST. The encoder still pays for the masked pixels, its receptive fields cross from
+  visible into masked patches (SparK's sparse convolutions prevent that; not done here), and its batch norm
+  sees masked images in training and whole images when probed.
+- the decoder is a per-patch MLP, not MAE's 8-block transformer: the encoder's receptive field, not the
+  decoder, carries the context from the visible patches to a masked one.
 
-- the encoder is a CNN with a pooled (N, out_dim) code, not a ViT producing one token per patch: the
-  decoder gets one vector per image, not per-patch tokens plus mask tokens;
-- masked pixels are ZERO-FILLED and the whole image is encoded, not dropped from the encoder's input (a
-  CNN needs the full grid), so the encoder pays for the masked pixels and cannot tell a masked patch
-  from a black one (on Fashion-MNIST, the background);
-- batch norm in the encoder sees masked images during training and whole images at probing time.
-
-The decoder is discarded after training; only the encoder is evaluated.
+The decoder is discarded after training; the saved encoder is the ordinary encoder, whose pooled code the
+probes read as for every other method.
 """
 from __future__ import annotations
 
@@ -37,9 +48,13 @@ import torch
 from torch import nn
 
 from repflow.families.image.contrastive import TRAIN_METHODS, PretextHead, TrainMethod
-from repflow.families.image.models.decoders import ConvDecoder
+from repflow.families.image.models.decoders import PatchDecoder
 
-__all__ = ["MaskedAutoencoderHead", "patchify", "random_patch_mask", "masked_patch_mse"]
+__all__ = ["MaskedAutoencoderHead", "patchify", "unpatchify", "random_patch_mask", "masked_patch_mse",
+           "spatial_features"]
+
+GRID = 4
+"""Default patches per image side: the side of the family's encoders' last feature map on 28–32 px images."""
 
 
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -49,6 +64,13 @@ def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
         raise ValueError(f"image {h}x{w} is not a whole number of {patch}x{patch} patches")
     x = x.reshape(n, c, h // patch, patch, w // patch, patch)
     return x.permute(0, 2, 4, 1, 3, 5).reshape(n, (h // patch) * (w // patch), c * patch * patch)
+
+
+def unpatchify(patches: torch.Tensor, patch: int, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Inverse of :func:`patchify`: (N, L, C·p·p) → (N, C, H, W)."""
+    c, h, w = image_shape
+    x = patches.reshape(-1, h // patch, w // patch, c, patch, patch)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(-1, c, h, w)
 
 
 def random_patch_mask(n: int, num_patches: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -62,9 +84,9 @@ def random_patch_mask(n: int, num_patches: int, ratio: float, generator: torch.G
 
 def masked_patch_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, patch: int,
                      norm_pix: bool = False) -> torch.Tensor:
-    """MAE's loss: per-patch MSE of ``prediction`` against ``target`` (both (N, C, H, W)), averaged over the
-    patches where ``mask`` (N, L) is 1. ``norm_pix``: the target patch is normalised by its own mean and
-    std first (MAE's ``norm_pix_loss``)."""
+    """MAE's loss: per-patch MSE of ``prediction`` against ``target`` (both (N, C, H, W); the prediction
+    in normalised units when ``norm_pix``), averaged over the patches where ``mask`` (N, L) is 1.
+    ``norm_pix``: the target patch is normalised by its own mean and std first (MAE's ``norm_pix_loss``)."""
     pred, tgt = patchify(prediction, patch), patchify(target, patch)
     if norm_pix:
         mean, var = tgt.mean(dim=-1, keepdim=True), tgt.var(dim=-1, keepdim=True)
@@ -73,19 +95,48 @@ def masked_patch_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch
     return (per_patch * mask).sum() / mask.sum().clamp(min=1)
 
 
-class MaskedAutoencoderHead(PretextHead):
-    """Decoder + masking for an encoder of ``in_dim`` features on ``image_shape`` (C, H, W) images.
+def _trunk(encoder: nn.Module) -> nn.Module:
+    """The encoder itself, or the module a data-parallel wrapper holds."""
+    return getattr(encoder, "module", encoder)
 
-    ``patch``: patch side p in pixels (H and W multiples of p; 4 gives 7×7 patches on 28 px, 8×8 on 32 px);
+
+def spatial_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's feature map before its global pool, (N, D, h, w): the input of ``encoder.pool``,
+    captured while the encoder runs as it always does (so every layer, buffer and batch-norm update is
+    that of the ordinary forward pass). Any encoder of :data:`~repflow.families.image.models.ENCODERS`
+    ends in such a ``pool``."""
+    pool = getattr(_trunk(encoder), "pool", None)
+    if not isinstance(pool, nn.Module):
+        raise ValueError(f"masked_ae needs an encoder that ends in a global `pool` module; "
+                         f"{type(_trunk(encoder)).__name__} has none")
+    captured: list[torch.Tensor] = []
+    handle = pool.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        encoder(x)
+    finally:
+        handle.remove()
+    return captured[-1]
+
+
+class MaskedAutoencoderHead(PretextHead):
+    """Masking + the per-patch decoder for an encoder of ``in_dim`` feature channels on ``image_shape``
+    (C, H, W) images.
+
+    ``patch``: patch side p in pixels (H and W multiples of p); None: H/4 × W/4 (see the module notes);
     ``mask_ratio``: share of patches masked (MAE's 0.75); ``norm_pix``: per-patch normalised targets;
-    ``width``: decoder channels. Uses only the first view: the configured augmentation of the training
-    loop (the official MAE augments with random resized crop + flip only).
+    ``width``: the decoder MLP's hidden channels. Uses only the first view: the configured augmentation of
+    the training loop (the official MAE augments with random resized crop + flip only).
     """
 
-    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], *, patch: int = 4, mask_ratio: float = 0.75,
-                 norm_pix: bool = False, width: int = 32):
+    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], *, patch: int | None = None,
+                 mask_ratio: float = 0.75, norm_pix: bool = False, width: int = 64):
         super().__init__()
         c, h, w = image_shape
+        if patch is None:
+            if h != w or h % GRID:
+                raise ValueError(f"masked_ae patch: the default (a {GRID}x{GRID} grid) needs a square image whose "
+                                 f"side is a multiple of {GRID}, got {h}x{w}; set patch to a divisor of both sides")
+            patch = h // GRID
         if patch < 1 or h % patch or w % patch:
             raise ValueError(f"masked_ae patch = {patch}: must divide the image height and width ({h}x{w})")
         if not 0 < mask_ratio < 1:
@@ -97,7 +148,7 @@ class MaskedAutoencoderHead(PretextHead):
         if not 1 <= kept < self.num_patches:
             raise ValueError(f"masked_ae mask_ratio = {mask_ratio}: keeps {kept} of {self.num_patches} patches; "
                              "at least one must be kept and one masked")
-        self.decoder = ConvDecoder(in_dim, self.image_shape, width=width)
+        self.decoder = PatchDecoder(in_dim, (h // patch, w // patch), c * patch * patch, width=width)
 
     def pixel_mask(self, patch_mask: torch.Tensor) -> torch.Tensor:
         """(N, L) patch mask → (N, 1, H, W) pixel mask (1 = masked)."""
@@ -105,10 +156,20 @@ class MaskedAutoencoderHead(PretextHead):
         grid = patch_mask.view(-1, 1, h // self.patch, w // self.patch)
         return grid.repeat_interleave(self.patch, dim=2).repeat_interleave(self.patch, dim=3)
 
+    def masked_input(self, encoder: nn.Module, x: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
+        """x̃ = x ⊙ (1 − M) + m ⊙ M, m = the encoder's normaliser mean (0.5 when it has none)."""
+        normalize = getattr(_trunk(encoder), "normalize", None)
+        fill = normalize.mean if isinstance(getattr(normalize, "mean", None), torch.Tensor) else 0.5
+        m = self.pixel_mask(patch_mask).to(x.device)
+        return x * (1 - m) + fill * m
+
+    def predict_patches(self, encoder: nn.Module, x: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
+        """ŷ = D(E_spatial(x̃)): (N, L, C·p·p), one prediction per patch, masked or not."""
+        return self.decoder(spatial_features(encoder, self.masked_input(encoder, x, patch_mask)))
+
     def reconstruct(self, encoder: nn.Module, x: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
-        """x̂ = D(E(x ⊙ (1 − M))): the decoder's image from the zero-filled masked image."""
-        visible = x * (1 - self.pixel_mask(patch_mask).to(x.device))
-        return self.decoder(encoder(visible))
+        """The predictions as an image (N, C, H, W) (normalised-pixel units when ``norm_pix``)."""
+        return unpatchify(self.predict_patches(encoder, x, patch_mask), self.patch, self.image_shape)
 
     def loss(self, encoder: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *,
              generator: torch.Generator) -> torch.Tensor:
@@ -124,6 +185,6 @@ class MaskedAutoencoderHead(PretextHead):
 TRAIN_METHODS.register("masked_ae", TrainMethod(
     paradigm="generative", losses=("ntxent",), pretext=MaskedAutoencoderHead,
     paper="He et al. 2022, 'Masked Autoencoders Are Scalable Vision Learners' (CVPR)",
-    summary="masked-patch reconstruction: 75% of 4x4 patches zero-filled, the encoder's pooled code decoded to "
-            "the image, MSE on the masked patches only (unlike MAE: CNN encoder, masked pixels zero-filled, "
-            "not dropped)"))
+    summary="masked autoencoder on a CNN: 75% of a 4x4 patch grid filled with the input mean, the encoder's "
+            "spatial feature map decoded per patch, MSE on the masked patches only (unlike MAE: CNN encoder, "
+            "masked patches filled, not dropped; per-patch MLP decoder)"))
