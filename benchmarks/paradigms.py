@@ -23,8 +23,10 @@ objective trains for) and the floor check (:data:`FLOOR`: a trained reference se
 ``init`` on the claim's own metric by more than the smallest effect, or the metric cannot see training at
 all at this scale).
 
-    python -m benchmarks.paradigms --workdir /tmp/paradigms [--epochs 3 | --seconds 120] [--seeds 0 1 2 3 4]
+    python -m benchmarks.paradigms --workdir /tmp/paradigms [--epochs 20 | --seconds 120] [--seeds 0 1 2 3 4]
         [--methods simclr masked_ae acl] [-P prep.per_class=100 ...]
+
+A claim whose pair is not among ``--methods`` is not judged; its record stays as it was (a note says so).
     python -m benchmarks.paradigms --workdir /tmp/paradigms --no-run   # re-read the last compare output
 """
 from __future__ import annotations
@@ -196,6 +198,21 @@ def analyse(table: pl.DataFrame, seconds_budget: bool = False) -> tuple[list[dic
     return rows, notes
 
 
+def not_rejudged(judged_ids: set[str]) -> list[str]:
+    """One note per claim of :data:`CLAIMS` that this run could not judge (a method of its pair was not
+    compared): its record is left as it stands, judged on the run its ``source`` names."""
+    notes = []
+    for (a, b, _), claim in CLAIMS.items():
+        if claim.id in judged_ids:
+            continue
+        path = RESULTS / "claims" / f"{claim.id}.json"
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        notes.append(f"Claim `{claim.id}` not judged in this run ({a} and {b} not both compared): its record "
+                     f"stays **{record.get('verdict', 'absent')}** as judged on "
+                     f"{record.get('extra', {}).get('source', 'no run')}.")
+    return notes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="work folder (params.yaml is copied in when absent)")
@@ -237,7 +254,9 @@ def main() -> None:
     notes = [f"`{' '.join(cmd[2:])}`: {wall / 60:.1f} min wall on this machine (prep, generate and zoo reused when "
              f"cached). The compare table:\n\n{header}\n"] + notes
     if args.name == "paradigms":  # the headline run (equal epochs); other names are variants
-        notes += write_claims(judged({"table": table.to_dicts(), "params": args.params}), args.name)
+        tested = judged({"table": table.to_dicts(), "params": args.params})
+        notes += write_claims(tested, args.name)
+        notes += not_rejudged({t.claim.id for t in tested})
     write_results(args.name, "Paradigms side by side: the survey's observations on repflow compare", rows, notes,
                   extra={"table": table.to_dicts(), "summary": summary.to_dicts(), "wall_seconds": wall,
                          "params": args.params})
