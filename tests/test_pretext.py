@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from repflow.families.image.bigan import BiGANHead
 from repflow.config import ParamsError
 from repflow.family import parse_params
 from repflow.families.image.contrastive import PretextHead, train_contrastive
 from repflow.families.image.train_methods import TRAIN_METHODS, build_training_head, load_training_head
+from repflow.families.image.bigan import BiGANHead  # after train_methods: the registry keeps its listing order
 from repflow.families.image.masked_ae import (MaskedAutoencoderHead, masked_patch_mse, patchify, random_patch_mask,
                                               spatial_features, unpatchify)
 from repflow.families.image.models import ProjectionHead, build_encoder
