@@ -30,7 +30,7 @@ from repflow.report import coreset_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
 from repflow.families.image.stages._training import (adversary, check_schedule, choose_coreset, new_models,
-                                                    save_training_state, training_set)
+                                                    save_training_state, training_source)
 
 log = logging.getLogger("repflow.select")
 
@@ -58,7 +58,7 @@ def coreset_table(n: int, labels: torch.Tensor, coreset) -> pl.DataFrame:
 
 def check(params, inputs: dict[str, Path]) -> None:
     """Selection params against the actual training set (coreset budget, validation size)."""
-    images, _, _ = training_set(params, ShardSet(inputs["shards"]), inputs.get("views"))
+    images, _, _ = training_source(params, ShardSet(inputs["shards"]), inputs.get("views"))
     check_schedule(params, len(images))
 
 
@@ -66,7 +66,8 @@ def run(ctx: StageContext) -> StageSummary:
     params, tmp, key = ctx.params, ctx.tmp, ctx.key
     cfg, tcfg = params.select, params.train
     data = ShardSet(ctx.inputs["shards"])
-    images, partners, labels = training_set(params, data, ctx.inputs.get("views"))
+    images, partners, labels = training_source(params, data, ctx.inputs.get("views"))
+    streamed = not isinstance(images, torch.Tensor)
     device = choose_device(params.device)
     encoder, head, enc_config, head_config = new_models(params, data)
     history: list[dict] = []
@@ -85,6 +86,8 @@ def run(ctx: StageContext) -> StageSummary:
                       augment=tcfg.augment.model_dump(), device=device, seed=params.seed, partners=partners,
                       labels=labels if tcfg.loss == "supcon" else None, adversary=adversary(params),
                       on_epoch=on_epoch)
+    if streamed:
+        labels = images.all_labels()
     warmup_seconds = time.perf_counter() - t0
     opt = opt_holder.get("opt") or torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()),
                                                     lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -109,7 +112,8 @@ def run(ctx: StageContext) -> StageSummary:
                "gains": coreset.gains.tolist() if coreset.gains is not None else None}
     atomic_write_text(tmp / "selection.json", json.dumps(summary, indent=1))
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(params.seed))[:3000]
-    coreset_plot(labels[pick], selected[pick], embed(encoder.eval(), images[pick]), data.classes,
+    shown = images.take(pick) if streamed else images[pick]
+    coreset_plot(labels[pick], selected[pick], embed(encoder.eval(), shown), data.classes,
                  tmp / "coreset.png", title=f"{cfg.method} coreset: {int(selected.sum())} of {len(images)} "
                                             f"images after {cfg.warmup_epochs} warm-up epochs")
     md = (f"- coreset: {cfg.method}, {summary['selected']} of {len(images)} training images after "
