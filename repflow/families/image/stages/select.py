@@ -4,7 +4,9 @@ The schedule of RCS (Xu et al. 2023) is "``warmup_epochs`` on the full data, the
 re-selected every F epochs". This stage is its first half: it trains the warm-up epochs with the train
 stage's method (ACL, DynACL, SimCLR, ...) and selects from the warmed-up model; the train stage loads
 that state and continues, re-selecting every ``select.every`` epochs. ``full`` keeps every image (the
-reference arm); ``random`` draws the same number of images uniformly.
+reference arm); ``random`` draws the same number of images uniformly. Under ``full`` the training split is
+streamed (``train.stream``): the warm-up reads batches, the table's labels come from a pass over the
+``cls`` members and the plot's 3000 images from one more pass.
 
 Output folder: ``coreset.parquet`` (one row per training image: index, label, selected, candidate
 minibatch, pick round, gain), ``warmup.safetensors`` (encoder, head and optimizer after the warm-up),

@@ -11,6 +11,14 @@ a pretext head (decoder; generator + discriminator) trained with its own loss on
 data only. ``data`` picks real images, generated anchors, or both; ``loss: supcon`` uses class labels
 (real labels / the generator's classes) as extra positives.
 
+Data path (``train.stream``, default ``auto``): real data under a selection that keeps every image is
+streamed, not loaded: each epoch reads the shards through a shuffle buffer of ``train.shuffle_buffer``
+encoded samples (split by node and loader worker), so the split may be larger than memory and may live at
+a URL (:class:`repflow.shards.ShardReader`). Generated views and coreset methods load the training set
+into memory (see :func:`repflow.families.image.stages._training.streams` for why). The streamed order is
+another seeded permutation than the in-memory one, so the two give different encoders from the same seed;
+benchmarks/results/stream.md measures the difference.
+
 Training starts from the select stage's state (its warm-up epochs and first coreset); from then on a
 coreset method re-selects with the current model every ``select.every`` epochs, timed apart from the
 training itself.
