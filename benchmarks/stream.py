@@ -112,6 +112,12 @@ def main() -> None:
             for metric in ("probe_acc", "final_loss"):
                 diffs = [by[s, arm][metric] - by[s, "memory"][metric] for s in seeds]
                 notes.append(f"{arm} − memory, {metric}: mean {np.mean(diffs):+.4f}, {interval_text(diffs)}")
+    notes.append("Reading: with a buffer at least the split's size (the default 10000 here) the streamed order is a "
+                 "uniform random permutation, another one than torch.randperm's, so stream − memory is seed noise "
+                 "and its interval should cover 0. A buffer smaller than a class over class-sorted shards gives "
+                 "batches of few classes; SimCLR's negatives then come mostly from the anchor's class, which the "
+                 "loss and probe accuracy show. prep writes shards in source order, so an imagefolder source "
+                 "(sorted by class) needs train.shuffle_buffer above its largest class.")
     notes.append(f"{rows[0]['images']} Fashion-MNIST training images, small_cnn width {args.width}, {args.epochs} "
                  "epochs, batch 256; same init and augmentation generator per seed in every arm; only the order "
                  "of the images differs.")
