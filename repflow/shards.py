@@ -6,9 +6,15 @@ dot) + typed members. The manifest's ``meta["splits"][split]["members"]`` declar
 and the reader decodes by that declaration, never by the member's extension, so a file that is not what
 the manifest says is an error instead of a silent misread. Image folders also keep ``shape`` ([C, H, W])
 and ``classes`` in ``meta``, so later stages read image geometry from it instead of assuming a dataset.
+
+A reader opens a local folder, or a URL that WebDataset's ``gopen`` reads (``file://``, ``http(s)://``,
+``pipe:CMD``, ``gs://`` ...; S3 through ``pipe:aws s3 cp s3://bucket/dir/{name} -``). A local folder is
+verified against its manifest when opened; a remote one has its manifest's digest checked when opened and
+each shard's size and sha256 checked when it is streamed, before any of its samples is yielded.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -20,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
@@ -27,7 +34,7 @@ import webdataset as wds
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
-from repflow.manifest import OutputError, read_manifest
+from repflow.manifest import MANIFEST, SCHEMA, OutputError, manifest_digest, read_manifest
 from repflow.progress import progress
 
 __all__ = ["MEMBER_TYPES", "write_split", "write_image_split", "ShardReader", "ShardSet"]
@@ -293,56 +300,106 @@ _ZERO_BLOCK = bytes(512)
 _REGULAR = (b"0", b"\0")
 
 
-def _shard_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _shard_samples(src: Iterable[dict[str, Any]], remote: Mapping[str, Mapping[str, Any]] | None = None
+                   ) -> Iterator[dict[str, Any]]:
     """Pipeline stage: shard URLs in, raw samples (``__key__``, ``__url__``, member name → bytes) out.
 
-    A direct ustar parser over a memory map: the shards were sha256-verified against the manifest
-    when the :class:`ShardReader` opened, so this only has to split members (about 10x faster than
-    Python's ``tarfile``). Members group into samples at the first dot of the basename, exactly as
-    WebDataset groups them; a member that is not a regular file, or whose path is absolute or climbs
-    out with ``..``, is an error naming shard and member.
+    A local shard is memory-mapped (the folder was sha256-verified against the manifest when the
+    :class:`ShardReader` opened). A shard named in ``remote`` (URL → its manifest entry ``{"bytes",
+    "sha256"}``) is read whole through ``webdataset.gopen``, one shard at a time, and checked against that
+    entry before any of its samples is yielded.
     """
     for item in src:
         url = item["url"]
-        with open(url, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            pos, sample, pax_path = 0, None, None
-            while pos + 512 <= len(data):
-                header = data[pos:pos + 512]
-                if header == _ZERO_BLOCK:
-                    break
-                name = header[:100].split(b"\0", 1)[0].decode()
-                if header[345]:
-                    name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
-                size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-                kind = header[156:157]
-                pos += 512
-                body = data[pos:pos + size]
-                pos += (size + 511) // 512 * 512
-                if kind == b"x":  # PAX extended header: records "<len> key=value\n"; only path matters here
-                    for rec in bytes(body).decode("utf-8").splitlines():
-                        field = rec.split(" ", 1)[1] if " " in rec else ""
-                        if field.startswith("path="):
-                            pax_path = field[5:]
-                    continue
-                if kind in (b"5", b"g"):
-                    continue
-                if pax_path is not None:
-                    name, pax_path = pax_path, None
-                if kind not in _REGULAR:
-                    raise OutputError(f"{url}: tar member {name!r} has type {kind!r}; shards hold regular files only")
-                if name.startswith("/") or ".." in name.split("/"):
-                    raise OutputError(f"{url}: tar member {name!r} escapes its sample (absolute path or '..')")
-                base = name.rsplit("/", 1)[-1]
-                if "." not in base:
-                    raise OutputError(f"{url}: tar member {name!r} has no extension")
-                key, ext = name[:len(name) - len(base)] + base.split(".", 1)[0], base.split(".", 1)[1]
-                if sample is None or sample["__key__"] != key:
-                    if sample is not None:
-                        yield sample
-                    sample = {"__key__": key, "__url__": url}
-                sample[ext] = body
+        if remote is None or url not in remote:
+            with open(url, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                yield from _tar_samples(data, url)
+            continue
+        try:
+            with wds.gopen(url, "rb") as f:
+                data = f.read()
+        except Exception as exc:
+            raise OutputError(f"{url}: cannot read the shard ({exc})") from exc
+        expected = remote[url]
+        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise OutputError(f"{url}: {len(data)} bytes whose sha256 does not match the manifest's entry "
+                              f"({expected['bytes']} bytes): truncated, edited or not this folder's shard")
+        yield from _tar_samples(data, url)
+
+
+def _tar_samples(data: Any, url: str) -> Iterator[dict[str, Any]]:
+    """The samples of one tar in ``data`` (bytes or a memory map). A direct ustar parser (about 10x faster
+    than Python's ``tarfile``): members group into samples at the first dot of the basename, exactly as
+    WebDataset groups them; a member that is not a regular file, or whose path is absolute or climbs out
+    with ``..``, is an error naming shard and member."""
+    pos, sample, pax_path = 0, None, None
+    while pos + 512 <= len(data):
+        header = data[pos:pos + 512]
+        if header == _ZERO_BLOCK:
+            break
+        name = header[:100].split(b"\0", 1)[0].decode()
+        if header[345]:
+            name = header[345:500].split(b"\0", 1)[0].decode() + "/" + name
+        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        kind = header[156:157]
+        pos += 512
+        body = data[pos:pos + size]
+        pos += (size + 511) // 512 * 512
+        if kind == b"x":  # PAX extended header: records "<len> key=value\n"; only path matters here
+            for rec in bytes(body).decode("utf-8").splitlines():
+                field = rec.split(" ", 1)[1] if " " in rec else ""
+                if field.startswith("path="):
+                    pax_path = field[5:]
+            continue
+        if kind in (b"5", b"g"):
+            continue
+        if pax_path is not None:
+            name, pax_path = pax_path, None
+        if kind not in _REGULAR:
+            raise OutputError(f"{url}: tar member {name!r} has type {kind!r}; shards hold regular files only")
+        if name.startswith("/") or ".." in name.split("/"):
+            raise OutputError(f"{url}: tar member {name!r} escapes its sample (absolute path or '..')")
+        base = name.rsplit("/", 1)[-1]
+        if "." not in base:
+            raise OutputError(f"{url}: tar member {name!r} has no extension")
+        key, ext = name[:len(name) - len(base)] + base.split(".", 1)[0], base.split(".", 1)[1]
+        if sample is None or sample["__key__"] != key:
             if sample is not None:
                 yield sample
+            sample = {"__key__": key, "__url__": url}
+        sample[ext] = body
+    if sample is not None:
+        yield sample
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def _local_folder(location: str | Path) -> Path | None:
+    """The local folder ``location`` names (a path or a ``file://`` URL); None for any other URL."""
+    if isinstance(location, Path):
+        return location
+    if location.startswith("file://"):
+        return Path(unquote(urlparse(location).path))
+    return None if _SCHEME.match(location) else Path(location)
+
+
+def _remote_manifest(location: str, url: str) -> dict[str, Any]:
+    """The manifest at ``url``, its schema and digest checked (its files are checked as they are streamed)."""
+    try:
+        with wds.gopen(url, "rb") as f:
+            manifest = json.loads(f.read())
+    except json.JSONDecodeError as exc:
+        raise OutputError(f"{url}: not valid JSON ({exc})") from None
+    except Exception as exc:
+        raise OutputError(f"{location}: cannot read its {MANIFEST} at {url} ({exc})") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+            or manifest.get("schema") != SCHEMA:
+        schema = manifest.get("schema") if isinstance(manifest, dict) else None
+        raise OutputError(f"{url}: schema {schema!r}, expected {SCHEMA!r}")
+    if manifest_digest(manifest) != manifest.get("digest"):
+        raise OutputError(f"{url}: digest does not match its own contents (manifest was edited)")
+    return manifest
 
 
 def _decode_sample(sample: dict[str, Any], members: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -379,16 +436,28 @@ def _decode_sample(sample: dict[str, Any], members: dict[str, dict[str, Any]] | 
 
 
 class ShardReader:
-    """A verified shard folder of any modality. Construction checks the manifest, every file's sha256 and
-    each split's member declaration; ``stream(split)`` yields decoded samples as dicts.
+    """A verified shard folder of any modality. Construction checks the manifest, every file's sha256 (a
+    remote folder's files: as they are streamed) and each split's member declaration; ``stream(split)``
+    yields decoded samples as dicts.
+
+    ``location``: a local folder, a ``file://`` URL of one, or a URL prefix that ``webdataset.gopen`` reads
+    (``http(s)://host/dir``, ``pipe:cat /dir``, ...): a file's URL is ``location/name``, or ``location`` with
+    ``{name}`` replaced where it holds that placeholder (``pipe:aws s3 cp s3://bucket/dir/{name} -``).
+    ``folder`` is the local folder, None for a remote one; ``location`` is what messages name.
     """
 
-    def __init__(self, folder: str | Path, *, verify: bool = True):
-        self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder, verify=verify)
+    def __init__(self, location: str | Path, *, verify: bool = True):
+        self.folder: Path | None = _local_folder(location)
+        self.location = str(self.folder) if self.folder is not None else str(location).rstrip("/")
+        if self.folder is not None:
+            self.manifest = read_manifest(self.folder, verify=verify)
+            self._remote: dict[str, dict[str, Any]] | None = None
+        else:
+            self.manifest = _remote_manifest(self.location, self.url(MANIFEST))
+            self._remote = {self.url(name): info for name, info in self.manifest["files"].items()}
         self.meta: dict[str, Any] = self.manifest.get("meta", {})
         self.digest: str = self.manifest["digest"]
-        mpath = self.folder / "manifest.json"
+        mpath = self.url(MANIFEST)
         if not isinstance(self.meta.get("splits"), dict):
             raise OutputError(f"{mpath}: not a shard folder (no 'splits' in meta)")
         self._members: dict[str, dict[str, dict[str, Any]] | None] = {}
@@ -406,7 +475,7 @@ class ShardReader:
 
     def _split(self, split: str) -> dict[str, Any]:
         if split not in self.meta["splits"]:
-            raise OutputError(f"{self.folder}: no split {split!r}; has {sorted(self.meta['splits'])}")
+            raise OutputError(f"{self.location}: no split {split!r}; has {sorted(self.meta['splits'])}")
         return self.meta["splits"][split]
 
     def count(self, split: str) -> int:
@@ -417,8 +486,14 @@ class ShardReader:
         self._split(split)
         return self._members[split]
 
+    def url(self, name: str) -> str:
+        """Where the folder's file ``name`` is read from: a local path or a ``gopen`` URL."""
+        if self.folder is not None:
+            return str(self.folder / name)
+        return self.location.replace("{name}", name) if "{name}" in self.location else f"{self.location}/{name}"
+
     def urls(self, split: str) -> list[str]:
-        return [str(self.folder / name) for name in self._split(split)["shards"]]
+        return [self.url(name) for name in self._split(split)["shards"]]
 
     def stream(self, split: str, *, shuffle_buffer: int = 0, seed: int = 0) -> wds.DataPipeline:
         """Decoded samples (dicts with ``__key__`` and one entry per member), split by node and by DataLoader
@@ -432,15 +507,19 @@ class ShardReader:
         """Raw samples of ``split`` (shuffled when ``shuffle_buffer``), each mapped by ``decode``: one stage
         for decoding and whatever the caller makes of the sample, since every stage costs per sample."""
         stages: list[Any] = [wds.SimpleShardList(self.urls(split), seed=seed if shuffle_buffer else None),
-                             wds.split_by_node, wds.split_by_worker, _shard_samples]
-        if shuffle_buffer:
-            stages.append(wds.shuffle(shuffle_buffer, seed=seed))
+                             wds.split_by_node, wds.split_by_worker, partial(_shard_samples, remote=self._remote)]
+        if shuffle_buffer:  # the buffer fills before the first pick: with a buffer ≥ the split, a uniform shuffle
+            stages.append(wds.shuffle(shuffle_buffer, initial=shuffle_buffer, seed=seed))
         stages.append(wds.map(decode))
         return wds.DataPipeline(*stages)
 
     def __repr__(self) -> str:
         counts = {s: self.count(s) for s in self.splits()}
-        return f"{type(self).__name__}({str(self.folder)!r}, {counts})"
+        return f"{type(self).__name__}({self.location!r}, {counts})"
+
+
+def _image_batch(samples: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples], dtype=torch.int64)
 
 
 class ShardSet(ShardReader):
@@ -454,7 +533,7 @@ class ShardSet(ShardReader):
     def __init__(self, folder: str | Path, *, verify: bool = True):
         super().__init__(folder, verify=verify)
         if "shape" not in self.meta:
-            raise OutputError(f"{self.folder / 'manifest.json'}: not an image shard folder (no 'shape' in meta)")
+            raise OutputError(f"{self.url(MANIFEST)}: not an image shard folder (no 'shape' in meta)")
         self.shape: tuple[int, int, int] = tuple(self.meta["shape"])  # type: ignore[assignment]
         self.classes: list[str] = list(self.meta["classes"])
 
@@ -468,11 +547,12 @@ class ShardSet(ShardReader):
             return "png"
         images = [n for n, spec in members.items() if spec["type"] in _IMAGE_TYPES]
         if len(images) != 1 or members.get("cls", {}).get("type") != "cls":
-            raise OutputError(f"{self.folder}: split {split!r} declares {members}; an image split needs one png, "
+            raise OutputError(f"{self.location}: split {split!r} declares {members}; an image split needs one png, "
                               "jpg or raw member and a 'cls' member of type cls")
         missing = [e for e in extras if e not in members]
         if missing:
-            raise OutputError(f"{self.folder}: split {split!r} has no member(s) {missing}; declared {sorted(members)}")
+            raise OutputError(f"{self.location}: split {split!r} has no member(s) {missing}; "
+                              f"declared {sorted(members)}")
         return images[0]
 
     def dataset(self, split: str, *, shuffle_buffer: int = 0, seed: int = 0,
@@ -491,12 +571,25 @@ class ShardSet(ShardReader):
         return self._pipeline(split, image_tuple, shuffle_buffer, seed)
 
     def loader(self, split: str, *, batch_size: int, num_workers: int = 0, shuffle_buffer: int = 0,
-               seed: int = 0) -> wds.WebLoader:
-        """Batched stream. Workers are capped at the shard count so none is left without data."""
+               seed: int = 0, partial: bool = True) -> wds.WebLoader:
+        """Batched stream of ``(images uint8 (B,C,H,W), labels int64 (B,))``. Workers are capped at the shard
+        count so none is left without data; each worker batches its own shards, so with ``partial=False``
+        every worker drops its own ragged rest."""
         workers = min(num_workers, len(self.urls(split)))
         ds = self.dataset(split, shuffle_buffer=shuffle_buffer, seed=seed)
-        ds.append(wds.batched(batch_size, partial=True))
+        ds.append(wds.batched(batch_size, collation_fn=_image_batch, partial=partial))
         return wds.WebLoader(ds, batch_size=None, num_workers=workers)
+
+    def labels(self, split: str) -> torch.Tensor:
+        """Every label of the split in write order, int64 (N,): one pass that decodes only the ``cls`` members."""
+        self._image_member(split, ())
+        labels = torch.tensor(list(self._pipeline(split, lambda sample: _decode_sample(
+            {"__key__": sample["__key__"], "__url__": sample["__url__"], "cls": sample["cls"]},
+            {"cls": {"type": "cls"}})["cls"], 0, 0)), dtype=torch.int64)
+        if len(labels) != self.count(split):
+            raise OutputError(f"{self.location}: split {split!r} has {len(labels)} samples, manifest says "
+                              f"{self.count(split)}")
+        return labels
 
     def load(self, split: str, extras: tuple[str, ...] = ()) -> tuple[Any, ...]:
         """The whole split, in write order: images uint8 (N,C,H,W), labels int64 (N,), then one list per
@@ -512,14 +605,14 @@ class ShardSet(ShardReader):
             for store, value in zip(more, rest):
                 store.append(value)
             if tuple(img.shape) != self.shape:
-                raise OutputError(f"{self.folder}: {split} sample {i} has shape {tuple(img.shape)}, "
+                raise OutputError(f"{self.location}: {split} sample {i} has shape {tuple(img.shape)}, "
                                   f"manifest says {self.shape}")
             x[i], y[i] = img, label
             i += 1
         if i != n:
-            raise OutputError(f"{self.folder}: split {split!r} has {i} samples, manifest says {n}")
+            raise OutputError(f"{self.location}: split {split!r} has {i} samples, manifest says {n}")
         return (x, y, *more)
 
     def __repr__(self) -> str:
         counts = {s: self.count(s) for s in self.splits()}
-        return f"ShardSet({str(self.folder)!r}, shape={self.shape}, classes={self.num_classes}, {counts})"
+        return f"ShardSet({self.location!r}, shape={self.shape}, classes={self.num_classes}, {counts})"

@@ -13,7 +13,8 @@ same module rejects params that do not fit the actual inputs before anything is 
 - **Tracking**: one MLflow run per execution, named ``family.stage``, nested under the flow's parent run.
 - **Staged output**: the body writes into a temporary sibling that is renamed into place when complete.
 - **Metrics**: ``summary.json`` inside the output; ``<out>.metrics.json`` beside it for DVC (written on
-  reuse too).
+  reuse too). The runner adds ``peak_rss_mb`` to every stage's metrics: the peak resident memory (MiB) of
+  the stage's process while its body ran (:mod:`repflow.memory`; Ray tasks and loader workers not included).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import Any, Iterator
 from repflow.config import section_digest
 from repflow.family import Stage, code_version
 from repflow.manifest import OutputError, atomic_write_text, read_manifest, staged_output, sweep_temporary
+from repflow.memory import PeakMemory
 
 __all__ = ["Workspace", "WorkspaceBusy", "WorkspaceError", "StageContext", "StageSummary", "run_stage", "plan_stage",
            "read_summary",
@@ -226,9 +228,15 @@ def run_stage(stage: Stage | str, params: Any, inputs: dict[str, Path | None], o
         import mlflow
 
         ctx = StageContext(stage, params, used, tmp, out, key, lineage, meta, extras)
-        summary = stage.body()(ctx)
+        memory = PeakMemory()
+        memory.start()
+        try:
+            summary = stage.body()(ctx)
+        finally:
+            peak_mb = memory.stop()
         if not isinstance(summary, StageSummary):
             raise TypeError(f"{stage.module}.run returned {type(summary).__name__}, expected StageSummary")
+        summary.metrics["peak_rss_mb"] = round(peak_mb, 1)
         missing = [p for p in summary.plots if not (tmp / p).is_file()]
         if missing:
             raise OutputError(f"{stage.qualname}: summary names plots that were not written: {missing}")

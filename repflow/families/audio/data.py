@@ -49,13 +49,13 @@ class AudioSplit:
 
 def _meta(reader: ShardReader, key: str) -> Any:
     if key not in reader.meta:
-        raise OutputError(f"{reader.folder / 'manifest.json'}: meta has no {key!r}; an audio prep folder holds "
+        raise OutputError(f"{reader.url('manifest.json')}: meta has no {key!r}; an audio prep folder holds "
                           f"sample_rate, tasks, features, norm and splits (has {sorted(reader.meta)})")
     return reader.meta[key]
 
 
 def _settings(reader: ShardReader, settings: MelSettings | None, stats: dict | None) -> MelSettings:
-    mpath = reader.folder / "manifest.json"
+    mpath = reader.url("manifest.json")
     try:
         written = MelSettings.from_dict(_meta(reader, "features"))
     except (FeatureError, TypeError) as exc:
@@ -81,7 +81,7 @@ def _tasks(reader: ShardReader, tasks: Sequence[str] | None) -> dict[str, list[s
     wanted = list(available) if tasks is None else list(tasks)
     missing = [t for t in wanted if t not in available]
     if missing:
-        raise FeatureError(f"task(s) {missing} not in {reader.folder / 'manifest.json'}; its tasks: "
+        raise FeatureError(f"task(s) {missing} not in {reader.url('manifest.json')}; its tasks: "
                            f"{sorted(available)}")
     return {t: list(available[t]) for t in wanted}
 
@@ -101,7 +101,7 @@ def load_audio_split(folder: str | Path, split: str, *, settings: MelSettings | 
     if batch_size < 1:
         raise FeatureError(f"batch_size = {batch_size}, must be >= 1")
     reader = ShardReader(folder)
-    mpath = reader.folder / "manifest.json"
+    mpath = reader.url("manifest.json")
     settings = _settings(reader, settings, stats)
     if stats is None:
         try:

@@ -10,7 +10,7 @@ import abc
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,8 @@ from repflow.families.image.augment import random_views
 from repflow.progress import progress
 from repflow.registry import Listed, Registry
 
-__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary", "PretextHead", "LOSSES", "TrainMethod",
-           "TRAIN_METHODS"]
+__all__ = ["nt_xent_loss", "supcon_loss", "train_contrastive", "Adversary", "ImageStream", "PretextHead", "LOSSES",
+           "TrainMethod", "TRAIN_METHODS"]
 
 
 class Adversary(Protocol):
@@ -32,6 +32,22 @@ class Adversary(Protocol):
 
     def loss(self, encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: torch.Tensor, *, temperature: float,
              epoch: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class ImageStream(Protocol):
+    """Training images read batch by batch instead of held as one tensor (a dataset larger than memory):
+    what :func:`train_contrastive` takes in place of ``images``.
+
+    ``len(stream)``: images per epoch. ``batches(epoch, batch_size, drop_last=...)``: that epoch's
+    batches, in an order fixed by ``epoch`` and the stream's own seed, as ``(images uint8 (B,C,H,W),
+    labels int64 (B,) or None)``; labels only where the stream was built to carry them (they are then
+    SupCon's extra positives). ``drop_last``: leave out the ragged last batch.
+    """
+
+    def __len__(self) -> int: ...
+
+    def batches(self, epoch: int, batch_size: int, *, drop_last: bool
+                ) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]: ...
 
 
 class PretextHead(nn.Module, abc.ABC):
@@ -94,7 +110,8 @@ def supcon_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, temper
     return -(log_prob.masked_fill(~positives, 0).sum(1) / positives.sum(1)).mean()
 
 
-def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int,
+def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor | ImageStream, *, epochs: int,
+                      batch_size: int,
                       lr: float, weight_decay: float, temperature: float, augment: dict[str, Any],
                       device: torch.device, seed: int, partners: torch.Tensor | None = None,
                       labels: torch.Tensor | None = None, adversary: Adversary | None = None,
@@ -129,7 +146,17 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
     recorded (and passed to ``on_epoch``) as a partial epoch, and that last row gets
     ``"stopped_by_budget": True``. Every row has ``"seconds"``, the CPU seconds of its epoch. Apart
     from where it stops, a budgeted run trains exactly the batches an unbudgeted one does.
+
+    ``images`` may instead be an :class:`ImageStream` (shards streamed through a shuffle buffer): its
+    batches, in its order, come in place of the per-epoch permutation of a tensor; augmentation still draws
+    from the (seed, epoch) generator. A stream has no random access, so ``partners``, ``labels`` (a stream
+    carries its own) and ``epoch_indices`` (a coreset) take tensors only; ``use_every_image`` keeps the
+    ragged last batch instead of dropping it.
     """
+    streamed = not isinstance(images, torch.Tensor)
+    if streamed and (partners is not None or labels is not None or epoch_indices is not None):
+        raise ValueError("a streamed training set has no random access: partners (latent views), labels (a stream "
+                         "carries its own) and epoch_indices (a coreset) need the images as a tensor")
     if len(images) < 2:
         raise ValueError(f"contrastive training needs at least 2 images, got {len(images)}")
     if adversary is not None and labels is not None:
@@ -151,24 +178,37 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
     history = []
     for epoch in range(start_epoch, epochs):
         epoch_start = time.process_time()
-        active = epoch_indices(epoch) if epoch_indices is not None else torch.arange(len(images))
+        active = epoch_indices(epoch) if epoch_indices is not None else None
+        n_active = len(active) if active is not None else len(images)
         encoder.train()
         head.train()
-        if len(active) < 2:
-            raise ValueError(f"epoch {epoch + 1}: {len(active)} training images selected; need at least 2")
-        bs = min(batch_size, len(active))
+        if n_active < 2:
+            raise ValueError(f"epoch {epoch + 1}: {n_active} training images selected; need at least 2")
+        bs = min(batch_size, n_active)
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = active[torch.randperm(len(active), generator=g)]
+        if streamed:
+            n_batches = math.ceil(n_active / bs) if use_every_image else n_active // bs
+            batches: Iterable = images.batches(epoch, bs, drop_last=not use_every_image)
+        else:
+            if active is None:
+                active = torch.arange(n_active)
+            order = active[torch.randperm(n_active, generator=g)]
+            if use_every_image:
+                batches = order.tensor_split(math.ceil(n_active / bs))
+            else:
+                batches = order[:n_active - n_active % bs].split(bs)
+            n_batches = len(batches)
         aug = adversary.augment(augment, epoch + 1) if adversary is not None else augment
         total, count, done, out_of_time = 0.0, 0, 0, False
         diagnostics: dict[str, float] = {}
-        if use_every_image:
-            batches = order.tensor_split(math.ceil(len(order) / bs))
-        else:
-            batches = order[:len(order) - len(order) % bs].split(bs)
         kind = "pretext" if pretext else "contrastive"
-        for idx in progress(batches, desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch"):
-            x = images[idx].to(device, non_blocking=True).float().div_(255)
+        for batch in progress(batches, desc=f"{kind} epoch {epoch + 1}/{epochs}", unit="batch", total=n_batches):
+            if streamed:
+                raw, batch_labels = batch
+                x = raw.to(device, non_blocking=True).float().div_(255)
+            else:
+                idx, batch_labels = batch, (labels[batch] if labels is not None else None)
+                x = images[idx].to(device, non_blocking=True).float().div_(255)
             if partners is not None:
                 pick = torch.randint(0, partners.shape[1], (len(idx),), generator=g)
                 x2 = partners[idx, pick].to(device, non_blocking=True).float().div_(255)
@@ -179,8 +219,8 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
                 loss = head.loss(encoder, v1, v2, generator=g)
             elif adversary is not None:
                 loss = adversary.loss(encoder, head, v1, v2, temperature=temperature, epoch=epoch + 1, generator=g)
-            elif labels is not None:
-                loss = supcon_loss(head(encoder(v1)), head(encoder(v2)), labels[idx].to(device), temperature)
+            elif batch_labels is not None:
+                loss = supcon_loss(head(encoder(v1)), head(encoder(v2)), batch_labels.to(device), temperature)
             else:
                 loss = nt_xent_loss(head(encoder(v1)), head(encoder(v2)), temperature)
             opt.zero_grad(set_to_none=True)
@@ -194,10 +234,10 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
             if max_seconds is not None and time.process_time() - budget_start >= max_seconds:
                 out_of_time = True
                 break
-        stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": len(active), "trained": count,
+        stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": n_active, "trained": count,
                  "steps": done, **{k: v / max(count, 1) for k, v in diagnostics.items()},
                  "seconds": time.process_time() - epoch_start}
-        stopped = out_of_time and (done < len(batches) or epoch + 1 < epochs)
+        stopped = out_of_time and (done < n_batches or epoch + 1 < epochs)
         if stopped:
             stats["stopped_by_budget"] = True
         history.append(stats)

@@ -102,6 +102,13 @@ class TrainParams(Section):
     augment: AugmentParams = AugmentParams()
     adversarial: AdversarialParams = AdversarialParams()
     checkpoint_every: int = Field(1, ge=1, le=10_000, description="epochs between resumable checkpoints")
+    stream: Literal["auto", "always", "never"] = Field(
+        "auto", description="read the training shards batch by batch through a shuffle buffer instead of loading "
+                            "the split (auto: when data is real and select.method keeps every image; always: refuse "
+                            "other settings; never: load)")
+    shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000,
+                                description="streamed samples (still encoded) held for shuffling; >= the split: a "
+                                            "uniform shuffle")
 
     @model_validator(mode="after")
     def _method_fits_data_and_loss(self) -> "TrainParams":
@@ -374,5 +381,11 @@ def check(params) -> None:
         raise ValueError(f"select.method = {params.select.method!r}: scores images by contrastive gradients through "
                          f"a projection head, which train.method {params.train.method!r} (a pretext task) does not "
                          f"have; allowed with it: {allowed}")
+    if params.train.stream == "always" and (params.train.data != "real" or params.select.selection_method.subset):
+        why = (f"train.data = {params.train.data!r} (generated views are read in anchor groups)"
+               if params.train.data != "real" else
+               f"select.method = {params.select.method!r} (a coreset needs random access to the training images)")
+        raise ValueError(f"train.stream = 'always': streaming needs real data and a selection that keeps every "
+                         f"image; {why}; allowed: 'auto' (stream where it can) or 'never'")
     if params.register.criterion.startswith("alf_") and not params.evaluate.alf:
         raise ValueError(f"register.criterion = {params.register.criterion!r} needs evaluate.alf = true")

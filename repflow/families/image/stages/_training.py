@@ -53,6 +53,71 @@ def training_set(params: Params, data: ShardSet, views: Path | None):
     return images, (None if not latent_views and cfg.data == "real" else partners), labels
 
 
+def streams(params: Params) -> bool:
+    """Whether the select and train stages read the training split batch by batch (``train.stream``): real
+    data, and a selection that keeps every image. Generated views stay in memory (an anchor and its K views
+    are consecutive samples a shuffle buffer would separate; their number is the generate stage's
+    ``anchors × (K + 1)``, set by the user), and so does the training set of a coreset method (selection
+    scores and indexes every image)."""
+    cfg = params.train
+    return cfg.stream != "never" and cfg.data == "real" and not params.select.selection_method.subset
+
+
+class ShardImages:
+    """The real training split as an :class:`~repflow.families.image.contrastive.ImageStream`: epoch e reads
+    the shards in an order and through a shuffle buffer (``train.shuffle_buffer`` encoded samples; it fills
+    before the first pick) both seeded from (seed, e), split by node (torch.distributed rank) and by loader
+    worker. Memory: the buffer, one decoded batch and one shard's memory map or, for a remote folder, one
+    shard's bytes — not the split.
+
+    With a buffer at least the split's size the order is a uniform random permutation, like the in-memory
+    path's ``torch.randperm`` but a different one, so the two paths give different batches from the same
+    seed: benchmarks/results/stream.md measures what that changes. With a smaller buffer, samples move at
+    most about a buffer's length from their place in the shards (prep writes them in source order: an
+    ``imagefolder`` source is sorted by class, and a buffer smaller than a class gives one-class batches).
+    """
+
+    def __init__(self, data: ShardSet, split: str, *, shuffle_buffer: int, seed: int, labels: bool = False,
+                 workers: int = 0):
+        self.data, self.split, self.shuffle_buffer, self.seed = data, split, shuffle_buffer, seed
+        self.labels, self.workers = labels, workers
+
+    def __len__(self) -> int:
+        return self.data.count(self.split)
+
+    def batches(self, epoch: int, batch_size: int, *, drop_last: bool):
+        loader = self.data.loader(self.split, batch_size=batch_size, num_workers=self.workers,
+                                  shuffle_buffer=self.shuffle_buffer, seed=self.seed * 100_003 + epoch,
+                                  partial=not drop_last)
+        for images, labels in loader:
+            yield images, (labels if self.labels else None)
+
+    def all_labels(self) -> torch.Tensor:
+        """Every label of the split, in write order (int64 (N,)): a pass that decodes only the ``cls``
+        members."""
+        return self.data.labels(self.split)
+
+    def take(self, indices: torch.Tensor) -> torch.Tensor:
+        """The images at ``indices`` (positions in write order), uint8 (k,C,H,W) in the order given: one
+        pass that keeps only those."""
+        wanted = {int(i): j for j, i in enumerate(indices.tolist())}
+        out = torch.empty((len(wanted), *self.data.shape), dtype=torch.uint8)
+        for i, (image, _) in enumerate(self.data.dataset(self.split)):
+            if i in wanted:
+                out[wanted[i]] = image
+        return out
+
+
+def training_source(params: Params, data: ShardSet, views: Path | None):
+    """(images, partners, labels) as :func:`training_set` gives them, or where :func:`streams` says so
+    (ShardImages, None, None): the stream then carries the labels itself when the loss is SupCon."""
+    if not streams(params):
+        return training_set(params, data, views)
+    cfg = params.train
+    return ShardImages(data, "train", shuffle_buffer=cfg.shuffle_buffer, seed=params.seed,
+                       labels=cfg.loss == "supcon"), None, None
+
+
 def new_models(params: Params, data: ShardSet) -> tuple[nn.Module, nn.Module, dict, dict]:
     """(encoder, head, encoder config, head config), initialised from ``params.seed``. Adversarial methods
     get dual batch norm; the saved encoder answers with ``train.adversarial.inference_bn``. The head is

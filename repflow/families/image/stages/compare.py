@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from repflow.families.image.train_methods import TRAIN_METHODS
 from repflow.families.image.stages._training import adversary, new_models, training_set
 from repflow.families.image.stages.transfer import attack_settings
 from repflow.manifest import atomic_write_text, read_manifest
+from repflow.memory import peak_memory_mb, reset_peak_memory
 from repflow.families.image.models import ProbedEncoder, build_classifier
 from repflow.families.image.probes import calibrate_batch_norm, embed, linear_reconstruction_r2
 from repflow.probe import few_label_accuracy, fit_linear_probe
@@ -90,34 +90,6 @@ def arm_params(params: Params, method: str, seed: int) -> Params:
                                             "lr": params.compare.lr.get(method, params.train.lr)})
     select = params.select.model_copy(update={"method": "full"})
     return params.model_copy(update={"seed": seed, "train": train, "select": select})
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_memory() -> float:
-    """Start measuring a new peak of this process's resident memory (Linux: writing 5 to
-    ``/proc/self/clear_refs`` resets VmHWM); returns the resident MiB now."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    now = _status_mb("VmRSS")
-    return now if now is not None else 0.0
-
-
-def peak_memory_mb() -> float:
-    """Peak resident MiB of this process since :func:`reset_peak_memory` (where the reset is not available,
-    since the process started)."""
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: str) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 def check(params, inputs: dict[str, Path]) -> None:
     """Generator and distillation params against the actual shards, before anything is tracked."""
     data = ShardSet(inputs["shards"])
-    _checked_generator(params, data, inputs["generator"], data.load("train")[1])
+    _checked_generator(params, data, inputs["generator"], data.labels("train"))
 
 
 def run(ctx: StageContext) -> StageSummary:

@@ -4,7 +4,9 @@ The schedule of RCS (Xu et al. 2023) is "``warmup_epochs`` on the full data, the
 re-selected every F epochs". This stage is its first half: it trains the warm-up epochs with the train
 stage's method (ACL, DynACL, SimCLR, ...) and selects from the warmed-up model; the train stage loads
 that state and continues, re-selecting every ``select.every`` epochs. ``full`` keeps every image (the
-reference arm); ``random`` draws the same number of images uniformly.
+reference arm); ``random`` draws the same number of images uniformly. Under ``full`` the training split is
+streamed (``train.stream``): the warm-up reads batches, the table's labels come from a pass over the
+``cls`` members and the plot's 3000 images from one more pass.
 
 Output folder: ``coreset.parquet`` (one row per training image: index, label, selected, candidate
 minibatch, pick round, gain), ``warmup.safetensors`` (encoder, head and optimizer after the warm-up),
@@ -30,7 +32,7 @@ from repflow.report import coreset_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
 from repflow.families.image.stages._training import (adversary, check_schedule, choose_coreset, new_models,
-                                                    save_training_state, training_set)
+                                                    save_training_state, training_source)
 
 log = logging.getLogger("repflow.select")
 
@@ -58,7 +60,7 @@ def coreset_table(n: int, labels: torch.Tensor, coreset) -> pl.DataFrame:
 
 def check(params, inputs: dict[str, Path]) -> None:
     """Selection params against the actual training set (coreset budget, validation size)."""
-    images, _, _ = training_set(params, ShardSet(inputs["shards"]), inputs.get("views"))
+    images, _, _ = training_source(params, ShardSet(inputs["shards"]), inputs.get("views"))
     check_schedule(params, len(images))
 
 
@@ -66,7 +68,8 @@ def run(ctx: StageContext) -> StageSummary:
     params, tmp, key = ctx.params, ctx.tmp, ctx.key
     cfg, tcfg = params.select, params.train
     data = ShardSet(ctx.inputs["shards"])
-    images, partners, labels = training_set(params, data, ctx.inputs.get("views"))
+    images, partners, labels = training_source(params, data, ctx.inputs.get("views"))
+    streamed = not isinstance(images, torch.Tensor)
     device = choose_device(params.device)
     encoder, head, enc_config, head_config = new_models(params, data)
     history: list[dict] = []
@@ -85,6 +88,8 @@ def run(ctx: StageContext) -> StageSummary:
                       augment=tcfg.augment.model_dump(), device=device, seed=params.seed, partners=partners,
                       labels=labels if tcfg.loss == "supcon" else None, adversary=adversary(params),
                       on_epoch=on_epoch)
+    if streamed:
+        labels = images.all_labels()
     warmup_seconds = time.perf_counter() - t0
     opt = opt_holder.get("opt") or torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()),
                                                     lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -109,7 +114,8 @@ def run(ctx: StageContext) -> StageSummary:
                "gains": coreset.gains.tolist() if coreset.gains is not None else None}
     atomic_write_text(tmp / "selection.json", json.dumps(summary, indent=1))
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(params.seed))[:3000]
-    coreset_plot(labels[pick], selected[pick], embed(encoder.eval(), images[pick]), data.classes,
+    shown = images.take(pick) if streamed else images[pick]
+    coreset_plot(labels[pick], selected[pick], embed(encoder.eval(), shown), data.classes,
                  tmp / "coreset.png", title=f"{cfg.method} coreset: {int(selected.sum())} of {len(images)} "
                                             f"images after {cfg.warmup_epochs} warm-up epochs")
     md = (f"- coreset: {cfg.method}, {summary['selected']} of {len(images)} training images after "

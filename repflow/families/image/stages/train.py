@@ -11,6 +11,14 @@ a pretext head (decoder; generator + discriminator) trained with its own loss on
 data only. ``data`` picks real images, generated anchors, or both; ``loss: supcon`` uses class labels
 (real labels / the generator's classes) as extra positives.
 
+Data path (``train.stream``, default ``auto``): real data under a selection that keeps every image is
+streamed, not loaded: each epoch reads the shards through a shuffle buffer of ``train.shuffle_buffer``
+encoded samples (split by node and loader worker), so the split may be larger than memory and may live at
+a URL (:class:`repflow.shards.ShardReader`). Generated views and coreset methods load the training set
+into memory (see :func:`repflow.families.image.stages._training.streams` for why). The streamed order is
+another seeded permutation than the in-memory one, so the two give different encoders from the same seed;
+benchmarks/results/stream.md measures the difference.
+
 Training starts from the select stage's state (its warm-up epochs and first coreset); from then on a
 coreset method re-selects with the current model every ``select.every`` epochs, timed apart from the
 training itself.
@@ -40,7 +48,7 @@ from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
 from repflow.families.image.stages._training import (adversary, choose_coreset, load_training_state, new_models,
-                                                    training_set)
+                                                    training_source)
 
 log = logging.getLogger("repflow.train")
 
@@ -50,7 +58,8 @@ def run(ctx: StageContext) -> StageSummary:
     selection = ctx.inputs["selection"]
     cfg, scfg = params.train, params.select
     data = ShardSet(ctx.inputs["shards"])
-    images, partners, labels = training_set(params, data, ctx.inputs.get("views"))
+    images, partners, labels = training_source(params, data, ctx.inputs.get("views"))
+    streamed = not isinstance(images, torch.Tensor)
     sel_manifest = read_manifest(selection, stage="image.select")
     if sel_manifest["meta"]["images"] != len(images):
         raise OutputError(f"{selection}: selection made over {sel_manifest['meta']['images']} images, "
@@ -92,7 +101,10 @@ def run(ctx: StageContext) -> StageSummary:
         state["epoch_start"] = time.perf_counter()
         return state["coreset"]
 
+    coresets[rounds[-1]["epoch"]] = state["coreset"]
+
     ctx.meta.update({"method": cfg.method, "data": cfg.data, "loss": cfg.loss, "images": len(images),
+                     "streamed": streamed, "shuffle_buffer": cfg.shuffle_buffer if streamed else None,
                      "coreset": scfg.method, "encoder": enc_config, "out_dim": encoder.out_dim})
     mlflow.set_tag("repflow.resumed_from_epoch", str(start_epoch))
     ui_progress = RunProgress(f"train: {cfg.method} epochs (of {cfg.epochs})")
@@ -110,12 +122,15 @@ def run(ctx: StageContext) -> StageSummary:
                             selection_seconds=state["selection_seconds"], train_seconds=state["train_seconds"],
                             extra={"coreset": state["coreset"],
                                    **{f"round/{e}": idx for e, idx in coresets.items() if idx is not None}})
+        state["epoch_start"] = time.perf_counter()
+
+    state["epoch_start"] = time.perf_counter()
 
     train_contrastive(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                       weight_decay=cfg.weight_decay, temperature=cfg.temperature,
                       augment=cfg.augment.model_dump(), device=device, seed=params.seed,
                       partners=partners, labels=labels if cfg.loss == "supcon" else None,
-                      adversary=adversary(params), epoch_indices=epoch_indices,
+                      adversary=adversary(params), epoch_indices=None if streamed else epoch_indices,
                       optimizer_state=opt_state, start_epoch=start_epoch,
                       use_every_image=scfg.selection_method.subset, on_epoch=on_epoch)
     encoder.cpu().eval()
