@@ -1,16 +1,9 @@
-import shutil
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
 
 from repflow.families.image.models import ProjectionHead, build_encoder
 from repflow.checkpoints import (CheckpointError, TrainingProgress, flatten_optimizer, load_state_strict, load_tensors,
                                  save_tensors, unflatten_optimizer)
-from tests.conftest import child_env, write_params
 
 
 def test_tensors_and_config_round_trip(tmp_path):
@@ -93,40 +86,40 @@ def test_training_progress_checkpoints_every_k_epochs_and_resumes_after_the_last
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_its_checkpoint(tmp_path):
-    """SIGKILL `repflow stage train` after its first epoch checkpoint; the rerun continues from it and ends
-    with the same weights as an uninterrupted run."""
-    sections = {"prep": {"per_class": 80, "test_per_class": 5}, "train": {"epochs": 5, "width": 16}}
-    env = child_env(REPFLOW_PROGRESS="0")
-    cli = [sys.executable, "-m", "repflow", "stage"]
-    ws = tmp_path / "killed"
-    write_params(ws, **sections)
-    for stage in ("prep", "select"):
-        subprocess.run(cli + [stage, "--workdir", str(ws)], check=True, env=env, capture_output=True, timeout=300)
-    shutil.copytree(ws, tmp_path / "straight")  # the same prep and select outputs for the uninterrupted run
+def test_killed_training_stage_resumes_from_its_checkpoint(tiny_shards, mlflow_tmp, monkeypatch):
+    """The train stage dies after its second epoch's checkpoint; the rerun continues from it and ends with the
+    same weights as an uninterrupted run. In-process with an injected crash (the real SIGKILL of a whole
+    `repflow run` is tests/test_resume.py's scenario)."""
+    from repflow.families.image.stages import train as train_stage
+    from repflow.family import parse_params
+    from repflow.stage import run_stage
+    from tests.conftest import tiny_params
 
-    progress = ws / "artifacts" / ".train.progress" / "last.safetensors"
-    proc = subprocess.Popen(cli + ["train", "--workdir", str(ws)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not progress.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed; make it slower"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not (ws / "artifacts" / "train").exists()
-    _, meta = load_tensors(progress)
-    assert 1 <= meta["epoch"] < 5
+    params = parse_params(tiny_params(train={"epochs": 4, "checkpoint_every": 1}))
+    inputs = {"shards": tiny_shards, "views": None}
+    selection = run_stage("image.select", params, inputs, mlflow_tmp / "select")
+    inputs["selection"] = selection
+    straight = run_stage("image.train", params, inputs, mlflow_tmp / "straight")
+    real = train_stage.train_contrastive
 
-    rerun = subprocess.run(cli + ["train", "--workdir", str(ws)], env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"resuming from epoch {meta['epoch']}" in rerun.stderr
+    def crash_after_second_epoch(*args, on_epoch, **kwargs):
+        def save_then_crash(epoch, stats, opt):
+            on_epoch(epoch, stats, opt)
+            if epoch == 2:
+                raise KeyboardInterrupt("killed")
+        return real(*args, on_epoch=save_then_crash, **kwargs)
+
+    monkeypatch.setattr(train_stage, "train_contrastive", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("image.train", params, inputs, mlflow_tmp / "train")
+    progress = mlflow_tmp / ".train.progress" / "last.safetensors"
+    assert not (mlflow_tmp / "train").exists()
+    assert load_tensors(progress)[1]["epoch"] == 2
+    monkeypatch.setattr(train_stage, "train_contrastive", real)
+    resumed = run_stage("image.train", params, inputs, mlflow_tmp / "train")
     assert not progress.parent.exists()
-
-    straight = tmp_path / "straight"
-    subprocess.run(cli + ["train", "--workdir", str(straight)], check=True, env=env, capture_output=True, timeout=300)
-    a, _ = load_tensors(ws / "artifacts" / "train" / "encoder.safetensors")
-    b, _ = load_tensors(straight / "artifacts" / "train" / "encoder.safetensors")
+    a, _ = load_tensors(resumed / "encoder.safetensors")
+    b, _ = load_tensors(straight / "encoder.safetensors")
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        assert torch.equal(a[k], b[k]), k
