@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from repflow.manifest import MANIFEST, SCHEMA, OutputError, manifest_digest, read_manifest
 from repflow.progress import progress
@@ -44,7 +43,10 @@ def _shard_pattern(folder: Path, split: str) -> str:
     return str(folder / f"{split}-%06d.tar")
 
 
-def _image_codec(fmt: str, channels: tuple[int, ...], decode: Callable, **opts: Any) -> tuple[Callable, Callable]:
+def _image_codec(fmt: str, channels: tuple[int, ...], decoder: str, **opts: Any) -> tuple[Callable, Callable]:
+    """(encode, decode) for one image format; ``decoder`` names torchvision.io's function, imported on first
+    decode: importing torchvision pulls in torch._dynamo (~4 CPU-s), which a process reading raw shards, or
+    none, should not pay."""
     def encode(value: Any, spec: dict) -> bytes:
         a = np.asarray(value)
         if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in channels):
@@ -54,7 +56,9 @@ def _image_codec(fmt: str, channels: tuple[int, ...], decode: Callable, **opts: 
         return buf.getvalue()
 
     def decode_(raw: bytes, spec: dict) -> torch.Tensor:
-        return decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+        from torchvision import io as tvio
+
+        return getattr(tvio, decoder)(torch.frombuffer(bytearray(raw), dtype=torch.uint8), tvio.ImageReadMode.UNCHANGED)
 
     return encode, decode_
 
@@ -147,8 +151,8 @@ def _encode_cls(value: Any, spec: dict) -> bytes:
 
 
 _CODECS: dict[str, tuple[Callable[[Any, dict], bytes], Callable[[bytes, dict], Any]]] = {
-    "png": _image_codec("PNG", (1, 3, 4), decode_png),
-    "jpg": _image_codec("JPEG", (1, 3), decode_jpeg, quality=95),
+    "png": _image_codec("PNG", (1, 3, 4), "decode_png"),
+    "jpg": _image_codec("JPEG", (1, 3), "decode_jpeg", quality=95),
     "flac": (_encode_flac, _decode_flac),
     "npy": (_encode_npy, lambda raw, spec: _load_npy(raw)),
     "raw": (_encode_raw, _decode_raw),
