@@ -6,11 +6,12 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 __all__ = ["choose_device", "ensure_ray", "ray_resources", "check_ray_address", "prepare_ray_client",
-           "ClusterError"]
+           "run_data_parallel", "ClusterError"]
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +109,54 @@ def ensure_ray(num_cpus: int | None = None, num_gpus: int | None = None):
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
         log.info("started a local Ray instance with %s CPUs", ray.cluster_resources().get("CPU"))
     return ray
+
+
+def _data_parallel_worker(job: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: one torch thread per CPU it was given, the job's object-store values
+    fetched, then ``job["loop"](payload, device)``; Ray Train has set up the process group already."""
+    import ray
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(job["threads"])
+    payload = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in job["payload"].items()}
+    job["loop"](payload, device)
+
+
+def run_data_parallel(loop: Callable[[dict[str, Any], torch.device], None], payload: dict[str, Any], *, workers: int,
+                      device: str | torch.device, storage: Path, name: str, threads: int = 1) -> None:
+    """Run ``loop(payload, device)`` on ``workers`` Ray Train workers (``TorchTrainer``) with a torch process
+    group: NCCL and one GPU per worker when ``device`` is CUDA, gloo and ``threads`` CPUs (torch threads) per
+    worker otherwise. The loop finds its rank in ``torch.distributed`` (:mod:`repflow.data_parallel` has the
+    pieces: local slices, gather with gradients, synchronised batch norm, gradient averaging). Tensors in
+    ``payload`` travel through Ray's object store (put once, fetched by each worker), so the workers may run on
+    other nodes: the same code on the local instance or on the cluster ``RAY_ADDRESS`` names
+    (:func:`ensure_ray`). ``loop`` must be importable by module (Ray pickles it by reference).
+
+    ``storage``: Ray Train's run folder (its own bookkeeping; on a multi-node cluster a path every node sees, as
+    is whatever the loop writes). Blocks until the run ends; a worker's error is raised here as ClusterError
+    naming the run (no retries: the caller's checkpoints make a rerun resume)."""
+    ray = ensure_ray()
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    gpu = torch.device(device).type == "cuda"
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    refs = {k: ray.put(v) if isinstance(v, torch.Tensor) else v for k, v in payload.items()}
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        _data_parallel_worker, train_loop_config={"loop": loop, "payload": refs, "threads": threads},
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": threads, **({"GPU": 1} if gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
+                             failure_config=FailureConfig(max_failures=0)))
+    log.info("%s: %d data-parallel workers on %s (%s)", name, workers, "GPU" if gpu else "CPU",
+             "nccl" if gpu else "gloo")
+    try:
+        trainer.fit()
+    except Exception as exc:  # ray.train.TrainingFailedError and its kin carry the worker's traceback
+        raise ClusterError(f"{name}: data-parallel training on {workers} Ray Train workers failed: "
+                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}") from exc

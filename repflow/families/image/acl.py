@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from repflow.data_parallel import gather_with_grad
 from repflow.families.image.models.encoders import bn_branch
 from repflow.families.image.contrastive import TRAIN_METHODS, TrainMethod, nt_xent_loss
 
@@ -35,7 +36,9 @@ def pgd_contrastive(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: t
     As in the official ACL code, the views are crafted with the modules in eval mode: batch norm normalises
     with the ``adv`` branch's running statistics instead of each perturbed batch's own, and no PGD iterate
     updates those statistics (the branch the saved encoder answers with). The caller's modes are restored;
-    the training loss that follows runs in train mode. Parameter gradients are not touched. Returns
+    the training loss that follows runs in train mode. Parameter gradients are not touched. Data parallel
+    (:mod:`repflow.data_parallel`): ``v1``, ``v2`` are this rank's slice, the attacked loss is the global
+    batch's (projections gathered), each rank draws its own random start. Returns
     detached (N, C, H, W) views in [0, 1].
     """
     x = torch.cat([v1, v2]).detach()
@@ -50,7 +53,7 @@ def pgd_contrastive(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: t
             for _ in range(steps):
                 x_adv.requires_grad_(True)
                 z = head(encoder(x_adv))
-                loss = nt_xent_loss(z[:n], z[n:], temperature)
+                loss = nt_xent_loss(gather_with_grad(z[:n]), gather_with_grad(z[n:]), temperature)
                 (grad,) = torch.autograd.grad(loss, x_adv)
                 with torch.no_grad():
                     x_adv = x_adv + alpha * grad.sign()
@@ -65,9 +68,9 @@ def pgd_contrastive(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: t
 def acl_loss(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: torch.Tensor, adv1: torch.Tensor,
              adv2: torch.Tensor, *, temperature: float, adv_weight: float = 0.0) -> torch.Tensor:
     """``((1 − w) · NT-Xent(clean) + (1 + w) · NT-Xent(adv)) / 2``; ``w = 0`` is ACL's plain mean."""
-    z1, z2 = head(encoder(v1)), head(encoder(v2))
+    z1, z2 = gather_with_grad(head(encoder(v1))), gather_with_grad(head(encoder(v2)))
     with bn_branch("adv", encoder, head):
-        a1, a2 = head(encoder(adv1)), head(encoder(adv2))
+        a1, a2 = gather_with_grad(head(encoder(adv1))), gather_with_grad(head(encoder(adv2)))
     clean, adv = nt_xent_loss(z1, z2, temperature), nt_xent_loss(a1, a2, temperature)
     return ((1 - adv_weight) * clean + (1 + adv_weight) * adv) / 2
 

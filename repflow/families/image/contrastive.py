@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repflow.data_parallel import any_rank, average_gradients, gather_with_grad, local_slice, world
 from repflow.families.image.augment import random_views
 from repflow.progress import progress
 from repflow.registry import Listed, Registry
@@ -141,6 +142,15 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor 
     ``start_epoch`` sees exactly the batches an uninterrupted run would. ``on_epoch(epoch, stats,
     optimizer)`` is called after every epoch (checkpointing and logging live with the caller).
 
+    Data parallel: when a torch.distributed process group is initialised (W > 1 ranks, e.g. Ray Train's
+    workers, :func:`repflow.cluster.run_data_parallel`), every rank draws the same global batch and its views
+    (``batch_size`` is the global batch), encodes only its :func:`~repflow.data_parallel.local_slice` of them,
+    and the loss is computed on the projections gathered with their gradients from every rank, so the
+    negatives are the whole global batch; gradients are averaged over the ranks before each step. The loss, the
+    history and the weights then follow the one-process run up to floating-point order (batch norm must be
+    synchronised by the caller: :func:`~repflow.data_parallel.sync_batch_norm`). Pretext heads and streamed
+    images are not supported there (per-slice losses; a stream split by rank).
+
     ``max_seconds``: a budget in CPU seconds of this process (``time.process_time()``, all threads)
     spent inside this call; once reached after a batch the loop ends, the current epoch's stats are
     recorded (and passed to ``on_epoch``) as a partial epoch, and that last row gets
@@ -167,6 +177,13 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor 
                          "labels (SupCon) with it")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be > 0 (CPU seconds) or None, got {max_seconds}")
+    rank, ranks = world()
+    if pretext and ranks > 1:
+        raise ValueError(f"a pretext head ({type(head).__name__}) does not train data-parallel ({ranks} ranks): "
+                         "its loss is not gathered over the global batch")
+    if streamed and ranks > 1:
+        raise ValueError(f"a streamed training set does not train data-parallel ({ranks} ranks): the shard stream "
+                         "splits by rank, and every rank needs the whole global batch; pass the images as a tensor")
     budget_start = time.process_time()
     encoder.to(device).train()
     head.to(device).train()
@@ -215,23 +232,29 @@ def train_contrastive(encoder: nn.Module, head: nn.Module, images: torch.Tensor 
             else:
                 x2 = x
             v1, v2 = random_views(x, g, **aug), random_views(x2, g, **aug)
+            if ranks > 1:
+                mine = local_slice(len(x), rank, ranks)
+                v1, v2 = v1[mine], v2[mine]
             if pretext:
                 loss = head.loss(encoder, v1, v2, generator=g)
             elif adversary is not None:
                 loss = adversary.loss(encoder, head, v1, v2, temperature=temperature, epoch=epoch + 1, generator=g)
             elif batch_labels is not None:
-                loss = supcon_loss(head(encoder(v1)), head(encoder(v2)), batch_labels.to(device), temperature)
+                loss = supcon_loss(gather_with_grad(head(encoder(v1))), gather_with_grad(head(encoder(v2))),
+                                   batch_labels.to(device), temperature)
             else:
-                loss = nt_xent_loss(head(encoder(v1)), head(encoder(v2)), temperature)
+                loss = nt_xent_loss(gather_with_grad(head(encoder(v1))), gather_with_grad(head(encoder(v2))),
+                                    temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(params)
             opt.step()
             total += loss.item() * len(x)
             count += len(x)
             done += 1
             for key, value in (head.batch_stats() if pretext else {}).items():
                 diagnostics[key] = diagnostics.get(key, 0.0) + value * len(x)
-            if max_seconds is not None and time.process_time() - budget_start >= max_seconds:
+            if max_seconds is not None and any_rank(time.process_time() - budget_start >= max_seconds, device):
                 out_of_time = True
                 break
         stats = {"epoch": epoch + 1, "loss": total / max(count, 1), "images": n_active, "trained": count,

@@ -109,6 +109,8 @@ class TrainParams(Section):
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000,
                                 description="streamed samples (still encoded) held for shuffling; >= the split: a "
                                             "uniform shuffle")
+    workers: int = Field(1, ge=1, le=256, description="data-parallel Ray Train workers, each a slice of every "
+                         "global batch (1 = in process; a GPU each when the device is CUDA)")
 
     @model_validator(mode="after")
     def _method_fits_data_and_loss(self) -> "TrainParams":
@@ -387,5 +389,15 @@ def check(params) -> None:
                f"select.method = {params.select.method!r} (a coreset needs random access to the training images)")
         raise ValueError(f"train.stream = 'always': streaming needs real data and a selection that keeps every "
                          f"image; {why}; allowed: 'auto' (stream where it can) or 'never'")
+    if params.train.workers > 1 and (method.pretext is not None or params.select.selection_method.subset):
+        what = (f"train.method {params.train.method!r} is a pretext task (its loss is per worker, not gathered)"
+                if method.pretext is not None else
+                f"select.method {params.select.method!r} re-selects a coreset during training")
+        raise ValueError(f"train.workers = {params.train.workers}: data-parallel training covers contrastive methods "
+                         f"on every image; {what}; allowed with it: train.workers = 1")
+    if params.train.workers > 1 and params.train.stream == "always":
+        raise ValueError(f"train.stream = 'always': data-parallel workers (train.workers = {params.train.workers}) "
+                         "take the training set in memory (the shard stream splits by rank, the workers need every "
+                         "global batch); allowed with them: 'auto' or 'never'")
     if params.register.criterion.startswith("alf_") and not params.evaluate.alf:
         raise ValueError(f"register.criterion = {params.register.criterion!r} needs evaluate.alf = true")

@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from repflow.families.image.models import build_encoder
-from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_tensors,
-                                 unflatten_optimizer)
+from repflow.checkpoints import (CheckpointError, flatten_optimizer, load_state_strict, load_tensors, save_progress,
+                                 save_tensors, unflatten_optimizer)
 from repflow.cluster import ensure_ray, ray_resources
 from repflow.config import Params
-from repflow.families.image.contrastive import Adversary
+from repflow.data_parallel import broadcast_module, sync_batch_norm, world
+from repflow.families.image.contrastive import Adversary, train_contrastive
 from repflow.families.image.train_methods import build_training_head, load_training_head
 from repflow.families.image.coreset import Coreset, candidate_batches, candidate_gradients, coreset_budget
 from repflow.manifest import OutputError
@@ -58,9 +59,11 @@ def streams(params: Params) -> bool:
     data, and a selection that keeps every image. Generated views stay in memory (an anchor and its K views
     are consecutive samples a shuffle buffer would separate; their number is the generate stage's
     ``anchors × (K + 1)``, set by the user), and so does the training set of a coreset method (selection
-    scores and indexes every image)."""
+    scores and indexes every image) and of data-parallel workers (``train.workers > 1``: the stream splits by
+    rank, each worker needs every global batch)."""
     cfg = params.train
-    return cfg.stream != "never" and cfg.data == "real" and not params.select.selection_method.subset
+    return (cfg.stream != "never" and cfg.data == "real" and not params.select.selection_method.subset
+            and cfg.workers == 1)
 
 
 class ShardImages:
@@ -258,3 +261,47 @@ def choose_coreset(params: Params, encoder: nn.Module, head: nn.Module, enc_conf
         encoder.train(was_training[0])
         head.train(was_training[1])
     return coreset, time.perf_counter() - t0
+
+
+def data_parallel_train(job: dict[str, Any], device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """One Ray Train worker of ``train.workers > 1`` (:func:`repflow.cluster.run_data_parallel` calls it on every
+    rank): rebuild the encoder + head from their configs and the driver's states (fresh from select, or resumed),
+    synchronise their batch norms over the global batch (dual-BN ACL: both branches, each a batch norm), start
+    every rank from rank 0's weights, and run :func:`train_contrastive` on the global batches
+    (``train.batch_size``), each rank encoding its slice. Rank 0 alone writes the progress checkpoint, the same
+    file, keys and meta as the one-process stage writes (so either can resume the other's), every
+    ``train.checkpoint_every`` epochs and after the last; the driver reads the result from it.
+
+    ``job``: params, key, progress (checkpoint path), enc_config, head_config, encoder / head (state dicts),
+    optimizer (state dict or None), meta (epoch, history, rounds, selection_seconds, train_seconds), extra
+    (coreset tensors), images, partners, labels (tensors or None). Returns this rank's (encoder, head), batch
+    norms synchronised."""
+    params, cfg = job["params"], job["params"].train
+    encoder = build_encoder(job["enc_config"])
+    encoder.load_state_dict(job["encoder"])
+    head = load_training_head(job["head_config"], job["head"], "the projection head sent to this worker")
+    encoder = sync_batch_norm(encoder, device).to(device)
+    head = sync_batch_norm(head, device).to(device)
+    broadcast_module(encoder)
+    broadcast_module(head)
+    rank, ranks = world()
+    meta, extra = job["meta"], job["extra"]
+    start_epoch, history = meta["epoch"], meta["history"]
+    clock = {"start": time.perf_counter()}
+
+    def on_epoch(epoch: int, stats: dict, opt) -> None:
+        meta["train_seconds"] += time.perf_counter() - clock["start"]
+        history.append({**stats, "workers": ranks})
+        if rank == 0 and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
+            save_progress(job["progress"], job["key"], {"encoder": encoder, "head": head}, {"model": opt},
+                          {**meta, "epoch": epoch, "history": history}, extra)
+        clock["start"] = time.perf_counter()
+
+    coreset = extra["coreset"]
+    train_contrastive(encoder, head, job["images"], epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, temperature=cfg.temperature,
+                      augment=cfg.augment.model_dump(), device=device, seed=params.seed,
+                      partners=job["partners"], labels=job["labels"] if cfg.loss == "supcon" else None,
+                      adversary=adversary(params), epoch_indices=lambda epoch: coreset,
+                      optimizer_state=job["optimizer"], start_epoch=start_epoch, on_epoch=on_epoch)
+    return encoder, head

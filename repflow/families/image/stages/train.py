@@ -28,6 +28,12 @@ pretext method's head instead, its config naming the method under ``"pretext"``)
 ``history.json`` (loss per epoch, training and selection seconds), ``coresets.parquet`` (the
 images of every selection round) and ``loss.png``. While training, a progress checkpoint sits in
 ``.<out>.progress/``; a run killed mid-way and started with the same key continues from it.
+
+``train.workers: N`` (N > 1) trains data-parallel on N Ray Train workers (one Prefect task still: this stage
+waits for them): each global batch of ``train.batch_size`` is split over the workers, the contrastive loss
+sees every worker's projections, batch norm is synchronised, and rank 0 writes the same progress checkpoint
+(:func:`repflow.families.image.stages._training.data_parallel_train`), from which this stage then reads the
+trained model.
 """
 from __future__ import annotations
 
@@ -40,15 +46,15 @@ import polars as pl
 import torch
 
 from repflow.checkpoints import TrainingProgress, save_tensors
-from repflow.cluster import choose_device
+from repflow.cluster import choose_device, run_data_parallel
 from repflow.families.image.contrastive import train_contrastive
 from repflow.manifest import OutputError, atomic_write_text, read_manifest
 from repflow.progress import RunProgress
 from repflow.report import line_plot
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
-from repflow.families.image.stages._training import (adversary, choose_coreset, load_training_state, new_models,
-                                                    training_source)
+from repflow.families.image.stages._training import (adversary, choose_coreset, data_parallel_train,
+                                                    load_training_state, new_models, training_source)
 
 log = logging.getLogger("repflow.train")
 
@@ -126,13 +132,33 @@ def run(ctx: StageContext) -> StageSummary:
 
     state["epoch_start"] = time.perf_counter()
 
-    train_contrastive(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                      weight_decay=cfg.weight_decay, temperature=cfg.temperature,
-                      augment=cfg.augment.model_dump(), device=device, seed=params.seed,
-                      partners=partners, labels=labels if cfg.loss == "supcon" else None,
-                      adversary=adversary(params), epoch_indices=None if streamed else epoch_indices,
-                      optimizer_state=opt_state, start_epoch=start_epoch,
-                      use_every_image=scfg.selection_method.subset, on_epoch=on_epoch)
+    if cfg.workers > 1 and start_epoch < cfg.epochs:
+        job = {"params": params, "key": key, "progress": progress.path, "enc_config": enc_config,
+               "head_config": head_config, "encoder": encoder.state_dict(), "head": head.state_dict(),
+               "optimizer": opt_state, "meta": {"epoch": start_epoch, "history": history, "rounds": rounds,
+                                                "selection_seconds": state["selection_seconds"],
+                                                "train_seconds": state["train_seconds"]},
+               "extra": {"coreset": state["coreset"]}, "images": images, "partners": partners, "labels": labels}
+        run_data_parallel(data_parallel_train, job, workers=cfg.workers, device=device,
+                          storage=ctx.progress_dir / "ray_train", name=f"image-train-{key[:12]}")
+        trained = TrainingProgress(progress.path, key, {"encoder": encoder, "head": head})
+        if not trained.resumed or trained.start != cfg.epochs:
+            raise OutputError(f"{progress.path}: the data-parallel workers left no checkpoint of epoch {cfg.epochs}")
+        for row in trained.history[len(history):]:
+            mlflow.log_metric("loss", row["loss"], step=row["epoch"])
+            log.info("train: epoch %d/%d loss %.4f on %d images (%d workers)", row["epoch"], cfg.epochs, row["loss"],
+                     row["images"], cfg.workers)
+        history[:] = trained.history
+        state["train_seconds"] = trained.meta["train_seconds"]
+        ui_progress.update(100.0)
+    else:
+        train_contrastive(encoder, head, images, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                          weight_decay=cfg.weight_decay, temperature=cfg.temperature,
+                          augment=cfg.augment.model_dump(), device=device, seed=params.seed,
+                          partners=partners, labels=labels if cfg.loss == "supcon" else None,
+                          adversary=adversary(params), epoch_indices=None if streamed else epoch_indices,
+                          optimizer_state=opt_state, start_epoch=start_epoch,
+                          use_every_image=scfg.selection_method.subset, on_epoch=on_epoch)
     encoder.cpu().eval()
     save_tensors(tmp / "encoder.safetensors", encoder.state_dict(), enc_config)
     save_tensors(tmp / "head.safetensors", head.cpu().state_dict(), head_config)

@@ -1,0 +1,191 @@
+"""Data-parallel training pieces every family's training loop can use (torch alone, tensors in and out): this
+process's slice of a global batch, an all-gather that keeps the gradient of the local slice, batch norm whose
+statistics cover the global batch, and gradient averaging.
+
+Convention (what makes W workers train exactly like one process on the whole global batch): every worker
+computes the *same* global-batch loss L from gathered tensors, so the objective backpropagated across the
+group is the sum of the workers' losses, W·L. Each collective's backward sums the incoming gradients over the
+workers (the gradient of that sum), so worker r's parameter gradient is W times the part of dL/dθ that flows
+through its own samples; :func:`average_gradients` sums those parts and divides by W, which gives dL/dθ.
+
+Every function here is the identity (or a no-op) when no process group is initialised or it has one member,
+so the one-process path runs the same code unchanged.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["world", "local_slice", "gather_with_grad", "all_reduce_with_grad", "GroupBatchNorm", "sync_batch_norm",
+           "broadcast_module", "average_gradients", "any_rank"]
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group; (0, 1) when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def local_slice(n: int, rank: int | None = None, size: int | None = None) -> slice:
+    """This rank's contiguous share of ``n`` items of a global batch: ``torch.tensor_split``'s split, so shares
+    differ by at most one item and, concatenated in rank order, give the batch back in its order."""
+    if rank is None or size is None:
+        rank, size = world()
+    base, rest = divmod(n, size)
+    start = rank * base + min(rank, rest)
+    return slice(start, start + base + (1 if rank < rest else 0))
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather of (n_r, ...) slices of possibly different lengths into the (Σ n_r, ...) global tensor.
+    Backward: the incoming gradients summed over ranks (the gradient of the sum of the ranks' losses), cut
+    back to this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        rank, size = world()
+        counts = torch.zeros(size, dtype=torch.long, device=local.device)
+        counts[rank] = local.shape[0]
+        dist.all_reduce(counts)
+        longest = int(counts.max())
+        padded = local.new_zeros((longest, *local.shape[1:]))
+        padded[:local.shape[0]] = local
+        pieces = [torch.empty_like(padded) for _ in range(size)]
+        dist.all_gather(pieces, padded.contiguous())
+        sizes = counts.tolist()
+        ctx.rows = (sum(sizes[:rank]), sum(sizes[:rank + 1]))
+        return torch.cat([p[:k] for p, k in zip(pieces, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rows[0]:ctx.rows[1]]
+
+
+def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """The global batch (rank order) from every rank's ``local`` (n_r, ...) slice, differentiable with respect
+    to the local slice (other ranks' rows are constants here; their gradients flow on their own ranks). Use it
+    on projections before a contrastive loss so that the negatives are the whole global batch."""
+    if world()[1] == 1:
+        return local
+    return _GatherWithGrad.apply(local)
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        out = local.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """Sum of ``local`` over ranks, differentiable (backward sums the gradients over ranks, see the module
+    docstring); the identity without a group."""
+    if world()[1] == 1:
+        return local
+    return _AllReduceWithGrad.apply(local)
+
+
+class GroupBatchNorm(_BatchNorm):
+    """Batch norm whose training-mode statistics are those of the global batch (every rank's slice), on any
+    device and backend (gloo included): what ``nn.SyncBatchNorm`` does on GPUs, which refuses CPU tensors.
+    Mean first, then the mean squared deviation from it (two all-reduces; steadier than E[x²] − E[x]²); running
+    statistics as ``nn.BatchNorm*`` keeps them (unbiased variance). Eval mode, or no group: plain batch norm.
+    The state dict has the same keys as ``nn.BatchNorm*``, so checkpoints do not change."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not self.training or world()[1] == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        count = x.new_tensor([x.numel() / x.shape[1]])
+        sums = all_reduce_with_grad(torch.cat([x.sum(dims), count]))
+        n = sums[-1].detach()
+        mean = sums[:-1] / n
+        centred = x - mean.view(shape)
+        var = all_reduce_with_grad(centred.pow(2).sum(dims)) / n
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * n / max(float(n) - 1, 1.0), momentum)
+        return out
+
+
+def sync_batch_norm(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` with every batch norm (dual-BN branches included: they are plain batch norms inside) made to
+    normalise over the global batch: ``nn.SyncBatchNorm`` on CUDA (NCCL), :class:`GroupBatchNorm` elsewhere.
+    Parameters and buffers are kept (same state-dict keys); returns the converted module (the root itself is
+    replaced when it is a batch norm)."""
+    if torch.device(device).type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, _BatchNorm) and not isinstance(module, GroupBatchNorm):
+        new = GroupBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                             module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new.to(next(module.buffers()).device) if any(True for _ in module.buffers()) else new
+    for name, child in module.named_children():
+        setattr(module, name, sync_batch_norm(child, device))
+    return module
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (identical starts, whatever each
+    rank loaded)."""
+    if world()[1] == 1:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src)
+
+
+def average_gradients(params: Iterable[nn.Parameter]) -> None:
+    """Average every parameter's gradient over the ranks in one flat all-reduce (a missing gradient counts as
+    zero, so ranks always agree on the buffer's layout). With :func:`gather_with_grad` losses this leaves the
+    gradient of the global-batch loss on every rank (module docstring). Why not DDP: the loops call the encoder
+    several times per step (two views, ACL's clean and adversarial branches) and switch batch-norm branches
+    between calls, which DDP's one-forward-one-backward hooks do not follow."""
+    if world()[1] == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world()[1]
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is true on any (a stop decision all ranks must take together)."""
+    if world()[1] == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
