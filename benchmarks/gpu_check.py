@@ -5,7 +5,9 @@ the CPU where the maths is deterministic, and is timed on both. For a machine le
 
 Checks: ACL/DynACL training steps (dual BN + contrastive PGD), RCS candidate gradients and greedy
 selection, the attack suite (PGD, MI-FGSM, DI, SSA; SVD logit fusion exact vs power iteration) and
-GLaD's DM distillation steps in a generator's feature space. Writes ``gpu_check.md`` / ``.json``.
+GLaD's DM distillation steps in a generator's feature space, and the data-parallel SimCLR step
+(``train.workers``: gather with gradients + DDP on a 1-process NCCL group, :func:`data_parallel_step`; it runs
+on CPU too, with gloo). Writes ``gpu_check.md`` / ``.json``.
 
 Per family (``benchmarks/_family_checks.py``, one registry entry per family model / method / attack): one
 training step and one evaluation on the CPU and on CUDA from identical state and inputs, compared with the
@@ -16,8 +18,10 @@ self-test of the harness) and writes ``gpu_check_cpu.md`` / ``.json`` instead.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -163,6 +167,68 @@ def cpu_self_check(out: Path) -> bool:
     return all(r["agree"] for r in rows)
 
 
+def data_parallel_step(device: torch.device, steps: int = 20, batch: int = 256) -> dict:
+    """The data-parallel SimCLR step (``train.workers``) on a 1-process group, NCCL on CUDA and gloo on CPU:
+    encoder + head under ``DistributedDataParallel`` (synchronised batch norm), projections through the
+    gather-with-gradients collective (called directly, so it runs even with one member), against the plain step
+    from the same start on the same views: the first step's loss and gradients must agree, and both are timed
+    over ``steps`` steps (samples/s)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from repflow.data_parallel import _GatherWithGrad, sync_batch_norm
+    from repflow.families.image.augment import random_views
+    from repflow.families.image.contrastive import nt_xent_loss
+
+    class TwoViews(torch.nn.Module):
+        def __init__(self, encoder, head):
+            super().__init__()
+            self.encoder, self.head = encoder, head
+
+        def forward(self, v1, v2):
+            return self.head(self.encoder(v1)), self.head(self.encoder(v2))
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.manual_seed(0)
+    plain = TwoViews(build_encoder({"name": "small_cnn", "in_channels": 1, "width": 32}), ProjectionHead(128, 64))
+    parallel = sync_batch_norm(copy.deepcopy(plain), device)
+    plain.to(device).train()
+    parallel.to(device).train()
+    images, _ = blobs(batch, 0)
+    g = torch.Generator().manual_seed(0)
+    x = images.float().div(255)
+    v1, v2 = random_views(x, g, **AUG).to(device), random_views(x, g, **AUG).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group(backend, init_method=f"file://{tmp}/group", rank=0, world_size=1)
+        try:
+            ddp = DistributedDataParallel(parallel, device_ids=[device.index or 0] if device.type == "cuda" else None)
+            rows = {}
+            for name, model, gather in (("plain", plain, lambda z: z), ("data-parallel", ddp, _GatherWithGrad.apply)):
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                seconds, first = 0.0, None
+                for step in range(steps + 1):
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    z1, z2 = model(v1, v2)
+                    loss = nt_xent_loss(gather(z1), gather(z2), 0.5)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if first is None:
+                        first = (loss.item(), torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+                    opt.step()
+                    _sync(device)
+                    if step:  # the first step warms up kernels and allocators
+                        seconds += time.perf_counter() - t0
+                rows[name] = {"loss": first[0], "grads": first[1], "samples/s": batch * steps / seconds}
+        finally:
+            dist.destroy_process_group()
+    ref, dp = rows["plain"], rows["data-parallel"]
+    return {"check": f"data-parallel SimCLR step ({backend}, 1 process, batch {batch})", "device": device.type,
+            "loss plain": ref["loss"], "loss data-parallel": dp["loss"],
+            "grad rel diff": float((dp["grads"] - ref["grads"]).norm() / ref["grads"].norm()),
+            "plain samples/s": ref["samples/s"], "data-parallel samples/s": dp["samples/s"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="benchmarks/results")
@@ -189,6 +255,7 @@ def main() -> None:
         speed.append({"check": "GLaD DM, feature layer 2, ipc 10", "device": dev.type, "iterations/s": its,
                       "loss first→last": f"{first:.3f}→{last:.3f}"})
     report["speed"] = speed
+    report["data_parallel"] = [data_parallel_step(cuda), data_parallel_step(cpu, steps=3)]
     report["candidate_gradients_cpu_vs_cuda_rel_diff"] = candidate_agreement(images)
     report["svd_exact_vs_power_rel_diff"] = svd_agreement()
     report["attacks_cuda"] = attacks(cuda, images, labels)
@@ -203,7 +270,8 @@ def main() -> None:
           f"- RCS candidate gradients, CPU vs CUDA, relative difference: "
           f"{report['candidate_gradients_cpu_vs_cuda_rel_diff']:.2e}",
           f"- rank-1 approximation, exact SVD vs power iteration (100 its), relative difference: "
-          f"{report['svd_exact_vs_power_rel_diff']:.2e}", "", "## Attacks on CUDA", "",
+          f"{report['svd_exact_vs_power_rel_diff']:.2e}", "", "## Data-parallel step (train.workers)", "",
+          markdown_table(report["data_parallel"]), "", "## Attacks on CUDA", "",
           markdown_table(report["attacks_cuda"]), "", "## Attacks on CPU", "", markdown_table(report["attacks_cpu"])]
     md += ["", *family_md]
     (out / "gpu_check.md").write_text("\n".join(md) + "\n")

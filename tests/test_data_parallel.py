@@ -180,3 +180,13 @@ def test_acl_on_two_ranks_keeps_the_replicas_equal(two_ranks):
         torch.testing.assert_close(value, weights[0][name])
     moved = [k for k, v in encoder.state_dict().items() if "running_mean" in k and not torch.equal(v, start[k])]
     assert any(".adv." in k for k in moved)
+
+
+def test_gpu_check_data_parallel_step_runs_on_cpu(one_thread):
+    """benchmarks/gpu_check's data-parallel step (DDP + gather on a 1-process group) on gloo: the first step's loss
+    and gradients equal the plain step's (on a GPU machine the same function runs with NCCL)."""
+    from benchmarks.gpu_check import data_parallel_step
+
+    row = data_parallel_step(torch.device("cpu"), steps=1, batch=16)
+    assert row["loss data-parallel"] == pytest.approx(row["loss plain"], rel=1e-6)
+    assert row["grad rel diff"] < 1e-5

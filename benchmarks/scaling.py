@@ -1,0 +1,187 @@
+"""Data-parallel scaling of the image family's training loop (``train.workers``): samples/s and peak memory for
+1 vs 2 Ray Train workers on the same global batch, and the final probe accuracy of both, so that speed is not
+bought with a different model.
+
+Both arms run through :func:`repflow.cluster.run_data_parallel` (Ray Train's ``TorchTrainer``, gloo on CPU),
+each worker with ONE torch thread, so 2 workers use 2 cores where 1 worker uses one: like for like per core.
+Data and training are ``image.train``'s defaults on ``image.prep``'s default data (Fashion-MNIST, 5,400
+training images; :func:`benchmarks.time_to_accuracy.default_run_data`): SimCLR, small_cnn width 32,
+NT-Xent, global batch 256, Adam 1e-3. Each round is one seed (the same start, data and batches for both
+arms); the arms alternate inside a round (1 then 2 workers, then the next round 2 then 1), so load on a
+shared machine hits both alike. Samples/s: images trained per wall second from the end of the first epoch to
+the end of the last (Ray start-up and the first epoch's warm-up excluded), measured on rank 0. Peak memory:
+each worker's peak resident set (``ru_maxrss``), summed over the workers. Probe: ``image.evaluate``'s linear
+probe (30 epochs) on the frozen encoder, test accuracy on 2,000 Fashion-MNIST test images.
+
+The machine's load average is recorded before every arm (the machine is shared; read the rows with it).
+
+Sections:
+- **Ray Train, CPU** (above): the target is >= 1.7x samples/s at 2 workers with the same probe accuracy.
+- **In-memory vs streaming** (``--streaming``): one worker reading batches from the tensor in memory vs from the
+  shards; filled in when the train stage streams (another change); until then it says so.
+- **GPU** (runs when CUDA is present, else skips with a line): one GPU, a 1-process NCCL group, the
+  data-parallel SimCLR step (gather with gradients, synchronised batch norm, gradient all-reduce) against the
+  plain step: the same loss and samples/s of both (:func:`benchmarks.gpu_check.data_parallel_step`).
+
+    python -m benchmarks.scaling [--rounds 5] [--epochs 3] [--per-class 600] [--rows FILE] [--streaming]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("REPFLOW_PROGRESS", "0")
+
+import torch  # noqa: E402
+
+from benchmarks._common import RESULTS, append_rows, interval_text, read_rows, write_results  # noqa: E402
+
+SECTION_NOTES: list[str] = []
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def scaling_loop(job: dict, device: torch.device) -> None:
+    """One Ray Train worker: SimCLR on the job's images from the job's seed; rank 0 writes the encoder and the
+    timings to ``job["out"]``."""
+    import torch.distributed as dist
+
+    from repflow.checkpoints import save_tensors
+    from repflow.data_parallel import broadcast_module, sync_batch_norm, world
+    from repflow.families.image.contrastive import train_contrastive
+    from repflow.families.image.models import ProjectionHead, build_encoder
+    from repflow.families.image.params import AugmentParams
+
+    rank, ranks = world()
+    torch.manual_seed(job["seed"])
+    encoder = build_encoder(job["enc_config"])
+    head = ProjectionHead(encoder.out_dim, 64)
+    encoder, head = sync_batch_norm(encoder, device), sync_batch_norm(head, device)
+    broadcast_module(encoder)
+    broadcast_module(head)
+    ends: list[float] = []
+    history = train_contrastive(encoder, head, job["images"], epochs=job["epochs"], batch_size=256, lr=1e-3,
+                                weight_decay=1e-6, temperature=0.5, augment=AugmentParams().model_dump(),
+                                device=device, seed=job["seed"],
+                                on_epoch=lambda epoch, stats, opt: ends.append(time.perf_counter()))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peaks = [None] * ranks
+    dist.all_gather_object(peaks, peak_mb)
+    if rank == 0:
+        trained = sum(h["trained"] for h in history[1:])
+        out = Path(job["out"])
+        save_tensors(out / "encoder.safetensors", encoder.cpu().state_dict(), job["enc_config"])
+        (out / "stats.json").write_text(json.dumps({
+            "samples_per_s": trained / (ends[-1] - ends[0]), "peak_mb": sum(peaks), "peak_mb_per_worker": peaks,
+            "losses": [h["loss"] for h in history], "threads": torch.get_num_threads()}))
+
+
+def ray_arm(workers: int, seed: int, data: dict, epochs: int) -> dict:
+    from benchmarks.time_to_accuracy import probe_accuracy
+    from repflow.checkpoints import load_tensors
+    from repflow.cluster import run_data_parallel
+    from repflow.families.image.models import build_encoder
+
+    enc_config = {"name": "small_cnn", "in_channels": 1, "width": 32, "mean": data["mean"], "std": data["std"]}
+    load = _load()
+    with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
+        out = Path(tmp)
+        cpu = time.process_time()
+        t0 = time.perf_counter()
+        run_data_parallel(scaling_loop, {"images": data["x_train"], "enc_config": enc_config, "seed": seed,
+                                         "epochs": epochs, "out": str(out)},
+                          workers=workers, device="cpu", storage=out / "ray", name=f"scaling-{workers}w-{seed}")
+        wall = time.perf_counter() - t0
+        stats = json.loads((out / "stats.json").read_text())
+        tensors, config = load_tensors(out / "encoder.safetensors")
+    encoder = build_encoder(config)
+    encoder.load_state_dict(tensors)
+    acc = probe_accuracy(encoder.eval(), data, seed)
+    return {"seed": seed, "workers": workers, "samples/s": stats["samples_per_s"], "peak_mb": stats["peak_mb"],
+            "probe_acc": acc, "final_loss": stats["losses"][-1], "wall_s": wall,
+            "driver_cpu_s": time.process_time() - cpu, "load_before": load, "worker_threads": stats["threads"]}
+
+
+def streaming_section() -> list[str]:
+    """In-memory vs streaming samples/s + peak memory, one worker: ready for the streaming train stage."""
+    from repflow.families.image.params import TrainParams
+
+    streaming_keys = [k for k in TrainParams.model_fields if "stream" in k]
+    if not streaming_keys:
+        return ["In-memory vs streaming: not measured — the train stage has no streaming data path on this "
+                "branch (no `train.*stream*` key); rerun `--streaming` once it is merged."]
+    return [f"In-memory vs streaming: the train stage has {streaming_keys}; this section still has to call it "
+            "(one worker, the same data in memory and from shards, samples/s and peak RSS)."]
+
+
+def gpu_section() -> list[str]:
+    if not torch.cuda.is_available():
+        return ["GPU section: skipped (torch sees no CUDA device)."]
+    from benchmarks.gpu_check import data_parallel_step
+
+    row = data_parallel_step(torch.device("cuda"))
+    return [f"GPU ({torch.cuda.get_device_name()}, 1-process NCCL group): {json.dumps(row)}"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=3, help="per arm; the first is warm-up, not timed")
+    ap.add_argument("--per-class", type=int, default=600)
+    ap.add_argument("--rows", type=Path, default=RESULTS / "scaling.rows.jsonl")
+    ap.add_argument("--streaming", action="store_true")
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU section (a lent GPU machine)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    notes = gpu_section()
+    if args.gpu_only:
+        print("\n".join(notes))
+        return
+    from benchmarks.time_to_accuracy import default_run_data
+    from repflow.cluster import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    data = default_run_data(0)
+    if args.per_class < 600:
+        keep = torch.arange(len(data["x_train"]))[: args.per_class * 9]
+        data = {**data, "x_train": data["x_train"][keep], "y_train": data["y_train"][keep]}
+    rows = read_rows(args.rows)
+    for seed in range(args.rounds):
+        order = (1, 2) if seed % 2 == 0 else (2, 1)
+        for workers in order:
+            if any(r["seed"] == seed and r["workers"] == workers for r in rows):
+                continue
+            row = ray_arm(workers, seed, data, args.epochs)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            append_rows(args.rows, [row])
+    by = {(r["seed"], r["workers"]): r for r in rows}
+    seeds = sorted({s for s, w in by if (s, 1) in by and (s, 2) in by})
+    speedups = [by[s, 2]["samples/s"] / by[s, 1]["samples/s"] for s in seeds]
+    acc_diffs = [by[s, 2]["probe_acc"] - by[s, 1]["probe_acc"] for s in seeds]
+    mem_ratio = [by[s, 2]["peak_mb"] / by[s, 1]["peak_mb"] for s in seeds]
+    summary = {"seeds": len(seeds), "speedup_mean": statistics.fmean(speedups) if speedups else None,
+               "speedup_min": min(speedups, default=None), "speedup_max": max(speedups, default=None)}
+    notes = [f"2 vs 1 Ray Train workers (1 torch thread each), {len(seeds)} rounds × {args.epochs} epochs "
+             f"({len(data['x_train'])} images, global batch 256): samples/s ×{summary['speedup_mean']:.2f} "
+             f"(per round {', '.join(f'{s:.2f}' for s in speedups)}; target ≥ 1.7); peak memory (summed over "
+             f"workers) ×{statistics.fmean(mem_ratio):.2f}; probe accuracy 2 − 1 workers "
+             f"{statistics.fmean(acc_diffs):+.4f} ({interval_text(acc_diffs) if len(acc_diffs) > 1 else 'n=1'}).",
+             f"Load average (1 min) before the arms: {min(r['load_before'] for r in rows):.1f}–"
+             f"{max(r['load_before'] for r in rows):.1f} on {os.cpu_count()} cores (a shared machine).",
+             *(streaming_section() if args.streaming else ["In-memory vs streaming: not run (`--streaming`)."]),
+             *notes]
+    write_results("scaling", "Data-parallel scaling: 1 vs 2 Ray Train workers (train.workers)",
+                  sorted(rows, key=lambda r: (r["seed"], r["workers"])), notes, {"summary": summary})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""``train.workers: 2`` through Ray Train (TorchTrainer, gloo, 2 CPU workers) against the one-process stage: one
+test, one Ray instance (the session's), the tiny mnist5k shards. The two-rank arithmetic and the resume of a
+two-rank checkpoint by one process are tested without Ray in tests/test_data_parallel.py."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from repflow.checkpoints import load_tensors
+from repflow.families.image.models import build_encoder
+from repflow.family import parse_params
+from repflow.shards import ShardSet
+from tests.conftest import tiny_params
+
+
+@pytest.mark.slow
+def test_two_ray_train_workers_follow_the_one_process_loss_curve(tiny_shards, tmp_path, mlflow_tmp, ray_session):
+    """Same global batch (64), same start and batches: 2 workers' per-epoch losses within 1e-3 (relative) of one
+    process's and the encoder's features within 0.5 % (relative norm) of its; the stage's outputs are the usual ones."""
+    from repflow.stage import run_stage
+
+    one = parse_params(tiny_params(train={"epochs": 3}))
+    two = parse_params(tiny_params(train={"epochs": 3, "workers": 2}))
+    selection = run_stage("image.select", one, {"shards": tiny_shards, "views": None}, tmp_path / "select")
+    inputs = {"shards": tiny_shards, "views": None, "selection": selection}
+    out_one = run_stage("image.train", one, inputs, tmp_path / "train1")
+    out_two = run_stage("image.train", two, inputs, tmp_path / "train2")
+    h1 = json.loads((out_one / "history.json").read_text())["history"]
+    h2 = json.loads((out_two / "history.json").read_text())["history"]
+    assert [h["workers"] for h in h2] == [2, 2, 2]
+    assert [h["trained"] for h in h2] == [h["trained"] for h in h1] == [128, 128, 128]
+    for mine, ref in zip(h2, h1):
+        assert mine["loss"] == pytest.approx(ref["loss"], rel=1e-3)
+    # the same function: features of the test images (per-tensor weights can differ more where a gradient is ~0,
+    # e.g. a conv bias before batch norm, whose float-order noise Adam's normalised step enlarges)
+    w1, c1 = load_tensors(out_one / "encoder.safetensors")
+    w2, c2 = load_tensors(out_two / "encoder.safetensors")
+    assert c1 == c2
+    encoders = []
+    for weights in (w1, w2):
+        encoders.append(build_encoder(c1).eval())
+        encoders[-1].load_state_dict(weights)
+    x, _ = ShardSet(tiny_shards).load("test")
+    with torch.no_grad():
+        f1, f2 = (e(x[:64].float().div(255)) for e in encoders)
+    assert float((f2 - f1).norm() / f1.norm()) < 5e-3
+    assert (out_two / "loss.png").is_file() and (out_two / "head.safetensors").is_file()
