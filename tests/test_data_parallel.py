@@ -112,6 +112,19 @@ def two_ranks(tmp_path_factory):
     return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
+@pytest.mark.parametrize("sections, match", [
+    ({"train": {"workers": 2, "method": "masked_ae"}}, r"train.workers = 2: .*'masked_ae' is a pretext task"),
+    ({"train": {"workers": 2}, "select": {"method": "rcs", "warmup_epochs": 1}},
+     r"train.workers = 2: .*select.method 'rcs' re-selects"),
+    ({"train": {"workers": 0}}, r"train.workers = 0"),
+])
+def test_data_parallel_params_refused_before_work(sections, match):
+    from repflow.config import ParamsError
+
+    with pytest.raises(ParamsError, match=match):
+        parse_params(tiny_params(**sections))
+
+
 def test_local_slices_cover_the_batch_in_order():
     assert [local_slice(7, r, 2) for r in range(2)] == [slice(0, 4), slice(4, 7)]
     assert [local_slice(10, r, 3) for r in range(3)] == [slice(0, 4), slice(4, 7), slice(7, 10)]
