@@ -42,7 +42,14 @@ import torch  # noqa: E402
 
 from benchmarks._common import RESULTS, append_rows, interval_text, read_rows, write_results  # noqa: E402
 
-SECTION_NOTES: list[str] = []
+WHERE_THE_TIME_GOES = (
+    "Where 2 workers lose (measured once beside this run with 2 gloo processes, no Ray, one SimCLR step of global "
+    "batch 256, CPU seconds per step per rank, load average ~18): one process on 128 images 0.39–0.41; a rank "
+    "with local batch norm but the gathers and the gradient all-reduce 0.42–0.47; a rank with synchronised "
+    "batch norm too 0.57–0.63. The ~28 small all-reduces per step of the synchronised batch norms (one forward "
+    "and one backward per batch-norm call, 7 batch norms × 2 views) cost the CPU; each also waits for the other "
+    "worker to be scheduled, which on a machine with ~10× more runnable threads than cores is the wall-clock "
+    "loss. The gathers and the one flat gradient all-reduce cost little.")
 
 
 def _load() -> float:
@@ -117,16 +124,52 @@ def ray_arm(workers: int, seed: int, data: dict, epochs: int) -> dict:
             "worker_threads": stats["threads"]}
 
 
-def streaming_section() -> list[str]:
-    """In-memory vs streaming samples/s + peak memory, one worker: ready for the streaming train stage."""
-    from repflow.families.image.params import TrainParams
+def streaming_section(data: dict, epochs: int) -> tuple[list[dict], list[str]]:
+    """In-memory vs streamed training set (``train.stream``), one process, one torch thread, seed 0: samples/s
+    (wall and per CPU-second, the first epoch excluded) and the process's peak resident memory while
+    training (:class:`repflow.memory.PeakMemory`; the shards written before it starts)."""
+    try:
+        from repflow.families.image.stages._training import ShardImages
+        from repflow.memory import PeakMemory
+    except ImportError:
+        return [], ["In-memory vs streaming: not measured — the train stage has no streaming data path on this "
+                    "branch; rerun `--streaming` once it is merged."]
+    from benchmarks.stream import write_shards
+    from repflow.families.image.contrastive import train_contrastive
+    from repflow.families.image.models import ProjectionHead, build_encoder
+    from repflow.families.image.params import AugmentParams
 
-    streaming_keys = [k for k in TrainParams.model_fields if "stream" in k]
-    if not streaming_keys:
-        return ["In-memory vs streaming: not measured — the train stage has no streaming data path on this "
-                "branch (no `train.*stream*` key); rerun `--streaming` once it is merged."]
-    return [f"In-memory vs streaming: the train stage has {streaming_keys}; this section still has to call it "
-            "(one worker, the same data in memory and from shards, samples/s and peak RSS)."]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="scaling-stream-") as tmp:
+        shards = write_shards(Path(tmp) / "shards", data["x_train"].squeeze(1).numpy(), data["y_train"].numpy())
+        for arm in ("memory", "stream"):
+            torch.manual_seed(0)
+            encoder = build_encoder({"name": "small_cnn", "in_channels": 1, "width": 32, "mean": data["mean"],
+                                     "std": data["std"]})
+            head = ProjectionHead(encoder.out_dim, 64)
+            images = data["x_train"] if arm == "memory" else ShardImages(shards, "train", shuffle_buffer=10_000,
+                                                                         seed=0)
+            ends: list[tuple[float, float]] = []
+            scope = PeakMemory()
+            before = scope.start()
+            history = train_contrastive(encoder, head, images, epochs=epochs, batch_size=256, lr=1e-3,
+                                        weight_decay=1e-6, temperature=0.5, augment=AugmentParams().model_dump(),
+                                        device=torch.device("cpu"), seed=0,
+                                        on_epoch=lambda e, s, o: ends.append((time.perf_counter(),
+                                                                              time.process_time())))
+            peak = scope.stop()
+            trained = sum(h["trained"] for h in history[1:])
+            rows.append({"arm": arm, "samples/s": trained / (ends[-1][0] - ends[0][0]),
+                         "samples/cpu_s": trained / (ends[-1][1] - ends[0][1]), "rss_before_mb": before,
+                         "peak_rss_mb": peak, "final_loss": history[-1]["loss"], "load_before": _load()})
+            print(json.dumps(rows[-1]), flush=True)
+    note = (f"In-memory vs streaming (one process, seed 0, {len(data['x_train'])} images = "
+            f"{data['x_train'].numel() / 2**20:.1f} MiB as uint8, {epochs} epochs, shards of 500, buffer 10000): "
+            + "; ".join(f"{r['arm']} {r['samples/s']:.0f} samples/s ({r['samples/cpu_s']:.0f} per CPU-second), "
+                        f"peak RSS {r['peak_rss_mb']:.0f} MiB" for r in rows)
+            + ". At this size the split is a rounding error beside torch and the model; streaming's memory "
+              "bound matters for splits larger than memory (benchmarks/results/stream.md: same accuracy).")
+    return rows, [note]
 
 
 def gpu_section() -> list[str]:
@@ -170,6 +213,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             append_rows(args.rows, [row])
+    stream_rows, stream_notes = (streaming_section(data, args.epochs) if args.streaming else
+                                 ([], ["In-memory vs streaming: not run (`--streaming`)."]))
     by = {(r["seed"], r["workers"]): r for r in rows}
     seeds = sorted({s for s, w in by if (s, 1) in by and (s, 2) in by})
     speedups = [by[s, 2]["samples/s"] / by[s, 1]["samples/s"] for s in seeds]
@@ -192,10 +237,11 @@ def main() -> None:
              f"CPU: driver {sum(r['driver_cpu_s'] for r in rows):.0f} s + workers "
              f"{sum(r['workers_cpu_s'] for r in rows):.0f} s over the {len(rows)} arms (Ray's own daemons not "
              f"counted).",
-             *(streaming_section() if args.streaming else ["In-memory vs streaming: not run (`--streaming`)."]),
-             *notes]
+             WHERE_THE_TIME_GOES,
+             *stream_notes, *notes]
     write_results("scaling", "Data-parallel scaling: 1 vs 2 Ray Train workers (train.workers)",
-                  sorted(rows, key=lambda r: (r["seed"], r["workers"])), notes, {"summary": summary})
+                  sorted(rows, key=lambda r: (r["seed"], r["workers"])), notes,
+                  {"summary": summary, "streaming": stream_rows})
 
 
 if __name__ == "__main__":
