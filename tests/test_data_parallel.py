@@ -117,6 +117,7 @@ def two_ranks(tmp_path_factory):
     ({"train": {"workers": 2}, "select": {"method": "rcs", "warmup_epochs": 1}},
      r"train.workers = 2: .*select.method 'rcs' re-selects"),
     ({"train": {"workers": 0}}, r"train.workers = 0"),
+    ({"train": {"workers": 2, "stream": "always"}}, r"train.stream = 'always': data-parallel workers"),
 ])
 def test_data_parallel_params_refused_before_work(sections, match):
     from repflow.config import ParamsError
