@@ -233,7 +233,8 @@ def main() -> None:
              f"Load average (1 min) before the arms: {min(r['load_before'] for r in rows):.1f}–"
              f"{max(r['load_before'] for r in rows):.1f} on {os.cpu_count()} cores (a shared machine: with more "
              f"runnable threads than cores the scheduler shares CPU per thread, so wall-clock samples/s flatters 2 "
-             f"workers; samples per CPU-second does not depend on the load).",
+             f"workers; samples per CPU-second depends on it less, though waiting in the collectives costs CPU "
+             f"too, more the more loaded the machine).",
              f"CPU: driver {sum(r['driver_cpu_s'] for r in rows):.0f} s + workers "
              f"{sum(r['workers_cpu_s'] for r in rows):.0f} s over the {len(rows)} arms (Ray's own daemons not "
              f"counted).",
