@@ -24,6 +24,7 @@ Sections:
   plain step: the same loss and samples/s of both (:func:`benchmarks.gpu_check.data_parallel_step`).
 
     python -m benchmarks.scaling [--rounds 5] [--epochs 3] [--per-class 600] [--rows FILE] [--streaming]
+        [--stream-epochs 2] [--gpu-only]
 """
 from __future__ import annotations
 
@@ -188,6 +189,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=600)
     ap.add_argument("--rows", type=Path, default=RESULTS / "scaling.rows.jsonl")
     ap.add_argument("--streaming", action="store_true")
+    ap.add_argument("--stream-epochs", type=int, default=2, help="per streaming arm; the first is not timed")
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU section (a lent GPU machine)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -213,7 +215,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             append_rows(args.rows, [row])
-    stream_rows, stream_notes = (streaming_section(data, args.epochs) if args.streaming else
+    stream_rows, stream_notes = (streaming_section(data, args.stream_epochs) if args.streaming else
                                  ([], ["In-memory vs streaming: not run (`--streaming`)."]))
     by = {(r["seed"], r["workers"]): r for r in rows}
     seeds = sorted({s for s, w in by if (s, 1) in by and (s, 2) in by})
