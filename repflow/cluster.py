@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["choose_device", "ensure_ray", "ray_resources", "check_ray_address", "prepare_ray_client",
+__all__ = ["choose_device", "ensure_ray", "ray_resources", "worker_cpus", "check_ray_address", "prepare_ray_client",
            "run_data_parallel", "ClusterError"]
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,22 @@ def ensure_ray(num_cpus: int | None = None, num_gpus: int | None = None):
     return ray
 
 
+def worker_cpus(ray: Any, workers: int, threads: int) -> float:
+    """The Ray CPU resource each data-parallel worker asks for: ``threads``, or a fair share of the CPUs the
+    cluster has left when that many do not exist. The stage that starts the workers is itself a Ray task
+    holding one CPU while it waits, so on a 2-CPU machine two 1-CPU workers would wait for a third CPU forever;
+    a fractional request lets them start (Ray's CPU count is a scheduling token; the workers' torch threads
+    still share the real cores)."""
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    held = 1.0 if ray.get_runtime_context().get_task_id() is not None else 0.0
+    share = max(total - held, 0.0) / workers
+    if share >= threads:
+        return float(threads)
+    log.warning("%d data-parallel workers x %d CPU do not fit the %g CPUs Ray has (%g held by this stage): each "
+                "asks for %.2f CPU and they share the cores", workers, threads, total, held, share)
+    return round(share, 4)
+
+
 def _data_parallel_worker(job: dict[str, Any]) -> None:
     """What each Ray Train worker runs: one torch thread per CPU it was given, the job's object-store values
     fetched, then ``job["loop"](payload, device)``; Ray Train has set up the process group already."""
@@ -146,11 +162,12 @@ def run_data_parallel(loop: Callable[[dict[str, Any], torch.device], None], payl
         raise ValueError(f"workers must be >= 1, got {workers}")
     refs = {k: ray.put(v) if isinstance(v, torch.Tensor) else v for k, v in payload.items()}
     storage.mkdir(parents=True, exist_ok=True)
+    cpus = worker_cpus(ray, workers, threads)
     trainer = TorchTrainer(
         _data_parallel_worker, train_loop_config={"loop": loop, "payload": refs, "threads": threads},
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": threads, **({"GPU": 1} if gpu else {})}),
+                                     resources_per_worker={"CPU": cpus, **({"GPU": 1} if gpu else {})}),
         run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
                              failure_config=FailureConfig(max_failures=0)))
     log.info("%s: %d data-parallel workers on %s (%s)", name, workers, "GPU" if gpu else "CPU",

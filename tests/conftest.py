@@ -72,9 +72,9 @@ def write_params(folder: Path, **sections) -> Path:
     return path
 
 
-SLOW_FIXTURES = ("ray_session", "prefect_harness", "tiny_shards", "mlflow_tmp")
-"""Fixtures that start Ray, the Prefect test server or an MLflow store, or run a stage: a test that uses one is
-``slow``."""
+SLOW_FIXTURES = ("ray_session", "prefect_harness", "tiny_shards", "mlflow_tmp", "two_ranks")
+"""Fixtures that start Ray, the Prefect test server or an MLflow store, run a stage, or spawn processes (a
+two-rank process group): a test that uses one is ``slow``."""
 
 
 def pytest_collection_modifyitems(items):

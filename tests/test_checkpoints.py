@@ -87,13 +87,13 @@ def test_training_progress_checkpoints_every_k_epochs_and_resumes_after_the_last
 
 @pytest.mark.slow
 def test_killed_training_stage_resumes_from_its_checkpoint(tiny_shards, mlflow_tmp, monkeypatch):
-    """The train stage dies after its second epoch's checkpoint; the rerun continues from it and ends with the
+    """The train stage dies after its first epoch's checkpoint; the rerun continues from it and ends with the
     same weights as an uninterrupted run. In-process with an injected crash (the real SIGKILL of a whole
     `repflow run` is tests/test_resume.py's scenario)."""
     from repflow.families.image.stages import train as train_stage
     from repflow.family import parse_params
     from repflow.stage import run_stage
-    from tests.conftest import tiny_params
+    from tests.conftest import crash_after_first_epoch, tiny_params
 
     params = parse_params(tiny_params(train={"epochs": 4, "checkpoint_every": 1}))
     inputs = {"shards": tiny_shards, "views": None}
@@ -101,20 +101,12 @@ def test_killed_training_stage_resumes_from_its_checkpoint(tiny_shards, mlflow_t
     inputs["selection"] = selection
     straight = run_stage("image.train", params, inputs, mlflow_tmp / "straight")
     real = train_stage.train_contrastive
-
-    def crash_after_second_epoch(*args, on_epoch, **kwargs):
-        def save_then_crash(epoch, stats, opt):
-            on_epoch(epoch, stats, opt)
-            if epoch == 2:
-                raise KeyboardInterrupt("killed")
-        return real(*args, on_epoch=save_then_crash, **kwargs)
-
-    monkeypatch.setattr(train_stage, "train_contrastive", crash_after_second_epoch)
+    monkeypatch.setattr(train_stage, "train_contrastive", crash_after_first_epoch(real))
     with pytest.raises(KeyboardInterrupt):
         run_stage("image.train", params, inputs, mlflow_tmp / "train")
     progress = mlflow_tmp / ".train.progress" / "last.safetensors"
     assert not (mlflow_tmp / "train").exists()
-    assert load_tensors(progress)[1]["epoch"] == 2
+    assert load_tensors(progress)[1]["epoch"] == 1
     monkeypatch.setattr(train_stage, "train_contrastive", real)
     resumed = run_stage("image.train", params, inputs, mlflow_tmp / "train")
     assert not progress.parent.exists()

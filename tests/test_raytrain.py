@@ -48,3 +48,13 @@ def test_two_ray_train_workers_follow_the_one_process_loss_curve(tiny_shards, tm
         f1, f2 = (e(x[:64].float().div(255)) for e in encoders)
     assert float((f2 - f1).norm() / f1.norm()) < 5e-3
     assert (out_two / "loss.png").is_file() and (out_two / "head.safetensors").is_file()
+
+    # the stage is itself a Ray task holding a CPU: workers that do not fit what is left ask for a fair share
+    # instead of waiting forever for CPUs that do not exist (a 2-CPU machine, train.workers: 2)
+    from repflow.cluster import worker_cpus
+
+    total = ray_session.cluster_resources()["CPU"]
+    assert worker_cpus(ray_session, 2, 1) == 1.0
+    assert worker_cpus(ray_session, int(total) * 2, 1) == pytest.approx(0.5, abs=1e-4)
+    in_task = ray_session.remote(num_cpus=1)(lambda: worker_cpus(ray_session, 2, int(total)))
+    assert ray_session.get(in_task.remote(), timeout=120) == pytest.approx((total - 1) / 2, abs=1e-4)
