@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from repflow.families.image.models import DualBatchNorm, ProjectionHead, bn_branch, build_encoder
+from repflow.families.image.models.encoders import set_bn_branch
 from repflow.families.image.acl import ACL, acl_loss, dynacl_augment, dynacl_strength, dynacl_weight, pgd_contrastive
 from repflow.config import ParamsError
 from repflow.families.image.contrastive import nt_xent_loss
@@ -112,6 +113,22 @@ def test_acl_loss_is_the_mean_and_dynacl_reweights():
     w = 0.4
     assert acl_loss(enc, head, v1, v2, a1, a2, temperature=0.5, adv_weight=w).item() == pytest.approx(
         ((1 - w) * clean + (1 + w) * adv).item() / 2)
+
+
+def test_acl_trains_each_batch_norm_branch_on_its_own_views_whatever_the_saved_branch():
+    """The saved encoder answers with ``inference_bn`` (default adv); training must still send natural views
+    through the clean branch: its running statistics move, and they move to the clean views' statistics."""
+    enc, head = _dual_models()
+    set_bn_branch(enc, "adv"), set_bn_branch(head, "adv")
+    enc.train(), head.train()
+    v1, v2 = (torch.rand(8, 1, 14, 14) for _ in range(2))
+    a1, a2 = (torch.rand(8, 1, 14, 14) * 0.1 + 0.9 for _ in range(2))
+    first = next(m for m in enc.modules() if isinstance(m, DualBatchNorm))
+    before_clean, before_adv = first.clean.running_mean.clone(), first.adv.running_mean.clone()
+    acl_loss(enc, head, v1, v2, a1, a2, temperature=0.5).backward()
+    assert not torch.equal(first.clean.running_mean, before_clean)
+    assert not torch.equal(first.adv.running_mean, before_adv)
+    assert first.branch == "adv"  # the saved branch is restored
 
 
 def test_dynacl_schedule():

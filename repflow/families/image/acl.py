@@ -67,8 +67,11 @@ def pgd_contrastive(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: t
 
 def acl_loss(encoder: nn.Module, head: nn.Module, v1: torch.Tensor, v2: torch.Tensor, adv1: torch.Tensor,
              adv2: torch.Tensor, *, temperature: float, adv_weight: float = 0.0) -> torch.Tensor:
-    """``((1 − w) · NT-Xent(clean) + (1 + w) · NT-Xent(adv)) / 2``; ``w = 0`` is ACL's plain mean."""
-    z1, z2 = gather_with_grad(head(encoder(v1))), gather_with_grad(head(encoder(v2)))
+    """``((1 − w) · NT-Xent(clean) + (1 + w) · NT-Xent(adv)) / 2``; ``w = 0`` is ACL's plain mean. Natural views
+    go through the ``clean`` batch-norm branch and adversarial ones through ``adv``, whichever branch the encoder
+    answers with outside training (``train.adversarial.inference_bn``)."""
+    with bn_branch("clean", encoder, head):
+        z1, z2 = gather_with_grad(head(encoder(v1))), gather_with_grad(head(encoder(v2)))
     with bn_branch("adv", encoder, head):
         a1, a2 = gather_with_grad(head(encoder(adv1))), gather_with_grad(head(encoder(adv2)))
     clean, adv = nt_xent_loss(z1, z2, temperature), nt_xent_loss(a1, a2, temperature)
