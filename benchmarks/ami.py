@@ -409,7 +409,7 @@ def write(results: list[dict], data: dict, args, wall_s: float, cpu_s: float) ->
                       ("ami", "ami-nonoise")):
         for d in DECODINGS:
             diff = [syn[arm, d, s]["generic_rate"] - syn[base, d, s]["generic_rate"] for s in seeds
-                    if (arm, d, s) in syn]
+                    if (arm, d, s) in syn and (base, d, s) in syn]
             notes.append(f"Synthetic {arm} − {base} generic rate ({d}): {mean_std(diff)[0]:+.3f} "
                          f"({interval_text(diff)})")
     for key in ("generic_rate", "excess_generality", "bleu", "distinct_2", "log_q", "reward"):
