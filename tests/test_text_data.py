@@ -3,11 +3,13 @@ with skipped-and-counted bad lines, the split by word, and the trained tokenizer
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
 from repflow.families.text.pairs import (
     Pair, PairsError, read_jsonl_pairs, split_by_group, wordnet_pairs, wordnet_source)
+from repflow.families.text.synthetic import one_to_many
 from repflow.families.text.tokenizer import BOS, EOS, PAD, SPECIALS, UNK, TextTokenizer, train_tokenizer
 from repflow.families.text.wordnet import WORDNET_DIR, definition_of, parse_synset_line, read_wordnet
 
@@ -152,3 +154,26 @@ def test_tokenizer_round_trip_save_load_and_unknown_characters(tmp_path):
         TextTokenizer.load(tmp_path / "junk.json")
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(TEXTS, vocab_size=3)
+
+
+def test_one_to_many_task_makes_a_generic_reply_the_mode_and_is_seeded():
+    task = one_to_many(n_sources=6, generic_replies=2, specific_replies=3, reply_len=2, content_words=8,
+                       generic_copies=3, specific_copies=2, seed=1)
+    assert task == one_to_many(n_sources=6, generic_replies=2, specific_replies=3, reply_len=2, content_words=8,
+                               generic_copies=3, specific_copies=2, seed=1)
+    assert task.specific != one_to_many(n_sources=6, reply_len=2, content_words=8, seed=2).specific
+    assert len(task.pairs) == 6 * (2 * 3 + 3 * 2)
+    replies = [tuple(r) for own in task.specific for r in own]
+    assert len(set(replies)) == len(replies) and not set(replies) & {tuple(g) for g in task.generic}
+    for i, source in enumerate(task.sources):
+        counts = Counter(tuple(t) for s, t in task.pairs if s == source)
+        assert counts.most_common(1)[0][0] in {tuple(g) for g in task.generic}
+        assert all(counts[tuple(r)] == 2 for r in task.specific[i])
+    tokens = {t for s, t_ in task.pairs for t in (*s, *t_)}
+    assert min(tokens) >= 4 and max(tokens) < task.vocab_size
+    outputs = [task.generic[0], task.specific[1][0], task.specific[0][0], [], task.specific[4][2], task.generic[1]]
+    assert task.kinds(outputs) == ["generic", "specific", "invalid", "invalid", "specific", "generic"]
+    assert task.rates(outputs) == {"generic_rate": 2 / 6, "specific_rate": 2 / 6, "invalid_rate": 2 / 6}
+    with pytest.raises(ValueError, match="distinct specific replies"):
+        one_to_many(n_sources=10, specific_replies=3, reply_len=1, content_words=8)
+

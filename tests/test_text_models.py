@@ -13,7 +13,9 @@ from repflow.families.text.ami import (
     AMIConfig, ami_phase, backward_adversarial_loss, forward_adversarial_loss, make_batches, mle_loss, mmi_rerank,
     noise_loss, swap, train_ami, train_mle)
 from repflow.families.text.decoding import NEVER_GENERATED, beam_search, greedy_decode, sample_decode
-from repflow.families.text.metrics import bleu, distinct_n, generic_rate, mean_backward_log_likelihood
+from repflow.families.text.metrics import (
+    bleu, distinct_n, excess_generality, generic_rate, mean_backward_log_likelihood, reference_generality,
+    reference_generic_rate)
 from repflow.families.text.models import (
     SEQ2SEQ, LatentNoise, Memory, build_seq2seq, decoder_io, noise_norm, pad_batch, reverse_within,
     sequence_log_prob)
@@ -358,3 +360,61 @@ def test_mean_backward_log_likelihood_is_the_mean_of_log_q():
     direct = [sequence_log_prob(backward, pad_batch([o]), pad_batch([s])).item() for s, o in zip(sources, outputs)]
     got = mean_backward_log_likelihood(backward, sources, outputs, batch_size=2)
     assert got == pytest.approx(sum(direct) / 3, abs=1e-4) and got < 0
+
+
+def test_ami_rewards_and_noise_step_run_with_dropout_off():
+    """With dropout 0.5 and every model in train mode, the forward step's rewards and loss and the noise
+    step's loss are the same for the same inputs and draws (scored in eval mode), and each model's mode is
+    restored afterwards."""
+    torch.manual_seed(0)
+    forward, backward = (build_seq2seq("gru_attention", VOCAB, embed=16, hidden=32, dropout=0.5) for _ in range(2))
+    noise = LatentNoise(32)
+    for m in (forward, backward, noise):
+        m.train()
+    pairs = toy_pairs(8)
+    source, target = pad_batch([s for s, _ in pairs]), pad_batch([t for _, t in pairs])
+    config = AMIConfig(samples=3, max_len=6)
+    runs = [forward_adversarial_loss(forward, backward, noise, source, config, torch.Generator().manual_seed(3))
+            for _ in range(2)]
+    assert torch.equal(runs[0][1]["reward"], runs[1][1]["reward"])
+    assert torch.equal(runs[0][0], runs[1][0])
+    noise_runs = [noise_loss(noise, forward, backward, source, target, config, torch.Generator().manual_seed(3))[0]
+                  for _ in range(2)]
+    assert torch.equal(noise_runs[0], noise_runs[1])
+    assert forward.training and backward.training and noise.training
+
+
+def test_ami_ablation_switches_drop_the_backward_demotion_and_the_noise_update():
+    pairs = toy_pairs(32)
+
+    def run(**switches):
+        forward, backward = tiny(0), tiny(1)
+        torch.manual_seed(2)
+        noise = LatentNoise(32)
+        before = [p.detach().clone() for p in noise.parameters()]
+        history = train_ami(forward, backward, noise, pairs, steps=20, batch_size=8,
+                            config=AMIConfig(samples=2, max_len=4, **switches), seed=0)
+        moved = any(not torch.equal(a, b) for a, b in zip(before, noise.parameters()))
+        return history, moved
+
+    full, moved = run()
+    assert moved and sum("fake_nll" in h for h in full) == 4 and sum("noise_norm" in h for h in full) == 4
+    no_back, _ = run(backward_adversarial=False)
+    assert sum("fake_nll" in h for h in no_back) == 0 and sum("reward" in h for h in no_back) == 4
+    no_noise, moved = run(noise_step=False)
+    assert not moved and [h.get("skipped") for h in no_noise if h["phase"] == "noise"] == [True] * 4
+    with pytest.raises(ValueError, match="noise_step"):
+        AMIConfig(noise_step=1)
+
+
+def test_reference_generic_rate_does_not_penalise_a_generic_right_answer():
+    refs = [["of or relating to the sea"], ["of or relating to music"], ["a small boat with oars"],
+            ["of or relating to"]]
+    assert reference_generic_rate(["of or relating to the sea", "of or relating to music",
+                                   "a small boat with oars", "of or relating to"], refs) == 0.0
+    # the bare generic phrase is more generic than the sea / boat references, not than its own reference
+    assert reference_generic_rate(["of or relating to"] * 4, refs) == 0.75
+    generality = reference_generality(["of or relating to", "a small boat with oars", "zebra"], refs[:3])
+    assert generality[0] == pytest.approx(2 / 3) and generality[1] == pytest.approx(1 / 3) and generality[2] == 0.0
+    assert excess_generality(["of or relating to"] * 3, refs[:3]) > 0 > excess_generality(["zebra"] * 3, refs[:3])
+    assert reference_generality([""], [["a"]]) == [1.0]

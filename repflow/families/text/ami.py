@@ -29,6 +29,14 @@ What follows the official code (``ZJULearning/AMI``: ``trainer_nmt.py``, ``onmt/
   over the hidden axis (the code's norm runs over the batch axis, a bug). T̂_k is the forward model's
   teacher-forced distribution on the perturbed memory h + λε_k, fed to Q as soft tokens so the NLL has a
   gradient in ε (the code's argmax T̂ has none).
+- dropout: every reward, every fake and the noise step are computed with the scoring models in eval mode
+  (dropout off: :func:`evaluating`), so a reward is a deterministic function of its inputs and the forward
+  step's log P(T̃|S) is that of the distribution T̃ was sampled from (on-policy); only the MLE terms and the
+  backward model's demotion of fakes (the terms being trained with dropout, as MLE is) run in train mode.
+  The code leaves every model in train mode throughout.
+- ablations (:class:`AMIConfig`): ``backward_adversarial=False`` keeps the backward model's MLE batches but
+  drops its demotion of fakes; ``noise_step=False`` keeps the schedule but makes the noise batches no-ops
+  (the forward step then perturbs with the untrained noise model). Both default on (full AMI).
 - nothing is skipped: the code wraps each step in ``try/except: continue``; here an error stops training.
 """
 from __future__ import annotations
@@ -49,7 +57,7 @@ from repflow.progress import progress
 
 __all__ = ["Batch", "make_batches", "mle_loss", "train_mle", "mmi_rerank", "mmi_order", "AMIConfig", "ami_phase",
            "forward_adversarial_loss", "backward_adversarial_loss", "noise_loss", "train_ami", "frozen",
-           "swap"]
+           "swap", "evaluating"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 """(source (N, S), target (N, T)), padded token rows."""
@@ -159,7 +167,9 @@ class AMIConfig:
     ``noise_batches`` (4) make the schedule; ``adversarial_weight`` scales the adversarial terms against the
     MLE ones (1.0); ``max_grad_norm`` (fw/bw_adv_w_clip 1.0); ``lr`` of Adam for all three models and
     ``noise_lr`` (a choice: the code uses SGD at 0.01 with max_grad_norm 0.1 for fine-tuning, tuned for its
-    large LSTMs); ``max_len`` generated tokens; ``temperature`` of the forward samples (1.0)."""
+    large LSTMs); ``max_len`` generated tokens; ``temperature`` of the forward samples (1.0);
+    ``backward_adversarial`` and ``noise_step``: the ablation switches (off: no demotion of fakes in the
+    backward batches / no update in the noise batches; the schedule is unchanged)."""
 
     samples: int = 5
     noise_scale: float = 0.1
@@ -174,6 +184,8 @@ class AMIConfig:
     noise_lr: float = 1e-3
     max_len: int = 32
     temperature: float = 1.0
+    backward_adversarial: bool = True
+    noise_step: bool = True
 
     def __post_init__(self):
         for name in ("samples", "gm_iter_count", "adversarial_every", "max_len"):
@@ -188,6 +200,9 @@ class AMIConfig:
         for name in ("max_grad_norm", "lr", "noise_lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"AMI {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("backward_adversarial", "noise_step"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"AMI {name} must be true or false, got {getattr(self, name)!r}")
 
 
 def ami_phase(batch_index: int, config: AMIConfig) -> tuple[str, bool]:
@@ -216,6 +231,20 @@ def frozen(*modules: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+@contextmanager
+def evaluating(*modules: torch.nn.Module):
+    """``modules`` in eval mode (dropout off) inside the block, each restored to its own mode afterwards: how
+    AMI scores rewards and fakes and runs the frozen models of the noise step."""
+    saved = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, saved):
+            m.train(flag)
+
+
 def _perturbed_memory(forward: Seq2Seq, noise: LatentNoise, source: torch.Tensor, config: AMIConfig,
                       generator: torch.Generator | None, noise_grad: bool = False):
     """(forward memory of each source repeated K times and perturbed h + λε_k, ε) — ε detached unless
@@ -234,23 +263,23 @@ def forward_adversarial_loss(forward: Seq2Seq, backward: Seq2Seq, noise: LatentN
         ∇_θ E[log Q(S|T̃)] ≈ mean_{n,k} (r_nk − b_nk) ∇_θ log P_θ(T̃_nk | S_n, h + λε_k),
         r_nk = log Q_φ(S_n | T̃_nk),  b_nk = mean of r_nj over the other samples j ≠ k of source n.
 
-    T̃ is sampled from P on the perturbed memory (K per source). Returns (the loss to minimise, the batch's
-    samples (N·K, L) with their rewards and advantages (N·K,), for inspection)."""
+    T̃ is sampled from P on the perturbed memory (K per source). Sampling, the reward and log P all run with
+    dropout off (:func:`evaluating`): the reward is a deterministic function of (S, T̃) and log P is that of
+    the distribution T̃ came from; the gradient still flows through log P. Returns (the loss to minimise, the
+    batch's samples (N·K, L) with their rewards and advantages (N·K,), for inspection)."""
     n, k = source.shape[0], config.samples
-    memory, _ = _perturbed_memory(forward, noise, source, config, generator)
-    was_training = forward.training
-    forward.eval()
-    samples = sample_decode(forward, memory=memory, max_len=config.max_len, temperature=config.temperature,
-                            generator=generator)
-    forward.train(was_training)
-    with torch.no_grad():
-        reward = sequence_log_prob(backward, samples, source.repeat_interleave(k, 0)).reshape(n, k)
-        if k > 1:
-            baseline = (reward.sum(dim=1, keepdim=True) - reward) / (k - 1)
-        else:
-            baseline = reward.mean().expand_as(reward)
-        advantage = (reward - baseline).reshape(-1)
-    log_p = sequence_log_prob(forward, source, samples, memory=memory)
+    with evaluating(forward, backward, noise):
+        memory, _ = _perturbed_memory(forward, noise, source, config, generator)
+        samples = sample_decode(forward, memory=memory, max_len=config.max_len, temperature=config.temperature,
+                                generator=generator)
+        with torch.no_grad():
+            reward = sequence_log_prob(backward, samples, source.repeat_interleave(k, 0)).reshape(n, k)
+            if k > 1:
+                baseline = (reward.sum(dim=1, keepdim=True) - reward) / (k - 1)
+            else:
+                baseline = reward.mean().expand_as(reward)
+            advantage = (reward - baseline).reshape(-1)
+        log_p = sequence_log_prob(forward, source, samples, memory=memory)
     loss = -(advantage * log_p).mean()
     return loss, {"samples": samples, "reward": reward.reshape(-1), "advantage": advantage}
 
@@ -268,16 +297,16 @@ def backward_adversarial_loss(backward: Seq2Seq, forward: Seq2Seq, noise: Latent
 
         − mean_{n,k} w_nk · min(NLL_Q(S_n | T̃_nk), log V),   w_nk = 1 − cos(ē(T_n), ē(T̃_nk)),
 
-    NLL per source token, T̃ the forward model's greedy outputs on K perturbed memories (no gradient to the
-    forward or noise model), ē from the backward model's embeddings (detached). The promotion of real pairs
-    is the MLE term the caller adds (:func:`mle_loss` on swapped pairs). Returns (loss, {"weight", "fake_nll"})."""
+    NLL per source token, T̃ the forward model's greedy outputs on K perturbed memories (made with dropout
+    off; no gradient to the forward or noise model), ē from the backward model's embeddings (detached). The
+    NLL of the fakes runs in the backward model's own mode (train mode in :func:`train_ami`: this is its
+    update, like its MLE term). The promotion of real pairs is the MLE term the caller adds (:func:`mle_loss`
+    on swapped pairs). Returns (loss, {"weight", "fake_nll"})."""
     k = config.samples
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(forward, noise):
         memory, _ = _perturbed_memory(forward, noise, source, config, generator)
-        was_training = forward.training
-        forward.eval()
         fakes = greedy_decode(forward, memory=memory, max_len=config.max_len)
-        forward.train(was_training)
+    with torch.no_grad():
         weight = 1 - F.cosine_similarity(_mean_embedding(backward, target).repeat_interleave(k, 0),
                                          _mean_embedding(backward, fakes), dim=-1)
     fake_nll = -sequence_log_prob(backward, fakes, source.repeat_interleave(k, 0), per_token=True)
@@ -293,9 +322,10 @@ def noise_loss(noise: LatentNoise, forward: Seq2Seq, backward: Seq2Seq, source: 
         mean_k [ NLL_Q(S | T̂_k) − c·‖ε_k‖·1[‖ε_k‖ ≤ B] ],   T̂_k = softmax of P(·| <bos> T, h + λε_k),
 
     with ‖ε‖ the per-position hidden-axis norm averaged over positions (:func:`noise_norm`), c =
-    ``noise_norm_weight``, B = ``noise_norm_bound``, NLL per source token. Returns (loss, {"norm", "nll"})."""
+    ``noise_norm_weight``, B = ``noise_norm_bound``, NLL per source token. The frozen forward and backward
+    models run with dropout off (:func:`evaluating`). Returns (loss, {"norm", "nll"})."""
     k = config.samples
-    with frozen(forward, backward):
+    with frozen(forward, backward), evaluating(forward, backward):
         memory, eps = _perturbed_memory(forward, noise, source, config, generator, noise_grad=True)
         target_k = target.repeat_interleave(k, 0)
         decoder_in, _, _ = decoder_io(target_k)
@@ -314,8 +344,11 @@ def train_ami(forward: Seq2Seq, backward: Seq2Seq, noise: LatentNoise,
     """AMI fine-tuning of pretrained ``forward`` and ``backward`` models with the noise model, ``steps``
     batches following :func:`ami_phase` (batches drawn from ``pairs`` epoch after epoch, in an order from
     ``seed``; every sample drawn from the same seeded generator). Each forward batch: MLE (+ the adversarial
-    term on its turn); each backward batch: MLE on the swapped pair (+ the demotion of fakes on its turn);
-    each noise batch: :func:`noise_loss`. Gradients are clipped to ``config.max_grad_norm``. An error in any
+    term on its turn); each backward batch: MLE on the swapped pair (+ the demotion of fakes on its turn,
+    unless ``config.backward_adversarial`` is off); each noise batch: :func:`noise_loss` (a no-op batch,
+    recorded with ``"skipped": True``, when ``config.noise_step`` is off). The models stay in train mode for
+    the updates; rewards, fakes and the noise step's frozen models run in eval mode (see the module notes).
+    Gradients are clipped to ``config.max_grad_norm``. An error in any
     step propagates (nothing is skipped). Returns one record per batch: {"step", "phase", "adversarial",
     "loss", plus the phase's means: "reward" / "fake_nll" / "noise_norm"}."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -347,10 +380,13 @@ def train_ami(forward: Seq2Seq, backward: Seq2Seq, noise: LatentNoise,
                 record["reward"] = info["reward"].mean().item()
         elif phase == "backward":
             loss = mle_loss(backward, target, source)
-            if adversarial:
+            if adversarial and config.backward_adversarial:
                 adv, info = backward_adversarial_loss(backward, forward, noise, source, target, config, generator)
                 loss = loss + config.adversarial_weight * adv
                 record["fake_nll"] = info["fake_nll"].mean().item()
+        elif not config.noise_step:
+            history.append(record | {"skipped": True})
+            continue
         else:
             loss, info = noise_loss(noise, forward, backward, source, target, config, generator)
             record["noise_norm"] = info["norm"].mean().item()

@@ -79,6 +79,10 @@ class TextTrainParams(Section):
     samples: int = Field(5, ge=1, le=100, description="K generated targets per source (official 5)")
     noise_scale: float = Field(0.1, ge=0.0, description="λ in h + λε; official 1.0 drowns the source at this "
                                                         "scale (see AMIConfig)")
+    backward_adversarial: bool = Field(True, description="ablation switch: false drops the backward model's "
+                                                         "demotion of generated targets (its MLE batches stay)")
+    noise_step: bool = Field(True, description="ablation switch: false leaves the noise model untrained (its "
+                                               "batches in the schedule do nothing)")
 
     @field_validator("hidden")
     @classmethod

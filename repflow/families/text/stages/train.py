@@ -121,7 +121,8 @@ def run(ctx: StageContext) -> StageSummary:
                                          desc="backward MLE", **mle))
     if cfg.method == "ami" and "ami" not in done:
         ami = AMIConfig(samples=cfg.samples, noise_scale=cfg.noise_scale, adversarial_weight=cfg.adversarial_weight,
-                        lr=cfg.ami_lr, max_len=max_len)
+                        lr=cfg.ami_lr, max_len=max_len, backward_adversarial=cfg.backward_adversarial,
+                        noise_step=cfg.noise_step)
         finish("ami", train_ami(models["forward"], models["backward"], models["noise"], train, steps=cfg.ami_steps,
                                 batch_size=cfg.ami_batch_size, config=ami, seed=start(AMI_SEED), max_len=max_len))
     n_params = sum(p.numel() for p in models["forward"].parameters())
