@@ -52,7 +52,7 @@ def main() -> None:
     arms = attack_arms(model, device, eps=0.1, steps=args.steps, spectrum=args.spectrum, fusion_layer="block2",
                        compiled=not args.no_compile)
     rows, seconds = race(arms, model, x, y, args.repeats)
-    lines, targets = verdicts(rows, steps=args.steps, spectrum=args.spectrum)
+    lines, targets = verdicts(rows, seconds, steps=args.steps, spectrum=args.spectrum)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (1 thread)"
     report = {"device": name, "torch": torch.__version__, "args": vars(args), "rows": rows, "targets": targets,
               "seconds": seconds}

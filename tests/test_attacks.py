@@ -401,3 +401,19 @@ def test_compiled_attacks_give_the_eager_examples():
     compiled = make_attack("mifgsm", model, svd=svd, compile=True, **params)(x, y)
     assert torch.allclose(eager, compiled, atol=1e-5)
     assert (compiled - x).abs().max() <= 8 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("name,extra", [("pgd", {}), ("pgd_l2", {"eps": 0.5}), ("mifgsm", {}), ("di", {}),
+                                        ("ti", {}), ("ssa", {"num_spectrum": 3}), ("fgsm", {}),
+                                        ("pgd", {"svd": {"layer": "block1"}})])
+def test_passes_of_a_few_images_give_one_pass_adversarial_examples(name, extra):
+    """A CPU attack takes the model's gradient ``pass_images`` images at a time (cache-sized chunks); the
+    examples must be those of one pass over the whole batch (the transforms' draws included), same seed."""
+    model = tiny_model()
+    x, y = random_batch(n=37)
+    params = {"eps": 0.05, **quick_params(name), "seed": 3, **extra}
+    one_pass = make_attack(name, model, **params)
+    one_pass.pass_images = {"cpu": 10_000, "other": 10_000}
+    chunked = make_attack(name, model, **params)
+    assert chunked.pass_images["cpu"] < len(x)  # the default chunks this batch
+    assert torch.allclose(chunked(x, y), one_pass(x, y), atol=1e-6)
