@@ -62,7 +62,8 @@ def main() -> None:
     arms = attack_arms(model, device, eps=args.eps, steps=args.steps, spectrum=args.spectrum, fusion_layer="block2")
     arms = [arm for arm in arms if arm.heat in {heats[h] for h in chosen}]
     load_before = os.getloadavg()
-    rows, seconds = race(arms, model, x, y, args.repeats)
+    clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    rows, seconds = race(arms, model, x, y, args.repeats, clock=clock)
     load_after = os.getloadavg()
     lines, targets = verdicts(rows, seconds, steps=args.steps, spectrum=args.spectrum)
     notes = [
@@ -74,6 +75,9 @@ def main() -> None:
         f"clean acc on the batch {accuracy(model, x, y, device=device):.3f}",
         "load average (1, 5, 15 min) before the race " + ", ".join(f"{v:.2f}" for v in load_before)
         + ", after " + ", ".join(f"{v:.2f}" for v in load_after) + f" on {os.cpu_count()} CPUs",
+        ("seconds are the process's CPU seconds per call (one torch thread; on a shared machine a call's wall time "
+         "is mostly its waits for a core), images/s per CPU second; the wall-clock median is shown for scale"
+         if clock == "cpu" else "seconds are wall-clock seconds"),
         f"one warm-up per arm (it includes compile=True's compile: 'first call s'), then heat by heat (PGD, "
         f"MI-FGSM, SSA with an MI-FGSM baseline) {args.repeats} rounds, order rotated per round; '× baseline "
         "time' is the median over rounds of the arm's seconds / the heat's first arm's seconds in that round "
@@ -84,7 +88,8 @@ def main() -> None:
         "float rounding; every arm stays inside the ε-ball and [0, 1] ('inside ε-ball')",
     ]
     write_results(args.name, "Attack throughput: repflow vs torchattacks vs torchattack", rows, notes,
-                  extra={"seconds": seconds, "targets": targets, "args": vars(args)})
+                  extra={"seconds": seconds, "clock": clock, "targets": targets, "args": vars(args),
+                         "load average": {"before": load_before, "after": load_after}})
 
 
 if __name__ == "__main__":

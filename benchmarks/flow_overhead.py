@@ -30,18 +30,19 @@ from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 
 SMALL = {
     "seed": 0, "device": "cpu",
-    "prep": {"source": "fashion-mnist", "per_class": 30, "test_per_class": 10, "val_fraction": 0.2, "shard_size": 128},
+    "prep": {"source": "fashion-mnist", "per_class": 30, "test_per_class": 10, "val_fraction": 0.2, "shard_size": 128,
+             "image_format": "png"},
     "generate": {"epochs": 2, "batch_size": 64, "channels": 16, "judge_epochs": 2, "quality_samples": 100,
                  "anchors": 60, "views": 2, "shard_size": 100},
     "select": {"method": "full"},
     "train": {"encoder": "small_cnn", "width": 8, "proj_dim": 16, "epochs": 2, "batch_size": 64},
     "evaluate": {"probe_epochs": 30, "eps": [0.03137255], "pgd_steps": 3, "max_test": 50, "alf_epochs": 1,
-                 "alf_steps": 2},
+                 "alf_steps": 2, "compile": False},
     "distill": {"ipc": 2, "iterations": 3, "real_per_class": 8, "eval_archs": ["convnet", "mlp"], "eval_seeds": 1,
                 "eval_epochs": 3},
     "zoo": {"members": ["convnet", "mlp"], "epochs": 1},
     "transfer": {"attacks": ["mifgsm"], "eps": [0.1], "steps": 2, "svd_iterations": 5, "max_test": 50,
-                 "batch_size": 50},
+                 "batch_size": 50, "compile": False},
 }
 
 

@@ -280,9 +280,10 @@ def main() -> None:
         tracking.configure(root)
         n_train = int(round(args.per_class * 0.9)) * 10
         base = {"seed": 0, "device": "cpu",
-                "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": args.test_per_class},
+                "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": args.test_per_class,
+                         "image_format": "png"},
                 "generate": {"anchors": n_train, "views": 4},
-                "train": {"epochs": args.epochs, "batch_size": 256, "width": 32}}
+                "train": {"encoder": "small_cnn", "epochs": args.epochs, "batch_size": 256, "width": 32}}
         p0 = parse_params(base)
         shards = run_stage("image.prep", p0, {}, root / "prep")
         data = ShardSet(shards)

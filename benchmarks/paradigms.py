@@ -213,6 +213,11 @@ def not_rejudged(judged_ids: set[str]) -> list[str]:
     return notes
 
 
+PINNED = ("prep.image_format=png", "train.encoder=small_cnn", "evaluate.compile=false", "transfer.compile=false")
+"""The recorded runs' settings of params whose params.yaml defaults changed since (issue 34's fast defaults),
+passed before the run's own ``-P`` overrides, so the benchmark keeps its protocol whatever params.yaml says."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="work folder (params.yaml is copied in when absent)")
@@ -233,7 +238,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "repflow", "compare", "--workdir", str(ws), "--seeds", *map(str, args.seeds)]
     cmd += ["--epochs", str(args.epochs)] if args.epochs else ["--seconds", str(args.seconds)] if args.seconds else []
     cmd += ["--methods", *args.methods] if args.methods else []
-    cmd += [x for o in args.params for x in ("-P", o)]
+    cmd += [x for o in (*PINNED, *args.params) for x in ("-P", o)]
     out = ws / "reports" / "compare"
     previous = RESULTS / f"{args.name}.json"
     if args.no_run:

@@ -234,14 +234,14 @@ def judged(payload: dict) -> list[Tested]:
 def arm_params(args, seed: int, method: str, fraction: float, val_size: int) -> dict:
     return {
         "seed": seed, "device": "cpu",
-        "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": 100},
+        "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": 100, "image_format": "png"},
         "select": {"method": method, "fraction": fraction, "warmup_epochs": args.warmup, "every": args.every,
                    "val_size": val_size, "candidate_batch": args.candidate_batch},
         "train": {"method": args.method, "encoder": "small_cnn", "width": 16, "proj_dim": 32, "epochs": args.epochs,
                   "batch_size": args.batch_size, "lr": 2e-3,
                   "adversarial": {"eps": EPS, "alpha": 2.5 * EPS / 2, "steps": 2}},
         "evaluate": {"eps": [EPS], "pgd_steps": 20, "max_test": args.max_test, "alf_epochs": 2, "alf_steps": 3,
-                     "probe_epochs": 30},
+                     "probe_epochs": 30, "compile": False},
     }
 
 

@@ -268,7 +268,8 @@ def main() -> None:
         tracking.configure(root)
         params = parse_params({"seed": 0, "device": "cpu", "prep": {"source": "fashion-mnist",
                                                                      "per_class": args.per_class,
-                                                                     "test_per_class": 100 * args.seeds}})
+                                                                     "test_per_class": 100 * args.seeds,
+                                                                     "image_format": "png"}})
         data = ShardSet(run_stage("image.prep", params, {}, root / "prep"))
         x_train, y_train = data.load("train")
         x_test_u8, y_test = data.load("test")
