@@ -9,9 +9,11 @@ seeded by ``seed``, so results are reproducible on CPU; on a GPU the draws come 
 device (same seed), so no step waits for a host-to-device copy.
 
 Speed: the model's parameters are frozen (``requires_grad=False``) while an attack runs, since only
-∇_x is wanted; ``compile=True`` runs the model through ``torch.compile`` (about 1.4× on a small CNN on
-CPU, after a compile of several seconds on the first batch, so it pays for whole evaluations, not
-for one batch). On a GPU, SSA's spectrum copies go through the model as one batch.
+∇_x is wanted; on a CPU the gradient is taken 16 images per pass (``IterativeAttack.pass_images``), so
+that each layer's activations stay in cache; ``compile=True`` runs the model through ``torch.compile``
+(about 1.3× on a small CNN on CPU, after a compile of several seconds on the first batch, so it pays
+for whole evaluations, not for one batch). On a GPU, SSA's spectrum copies go through the model as one
+batch.
 
 One iterative core serves every attack; each step is
 
@@ -61,9 +63,12 @@ class IterativeAttack:
     while they fit, and a batch larger than this is split into chunks (the transforms still see the whole
     batch, so their random draws do not change). On a GPU one pass per copy is what makes SSA slow. On a
     CPU, passes of 16 images keep each layer's activations in a core's cache (1 MiB L2; the zoo ConvNet
-    holds about 100 kB per 28×28 image per layer): a PGD-10 step at batch 256 takes about half the time of
-    one 256-image pass. The chunks give every image the gradient one pass gives it, since the attacked
-    model is in eval mode, where no layer mixes images."""
+    holds about 100 kB per 28×28 image per layer): the zoo ConvNet's forward and backward on 256 images
+    took 0.45× the time of one 256-image pass on a 2-core machine at load 1.5, but at load 15–34, where
+    other processes share the caches, PGD-10 ran at 0.87–1.13× torchattacks' one-pass speed
+    (benchmarks/results/attack_speed.md, attack_speed_repeat.md). The chunks
+    give every image the gradient one pass gives it, since the attacked model is in eval mode, where no
+    layer mixes images."""
     draws_on_device = True
     """Random starts and SSA's spectrum noise come from a generator on the input's device (seeded like the
     CPU one; no host-to-device copy per draw). Set False on an instance to draw them from the CPU generator

@@ -191,9 +191,11 @@ class EvaluateParams(Section):
     alf_eps: float = Field(8 / 255, gt=0.0, le=1.0, description="PGD radius while finetuning the probe")
     alf_steps: int = Field(3, ge=1, le=100, description="PGD steps while finetuning the probe")
     rd_steps: int = Field(3, ge=1, le=100, description="attack steps of the held-out representational divergence")
-    compile: bool = Field(False, description="run the PGD grid's model through torch.compile: about 1.9x faster "
-                                             "attacks on CPU after a compile of several seconds per Ray task "
-                                             "(benchmarks/results/attack_speed.md); needs a C++ compiler")
+    compile: bool = Field(False, description="run the PGD grid's model through torch.compile (needs a C++ compiler). "
+                                             "Off: on the default small_cnn a compiled 500-image PGD-10 task took "
+                                             "6.7 CPU s against 6.3 eager, after a compile of ~45 CPU s per Ray "
+                                             "worker (cold cache); the zoo ConvNet gains ~1.3x "
+                                             "(benchmarks/results/attack_speed.md)")
 
     @field_validator("eps")
     @classmethod
