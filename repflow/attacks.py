@@ -64,9 +64,9 @@ class IterativeAttack:
     batch, so their random draws do not change). On a GPU one pass per copy is what makes SSA slow. On a
     CPU, passes of 16 images keep each layer's activations in a core's cache (1 MiB L2; the zoo ConvNet
     holds about 100 kB per 28×28 image per layer): the zoo ConvNet's forward and backward on 256 images
-    took 0.45× the time of one 256-image pass on a 2-core machine at load 1.5, but at load 15–34, where
-    other processes share the caches, PGD-10 ran at 0.87–1.13× torchattacks' one-pass speed
-    (benchmarks/results/attack_speed.md, attack_speed_repeat.md). The chunks
+    took 0.45× the time of one 256-image pass on a 2-core machine at load 1.5; PGD-10 ran at 1.29–1.55×
+    torchattacks' one-pass speed at load 3–5, but at 0.87–1.13× at load 15–34, where a dozen other
+    processes share the caches (benchmarks/results/attack_speed*.md). The chunks
     give every image the gradient one pass gives it, since the attacked model is in eval mode, where no
     layer mixes images."""
     draws_on_device = True
