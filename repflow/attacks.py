@@ -11,7 +11,7 @@ device (same seed), so no step waits for a host-to-device copy.
 Speed: the model's parameters are frozen (``requires_grad=False``) while an attack runs, since only
 ∇_x is wanted; on a CPU the gradient is taken 16 images per pass (``IterativeAttack.pass_images``), so
 that each layer's activations stay in cache; ``compile=True`` runs the model through ``torch.compile``
-(about 1.3× on a small CNN on CPU, after a compile of several seconds on the first batch, so it pays
+(about 1.3–1.5× on a small CNN on CPU, after a compile of several seconds on the first batch, so it pays
 for whole evaluations, not for one batch). On a GPU, SSA's spectrum copies go through the model as one
 batch.
 

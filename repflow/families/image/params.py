@@ -194,7 +194,7 @@ class EvaluateParams(Section):
     compile: bool = Field(False, description="run the PGD grid's model through torch.compile (needs a C++ compiler). "
                                              "Off: on the default small_cnn a compiled 500-image PGD-10 task took "
                                              "6.7 CPU s against 6.3 eager, after a compile of ~45 CPU s per Ray "
-                                             "worker (cold cache); the zoo ConvNet gains ~1.3x "
+                                             "worker (cold cache); the zoo ConvNet gains 1.3-1.5x "
                                              "(benchmarks/results/attack_speed.md)")
 
     @field_validator("eps")
