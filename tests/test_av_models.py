@@ -116,6 +116,28 @@ def test_spectrum_vqvae_learns_and_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(vq.state_dict().values(), vq2.state_dict().values()))
 
 
+@pytest.mark.slow
+def test_dead_code_restarts_raise_the_codebook_perplexity():
+    """Spectra that are mostly near-silence (as speech clips with pauses): without restarts (dead_count 0, what
+    the old EMA-usage < 0.01 rule amounted to in any run under ~460 steps) the codebook collapses onto a few
+    codes; restarting codes unused since the last check spreads the use."""
+    g = torch.Generator().manual_seed(0)
+    loud = torch.rand(512, 1, generator=g) < 0.3
+    logs = torch.where(loud, 4 + 2 * torch.randn(512, 65, generator=g), -8 + 0.1 * torch.randn(512, 65, generator=g))
+    spectra = torch.exp(torch.linspace(0, -6, 65) + logs)
+
+    def perplexity(dead_count: float) -> tuple[float, int]:
+        torch.manual_seed(1)
+        vq = SpectrumVQVAE(65, code_dim=4, num_codes=16)
+        history = train_vqvae(vq, random_batches(spectra, 32, seed=2), steps=100, lr=5e-3, seed=3, restart_every=20,
+                              dead_count=dead_count)
+        return sum(h["perplexity"] for h in history[-20:]) / 20, sum(h["restarted"] for h in history[1:])
+
+    (collapsed, none), (used, restarted) = perplexity(0.0), perplexity(1.0)
+    assert none == 0 and restarted > 0
+    assert collapsed < 5 and used > 1.5 * collapsed, (collapsed, used)
+
+
 def test_saved_vqvae_loads_and_its_frame_size_guard_names_the_file(tmp_path):
     torch.manual_seed(0)
     vq = SpectrumVQVAE(33, spectrum="log_power", code_dim=2, num_codes=8)
@@ -346,6 +368,25 @@ def test_linear_information_counts_only_what_holds_across_groups():
     assert held_out["shared"] > 1.0 and held_out["entangled"] < 0.3, held_out
     assert mutual_information(torch.cat([identity, codes["entangled"]], 1) + noise, emotions)["max"] > 0.3
     assert linear_information(torch.randn(480, 4, generator=g), emotions) < 0.05
+
+
+def test_linear_information_with_clips_keeps_a_clips_frames_on_one_side():
+    """Per-frame rows whose label is unrelated to anything but the clip (each clip a random point, a random
+    label): folds over frames let the read-out recognise the clip and score its label; folds of whole clips
+    give ~0. A label that really shows in the frames still counts with clip folds."""
+    g = torch.Generator().manual_seed(0)
+    n_clips, frames = 48, 10
+    clip_labels = torch.randint(0, 4, (n_clips,), generator=g)
+    clip_points = 3 * torch.randn(n_clips, 60, generator=g)
+    rows, labels = per_frame_samples(clip_points.unsqueeze(1) + 0.1 * torch.randn(n_clips, frames, 60, generator=g),
+                                     clip_labels)
+    clips = torch.arange(n_clips).repeat_interleave(frames)
+    leaked, grouped = linear_information(rows, labels), linear_information(rows, labels, clips=clips)
+    assert leaked > 0.5 and grouped < 0.1, (leaked, grouped)
+    cue = 3 * torch.nn.functional.one_hot(labels, 4).float() + 0.5 * torch.randn(len(labels), 4, generator=g)
+    assert linear_information(cue, labels, clips=clips) > 0.5
+    with pytest.raises(ValueError, match="groups or clips"):
+        linear_information(rows, labels, groups=clips, clips=clips)
 
 
 # --- swaps and denoising --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.feature_selection import mutual_info_classif
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -55,16 +55,24 @@ def mutual_information(features: torch.Tensor | np.ndarray, labels: torch.Tensor
 
 
 def linear_information(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, *,
-                       groups: torch.Tensor | np.ndarray | None = None, folds: int = 5, seed: int = 0,
+                       groups: torch.Tensor | np.ndarray | None = None,
+                       clips: torch.Tensor | np.ndarray | None = None, folds: int = 5, seed: int = 0,
                        max_samples: int = 5000) -> float:
     """H(y) − CE in nats, floored at 0: the label entropy (empirical frequencies) minus the cross-entropy of
     logistic regression (standardised features, C = 1) predicting each row from a model fitted on the other
     folds. With ``groups`` (e.g. speaker ids per row) the folds are whole groups, so only information that
-    holds across groups counts. A lower bound on I(features; labels) (the read-out is linear and finite-data);
-    the whole (N, d) representation at once, unlike :func:`mutual_information`. At most ``max_samples``
-    rows (a seeded subset)."""
+    holds across groups counts. With ``clips`` instead (the clip id of each row, for per-frame rows) the folds
+    are label-stratified sets of whole clips: without it, frames of one clip land on both sides of a fold and
+    a read-out that only recognises the clip scores as information about its label (a clip's frames share
+    its identity and its recording). Give one of ``groups`` and ``clips``; a group must hold whole clips. A
+    lower bound on I(features; labels) (the read-out is linear and finite-data); the whole (N, d)
+    representation at once, unlike :func:`mutual_information`. At most ``max_samples`` rows (a seeded
+    subset)."""
     x, y = as_array(features, "features", 2), as_array(labels, "labels", 1)
-    g = None if groups is None else as_array(groups, "groups", 1)
+    if groups is not None and clips is not None:
+        raise ValueError("give groups or clips, not both (a group holds whole clips)")
+    g = as_array(groups, "groups", 1) if groups is not None else (
+        None if clips is None else as_array(clips, "clips", 1))
     if len(x) != len(y) or (g is not None and len(g) != len(y)):
         raise ValueError(f"{len(x)} feature rows, {len(y)} labels" + ("" if g is None else f", {len(g)} groups"))
     if len(x) > max_samples:
@@ -75,7 +83,9 @@ def linear_information(features: torch.Tensor | np.ndarray, labels: torch.Tensor
         raise ValueError(f"need at least 2 label values, got {classes.tolist()}")
     if g is not None and len(np.unique(g)) < folds:
         raise ValueError(f"{folds} folds need at least {folds} groups, got {len(np.unique(g))}")
-    splitter = GroupKFold(folds) if g is not None else StratifiedKFold(folds, shuffle=True, random_state=seed)
+    splitter = (GroupKFold(folds) if groups is not None else
+                StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if clips is not None else
+                StratifiedKFold(folds, shuffle=True, random_state=seed))
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
     proba = cross_val_predict(model, x, y_index, cv=splitter, groups=g, method="predict_proba")
     if proba.shape[1] != len(classes):

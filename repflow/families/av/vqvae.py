@@ -14,8 +14,11 @@ the official code, ``samsad35/code-mdvae``).
 - :class:`VectorQuantizer`: nearest code, straight-through gradient, commitment loss β‖z_e − sg(e)‖²
   (β = 0.25), codebook by EMA (decay 0.99, Laplace-smoothed counts; official) or by the codebook loss
   ‖sg(z_e) − e‖² (``ema_decay=None``). Codes are initialised from encoder outputs of the first batch and
-  dead codes restarted from current ones (both from the run's seed; not in the official code, which keeps
-  nn.Embedding's uniform ±1/K init: at CPU scale most codes then stay unused).
+  dead codes (fewer than ``dead_count`` assignments since the last check, counted in ``hits``) restarted
+  from current ones (both from the run's seed; not in the official code, which keeps nn.Embedding's uniform
+  ±1/K init: at CPU scale most codes then stay unused). Before issue 33 "dead" meant an EMA usage below
+  0.01, which a code starting at usage 1 only reaches after ~460 steps (0.99^460): no code was ever
+  restarted in a 500–1500-step run and the speech codebook collapsed to a perplexity of 3–5 of 64.
 
 Sizes (official → default here): faces conv widths 64/128/128 → 32/64/64, residual hidden 32 → 16 (2
 layers), code dim 32 → 8, K 512 → 128, latent 32×8×8 = 2048 → 8×8×8 = 512 per frame; speech conv widths
@@ -77,6 +80,8 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("ema_sum", init.clone())
         self.register_buffer("usage", torch.ones(num_codes))
         self.register_buffer("initialised", torch.tensor(False))
+        self.register_buffer("hits", torch.zeros(num_codes), persistent=False)
+        """Assignments per code in training batches since the last dead-code check (not saved)."""
 
     @staticmethod
     def flatten(z_e: torch.Tensor) -> torch.Tensor:
@@ -107,6 +112,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
         decay = self.ema_decay if self.ema_decay is not None else self.usage_decay
+        self.hits.add_(counts)
         self.usage.mul_(decay).add_(counts, alpha=1 - decay)
         if self.ema_decay is None:
             return
@@ -119,8 +125,9 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def reset_codes(self, which: torch.Tensor, flat: torch.Tensor, generator: torch.Generator) -> int:
         """Set the codes where ``which`` (K,) is True to encoder outputs drawn from ``flat`` (M, D); their usage
-        restarts at 1. Returns how many codes were reset."""
+        restarts at 1 and every code's ``hits`` at 0. Returns how many codes were reset."""
         chosen = torch.nonzero(which).flatten()
+        self.hits.zero_()
         if len(chosen) == 0:
             return 0
         picks = flat[torch.randint(len(flat), (len(chosen),), generator=generator, device=generator.device)]
@@ -448,13 +455,13 @@ def check_frame_size(model_meta: Mapping[str, Any], frames: torch.Tensor, *, lea
 
 
 def train_vqvae(model: VQVAE, batches: Iterable[torch.Tensor], *, steps: int, lr: float, seed: int,
-                restart_every: int = 100, dead_usage: float = 0.01, device: torch.device | str = "cpu",
+                restart_every: int = 100, dead_count: float = 1.0, device: torch.device | str = "cpu",
                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Adam at ``lr`` for ``steps`` steps on raw frames from ``batches`` (an endless iterator such as
     ``training.random_batches(frames, B, seed)``, or a list cycled). On the first batch: the input scale is
     fitted if it was not, and the codebook is set to encoder outputs of that batch. Every ``restart_every``
-    steps codes whose usage (EMA of counts per batch) fell below ``dead_usage`` are reset to current encoder
-    outputs. Both draw from ``seed``. The model and each batch are moved to ``device``. Returns one dict per
+    steps codes assigned fewer than ``dead_count`` times since the last check (all positions of all batches
+    in between) are reset to current encoder outputs. Both draw from ``seed``. The model and each batch are moved to ``device``. Returns one dict per
     step: ``step``, the loss terms, ``restarted`` (codes reset)."""
     _check_int("train_vqvae", "steps", steps)
     stream = cycle(batches)
@@ -475,7 +482,7 @@ def train_vqvae(model: VQVAE, batches: Iterable[torch.Tensor], *, steps: int, lr
                 restarted = quantizer.reset_codes(torch.ones(quantizer.num_codes, dtype=torch.bool), flat, generator)
                 quantizer.initialised.fill_(True)
             else:
-                restarted = quantizer.reset_codes(quantizer.usage < dead_usage, flat, generator)
+                restarted = quantizer.reset_codes(quantizer.hits < dead_count, flat, generator)
         terms = model.losses(raw)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
