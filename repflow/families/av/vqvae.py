@@ -461,8 +461,8 @@ def train_vqvae(model: VQVAE, batches: Iterable[torch.Tensor], *, steps: int, lr
     ``training.random_batches(frames, B, seed)``, or a list cycled). On the first batch: the input scale is
     fitted if it was not, and the codebook is set to encoder outputs of that batch. Every ``restart_every``
     steps codes assigned fewer than ``dead_count`` times since the last check (all positions of all batches
-    in between) are reset to current encoder outputs. Both draw from ``seed``. The model and each batch are moved to ``device``. Returns one dict per
-    step: ``step``, the loss terms, ``restarted`` (codes reset)."""
+    in between) are reset to current encoder outputs. Both draw from ``seed``. The model and each batch are
+    moved to ``device``. Returns one dict per step: ``step``, the loss terms, ``restarted`` (codes reset)."""
     _check_int("train_vqvae", "steps", steps)
     stream = cycle(batches)
     generator = torch.Generator(device=device).manual_seed(seed)
