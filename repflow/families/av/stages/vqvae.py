@@ -7,8 +7,9 @@ Written: ``face.safetensors`` and ``speech.safetensors`` (:func:`~repflow.famili
 weights + config, so a checkpoint that does not fit the frames is an error naming it) and latent shards of
 splits ``train`` / ``val`` / ``test``, each sample with ``audio.npy`` (T, D_a) and ``visual.npy`` (T, D_v)
 float32 and the clip's ``labels.json``; ``metrics.json`` / ``protocol.json`` (test-face PSNR and test-speech
-Itakura-Saito divergence on the first 16 test clips, what av.register gates the VQ-VAEs on); test-face
-reconstructions and loss curves for the report.
+Itakura-Saito divergence on the first 16 test clips, what av.register gates the VQ-VAEs on; each codebook's
+perplexity over the last 50 steps and how many dead codes were restarted: a collapsed codebook shows there);
+test-face reconstructions and loss curves for the report.
 """
 from __future__ import annotations
 
@@ -75,6 +76,18 @@ def _vqvae(checkpoint: str | None, raw: torch.Tensor, key: str, build, steps: in
     return model, train_vqvae(model, random_batches(raw, batch_size, seed), steps=steps, lr=lr, seed=seed)
 
 
+def _perplexity(log: list[dict]) -> float:
+    """Codebook perplexity (exp of the entropy of code use per batch, at most the codebook size) averaged over
+    the last 50 steps: one batch's value is noisy. A collapsed codebook reads a few, whatever its size."""
+    return float(sum(h["perplexity"] for h in log[-50:]) / len(log[-50:]))
+
+
+def _restarted(log: list[dict]) -> int:
+    """Dead codes restarted during training (the first step's initialisation from encoder outputs not counted);
+    0 for a VQ-VAE loaded as it is."""
+    return int(sum(h.get("restarted", 0) for h in log[1:]))
+
+
 def run(ctx: StageContext) -> StageSummary:
     params, tmp = ctx.params, ctx.tmp
     cfg = params.av.vqvae
@@ -117,10 +130,11 @@ def run(ctx: StageContext) -> StageSummary:
     line_plot(list(range(1, len(speech_log) + 1)), {"speech (Itakura-Saito)": [h["reconstruction"]
                                                                                for h in speech_log]},
               tmp / "speech_loss.png", xlabel="step", ylabel="reconstruction", title="av.vqvae: speech VQ-VAE")
-    metrics = {"face_test_psnr": test_psnr, "face_perplexity": face_log[-1]["perplexity"],
+    metrics = {"face_test_psnr": test_psnr, "face_perplexity": _perplexity(face_log),
                "speech_test_itakura_saito": float(speech_test["reconstruction"]),
-               "speech_perplexity": speech_log[-1]["perplexity"], "audio_latent_dim": speech.latent_dim,
-               "visual_latent_dim": face.latent_dim}
+               "speech_perplexity": _perplexity(speech_log), "audio_latent_dim": speech.latent_dim,
+               "visual_latent_dim": face.latent_dim, "face_codes_restarted": _restarted(face_log),
+               "speech_codes_restarted": _restarted(speech_log)}
     ctx.meta.update({"audio_dim": speech.latent_dim, "visual_dim": face.latent_dim, "frames": t})
     atomic_write_text(tmp / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
     protocol = {"prep": read_manifest(ctx.inputs["prep"], verify=False)["digest"], "test_clips": 16}
@@ -129,10 +143,12 @@ def run(ctx: StageContext) -> StageSummary:
              test_psnr, metrics["face_perplexity"], cfg.face_codes, metrics["speech_test_itakura_saito"],
              metrics["speech_perplexity"])
     table = [{"vq-vae": "face", "steps": cfg.face_steps, "codes": cfg.face_codes,
-              "perplexity": metrics["face_perplexity"], "latent per frame": face.latent_dim,
+              "perplexity": metrics["face_perplexity"], "codes restarted": metrics["face_codes_restarted"],
+              "latent per frame": face.latent_dim,
               "test": f"PSNR {test_psnr:.2f} dB"},
              {"vq-vae": "speech", "steps": cfg.speech_steps, "codes": cfg.speech_codes,
-              "perplexity": metrics["speech_perplexity"], "latent per frame": speech.latent_dim,
+              "perplexity": metrics["speech_perplexity"], "codes restarted": metrics["speech_codes_restarted"],
+              "latent per frame": speech.latent_dim,
               "test": f"Itakura-Saito {metrics['speech_test_itakura_saito']:.3f}"}]
     md = (markdown_table(table, floatfmt="{:.1f}") + "\n\n- test faces, every third frame: each original row "
           f"above its VQ-VAE reconstruction\n\n![faces]({(ctx.out / 'face_reconstructions.png').resolve().as_uri()})")
