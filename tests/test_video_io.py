@@ -149,7 +149,11 @@ def test_h264_roundtrip_really_compresses_and_more_at_a_higher_crf():
     assert mild.shape == strong.shape == frames.shape and mild.dtype == np.uint8
     assert not np.array_equal(mild, frames) and np.abs(mild.astype(int) - frames).max() > 8
     assert psnr(strong, frames) + 3 < psnr(mild, frames) and psnr(mild, frames) > 30
-    assert np.array_equal(h264_roundtrip(frames, crf=18), mild)
+    # the same frames again: the same video. Not compared bit for bit: one CI run under load decoded a few pixels of
+    # the last rows differently (once over many CI runs; not reproduced in 30 back-to-back runs), so the test
+    # asserts what the CRF attack relies on, the same compression to within far less than crf 18's own error
+    again = h264_roundtrip(frames, crf=18)
+    assert psnr(again, mild) > psnr(mild, frames) + 10
 
 
 @pytest.mark.slow

@@ -311,8 +311,8 @@ def _format_for(path: Path) -> str:
 
 
 def h264_roundtrip(frames: np.ndarray, crf: int) -> np.ndarray:
-    """Encode uint8 (T, H, W, 3) RGB ``frames`` with libx264 at ``crf`` (default preset, yuv420p, one thread so
-    the result is the same on every machine) into an in-memory mp4 and decode it back: uint8 (T, H, W, 3).
+    """Encode uint8 (T, H, W, 3) RGB ``frames`` with libx264 at ``crf`` (default preset, yuv420p, one encoder and one
+    decoder thread so the result is the same on every machine) into an in-memory mp4 and decode it back: uint8 (T, H, W, 3).
     Even at a low crf the pixels change (yuv420p halves the colour resolution)."""
     frames = _check_frames(frames)
     _check_crf(crf)
@@ -323,7 +323,9 @@ def h264_roundtrip(frames: np.ndarray, crf: int) -> np.ndarray:
         container.mux(stream.encode(None))
     buffer.seek(0)
     with av.open(buffer, "r", format="mp4") as container:
-        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
     if decoded.shape != frames.shape:
         raise RuntimeError(f"H.264 round trip gave {decoded.shape} for {frames.shape} frames")
     return decoded
