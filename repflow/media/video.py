@@ -311,9 +311,9 @@ def _format_for(path: Path) -> str:
 
 
 def h264_roundtrip(frames: np.ndarray, crf: int) -> np.ndarray:
-    """Encode uint8 (T, H, W, 3) RGB ``frames`` with libx264 at ``crf`` (default preset, yuv420p, one encoder and one
-    decoder thread so the result is the same on every machine) into an in-memory mp4 and decode it back: uint8 (T, H, W, 3).
-    Even at a low crf the pixels change (yuv420p halves the colour resolution)."""
+    """Encode uint8 (T, H, W, 3) RGB ``frames`` with libx264 at ``crf`` (default preset, yuv420p, one encoder and
+    one decoder thread so the result is the same on every machine) into an in-memory mp4 and decode it back: uint8
+    (T, H, W, 3). Even at a low crf the pixels change (yuv420p halves the colour resolution)."""
     frames = _check_frames(frames)
     _check_crf(crf)
     buffer = io.BytesIO()
