@@ -231,7 +231,9 @@ def _toy_task_states(api_url: str) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_path):
     """The toy family touches no file of repflow: it runs as a Prefect flow, as `repflow stage` and as DVC
-    stages, which share done-state; an unrelated edit reruns nothing, an edit of its algorithm reruns it."""
+    stages, which share done-state; an unrelated edit reruns nothing, an edit of its algorithm reruns it. The
+    flow runs with ``--runner local`` (Ray's start-up, ~15 CPU-s a run, is not what this test is about: Ray
+    runs families' stages in tests/test_pipeline.py, tests/test_cluster.py and every family's flow test)."""
     import mlflow
     from prefect.settings import PREFECT_API_URL
 
@@ -263,7 +265,7 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
         _sh(cmd, repo, env)
 
     # 1. the family's Prefect flow; both stages tracked in MLflow under one parent run
-    _sh(repflow + ["run", "toy", "--workdir", str(repo)], repo, env)
+    _sh(repflow + ["run", "toy", "--runner", "local", "--workdir", str(repo)], repo, env)
     assert _toy_task_states(api)[-1] == {"toy.make": "Completed", "toy.total": "Completed"}
     total = json.loads((repo / "data" / "toy" / "total.metrics.json").read_text())["total"]
     runs = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").search_runs(
@@ -283,13 +285,13 @@ def test_a_new_family_runs_through_prefect_the_cli_and_dvc(prefect_harness, tmp_
             fh.write("\n# an unrelated edit\n")
     assert "Data and pipelines are up to date" in _sh(["dvc", "repro", "toy-total"], repo, env).stdout
     assert "is up to date" in _sh(repflow + ["stage", "toy.total", "--workdir", str(repo)], repo, env).stderr
-    _sh(repflow + ["run", "toy", "--workdir", str(repo)], repo, env)
+    _sh(repflow + ["run", "toy", "--runner", "local", "--workdir", str(repo)], repo, env)
     assert _toy_task_states(api)[-1] == {"toy.make": "Cached", "toy.total": "Cached"}
     assert stamps == {s: (repo / "data" / "toy" / s / "manifest.json").stat().st_mtime_ns for s in stamps}
 
     # 4. an edit of the stage's own algorithm reruns that stage only
     (repo / "toyfam" / "algo.py").write_text("def scaled_total(x, scale):\n    return float(x.sum() * scale + 1)\n")
-    _sh(repflow + ["run", "toy", "--workdir", str(repo)], repo, env)
+    _sh(repflow + ["run", "toy", "--runner", "local", "--workdir", str(repo)], repo, env)
     assert _toy_task_states(api)[-1] == {"toy.make": "Cached", "toy.total": "Completed"}
     assert json.loads((repo / "data" / "toy" / "total.metrics.json").read_text())["total"] == total + 1
     status = _sh(["dvc", "status", "toy-total"], repo, env).stdout
