@@ -118,7 +118,8 @@ def worker_cpus(ray: Any, workers: int, threads: int) -> float:
     a fractional request lets them start (Ray's CPU count is a scheduling token; the workers' torch threads
     still share the real cores)."""
     total = float(ray.cluster_resources().get("CPU", 0.0))
-    held = 1.0 if ray.get_runtime_context().get_task_id() is not None else 0.0
+    context = ray.get_runtime_context()  # get_task_id() logs a warning when asked outside a Ray worker
+    held = 1.0 if context.worker.mode == ray.WORKER_MODE and context.get_task_id() is not None else 0.0
     share = max(total - held, 0.0) / workers
     if share >= threads:
         return float(threads)
