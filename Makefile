@@ -22,11 +22,9 @@ export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 # every family's default data: Fashion-MNIST (image) and WordNet (text); the others ship in wheels or are made
 setup: $(VENV)/.installed $(FMNIST) $(WORDNET)
 
-# --no-compile: Python byte-compiles the modules it imports on first use; compiling every installed file
-# (torch, ray, mlflow, ...) up front cost ~45 CPU-s of a 2-core set-up
 $(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
 	touch $@
