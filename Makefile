@@ -68,12 +68,12 @@ test: setup $(CHROMIUM)
 	ruff check .
 	lint-imports
 	repflow dvc-yaml
-	pytest -n $(TEST_WORKERS)
+	pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
 	ruff check .
 	lint-imports
-	pytest -m "not slow" -q -n $(TEST_WORKERS)
+	pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	python -m benchmarks.loading
