@@ -3,6 +3,8 @@ images, adversarial linear finetuning (ALF), and how much of the pixels a linear
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +18,16 @@ __all__ = ["embed", "calibrate_batch_norm", "fit_adversarial_linear_probe", "lin
 
 
 @torch.no_grad()
-def embed(encoder: nn.Module, images: torch.Tensor, *, batch_size: int = 512,
+def embed(encoder: nn.Module, images: torch.Tensor | Iterable[torch.Tensor], *, batch_size: int = 512,
           device: torch.device | str = "cpu") -> torch.Tensor:
-    """Features of uint8 (N,C,H,W) images from ``encoder`` in eval mode, returned on CPU (N, out_dim)."""
+    """Features of uint8 (N,C,H,W) images from ``encoder`` in eval mode, returned on CPU (N, out_dim).
+
+    ``images`` is one tensor, encoded ``batch_size`` at a time, or an iterable of uint8 batches (a split read
+    from shards), encoded as they come: the same batches give the same features."""
     was_training = encoder.training
     encoder.eval()
-    feats = [encoder(images[i:i + batch_size].to(device).float().div_(255)).cpu()
-             for i in range(0, len(images), batch_size)]
+    batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+    feats = [encoder(batch.to(device).float().div_(255)).cpu() for batch in batches]
     encoder.train(was_training)
     return torch.cat(feats) if feats else torch.empty(0)
 
@@ -51,15 +56,24 @@ def calibrate_batch_norm(encoder: nn.Module, images: torch.Tensor, *, batch_size
     return encoder.eval()
 
 
-def fit_adversarial_linear_probe(encoder: nn.Module, probe: nn.Linear, images: torch.Tensor, labels: torch.Tensor, *,
-                                 epochs: int, lr: float, batch_size: int, eps: float, steps: int, seed: int,
-                                 device: torch.device | str = "cpu") -> nn.Linear:
+def fit_adversarial_linear_probe(encoder: nn.Module, probe: nn.Linear, images: torch.Tensor | Any,
+                                 labels: torch.Tensor | None, *, epochs: int, lr: float, batch_size: int, eps: float,
+                                 steps: int, seed: int, device: torch.device | str = "cpu") -> nn.Linear:
     """Adversarial linear finetuning (ALF): train ``probe`` (a copy is returned) on PGD examples of the
     frozen ``encoder`` + probe, min_W E[max_{‖δ‖∞≤eps} CE(W f(x + δ), y)], for uint8 ``images``.
 
     Starts from the given probe (the SLF one), so a few epochs suffice at this scale; the attack
     (step 2.5·eps/steps, random start) is re-run against the current probe for every batch.
+
+    ``images`` may instead be an :class:`~repflow.families.image.contrastive.ImageStream` (not imported here,
+    so that the stages using these probes do not depend on the training loop's code) that carries its
+    labels (``labels`` None): its epoch batches, in its own seeded order, replace the per-epoch permutation
+    drawn from ``seed``; the attacks' seeds are the same.
     """
+    streamed = not isinstance(images, torch.Tensor)
+    if streamed != (labels is None):
+        raise ValueError("pass images as a tensor with their labels, or as a stream that carries its labels (labels "
+                         "None)")
     probe = copy.deepcopy(probe).to(device)
     model = ProbedEncoder(encoder.to(device).eval(), probe)
     frozen = [p.requires_grad for p in encoder.parameters()]
@@ -69,11 +83,16 @@ def fit_adversarial_linear_probe(encoder: nn.Module, probe: nn.Linear, images: t
     opt = torch.optim.Adam(probe.parameters(), lr=lr)
     try:
         for epoch in range(epochs):
-            order = torch.randperm(len(images), generator=g)
-            for i in progress(range(0, len(images), batch_size), desc=f"ALF epoch {epoch + 1}/{epochs}", unit="batch"):
-                idx = order[i:i + batch_size]
-                x = images[idx].to(device).float().div_(255)
-                y = labels[idx].to(device)
+            if streamed:
+                batches: Iterable = images.batches(epoch, batch_size, drop_last=False)
+            else:
+                order = torch.randperm(len(images), generator=g)
+                batches = ((images[idx], labels[idx]) for idx in order.split(batch_size))
+            for b, (raw, y) in enumerate(progress(batches, desc=f"ALF epoch {epoch + 1}/{epochs}", unit="batch",
+                                                  total=-(-len(images) // batch_size))):
+                i = b * batch_size
+                x = raw.to(device).float().div_(255)
+                y = y.to(device)
                 attack = PGD(model, eps=eps, steps=steps, seed=seed * 100_003 + epoch * 10_007 + i)
                 x_adv = attack(x, y)
                 with torch.no_grad():

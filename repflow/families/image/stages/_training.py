@@ -101,14 +101,9 @@ class ShardImages:
         return self.data.labels(self.split)
 
     def take(self, indices: torch.Tensor) -> torch.Tensor:
-        """The images at ``indices`` (positions in write order), uint8 (k,C,H,W) in the order given: one
-        pass that keeps only those."""
-        wanted = {int(i): j for j, i in enumerate(indices.tolist())}
-        out = torch.empty((len(wanted), *self.data.shape), dtype=torch.uint8)
-        for i, (image, _) in enumerate(self.data.dataset(self.split)):
-            if i in wanted:
-                out[wanted[i]] = image
-        return out
+        """The images at ``indices`` (distinct positions in write order), uint8 (k,C,H,W) in the order given:
+        one pass that keeps only those (:meth:`ShardSet.take`)."""
+        return self.data.take(self.split, indices)[0]
 
 
 def training_source(params: Params, data: ShardSet, views: Path | None):

@@ -1,0 +1,96 @@
+"""Image splits read in write order, either held in memory or read from the shards batch by batch: what the
+evaluation stages compute features, accuracies and attacked subsets from.
+
+Both ways give the same images in the same order and in the same batches, so whatever is computed from them
+is the same, bit for bit; a streamed split holds one batch (and one shard's memory map, or for a remote folder
+one shard's bytes) instead of the whole split. Whether a stage streams is ``train.stream`` (:func:`streams_splits`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from repflow.config import Params
+from repflow.families.image.probes import embed
+from repflow.families.image.stages._training import ShardImages
+from repflow.manifest import OutputError
+from repflow.shards import ShardSet
+
+
+def streams_splits(params: Params) -> bool:
+    """Whether evaluate and compare read their splits batch by batch: every ``train.stream`` but ``never``
+    (their in-order reads need no condition on the data or the selection, unlike training's)."""
+    return params.train.stream != "never"
+
+
+class OrderedSplit:
+    """One image split of ``data`` in write order: loaded once (``stream=False``: ``ShardSet.load``) or read
+    batch by batch from the shards every time it is used (``stream=True``)."""
+
+    def __init__(self, data: ShardSet, split: str, *, stream: bool):
+        self.data, self.split, self.streamed = data, split, stream
+        self._loaded = None if stream else data.load(split)
+
+    def __len__(self) -> int:
+        return self.data.count(self.split)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images uint8 (B,C,H,W), labels int64 (B,))`` in write order, ``batch_size`` each but the last."""
+        if self._loaded is not None:
+            x, y = self._loaded
+            for i in range(0, len(x), batch_size):
+                yield x[i:i + batch_size], y[i:i + batch_size]
+            return
+        seen = 0
+        for x, y in self.data.loader(self.split, batch_size=batch_size):
+            if tuple(x.shape[1:]) != self.data.shape:
+                raise OutputError(f"{self.data.location}: {self.split} images have shape {tuple(x.shape[1:])}, "
+                                  f"manifest says {self.data.shape}")
+            seen += len(x)
+            yield x, y
+        if seen != len(self):
+            raise OutputError(f"{self.data.location}: split {self.split!r} has {seen} samples, manifest says "
+                              f"{len(self)}")
+
+    def labels(self) -> torch.Tensor:
+        """Every label, int64 (N,); streamed: a pass that decodes only the labels."""
+        return self._loaded[1] if self._loaded is not None else self.data.labels(self.split)
+
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images uint8 (k,C,H,W), labels int64 (k,)) at ``indices`` (distinct positions), in the order given."""
+        if self._loaded is not None:
+            return self._loaded[0][indices], self._loaded[1][indices]
+        return self.data.take(self.split, indices)
+
+    def features(self, encoder: nn.Module, *, batch_size: int = 512,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(features float (N, out_dim) of ``encoder`` in eval mode, labels int64 (N,)), one pass."""
+        labels: list[torch.Tensor] = []
+
+        def images() -> Iterator[torch.Tensor]:
+            for x, y in self.batches(batch_size):
+                labels.append(y)
+                yield x
+
+        feats = embed(encoder, images(), batch_size=batch_size, device=device)
+        return feats, (torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64))
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module, *, batch_size: int = 256, device: torch.device | str = "cpu") -> float:
+        """Top-1 accuracy of ``model`` (float [0, 1] input) in eval mode on the split; its mode is restored."""
+        was_training = model.training
+        model.eval()
+        correct = 0
+        for x, y in self.batches(batch_size):
+            correct += (model(x.to(device).float().div_(255)).argmax(1) == y.to(device)).sum().item()
+        model.train(was_training)
+        return correct / max(len(self), 1)
+
+    def training(self, *, shuffle_buffer: int, seed: int) -> tuple[torch.Tensor | ShardImages, torch.Tensor | None]:
+        """(images, labels) for a loop that draws shuffled batches (ALF): the loaded tensors, or a
+        :class:`ShardImages` stream through a shuffle buffer that carries its labels (labels None)."""
+        if self._loaded is not None:
+            return self._loaded
+        return ShardImages(self.data, self.split, shuffle_buffer=shuffle_buffer, seed=seed, labels=True), None
