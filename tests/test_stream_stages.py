@@ -110,3 +110,30 @@ def test_evaluate_probes_and_subset_are_the_same_streamed_or_loaded(splits):
     assert torch.equal(alf.weight, p_l["alf"].weight)
     with pytest.raises(ValueError, match="stream that carries its labels"):
         fit_adversarial_linear_probe(enc, probe, x_tr, None, epochs=1, lr=0.01, batch_size=8, eps=0.1, steps=1, seed=0)
+
+
+def test_compare_reference_arm_is_the_same_streamed_or_loaded(splits):
+    """compare's untrained reference arm (batch norm calibrated on the training split, then every probe):
+    the same encoder statistics and probe scores from streamed and loaded splits, and the reconstruction R²
+    of the whole-tensor ridge fit up to the order of its float64 sums."""
+    from repflow.families.image.probes import linear_reconstruction_r2
+    from repflow.families.image.stages.compare import run_arm
+
+    torch.set_num_threads(1)
+    x, y = OrderedSplit(splits, "test", stream=True).subset(10, 0)
+    data = {"shards": splits.location, "views": None, "x_attack": x, "y_attack": y, "x_transfer": x.flip(-1)}
+    compare = {"methods": ["simclr"], "seeds": [0], "few_label": [1, 5], "few_label_draws": 2}
+    runs = {}
+    for mode in ("auto", "never"):
+        p = parse_params(tiny_params(compare=compare, train={"stream": mode}, evaluate={"probe_epochs": 10}))
+        runs[mode] = run_arm({"method": "init", "seed": 0}, data, p, "cpu")
+    scores = ("linear_acc", "robust_acc", "transfer_success", "reconstruction_r2", "few_label_1", "few_label_5")
+    assert {k: runs["auto"]["row"][k] for k in scores} == {k: runs["never"]["row"][k] for k in scores}
+    state = runs["auto"]["encoder"]
+    assert all(torch.equal(v, runs["never"]["encoder"][k]) for k, v in state.items())
+    assert any(k.endswith("running_mean") and v.abs().sum() > 0 for k, v in state.items())  # calibrated
+    enc = build_encoder(runs["auto"]["config"])
+    enc.load_state_dict(state)
+    x_tr, x_te = splits.load("train")[0], splits.load("test")[0]
+    whole = linear_reconstruction_r2(embed(enc, x_tr), x_tr, embed(enc, x_te), x_te)
+    assert runs["auto"]["row"]["reconstruction_r2"] == pytest.approx(whole, rel=1e-12, abs=1e-12)

@@ -54,6 +54,10 @@ class OrderedSplit:
             raise OutputError(f"{self.data.location}: split {self.split!r} has {seen} samples, manifest says "
                               f"{len(self)}")
 
+    def images(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """The images of :meth:`batches` alone."""
+        return (x for x, _ in self.batches(batch_size))
+
     def labels(self) -> torch.Tensor:
         """Every label, int64 (N,); streamed: a pass that decodes only the labels."""
         return self._loaded[1] if self._loaded is not None else self.data.labels(self.split)
@@ -63,6 +67,14 @@ class OrderedSplit:
         if self._loaded is not None:
             return self._loaded[0][indices], self._loaded[1][indices]
         return self.data.take(self.split, indices)
+
+    def subset(self, count: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attacked images of the evaluation stages: the first ``count`` (None: all) positions of a
+        permutation drawn from ``seed``, in write order, as (images float [0, 1] (k,C,H,W), labels int64 (k,))."""
+        n = len(self) if count is None else min(count, len(self))
+        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        x, y = self.take(pick)
+        return x.float().div(255), y
 
     def features(self, encoder: nn.Module, *, batch_size: int = 512,
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +86,7 @@ class OrderedSplit:
                 labels.append(y)
                 yield x
 
-        feats = embed(encoder, images(), batch_size=batch_size, device=device)
+        feats = embed(encoder, images(), device=device)
         return feats, (torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64))
 
     @torch.no_grad()

@@ -119,11 +119,7 @@ def probes_and_attacked_subset(params, data: ShardSet, encoder: torch.nn.Module,
     metrics = {"clean_acc": test.accuracy(model), "train_acc": train.accuracy(model)}
     if data.count("val"):
         metrics["val_acc"] = OrderedSplit(data, "val", stream=stream).accuracy(model)
-    n_att = len(test) if cfg.max_test is None else min(cfg.max_test, len(test))
-    g = torch.Generator().manual_seed(params.seed)
-    pick = torch.randperm(len(test), generator=g)[:n_att].sort().values
-    x_att, y_att = test.take(pick)
-    x_att = x_att.float().div(255)
+    x_att, y_att = test.subset(cfg.max_test, params.seed)
 
     probes = {"slf": probe}
     if cfg.alf:
