@@ -1,9 +1,11 @@
-"""Image splits read in write order, either held in memory or read from the shards batch by batch: what the
-evaluation stages compute features, accuracies and attacked subsets from.
+"""Image splits read from the shards batch by batch instead of held as tensors (issue 34): shuffled for
+training (:class:`ShardImages`), or in write order (:class:`OrderedSplit`, which also holds a split in memory
+when asked), what the evaluation stages compute features, accuracies and attacked subsets from.
 
-Both ways give the same images in the same order and in the same batches, so whatever is computed from them
-is the same, bit for bit; a streamed split holds one batch (and one shard's memory map, or for a remote folder
-one shard's bytes) instead of the whole split. Whether a stage streams is ``train.stream`` (:func:`streams_splits`).
+In write order, both ways give the same images in the same order and in the same batches, so whatever is
+computed from them is the same, bit for bit; a streamed split holds one batch (and one shard's memory map, or
+for a remote folder one shard's bytes) instead of the whole split. Whether the evaluation stages stream is
+``train.stream`` (:func:`streams_splits`).
 """
 from __future__ import annotations
 
@@ -14,9 +16,48 @@ from torch import nn
 
 from repflow.config import Params
 from repflow.families.image.probes import embed
-from repflow.families.image.stages._training import ShardImages
 from repflow.manifest import OutputError
 from repflow.shards import ShardSet
+
+
+class ShardImages:
+    """The real training split as an :class:`~repflow.families.image.contrastive.ImageStream`: epoch e reads
+    the shards in an order and through a shuffle buffer (``train.shuffle_buffer`` encoded samples; it fills
+    before the first pick) both seeded from (seed, e), split by node (torch.distributed rank) and by loader
+    worker. Memory: the buffer, one decoded batch and one shard's memory map or, for a remote folder, one
+    shard's bytes — not the split.
+
+    With a buffer at least the split's size the order is a uniform random permutation, like the in-memory
+    path's ``torch.randperm`` but a different one, so the two paths give different batches from the same
+    seed: benchmarks/results/stream.md measures what that changes. With a smaller buffer, samples move at
+    most about a buffer's length from their place in the shards (prep writes them in source order: an
+    ``imagefolder`` source is sorted by class, and a buffer smaller than a class gives one-class batches).
+    """
+
+    def __init__(self, data: ShardSet, split: str, *, shuffle_buffer: int, seed: int, labels: bool = False,
+                 workers: int = 0):
+        self.data, self.split, self.shuffle_buffer, self.seed = data, split, shuffle_buffer, seed
+        self.labels, self.workers = labels, workers
+
+    def __len__(self) -> int:
+        return self.data.count(self.split)
+
+    def batches(self, epoch: int, batch_size: int, *, drop_last: bool):
+        loader = self.data.loader(self.split, batch_size=batch_size, num_workers=self.workers,
+                                  shuffle_buffer=self.shuffle_buffer, seed=self.seed * 100_003 + epoch,
+                                  partial=not drop_last)
+        for images, labels in loader:
+            yield images, (labels if self.labels else None)
+
+    def all_labels(self) -> torch.Tensor:
+        """Every label of the split, in write order (int64 (N,)): a pass that decodes only the ``cls``
+        members."""
+        return self.data.labels(self.split)
+
+    def take(self, indices: torch.Tensor) -> torch.Tensor:
+        """The images at ``indices`` (distinct positions in write order), uint8 (k,C,H,W) in the order given:
+        one pass that keeps only those (:meth:`ShardSet.take`)."""
+        return self.data.take(self.split, indices)[0]
 
 
 def streams_splits(params: Params) -> bool:
