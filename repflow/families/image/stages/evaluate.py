@@ -106,7 +106,8 @@ def probes_and_attacked_subset(params, data: ShardSet, encoder: torch.nn.Module,
     so memory holds the features (N × out_dim) and the subset, not the images; either way the SLF probe, every
     accuracy and the subset are the same bit for bit. ALF draws shuffled batches: streamed, through a
     ``train.shuffle_buffer`` seeded from ``seed`` (another order than the loaded path's permutation, so ALF's
-    scores differ by seed noise: benchmarks/results/stream_evaluate.md)."""
+    scores differ as another seed's would; benchmarks/results/stream.md measures the same for training). Peak
+    memory of the three ways: benchmarks/results/stream_evaluate.md."""
     cfg = params.evaluate
     stream = streams_splits(params)
     train, test = OrderedSplit(data, "train", stream=stream), OrderedSplit(data, "test", stream=stream)
