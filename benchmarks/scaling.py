@@ -130,7 +130,7 @@ def streaming_section(data: dict, epochs: int) -> tuple[list[dict], list[str]]:
     (wall and per CPU-second, the first epoch excluded) and the process's peak resident memory while
     training (:class:`repflow.memory.PeakMemory`; the shards written before it starts)."""
     try:
-        from repflow.families.image.stages._training import ShardImages
+        from repflow.families.image.stages._splits import ShardImages
         from repflow.memory import PeakMemory
     except ImportError:
         return [], ["In-memory vs streaming: not measured — the train stage has no streaming data path on this "

@@ -37,7 +37,7 @@ from repflow.families.image.models import ProjectionHead, build_encoder  # noqa:
 from repflow.families.image.params import AugmentParams  # noqa: E402
 from repflow.families.image.probes import embed  # noqa: E402
 from repflow.families.image.sources import read_source  # noqa: E402
-from repflow.families.image.stages._training import ShardImages  # noqa: E402
+from repflow.families.image.stages._splits import ShardImages  # noqa: E402
 from repflow.families.image.stages.prep import stratified_split, stratified_subsample  # noqa: E402
 from repflow.manifest import staged_output  # noqa: E402
 from repflow.probe import fit_linear_probe  # noqa: E402

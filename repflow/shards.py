@@ -530,8 +530,9 @@ class ShardSet(ShardReader):
     """An image shard folder: one png, jpg or raw member and a ``cls`` label per sample, ``shape`` and
     ``classes`` in ``meta``.
 
-    ``load(split)`` returns the whole split as tensors (fast path for data that fits in memory);
-    ``dataset(split)`` / ``loader(split)`` stream it with a shuffle buffer, split by node and worker.
+    ``load(split)`` returns the whole split as tensors (fast path for data that fits in memory), ``take(split,
+    indices)`` a subset of it in one pass; ``dataset(split)`` / ``loader(split)`` stream it (in write order, or
+    through a shuffle buffer), split by node and worker.
     """
 
     def __init__(self, folder: str | Path, *, verify: bool = True):
@@ -594,6 +595,38 @@ class ShardSet(ShardReader):
             raise OutputError(f"{self.location}: split {split!r} has {len(labels)} samples, manifest says "
                               f"{self.count(split)}")
         return labels
+
+    def take(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``indices`` (positions in write order, distinct), in the order given: images uint8
+        (k,C,H,W) and labels int64 (k,). One pass over the split that decodes only those samples, so memory
+        holds k images, not the split (what a seeded subset of a large split needs)."""
+        wanted = {int(i): j for j, i in enumerate(indices.tolist())}
+        n = self.count(split)
+        if len(wanted) != len(indices) or any(not 0 <= i < n for i in wanted):
+            raise ValueError(f"{self.location}: take from split {split!r} needs distinct positions in [0, {n}), "
+                             f"got {len(indices)} positions ({len(wanted)} distinct)")
+        image, members = self._image_member(split, ()), self.members(split)
+        x = torch.empty((len(wanted), *self.shape), dtype=torch.uint8)
+        y = torch.empty(len(wanted), dtype=torch.int64)
+        position = itertools.count()
+
+        def pick(sample: dict[str, Any]) -> int | None:
+            i = next(position)
+            if i not in wanted:
+                return None
+            decoded = _decode_sample(sample, members)
+            if tuple(decoded[image].shape) != self.shape:
+                raise OutputError(f"{self.location}: {split} sample {i} has shape {tuple(decoded[image].shape)}, "
+                                  f"manifest says {self.shape}")
+            x[wanted[i]], y[wanted[i]] = decoded[image], decoded["cls"]
+            return i
+
+        for _ in self._pipeline(split, pick, 0, 0):
+            pass
+        seen = next(position)
+        if seen != n:
+            raise OutputError(f"{self.location}: split {split!r} has {seen} samples, manifest says {n}")
+        return x, y
 
     def load(self, split: str, extras: tuple[str, ...] = ()) -> tuple[Any, ...]:
         """The whole split, in write order: images uint8 (N,C,H,W), labels int64 (N,), then one list per

@@ -192,6 +192,11 @@ def test_linear_reconstruction_r2_matches_ridge_regression():
     expected = 1 - residual / ((pixels[te] - pixels[tr].mean(0)) ** 2).sum()
     got = linear_reconstruction_r2(features[tr], images[tr], features[te], images[te], size=4, ridge=2.0)
     assert got == pytest.approx(expected, abs=1e-9)
+    batched = linear_reconstruction_r2(features[tr], images[tr].split(7), features[te], iter(images[te].split(11)),
+                                       size=4, ridge=2.0)  # batches as a split streamed from shards
+    assert batched == pytest.approx(got, rel=1e-12, abs=1e-12)
+    with pytest.raises(ValueError, match="differ in length: test 30 vs 29"):
+        linear_reconstruction_r2(features[tr], images[tr], features[te], images[91:120])
     own = images.float().flatten(1) / 255
     assert linear_reconstruction_r2(own[tr], images[tr], own[te], images[te], ridge=1e-6) > 0.999
     assert linear_reconstruction_r2(features[tr], images[tr], features[te], images[te]) < 0.05

@@ -15,7 +15,7 @@ import torch
 from repflow.config import ParamsError
 from repflow.families.image.contrastive import train_contrastive
 from repflow.families.image.models import ProjectionHead, build_encoder
-from repflow.families.image.stages._training import ShardImages
+from repflow.families.image.stages._splits import ShardImages
 from repflow.family import parse_params
 from repflow.manifest import OutputError, staged_output
 from repflow.memory import PeakMemory
@@ -206,7 +206,7 @@ _CAPPED = textwrap.dedent("""
     torch.set_num_threads(1)
     from repflow.families.image.contrastive import train_contrastive
     from repflow.families.image.models import ProjectionHead, build_encoder
-    from repflow.families.image.stages._training import ShardImages
+    from repflow.families.image.stages._splits import ShardImages
     from repflow.shards import ShardSet
 
     def status(field):

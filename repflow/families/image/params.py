@@ -106,7 +106,9 @@ class TrainParams(Section):
     stream: Literal["auto", "always", "never"] = Field(
         "auto", description="read the training shards batch by batch through a shuffle buffer instead of loading "
                             "the split (auto: when data is real and select.method keeps every image; always: refuse "
-                            "other settings; never: load)")
+                            "other settings; never: load); evaluate and compare read their splits in order batch by "
+                            "batch unless never (the same probes and scores; ALF then draws from the shuffle "
+                            "buffer)")
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000,
                                 description="streamed samples (still encoded) held for shuffling; >= the split: a "
                                             "uniform shuffle")

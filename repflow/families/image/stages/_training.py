@@ -22,6 +22,7 @@ from repflow.data_parallel import broadcast_module, sync_batch_norm, world
 from repflow.families.image.contrastive import Adversary, train_contrastive
 from repflow.families.image.train_methods import build_training_head, load_training_head
 from repflow.families.image.coreset import Coreset, candidate_batches, candidate_gradients, coreset_budget
+from repflow.families.image.stages._splits import ShardImages
 from repflow.manifest import OutputError
 from repflow.shards import ShardSet
 
@@ -64,51 +65,6 @@ def streams(params: Params) -> bool:
     cfg = params.train
     return (cfg.stream != "never" and cfg.data == "real" and not params.select.selection_method.subset
             and cfg.workers == 1)
-
-
-class ShardImages:
-    """The real training split as an :class:`~repflow.families.image.contrastive.ImageStream`: epoch e reads
-    the shards in an order and through a shuffle buffer (``train.shuffle_buffer`` encoded samples; it fills
-    before the first pick) both seeded from (seed, e), split by node (torch.distributed rank) and by loader
-    worker. Memory: the buffer, one decoded batch and one shard's memory map or, for a remote folder, one
-    shard's bytes — not the split.
-
-    With a buffer at least the split's size the order is a uniform random permutation, like the in-memory
-    path's ``torch.randperm`` but a different one, so the two paths give different batches from the same
-    seed: benchmarks/results/stream.md measures what that changes. With a smaller buffer, samples move at
-    most about a buffer's length from their place in the shards (prep writes them in source order: an
-    ``imagefolder`` source is sorted by class, and a buffer smaller than a class gives one-class batches).
-    """
-
-    def __init__(self, data: ShardSet, split: str, *, shuffle_buffer: int, seed: int, labels: bool = False,
-                 workers: int = 0):
-        self.data, self.split, self.shuffle_buffer, self.seed = data, split, shuffle_buffer, seed
-        self.labels, self.workers = labels, workers
-
-    def __len__(self) -> int:
-        return self.data.count(self.split)
-
-    def batches(self, epoch: int, batch_size: int, *, drop_last: bool):
-        loader = self.data.loader(self.split, batch_size=batch_size, num_workers=self.workers,
-                                  shuffle_buffer=self.shuffle_buffer, seed=self.seed * 100_003 + epoch,
-                                  partial=not drop_last)
-        for images, labels in loader:
-            yield images, (labels if self.labels else None)
-
-    def all_labels(self) -> torch.Tensor:
-        """Every label of the split, in write order (int64 (N,)): a pass that decodes only the ``cls``
-        members."""
-        return self.data.labels(self.split)
-
-    def take(self, indices: torch.Tensor) -> torch.Tensor:
-        """The images at ``indices`` (positions in write order), uint8 (k,C,H,W) in the order given: one
-        pass that keeps only those."""
-        wanted = {int(i): j for j, i in enumerate(indices.tolist())}
-        out = torch.empty((len(wanted), *self.data.shape), dtype=torch.uint8)
-        for i, (image, _) in enumerate(self.data.dataset(self.split)):
-            if i in wanted:
-                out[wanted[i]] = image
-        return out
 
 
 def training_source(params: Params, data: ShardSet, views: Path | None):

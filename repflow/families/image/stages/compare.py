@@ -46,18 +46,19 @@ import polars as pl
 import torch
 
 from repflow import tracking
-from repflow.attacks import PGD, accuracy, attack_success_rate, make_attack, robust_accuracy
+from repflow.attacks import PGD, attack_success_rate, make_attack, robust_accuracy
 from repflow.checkpoints import CheckpointError, load_state_strict, load_tensors, save_tensors
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.families.image.contrastive import train_contrastive
 from repflow.families.image.train_methods import TRAIN_METHODS
-from repflow.families.image.stages._training import adversary, new_models, training_set
+from repflow.families.image.stages._splits import OrderedSplit, streams_splits
+from repflow.families.image.stages._training import adversary, new_models, training_source
 from repflow.families.image.stages.transfer import attack_settings
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.memory import peak_memory_mb, reset_peak_memory
 from repflow.families.image.models import ProbedEncoder, build_classifier
-from repflow.families.image.probes import calibrate_batch_norm, embed, linear_reconstruction_r2
+from repflow.families.image.probes import calibrate_batch_norm, linear_reconstruction_r2
 from repflow.probe import few_label_accuracy, fit_linear_probe
 from repflow.report import bar_plot, markdown_table
 from repflow.shards import ShardSet
@@ -111,7 +112,7 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
                            "epochs": 0.0, "final_loss": float("nan"), "train_images": 0, "train_cpu_seconds": 0.0,
                            "train_wall_seconds": 0.0}
     if method != REFERENCE:
-        images, partners, _ = training_set(p, shards, data.get("views"))
+        images, partners, _ = training_source(p, shards, data.get("views"))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         history = train_contrastive(
             encoder, head, images, epochs=c.epochs or MAX_EPOCHS_UNDER_SECONDS, batch_size=p.train.batch_size,
@@ -122,7 +123,7 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
                    final_loss=history[-1]["loss"], train_images=len(images),
                    epochs=sum(h["steps"] for h in history) / (len(images) // min(p.train.batch_size, len(images))))
     else:
-        calibrate_batch_norm(encoder, shards.load("train")[0])
+        calibrate_batch_norm(encoder, OrderedSplit(shards, "train", stream=streams_splits(params)).images(256))
     encoder.cpu().eval()
     row.update(probe_arm(encoder, shards, data, params, seed))
     row["peak_rss_mb"] = peak_memory_mb()
@@ -133,22 +134,26 @@ def run_arm(arm: dict[str, Any], data: dict[str, Any], params: Params, device: s
 
 def probe_arm(encoder: torch.nn.Module, shards: ShardSet, data: dict[str, Any], params: Params,
               seed: int) -> dict[str, float]:
-    """The same probes for every arm (module docstring); ``encoder`` frozen, on CPU."""
+    """The same probes for every arm (module docstring); ``encoder`` frozen, on CPU. The splits are read in
+    write order, streamed unless ``train.stream`` is ``never`` (the same numbers either way: memory holds the
+    features, not the images)."""
     c, e = params.compare, params.evaluate
     t0 = time.perf_counter()
-    x_tr, y_tr = shards.load("train")
-    x_te, y_te = shards.load("test")
-    f_tr, f_te = embed(encoder, x_tr), embed(encoder, x_te)
+    stream = streams_splits(params)
+    train, test = OrderedSplit(shards, "train", stream=stream), OrderedSplit(shards, "test", stream=stream)
+    f_tr, y_tr = train.features(encoder)
+    f_te, y_te = test.features(encoder)
     probe = fit_linear_probe(f_tr, y_tr, shards.num_classes, epochs=e.probe_epochs, lr=e.probe_lr,
                              batch_size=e.probe_batch_size, seed=seed)
     model = ProbedEncoder(encoder, probe).eval()
     x_att, y_att = data["x_attack"], data["y_attack"]
     pgd = PGD(model, eps=c.pgd_eps, alpha=e.pgd_step_ratio * c.pgd_eps / e.pgd_steps, steps=e.pgd_steps, seed=seed)
     success, _ = attack_success_rate(model, data["x_transfer"], x_att, y_att)
-    row = {"linear_acc": accuracy(model, x_te.float().div(255), y_te),
+    row = {"linear_acc": test.accuracy(model),
            "robust_acc": robust_accuracy(model, pgd, x_att, y_att, desc=f"PGD ε={c.pgd_eps:.4f}"),
            "transfer_success": success,
-           "reconstruction_r2": linear_reconstruction_r2(f_tr, x_tr, f_te, x_te, size=c.reconstruction_size)}
+           "reconstruction_r2": linear_reconstruction_r2(f_tr, train.images(512), f_te, test.images(512),
+                                                         size=c.reconstruction_size)}
     few = few_label_accuracy(f_tr, y_tr, f_te, y_te, ks=tuple(c.few_label), draws=c.few_label_draws, seed=seed)
     row.update({f"few_label_{k}": r["mean"] for k, r in few.items()})
     row["probe_seconds"] = time.perf_counter() - t0
@@ -167,10 +172,7 @@ def prepare(params: Params, shards: Path, zoo_dir: Path, views: Path | None) -> 
     surrogate = build_classifier(meta["classifier"])
     load_state_strict(surrogate, state, path)
     surrogate.eval()
-    x_te, y_te = ShardSet(shards).load("test")
-    n = min(c.max_test, len(x_te))
-    pick = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(params.seed))[:n].sort().values
-    x, y = x_te[pick].float().div(255), y_te[pick]
+    x, y = OrderedSplit(ShardSet(shards), "test", stream=True).subset(c.max_test, params.seed)
     attack = make_attack(c.transfer_attack, surrogate, **attack_settings(c.transfer_attack, c.transfer_eps, params))
     x_adv = torch.cat([attack(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)])
     return {"shards": Path(shards), "views": None if views is None else Path(views), "x_attack": x, "y_attack": y,

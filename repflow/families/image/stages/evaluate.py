@@ -27,9 +27,10 @@ from repflow.families.image.train_methods import load_training_head
 from repflow.families.image.coreset import representational_divergence
 from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.manifest import atomic_write_text
-from repflow.families.image.probes import embed, fit_adversarial_linear_probe
+from repflow.families.image.probes import fit_adversarial_linear_probe
 from repflow.probe import fit_linear_probe
 from repflow.report import line_plot, markdown_table
+from repflow.families.image.stages._splits import OrderedSplit, streams_splits
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
 
@@ -95,6 +96,46 @@ def measurement_protocol(cfg, x_att: torch.Tensor, y_att: torch.Tensor) -> dict:
     return protocol
 
 
+def probes_and_attacked_subset(params, data: ShardSet, encoder: torch.nn.Module, device: torch.device
+                               ) -> tuple[dict[str, torch.nn.Linear], dict, torch.Tensor, torch.Tensor]:
+    """The SLF probe (fitted on the training split's features) and, with ``evaluate.alf``, the ALF one; their
+    clean accuracies (train / test / val); the attacked test subset: ``evaluate.max_test`` images drawn from
+    ``seed``, float [0, 1] (n,C,H,W), and labels. Returns (probes, metrics, x_att, y_att).
+
+    The splits are read in write order (:class:`OrderedSplit`): streamed unless ``train.stream`` is ``never``,
+    so memory holds the features (N × out_dim) and the subset, not the images; either way the SLF probe, every
+    accuracy and the subset are the same bit for bit. ALF draws shuffled batches: streamed, through a
+    ``train.shuffle_buffer`` seeded from ``seed`` (another order than the loaded path's permutation, so ALF's
+    scores differ as another seed's would; benchmarks/results/stream.md measures the same for training). Peak
+    memory of the three ways: benchmarks/results/stream_evaluate.md."""
+    cfg = params.evaluate
+    stream = streams_splits(params)
+    train, test = OrderedSplit(data, "train", stream=stream), OrderedSplit(data, "test", stream=stream)
+    encoder.to(device)
+    features, labels = train.features(encoder, device=device)
+    probe = fit_linear_probe(features, labels, data.num_classes, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
+                             batch_size=cfg.probe_batch_size, seed=params.seed)
+    del features
+    model = ProbedEncoder(encoder.cpu(), probe).eval()
+    metrics = {"clean_acc": test.accuracy(model), "train_acc": train.accuracy(model)}
+    if data.count("val"):
+        metrics["val_acc"] = OrderedSplit(data, "val", stream=stream).accuracy(model)
+    x_att, y_att = test.subset(cfg.max_test, params.seed)
+
+    probes = {"slf": probe}
+    if cfg.alf:
+        t0 = time.perf_counter()
+        images, labels = train.training(shuffle_buffer=params.train.shuffle_buffer, seed=params.seed)
+        probes["alf"] = fit_adversarial_linear_probe(encoder, probe, images, labels, epochs=cfg.alf_epochs,
+                                                     lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
+                                                     eps=cfg.alf_eps, steps=cfg.alf_steps, seed=params.seed,
+                                                     device=device)
+        encoder.cpu()
+        metrics["alf_seconds"] = time.perf_counter() - t0
+        metrics["alf_clean_acc"] = test.accuracy(ProbedEncoder(encoder, probes["alf"]).eval())
+    return probes, metrics, x_att, y_att
+
+
 def run(ctx: StageContext) -> StageSummary:
     params, tmp = ctx.params, ctx.tmp
     shards, encoder_dir = ctx.inputs["shards"], ctx.inputs["encoder"]
@@ -105,35 +146,10 @@ def run(ctx: StageContext) -> StageSummary:
         raise CheckpointError(f"{encoder_dir}: encoder takes {enc_config.get('in_channels')} channels, "
                               f"shards in {shards} have {data.shape[0]}")
     device = choose_device(params.device)
-    encoder.to(device)
-    x_tr, y_tr = data.load("train")
-    x_te, y_te = data.load("test")
-    probe = fit_linear_probe(embed(encoder, x_tr, device=device), y_tr, data.num_classes,
-                             epochs=cfg.probe_epochs, lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
-                             seed=params.seed)
-    model = ProbedEncoder(encoder.cpu(), probe).eval()
-    xf_te = x_te.float().div(255)
-    metrics = {"clean_acc": accuracy(model, xf_te, y_te),
-               "train_acc": accuracy(model, x_tr.float().div(255), y_tr)}
-    if data.count("val"):
-        x_val, y_val = data.load("val")
-        metrics["val_acc"] = accuracy(model, x_val.float().div(255), y_val)
-    n_att = len(x_te) if cfg.max_test is None else min(cfg.max_test, len(x_te))
-    g = torch.Generator().manual_seed(params.seed)
-    pick = torch.randperm(len(x_te), generator=g)[:n_att].sort().values
-    x_att, y_att = xf_te[pick], y_te[pick]
-
-    probes = {"slf": probe}
-    if cfg.alf:
-        t0 = time.perf_counter()
-        probes["alf"] = fit_adversarial_linear_probe(encoder, probe, x_tr, y_tr, epochs=cfg.alf_epochs,
-                                                     lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
-                                                     eps=cfg.alf_eps, steps=cfg.alf_steps, seed=params.seed,
-                                                     device=device)
-        encoder.cpu()
-        metrics["alf_seconds"] = time.perf_counter() - t0
-        alf_model = ProbedEncoder(encoder, probes["alf"]).eval()
-        metrics["alf_clean_acc"] = accuracy(alf_model, xf_te, y_te)
+    ctx.meta["streamed"] = streams_splits(params)
+    probes, metrics, x_att, y_att = probes_and_attacked_subset(params, data, encoder, device)
+    model = ProbedEncoder(encoder, probes["slf"]).eval()
+    n_att = len(x_att)
 
     ray = ensure_ray()
     x_ref, y_ref, cfg_ref = ray.put(x_att), ray.put(y_att), ray.put(enc_config)

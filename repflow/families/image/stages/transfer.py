@@ -34,6 +34,7 @@ from repflow.cluster import choose_device, ensure_ray, ray_resources
 from repflow.config import Params
 from repflow.manifest import atomic_write_text, read_manifest
 from repflow.report import heatmap, line_plot, markdown_table
+from repflow.families.image.stages._splits import OrderedSplit
 from repflow.shards import ShardSet
 from repflow.stage import StageContext, StageSummary
 
@@ -130,11 +131,9 @@ def ray_fan_out(cells: list[dict[str, Any]], models, x, y, params: Params, devic
 
 
 def attack_inputs(params: Params, shards: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attacked test images (float, [0, 1]) and labels: a seeded subset of ``transfer.max_test``."""
-    x_te, y_te = ShardSet(shards).load("test")
-    n = min(params.transfer.max_test, len(x_te))
-    pick = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(params.seed))[:n].sort().values
-    return x_te[pick].float().div(255), y_te[pick]
+    """The attacked test images (float, [0, 1]) and labels: a seeded subset of ``transfer.max_test``, read in
+    one pass over the test shards that decodes only those images (the split is never held)."""
+    return OrderedSplit(ShardSet(shards), "test", stream=True).subset(params.transfer.max_test, params.seed)
 
 
 def write_output(ctx: StageContext, rows: list[dict[str, Any]]) -> StageSummary:
