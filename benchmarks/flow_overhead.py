@@ -31,7 +31,7 @@ from benchmarks._common import RESULTS, mean_std, write_results  # noqa: E402
 SMALL = {
     "seed": 0, "device": "cpu",
     "prep": {"source": "fashion-mnist", "per_class": 30, "test_per_class": 10, "val_fraction": 0.2, "shard_size": 128,
-             "image_format": "png"},
+             "image_format": "png", "train_order": "source"},
     "generate": {"epochs": 2, "batch_size": 64, "channels": 16, "judge_epochs": 2, "quality_samples": 100,
                  "anchors": 60, "views": 2, "shard_size": 100},
     "select": {"method": "full"},

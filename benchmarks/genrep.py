@@ -281,7 +281,7 @@ def main() -> None:
         n_train = int(round(args.per_class * 0.9)) * 10
         base = {"seed": 0, "device": "cpu",
                 "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": args.test_per_class,
-                         "image_format": "png"},
+                         "image_format": "png", "train_order": "source"},
                 "generate": {"anchors": n_train, "views": 4},
                 "train": {"encoder": "small_cnn", "epochs": args.epochs, "batch_size": 256, "width": 32}}
         p0 = parse_params(base)

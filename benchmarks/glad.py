@@ -194,7 +194,7 @@ def prepare(root: Path, per_class: int, test_per_class: int, generator_epochs: i
     params = parse_params({
         "seed": 0, "device": "cpu",
         "prep": {"source": "fashion-mnist", "per_class": per_class, "test_per_class": test_per_class,
-                 "image_format": "png"},
+                 "image_format": "png", "train_order": "source"},
         "generate": {"epochs": generator_epochs, "patience": 3, "judge_epochs": 2, "quality_samples": 500,
                      "anchors": 10, "views": 1}})
     shards = run_stage("image.prep", params, {}, root / "prep")

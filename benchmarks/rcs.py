@@ -234,7 +234,8 @@ def judged(payload: dict) -> list[Tested]:
 def arm_params(args, seed: int, method: str, fraction: float, val_size: int) -> dict:
     return {
         "seed": seed, "device": "cpu",
-        "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": 100, "image_format": "png"},
+        "prep": {"source": "fashion-mnist", "per_class": args.per_class, "test_per_class": 100, "image_format": "png",
+                 "train_order": "source"},
         "select": {"method": method, "fraction": fraction, "warmup_epochs": args.warmup, "every": args.every,
                    "val_size": val_size, "candidate_batch": args.candidate_batch},
         "train": {"method": args.method, "encoder": "small_cnn", "width": 16, "proj_dim": 32, "epochs": args.epochs,

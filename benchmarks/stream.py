@@ -9,7 +9,9 @@ a shuffle buffer, both seeded from (seed, epoch). Arms, per seed:
 - ``memory``: the old path, the whole split as a tensor.
 - ``stream``: the default, ``train.shuffle_buffer`` 10000 (≥ the split: a uniform permutation, another one).
 - ``stream_sorted_256``: a 256-sample buffer over shards written class by class (what an ``imagefolder``
-  source gives a buffer smaller than a class): the case the shuffle buffer cannot fix.
+  source gave a buffer smaller than a class while prep wrote source order): the case the buffer cannot fix.
+- ``stream_prep_256``: the same class-sorted images and 256-sample buffer, the shards written in a random
+  order drawn from the seed, as ``image.prep`` now writes a train split.
 
 Data: Fashion-MNIST as ``image.prep`` makes it, ``--per-class`` training images per class (10 % held out),
 200 test images per class, shards of 500 images. Training: ``image.train``'s defaults (NT-Xent, batch 256,
@@ -43,7 +45,8 @@ from repflow.manifest import staged_output  # noqa: E402
 from repflow.probe import fit_linear_probe  # noqa: E402
 from repflow.shards import ShardSet, write_image_split  # noqa: E402
 
-ARMS = {"memory": None, "stream": ("source", 10_000), "stream_sorted_256": ("sorted", 256)}
+ARMS = {"memory": None, "stream": ("source", 10_000), "stream_sorted_256": ("sorted", 256),
+        "stream_prep_256": ("prep", 256)}
 
 
 def write_shards(folder: Path, x: np.ndarray, y: np.ndarray) -> ShardSet:
@@ -75,8 +78,10 @@ def main() -> None:
         y_test = torch.from_numpy(src.test_labels[test].astype(np.int64))
         with tempfile.TemporaryDirectory() as tmp:
             by_class = np.argsort(y, kind="stable")
+            prep_order = by_class[np.random.default_rng(seed).permutation(len(y))]
             sets = {"source": write_shards(Path(tmp) / "source", x, y),
-                    "sorted": write_shards(Path(tmp) / "sorted", x[by_class], y[by_class])}
+                    "sorted": write_shards(Path(tmp) / "sorted", x[by_class], y[by_class]),
+                    "prep": write_shards(Path(tmp) / "prep", x[prep_order], y[prep_order])}
             for arm, spec in ARMS.items():
                 if (seed, arm) in done:
                     continue
@@ -116,8 +121,8 @@ def main() -> None:
                  "uniform random permutation, another one than torch.randperm's, so stream − memory is seed noise "
                  "and its interval should cover 0. A buffer smaller than a class over class-sorted shards gives "
                  "batches of few classes; SimCLR's negatives then come mostly from the anchor's class, which the "
-                 "loss and probe accuracy show. prep writes shards in source order, so an imagefolder source "
-                 "(sorted by class) needs train.shuffle_buffer above its largest class.")
+                 "loss and probe accuracy show. image.prep therefore writes a train split in a random order drawn "
+                 "from the seed (stream_prep_256: the class-sorted images so written, the same 256 buffer).")
     notes.append(f"{rows[0]['images']} Fashion-MNIST training images, small_cnn width {args.width}, {args.epochs} "
                  "epochs, batch 256; same init and augmentation generator per seed in every arm; only the order "
                  "of the images differs.")

@@ -269,7 +269,8 @@ def main() -> None:
         params = parse_params({"seed": 0, "device": "cpu", "prep": {"source": "fashion-mnist",
                                                                      "per_class": args.per_class,
                                                                      "test_per_class": 100 * args.seeds,
-                                                                     "image_format": "png"}})
+                                                                     "image_format": "png",
+                                                                     "train_order": "source"}})
         data = ShardSet(run_stage("image.prep", params, {}, root / "prep"))
         x_train, y_train = data.load("train")
         x_test_u8, y_test = data.load("test")

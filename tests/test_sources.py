@@ -169,3 +169,46 @@ def test_prep_raw_shards_hold_the_same_images_as_png(tmp_path, monkeypatch):
     for split in ("train", "val", "test"):
         (xp, yp), (xr, yr) = sets["png"].load(split), sets["raw"].load(split)
         assert torch.equal(xp, xr) and torch.equal(yp, yr) and xr.dtype == torch.uint8
+
+
+@pytest.mark.slow
+def test_prep_writes_the_train_split_of_a_class_sorted_source_in_a_seeded_random_order(tmp_path, monkeypatch):
+    """An imagefolder lists its images class by class; prep's train shards mix the classes (a small shuffle
+    buffer then still sees every class), the same seed writes the same bytes, val / test keep source order, and
+    ``prep.train_order: source`` writes the same images in the source's order."""
+    from repflow import tracking
+    from repflow.stage import run_stage
+
+    monkeypatch.chdir(tmp_path)
+    tracking.configure(tmp_path)
+    root = tmp_path / "imgs"
+    source_images = []
+    for c in range(3):
+        (root / f"k{c}").mkdir(parents=True)
+        for i in range(10):
+            image = rng_images(1, 9, 11, seed=100 + c * 10 + i)[0]
+            source_images.append(image.tobytes())
+            Image.fromarray(image).save(root / f"k{c}" / f"{i:02d}.png")
+    params = parse_params(tiny_params(prep={"source": "imagefolder", "path": str(root), "per_class": None,
+                                            "test_per_class": None, "val_fraction": 0.2, "test_fraction": 0.3,
+                                            "shard_size": 4}))
+    outs = [run_stage("image.prep", params, {}, tmp_path / name) for name in ("a", "b")]
+    sets = [ShardSet(out) for out in outs]
+    y_train = sets[0].load("train")[1].tolist()
+    assert len(y_train) >= 12 and y_train != sorted(y_train)
+    for split in ("val", "test"):
+        labels = sets[0].load(split)[1].tolist()
+        assert labels == sorted(labels) and set(labels) == {0, 1, 2}
+    written = [image.numpy().tobytes() for split in ("train", "val", "test") for image in sets[0].load(split)[0]]
+    assert sorted(written) == sorted(source_images)
+    shards = [sorted(out.glob("train*.tar")) for out in outs]
+    assert len(shards[0]) >= 3 and [p.name for p in shards[0]] == [p.name for p in shards[1]]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(*shards))
+    source = ShardSet(run_stage("image.prep", parse_params({**tiny_params(), "prep": {
+        **params.prep.model_dump(), "train_order": "source"}}), {}, tmp_path / "source"))
+    x_source, y_source = source.load("train")
+    assert y_source.tolist() == sorted(y_train)  # the old order: class by class
+    x_random = sets[0].load("train")[0]
+    assert sorted(i.numpy().tobytes() for i in x_source) == sorted(i.numpy().tobytes() for i in x_random)
+    for split in ("val", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(source.load(split), sets[0].load(split)))

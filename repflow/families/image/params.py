@@ -42,6 +42,11 @@ class PrepParams(Section):
         "raw", description="raw: the uint8 bytes with their shape, read without a decode (about 2.5x faster loading "
                            "than png, the same images: benchmarks/results/loading.md; shards about 11 % larger); "
                            "png: compressed members an image viewer opens")
+    train_order: Literal["random", "source"] = Field(
+        "random", description="order the train split is written in. random: drawn from seed, so a shuffle buffer "
+                              "smaller than a class still mixes the classes of a source listed class by class "
+                              "(imagefolder; benchmarks/results/stream.md); source: the source's order (prep "
+                              "before issue 34; benchmarks recorded with it pin it). Val and test: source order")
 
 
 class AugmentParams(Section):

@@ -30,8 +30,9 @@ class ShardImages:
     With a buffer at least the split's size the order is a uniform random permutation, like the in-memory
     path's ``torch.randperm`` but a different one, so the two paths give different batches from the same
     seed: benchmarks/results/stream.md measures what that changes. With a smaller buffer, samples move at
-    most about a buffer's length from their place in the shards (prep writes them in source order: an
-    ``imagefolder`` source is sorted by class, and a buffer smaller than a class gives one-class batches).
+    most about a buffer's length from their place in the shards: prep writes the train split in a seeded
+    random order, so a small buffer still mixes the classes; over shards written class by class (an
+    ``imagefolder`` source in its own order) a buffer smaller than a class gives one-class batches.
     """
 
     def __init__(self, data: ShardSet, split: str, *, shuffle_buffer: int, seed: int, labels: bool = False,

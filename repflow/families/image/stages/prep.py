@@ -1,4 +1,9 @@
-"""image.prep: read an image source on disk, split it, write train / val / test shards with a manifest."""
+"""image.prep: read an image source on disk, split it, write train / val / test shards with a manifest.
+
+With ``prep.train_order: random`` (the default) the train split is written in an order drawn from ``seed``
+after every other draw, so the splits hold the images ``source`` order gives them: a reader with a shuffle buffer
+smaller than a class (``train.shuffle_buffer``) then still mixes the classes of an ``imagefolder`` source,
+which lists its images class by class (benchmarks/results/stream.md). Val and test stay in source order."""
 from __future__ import annotations
 
 import hashlib
@@ -54,6 +59,8 @@ def run(ctx: StageContext) -> StageSummary:
     x_tr, y_tr = x_tr[keep], y_tr[keep]
     tr_idx, val_idx = stratified_split(y_tr, cfg.val_fraction, rng)
     keep_te = stratified_subsample(y_te, cfg.test_per_class, rng)
+    if cfg.train_order == "random":
+        tr_idx = tr_idx[rng.permutation(len(tr_idx))]
     splits = {"train": (x_tr[tr_idx], y_tr[tr_idx]), "val": (x_tr[val_idx], y_tr[val_idx]),
               "test": (x_te[keep_te], y_te[keep_te])}
     if len(splits["train"][0]) < 2:
