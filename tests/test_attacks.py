@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from repflow.families.image.models import build_classifier
-from repflow.attacks import (ATTACKS, DI, MIFGSM, PGD, SSA, TI, SVDLogitFusion, attack_success_rate, dct_2d,
-                             dct_matrix, gaussian_kernel, idct_2d, make_attack, rank1_ablation_accuracy,
-                             rank1_approximation)
+from repflow.attacks import (ATTACKS, DI, MIFGSM, PGD, SSA, TI, IterativeAttack, SVDLogitFusion,
+                             attack_success_rate, dct_2d, dct_matrix, gaussian_kernel, idct_2d, make_attack,
+                             rank1_ablation_accuracy, rank1_approximation)
 from repflow.families.image.supervised import train_classifier
 from repflow.families.image.zoo import ZOO_SPECS, ZooSpec, member_role, train_zoo_member
 from repflow.families.image.params import TransferParams, ZooParams
@@ -235,6 +235,20 @@ def test_attacks_freeze_the_parameters_only_while_they_run():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_a_failing_attack_still_restores_the_parameters_and_modes():
+    """The freeze and eval switch are undone on the way out of an error too (a bad label here), so a
+    model that an attack raised on can still be trained."""
+    model = tiny_model().train()
+    model.stages[0][0].bias.requires_grad_(False)
+    model.stages[1].eval()
+    x, _ = random_batch()
+    with pytest.raises(IndexError):
+        PGD(model, eps=0.05, steps=2)(x, torch.full((len(x),), 7))
+    assert [p.requires_grad for p in model.parameters()] == [p is not model.stages[0][0].bias
+                                                             for p in model.parameters()]
+    assert model.training and model.stages[0].training and not model.stages[1].training
+
+
 @pytest.mark.slow
 def test_power_and_exact_agree_on_real_middle_features(surrogate, digits):
     front, _ = surrogate.split("block2")
@@ -410,7 +424,7 @@ def test_passes_of_a_few_images_give_one_pass_adversarial_examples(name, extra):
     """A CPU attack takes the model's gradient ``pass_images`` images at a time (cache-sized chunks); the
     examples must be those of one pass over the whole batch (the transforms' draws included), same seed."""
     model = tiny_model()
-    x, y = random_batch(n=37)
+    x, y = random_batch(n=IterativeAttack.pass_images["cpu"] + 5)
     params = {"eps": 0.05, **quick_params(name), "seed": 3, **extra}
     one_pass = make_attack(name, model, **params)
     one_pass.pass_images = {"cpu": 10_000, "other": 10_000}
