@@ -68,12 +68,12 @@ test: setup $(CHROMIUM)
 	ruff check .
 	lint-imports
 	repflow dvc-yaml
-	pytest -n $(TEST_WORKERS) --dist loadgroup
+	pytest -n $(TEST_WORKERS)
 
 test-fast: setup
 	ruff check .
 	lint-imports
-	pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
+	pytest -m "not slow" -q -n $(TEST_WORKERS)
 
 bench: setup
 	python -m benchmarks.loading

@@ -77,42 +77,12 @@ SLOW_FIXTURES = ("ray_session", "prefect_harness", "tiny_shards", "mlflow_tmp", 
 two-rank process group): a test that uses one is ``slow``."""
 
 
-LONGEST_FIRST = (
-    "tests/test_dvc.py::",
-    "tests/test_ui.py::",
-    "tests/test_families.py::test_a_new_family",
-    "tests/test_pipeline.py::test_main_flow",
-)
-"""The end-to-end tests that take a minute or more of one process (``--durations`` of a fresh-clone run), in
-that order. Two pytest-xdist processes share the suite greedily in collection order, so a long test collected
-near the end leaves the other process idle while it finishes: these start first, then the other slow tests,
-then the fast ones."""
-
-
-def _order(item) -> int:
-    for rank, prefix in enumerate(LONGEST_FIRST):
-        if item.nodeid.startswith(prefix):
-            return rank
-    return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
-
-
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Mark ``slow`` every test that uses a :data:`SLOW_FIXTURES` fixture or still carries the older
-    ``integration`` marker (folded into ``slow``), so ``make test-fast`` (``-m "not slow"``) starts none of them.
-
-    For ``pytest -n 2 --dist loadgroup`` (``make test``): a module whose tests share a module-scoped fixture (a
-    trained model, a crashed flow run) goes to one process as one group, so the fixture is built once, not once per
-    process; and the longest tests are collected first (:data:`LONGEST_FIRST`). Runs before xdist reads the groups.
-    """
+    ``integration`` marker (folded into ``slow``), so ``make test-fast`` (``-m "not slow"``) starts none of them."""
     for item in items:
         if item.get_closest_marker("integration") or set(SLOW_FIXTURES) & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
-        definitions = getattr(item, "_fixtureinfo", None)
-        scopes = {d.scope for defs in (definitions.name2fixturedefs.values() if definitions else ()) for d in defs}
-        if "module" in scopes and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=_order)
 
 
 @pytest.fixture
