@@ -17,8 +17,11 @@ from tests.conftest import tiny_params
 
 @pytest.mark.slow
 def test_two_ray_train_workers_follow_the_one_process_loss_curve(tiny_shards, tmp_path, mlflow_tmp, ray_session):
-    """Same global batch (64), same start and batches: 2 workers' per-epoch losses within 1e-3 (relative) of one
-    process's and the encoder's features within 0.5 % (relative norm) of its; the stage's outputs are the usual ones."""
+    """Same global batch (64), same start and batches. Epoch 1 (two steps) is the arithmetic: its loss equals one
+    process's to 1e-6 (relative). After that, float-order noise grows chaotically through Adam's normalised steps
+    (measured on this data: a 1e-7 relative nudge of one process's start weights moves its features 0.1-0.3 %
+    after 3 epochs, a 1e-5 nudge 6-10 %), so later epochs' losses are held to 1e-2 and the final features to 5 %
+    of one process's, while training moves them by far more than that. The stage's outputs are the usual ones."""
     from repflow.stage import run_stage
 
     # both in memory (train.stream: never): the data-parallel workers always are, and the stream's order differs
@@ -32,21 +35,25 @@ def test_two_ray_train_workers_follow_the_one_process_loss_curve(tiny_shards, tm
     h2 = json.loads((out_two / "history.json").read_text())["history"]
     assert [h["workers"] for h in h2] == [2, 2, 2]
     assert [h["trained"] for h in h2] == [h["trained"] for h in h1] == [128, 128, 128]
-    for mine, ref in zip(h2, h1):
-        assert mine["loss"] == pytest.approx(ref["loss"], rel=1e-3)
+    assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=1e-6)
+    for mine, ref in zip(h2[1:], h1[1:]):
+        assert mine["loss"] == pytest.approx(ref["loss"], rel=1e-2)
     # the same function: features of the test images (per-tensor weights can differ more where a gradient is ~0,
     # e.g. a conv bias before batch norm, whose float-order noise Adam's normalised step enlarges)
     w1, c1 = load_tensors(out_one / "encoder.safetensors")
     w2, c2 = load_tensors(out_two / "encoder.safetensors")
     assert c1 == c2
+    start, _ = load_tensors(selection / "warmup.safetensors")
+    start = {k[len("encoder/"):]: v for k, v in start.items() if k.startswith("encoder/")}
     encoders = []
-    for weights in (w1, w2):
+    for weights in (w1, w2, start):
         encoders.append(build_encoder(c1).eval())
         encoders[-1].load_state_dict(weights)
     x, _ = ShardSet(tiny_shards).load("test")
     with torch.no_grad():
-        f1, f2 = (e(x[:64].float().div(255)) for e in encoders)
-    assert float((f2 - f1).norm() / f1.norm()) < 5e-3
+        f1, f2, f0 = (e(x[:64].float().div(255)) for e in encoders)
+    assert float((f2 - f1).norm() / f1.norm()) < 0.05
+    assert float((f0 - f1).norm() / f1.norm()) > 0.2  # training moved the features: 5 % can tell trained from not
     assert (out_two / "loss.png").is_file() and (out_two / "head.safetensors").is_file()
 
     # the stage is itself a Ray task holding a CPU: workers that do not fit what is left ask for a fair share
