@@ -49,6 +49,25 @@ def _loss_and_grads(net: nn.Module, loss_name: str, rows: slice):
     return loss.detach(), [p.grad.clone() for p in net.parameters()], net[1].running_var.clone()
 
 
+def _conv_net() -> nn.Module:
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4))
+
+
+def _conv_loss_and_grads(net: nn.Module, rows: slice):
+    """The global-batch NT-Xent of 4×4 two-channel images (batch norm over (N, H, W) per channel) from this rank's
+    ``rows``: loss, the parameter gradients after averaging, the batch norm's running variance."""
+    from repflow.data_parallel import average_gradients
+
+    g = torch.Generator().manual_seed(2)
+    x1, x2 = torch.randn(GLOBAL, 2, 4, 4, generator=g) * 3 + 1, torch.randn(GLOBAL, 2, 4, 4, generator=g)
+    net.zero_grad()
+    loss = nt_xent_loss(gather_with_grad(net(x1[rows])), gather_with_grad(net(x2[rows])), 0.5)
+    loss.backward()
+    average_gradients(net.parameters())
+    return loss.detach(), [p.grad.clone() for p in net.parameters()], net[1].running_var.clone()
+
+
 def _params(method: str = "simclr", epochs: int = 2):
     return parse_params(tiny_params(train={"method": method, "encoder": "small_cnn", "width": 4, "proj_dim": 8,
                                            "epochs": epochs, "batch_size": 10, "lr": 0.01, "checkpoint_every": 1,
@@ -92,6 +111,10 @@ def _rank(rank: int, size: int, port: int, out: str) -> None:
             found[f"{loss_name}/running_var"] = running_var
             for i, grad in enumerate(grads):
                 found[f"{loss_name}/grad{i}"] = grad
+        net = sync_batch_norm(_conv_net(), "cpu")
+        loss, grads, running_var = _conv_loss_and_grads(net, rows)
+        found.update({"conv/loss": loss, "conv/running_var": running_var,
+                      **{f"conv/grad{i}": grad for i, grad in enumerate(grads)}})
         # the image family's worker, as Ray Train runs it: SimCLR for 2 epochs (rank 0 checkpoints), then ACL
         data_parallel_train(_job(_params(), Path(out) / "simclr.safetensors"), torch.device("cpu"))
         encoder, _ = data_parallel_train(_job(_params("acl", epochs=1), Path(out) / "acl.safetensors"),
@@ -144,6 +167,19 @@ def test_gathered_loss_and_gradients_equal_the_full_batch(two_ranks, loss_name):
         for i, grad in enumerate(grads):
             torch.testing.assert_close(found[f"{loss_name}/grad{i}"], grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(found[f"{loss_name}/running_var"], running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_synchronised_conv_batch_norm_gradients_equal_the_full_batch(two_ranks):
+    """Batch norm over (N, H, W) of conv features (a channel mean far from 0) on 2 ranks: the loss, every
+    parameter gradient (the conv's flows back through the batch norm's input gradient) and the running variance
+    equal one process's on the 7 images."""
+    _, ranks = two_ranks
+    loss, grads, running_var = _conv_loss_and_grads(_conv_net(), slice(0, GLOBAL))
+    for found in ranks:
+        torch.testing.assert_close(found["conv/loss"], loss, rtol=1e-5, atol=1e-6)
+        for i, grad in enumerate(grads):
+            torch.testing.assert_close(found[f"conv/grad{i}"], grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(found["conv/running_var"], running_var, rtol=1e-5, atol=1e-6)
 
 
 def test_two_rank_checkpoint_matches_one_process_and_resumes(two_ranks, tmp_path, one_thread):
