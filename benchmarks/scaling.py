@@ -44,17 +44,68 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, append_rows, interval_text, read_rows, write_results  # noqa: E402
 
 WHERE_THE_TIME_GOES = (
-    "Where 2 workers lose (measured once beside this run with 2 gloo processes, no Ray, one SimCLR step of global "
-    "batch 256, CPU seconds per step per rank, load average ~18): one process on 128 images 0.39–0.41; a rank "
-    "with local batch norm but the gathers and the gradient all-reduce 0.42–0.47; a rank with synchronised "
-    "batch norm too 0.57–0.63. The ~28 small all-reduces per step of the synchronised batch norms (one forward "
-    "and one backward per batch-norm call, 7 batch norms × 2 views) cost the CPU; each also waits for the other "
-    "worker to be scheduled, which on a machine with ~10× more runnable threads than cores is the wall-clock "
-    "loss. The gathers and the one flat gradient all-reduce cost little.")
+    "Where 2 workers lose: benchmarks/results/dp_step.md (2 gloo processes, no Ray, one SimCLR step of global batch "
+    "256): a rank's CPU per step against one process's on the whole batch gives an efficiency of 0.91 with "
+    "synchronised batch norm and 0.94 with local batch norm (0.72 before synchronised batch norm ran on the "
+    "batch-norm kernels: var_mean over (N, H, W) cost more than the all-reduces). The 35 collectives per step "
+    "cost ~1 ms each. Beyond that, on a 2-core machine Ray's own processes (GCS, raylet, agents, Train's "
+    "controller; ray_other_cpu_s) share the two cores with the two workers, where one worker leaves them a core.")
 
 
 def _load() -> float:
     return os.getloadavg()[0]
+
+
+class ChildCPU:
+    """CPU seconds (user + system) of this process's descendants while an arm runs (Ray's GCS, raylet, agents,
+    pooled idle workers and the Train workers), sampled every ``interval`` s from a thread: per process (named as last
+    seen: a pooled worker turns into an actor) the last reading minus the first (a process that ends between two
+    samples loses at most ``interval`` of its count;
+    one seen first mid-arm counts from its start). ``by_name(skip)``: the seconds by process name, leaving out the
+    pids in ``skip`` (the data-parallel workers, which report their own CPU)."""
+
+    def __init__(self, interval: float = 0.5):
+        import threading
+
+        self.interval, self.first, self.last, self.names = interval, {}, {}, {}
+        self._started = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                times = proc.cpu_times()
+                self.names[proc.pid] = proc.name()
+            except psutil.Error:
+                continue
+            self.first.setdefault(proc.pid, 0.0 if self._started else times.user + times.system)
+            self.last[proc.pid] = times.user + times.system
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "ChildCPU":
+        self._sample()
+        self._started = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_name(self, skip: set[int]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, last in self.last.items():
+            if pid not in skip:
+                name = self.names[pid]
+                out[name] = out.get(name, 0.0) + last - self.first[pid]
+        return out
 
 
 def scaling_loop(job: dict, device: torch.device) -> None:
@@ -81,7 +132,7 @@ def scaling_loop(job: dict, device: torch.device) -> None:
                                 device=device, seed=job["seed"],
                                 on_epoch=lambda epoch, stats, opt: ends.append((time.perf_counter(),
                                                                                 time.process_time())))
-    mine = {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    mine = {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "pid": os.getpid(),
             "timed_cpu_s": ends[-1][1] - ends[0][1], "process_cpu_s": time.process_time()}
     found = [None] * ranks
     dist.all_gather_object(found, mine)
@@ -93,7 +144,7 @@ def scaling_loop(job: dict, device: torch.device) -> None:
             "samples_per_s": trained / (ends[-1][0] - ends[0][0]),
             "samples_per_cpu_s": trained / sum(f["timed_cpu_s"] for f in found),
             "peak_mb": sum(f["peak_mb"] for f in found), "peak_mb_per_worker": [f["peak_mb"] for f in found],
-            "workers_cpu_s": sum(f["process_cpu_s"] for f in found),
+            "workers_cpu_s": sum(f["process_cpu_s"] for f in found), "worker_pids": [f["pid"] for f in found],
             "losses": [h["loss"] for h in history], "threads": torch.get_num_threads()}))
 
 
@@ -109,11 +160,13 @@ def ray_arm(workers: int, seed: int, data: dict, epochs: int) -> dict:
         out = Path(tmp)
         cpu = time.process_time()
         t0 = time.perf_counter()
-        run_data_parallel(scaling_loop, {"images": data["x_train"], "enc_config": enc_config, "seed": seed,
-                                         "epochs": epochs, "out": str(out)},
-                          workers=workers, device="cpu", storage=out / "ray", name=f"scaling-{workers}w-{seed}")
+        with ChildCPU() as children:
+            run_data_parallel(scaling_loop, {"images": data["x_train"], "enc_config": enc_config, "seed": seed,
+                                             "epochs": epochs, "out": str(out)},
+                              workers=workers, device="cpu", storage=out / "ray", name=f"scaling-{workers}w-{seed}")
         wall = time.perf_counter() - t0
         stats = json.loads((out / "stats.json").read_text())
+        ray_cpu = children.by_name(set(stats["worker_pids"]))
         tensors, config = load_tensors(out / "encoder.safetensors")
     encoder = build_encoder(config)
     encoder.load_state_dict(tensors)
@@ -121,8 +174,9 @@ def ray_arm(workers: int, seed: int, data: dict, epochs: int) -> dict:
     return {"seed": seed, "workers": workers, "samples/s": stats["samples_per_s"],
             "samples/cpu_s": stats["samples_per_cpu_s"], "peak_mb": stats["peak_mb"],
             "probe_acc": acc, "final_loss": stats["losses"][-1], "wall_s": wall,
-            "driver_cpu_s": time.process_time() - cpu, "workers_cpu_s": stats["workers_cpu_s"], "load_before": load,
-            "worker_threads": stats["threads"]}
+            "driver_cpu_s": time.process_time() - cpu, "workers_cpu_s": stats["workers_cpu_s"],
+            "ray_other_cpu_s": sum(ray_cpu.values()), "load_before": load, "worker_threads": stats["threads"],
+            "ray_other_cpu_by_name": {k: round(v, 2) for k, v in sorted(ray_cpu.items(), key=lambda kv: -kv[1])}}
 
 
 def streaming_section(data: dict, epochs: int) -> tuple[list[dict], list[str]]:
@@ -238,13 +292,17 @@ def main() -> None:
              f"workers; samples per CPU-second depends on it less, though waiting in the collectives costs CPU "
              f"too, more the more loaded the machine).",
              f"CPU: driver {sum(r['driver_cpu_s'] for r in rows):.0f} s + workers "
-             f"{sum(r['workers_cpu_s'] for r in rows):.0f} s over the {len(rows)} arms (Ray's own daemons not "
-             f"counted).",
+             f"{sum(r['workers_cpu_s'] for r in rows):.0f} s + Ray's other processes "
+             f"{sum(r.get('ray_other_cpu_s', float('nan')) for r in rows):.0f} s over the {len(rows)} arms (GCS, "
+             f"raylet, agents, idle pooled workers, Train's controller; by name per arm in scaling.json).",
              WHERE_THE_TIME_GOES,
              *stream_notes, *notes]
+    ordered = sorted(rows, key=lambda r: (r["seed"], r["workers"]))
     write_results("scaling", "Data-parallel scaling: 1 vs 2 Ray Train workers (train.workers)",
-                  sorted(rows, key=lambda r: (r["seed"], r["workers"])), notes,
-                  {"summary": summary, "streaming": stream_rows})
+                  [{k: v for k, v in r.items() if k != "ray_other_cpu_by_name"} for r in ordered], notes,
+                  {"summary": summary, "streaming": stream_rows,
+                   "ray_other_cpu_by_name": [{"seed": r["seed"], "workers": r["workers"],
+                                              **r.get("ray_other_cpu_by_name", {})} for r in ordered]})
 
 
 if __name__ == "__main__":
