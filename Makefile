@@ -24,9 +24,13 @@ setup: $(VENV)/.installed $(FMNIST) $(WORDNET)
 
 $(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | $(QUIET_PIP)
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements-nodeps.txt 2>&1 \
+	  | $(QUIET_PIP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
+	@# pip compiles bytecode on one core (~140 CPU-s here); compileall on every core does the same files. A few
+	@# files in the wheels are not Python 3.11 (pip skips them too), hence the ignored exit status.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 # The default data set is a Debian package (Fashion-MNIST, MIT). Root installs it; others are told how.

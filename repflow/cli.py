@@ -64,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workdir)
     params_file = _params_file(args)
     load_params(params_file, args.P)  # fail on bad params before Prefect, Ray or MLflow start
+    ws.check_free()  # a folder another run holds: one line now, before any server is asked
     from repflow import servers, tracking
     from repflow.cluster import ensure_ray
 
@@ -435,8 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage tasks one at a time in this process (local), or as Ray tasks, independent stages "
                         "side by side (ray)")
     r.add_argument("--stage", action="append", default=[], metavar="NAME",
-                   help="run only this stage and the stages it reads from (repeatable); on-demand stages such as "
-                        "image.compare run only when named")
+                   help="run only this stage (train, or image.train as `repflow stage` names it) and the stages "
+                        "it reads from (repeatable); on-demand stages such as image.compare run only when named")
     common(r)
     r.set_defaults(func=cmd_run)
 

@@ -74,6 +74,27 @@ class Workspace:
     def params_file(self) -> Path:
         return self.root / "params.yaml"
 
+    def check_free(self) -> None:
+        """Raise :class:`WorkspaceBusy` naming the holder when another run holds the folder, writing nothing:
+        the check a command makes before it contacts servers, so a busy folder is one line at once, whatever
+        the servers do. :meth:`lock` still takes the folder (it may be taken between the two)."""
+        if self.root in _HELD:
+            return
+        try:
+            fd = os.open(self.root / ".repflow.lock", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return  # no lock file (or one lock() will refuse with the reason)
+        with open(fd) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._busy(fh.read()) from None
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _busy(self, holder: str) -> "WorkspaceBusy":
+        return WorkspaceBusy(f"--workdir {self.root}: in use by another repflow run ({holder.strip() or 'unknown'}); "
+                             f"wait for it or use another --workdir")
+
     @contextlib.contextmanager
     def lock(self) -> Iterator["Workspace"]:
         """Hold the workspace for one run. Two runs in one folder would overwrite each other's stage
@@ -94,9 +115,7 @@ class Workspace:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 fh.seek(0)
-                holder = fh.read().strip() or "unknown"
-                raise WorkspaceBusy(f"--workdir {self.root}: in use by another repflow run ({holder}); wait for it "
-                                    f"or use another --workdir") from None
+                raise self._busy(fh.read()) from None
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from repflow.config import ParamsError
 from repflow.family import (PARADIGMS, Family, FamilyError, Stage, code_files, families, parse_params, register_family,
-                            resolve_stage)
+                            get_family, resolve_stage)
 from tests.conftest import REPO, child_env, tiny_params
 
 
@@ -26,6 +26,11 @@ def test_unknown_family_or_stage_lists_the_valid_ones():
     with pytest.raises(FamilyError, match=r"unknown stage 'image.trian'; stages: image.prep, image.generate"):
         resolve_stage("image.trian")
     assert resolve_stage("train") is resolve_stage("image.train")  # a bare name is the default family's
+    # `repflow run --stage` takes a stage of the family bare or as `repflow stage` names it, not another family's
+    image = get_family("image")
+    assert [s.name for s in image.stages_to_run(["image.select"])] == [s.name for s in image.stages_to_run(["select"])]
+    with pytest.raises(FamilyError, match=r"family 'image' has no stage 'audio.train'; its stages: prep, "):
+        image.stages_to_run(["audio.train"])
 
 
 def test_bad_declarations_are_errors_naming_both_sides():

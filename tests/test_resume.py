@@ -1,9 +1,12 @@
 """A flow killed during train resumes from its checkpoint; runs in separate work folders do not clash.
 
-One scenario serves both tests (module fixture), because each flow run costs tens of seconds on 2
-cores: run A (long training) and run B (other params, other folder) start at once as real
-``repflow run`` processes against the session's Prefect server; a third run into A's folder is turned
-away; A is SIGKILLed in the middle of training while B finishes; then A is started again.
+One scenario and one test that checks both (two tests could be sent to two pytest-xdist processes, each
+building the scenario), because each flow run costs tens of seconds on 2 cores: run A (long training) and
+run B (other params, other folder) start at once as real ``repflow run`` processes against the session's
+Prefect server; a third run into A's folder is turned away; A is SIGKILLed in the middle of training while
+B finishes; then A is started again. The runs stop at the train stage (``--stage image.train``: prep,
+select, train; training on real data reads no generated views): the stages after it add minutes of CPU
+and nothing to what is tested here (tests/test_pipeline.py runs them all).
 """
 import json
 import os
@@ -24,13 +27,12 @@ from tests.test_pipeline import task_states
 pytestmark = pytest.mark.slow
 
 EPOCHS_A = 40
-STAGE_FOLDERS = {"prep": "data/prep", "generate": "data/generate", "distill": "data/distill", "select": "data/select",
-                 "train": "artifacts/train", "zoo": "artifacts/zoo"}
+STAGE_FOLDERS = {"prep": "data/prep", "select": "data/select", "train": "artifacts/train"}
 
 
 def _start(ws: Path, env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "repflow", "run", "--workdir", str(ws)], env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "repflow", "run", "--stage", "image.train", "--workdir", str(ws)],
+                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -88,7 +90,7 @@ def crash_scenario(prefect_harness, tmp_path_factory):
     _kill_group(run_a)
     killed_at = epochs_saved()
     assert run_b.wait(timeout=600) == 0, (root / "b.log").read_text()[-3000:]
-    # the stages finished before the kill (stages run side by side, so distill or zoo may not have been)
+    # the stages that finished before the kill
     stamps = {stage: (ws_a / folder / "manifest.json").stat().st_mtime_ns for stage, folder in STAGE_FOLDERS.items()
               if (ws_a / folder / "manifest.json").is_file()}
     assert not (ws_a / "artifacts" / "train" / "manifest.json").exists()
@@ -96,7 +98,7 @@ def crash_scenario(prefect_harness, tmp_path_factory):
     # A again, in this process, against the same server and result storage
     from repflow.families.image.flow import image_flow
 
-    state = image_flow(params_file="params.yaml", workdir=str(ws_a), return_state=True)
+    state = image_flow(params_file="params.yaml", workdir=str(ws_a), stages=["image.train"], return_state=True)
     assert state.is_completed(), state
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -108,13 +110,18 @@ def crash_scenario(prefect_harness, tmp_path_factory):
             "states": task_states(state.state_details.flow_run_id)}
 
 
-def test_killed_run_reuses_finished_stages_and_resumes_training(crash_scenario):
+def test_a_killed_run_resumes_and_runs_in_separate_folders_do_not_clash(crash_scenario):
+    _killed_run_reuses_finished_stages_and_resumes_training(crash_scenario)
+    _runs_in_separate_workdirs_do_not_clash(crash_scenario)
+
+
+def _killed_run_reuses_finished_stages_and_resumes_training(crash_scenario):
     import mlflow
 
     ws, killed_at = crash_scenario["a"], crash_scenario["killed_at"]
     assert 2 <= killed_at < EPOCHS_A
     states, stamps = crash_scenario["states"], crash_scenario["stamps"]
-    assert {"prep", "generate", "select"} <= set(stamps) and "train" not in stamps
+    assert {"prep", "select"} <= set(stamps) and "train" not in stamps
     assert {stage: states[stage] for stage in stamps} == {stage: "Cached" for stage in stamps}
     assert states["train"] == "Completed"
     for stage, stamp in stamps.items():
@@ -136,7 +143,7 @@ def test_killed_run_reuses_finished_stages_and_resumes_training(crash_scenario):
     assert [r.info.status for r in parents] == ["FINISHED", "KILLED"]
 
 
-def test_runs_in_separate_workdirs_do_not_clash(crash_scenario):
+def _runs_in_separate_workdirs_do_not_clash(crash_scenario):
     import mlflow
 
     ws_a, ws_b = crash_scenario["a"], crash_scenario["b"]

@@ -57,6 +57,36 @@ def test_a_planted_symlink_is_never_followed_for_the_lock_or_a_server_log(tmp_pa
     assert target.read_text() == "keep me\n" and server.proc is None
 
 
+def test_a_busy_folder_is_found_without_writing_and_a_free_one_is_left_alone(tmp_path):
+    """``repflow run`` asks ``check_free`` before any server: a folder another process holds is refused naming
+    the holder; a free folder, or one that does not exist yet, is not created or written."""
+    from repflow.stage import Workspace, WorkspaceBusy
+
+    missing = Workspace.at(tmp_path / "new")
+    missing.check_free()
+    assert not (tmp_path / "new").exists()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; fh = open(sys.argv[1], 'w'); fcntl.flock(fh, fcntl.LOCK_EX); "
+        "fh.write('pid 4242 on elsewhere'); fh.flush(); print('held', flush=True); time.sleep(60)"),
+        str(ws / ".repflow.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkspaceBusy, match=r"--workdir .*/ws: in use by another repflow run \(pid 4242 on "
+                                                r"elsewhere\); wait for it or use another --workdir"):
+            Workspace.at(ws).check_free()
+    finally:
+        holder.kill()
+        holder.wait()
+    before = (ws / ".repflow.lock").stat().st_mtime_ns
+    Workspace.at(ws).check_free()
+    assert (ws / ".repflow.lock").read_text() == "pid 4242 on elsewhere"
+    assert (ws / ".repflow.lock").stat().st_mtime_ns == before
+    with Workspace.at(ws).lock():  # and the run's own lock takes it afterwards
+        Workspace.at(ws).check_free()  # re-entered in the holding process: not busy
+
+
 def test_the_ui_servers_accept_only_local_origins_and_hosts(tmp_path, monkeypatch):
     from repflow import servers
 
