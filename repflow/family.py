@@ -200,9 +200,8 @@ class Family:
     def stage(self, name: str) -> Stage:
         """The stage called ``name``, bare (``train``) or qualified as ``repflow stage`` names it
         (``image.train``)."""
-        bare = name[len(self.name) + 1:] if name.startswith(f"{self.name}.") else name
         for s in self.stages:
-            if s.name == bare:
+            if name in (s.name, s.qualname):
                 return s
         raise FamilyError(f"family {self.name!r} has no stage {name!r}; its stages: "
                           f"{', '.join(s.name for s in self.stages)}")
